@@ -1,1 +1,44 @@
-pub fn x(){}
+//! Configuration: stunnel.conf text in, a typed `Config` out.
+//!
+//! Three named stages (DESIGN.md): `lexer` turns bytes into `RawLine`s, `parse` applies the
+//! option table (`options`) into `types::Config` with inheritance and stunnel's checks, and
+//! the runtime (in `service`/`tls`) builds sockets and TLS contexts from it. This module
+//! reads the configuration file and its include directories and nothing else: no OpenSSL,
+//! no sockets, no certificates.
+
+pub mod error;
+pub mod lexer;
+pub mod options;
+mod parse;
+pub mod types;
+pub mod values;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::ConfigError;
+pub use types::{Config, Foreground, GlobalOptions, ServiceOptions};
+
+use std::path::Path;
+
+/// Reads and parses the configuration file at `path`. Errors name the file as given,
+/// made absolute (stunnel prints the realpath).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let invalid = |e: std::io::Error| ConfigError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let absolute = std::fs::canonicalize(path).map_err(invalid)?;
+    let bytes = if absolute.is_dir() {
+        // stunnel reads a directory as an empty file, which is inetd mode.
+        Vec::new()
+    } else {
+        std::fs::read(&absolute).map_err(invalid)?
+    };
+    parse::parse(&absolute.to_string_lossy(), &bytes)
+}
+
+/// Parses configuration text that did not come from a file (`-fd N`, tests).
+pub fn parse_bytes(name: &str, bytes: &[u8]) -> Result<Config, ConfigError> {
+    parse::parse(name, bytes)
+}

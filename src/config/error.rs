@@ -1,0 +1,57 @@
+//! Configuration errors, typed, each displayed the way stunnel prints it (spec §1.5), so that
+//! users and scripts that grep stunnel's messages find the same text.
+
+use std::fmt;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The configuration file itself cannot be read.
+    File { path: String, reason: String },
+    /// A line was rejected: `FILE:LINE: "RAW": message`.
+    Line {
+        file: Arc<str>,
+        line: usize,
+        raw: String,
+        message: String,
+    },
+    /// A section failed its end-of-section checks: `Service [NAME]: message`.
+    Service { name: String, message: String },
+    /// The global part failed its checks: `Global options: message`.
+    Global { message: String },
+    /// A file without sections (inetd mode) failed its checks: `Inetd mode: message`.
+    Inetd { message: String },
+}
+
+impl ConfigError {
+    pub fn message(&self) -> &str {
+        match self {
+            ConfigError::File { reason, .. } => reason,
+            ConfigError::Line { message, .. }
+            | ConfigError::Service { message, .. }
+            | ConfigError::Global { message }
+            | ConfigError::Inetd { message } => message,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::File { path, reason } => {
+                write!(f, "Invalid configuration file name \"{path}\": {reason}")
+            }
+            ConfigError::Line {
+                file,
+                line,
+                raw,
+                message,
+            } => write!(f, "{file}:{line}: \"{raw}\": {message}"),
+            ConfigError::Service { name, message } => write!(f, "Service [{name}]: {message}"),
+            ConfigError::Global { message } => write!(f, "Global options: {message}"),
+            ConfigError::Inetd { message } => write!(f, "Inetd mode: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

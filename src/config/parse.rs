@@ -1,0 +1,207 @@
+//! Stage 2 of the configuration: `RawLine`s → `Config`. Applies the option table in file
+//! order, copies the global part's service-level values into every section, expands
+//! `include = DIR`, and runs stunnel's end-of-section checks (spec §1.2–1.5).
+//! Reads the include directories; touches nothing else on disk.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::error::ConfigError;
+use super::lexer::{self, LineKind, RawLine};
+use super::options::{self, Handler, Scope, Target};
+use super::types::{Config, Foreground, GlobalOptions, ServiceOptions};
+
+/// `include` inside included files is allowed; this bounds a directory that includes itself.
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// Parses the text of the main configuration file named `file` (as errors should name it).
+pub fn parse(file: &str, bytes: &[u8]) -> Result<Config, ConfigError> {
+    let mut parser = Parser {
+        global: GlobalOptions::default(),
+        defaults: ServiceOptions::default(),
+        current: None,
+        services: Vec::new(),
+    };
+    parser.feed_all(&lexer::lex(&Arc::from(file), bytes), 0)?;
+    parser.finish(file)
+}
+
+struct Parser {
+    global: GlobalOptions,
+    /// The global part's service-level values; each section starts as a copy.
+    defaults: ServiceOptions,
+    /// The section being read, once the first header has been seen.
+    current: Option<ServiceOptions>,
+    services: Vec<ServiceOptions>,
+}
+
+fn line_error(line: &RawLine, message: impl Into<String>) -> ConfigError {
+    ConfigError::Line {
+        file: Arc::clone(&line.file),
+        line: line.number,
+        raw: line.text.clone(),
+        message: message.into(),
+    }
+}
+
+impl Parser {
+    fn feed_all(&mut self, lines: &[RawLine], depth: usize) -> Result<(), ConfigError> {
+        for line in lines {
+            self.feed(line, depth)?;
+        }
+        Ok(())
+    }
+
+    fn feed(&mut self, line: &RawLine, depth: usize) -> Result<(), ConfigError> {
+        match &line.kind {
+            LineKind::NoEquals => Err(line_error(line, "No '=' found")),
+            LineKind::Section(name) => {
+                match self.current.take() {
+                    Some(done) => self.services.push(check_service(done)?),
+                    None => check_global(&self.global)?,
+                }
+                let mut section = self.defaults.clone();
+                section.name = name.clone();
+                self.current = Some(section);
+                Ok(())
+            }
+            LineKind::Option { name, value } => self.apply(line, name, value, depth),
+        }
+    }
+
+    fn apply(
+        &mut self,
+        line: &RawLine,
+        name: &str,
+        value: &str,
+        depth: usize,
+    ) -> Result<(), ConfigError> {
+        let in_global_part = self.current.is_none();
+        let spec = options::find(name)
+            .filter(|spec| in_global_part || spec.scope == Scope::Service)
+            .ok_or_else(|| line_error(line, "Specified option name is not valid here"))?;
+        match spec.handler {
+            Handler::NotYet => Err(line_error(
+                line,
+                format!("option '{}' is not supported yet", spec.name),
+            )),
+            Handler::Include => self.include(line, value, depth),
+            Handler::Set(setter) => {
+                let service = self.current.as_mut().unwrap_or(&mut self.defaults);
+                let mut target = Target {
+                    global: &mut self.global,
+                    service,
+                    in_global_part,
+                };
+                setter(&mut target, value).map_err(|message| line_error(line, message))
+            }
+        }
+    }
+
+    /// Reads every regular file of `dir` in byte order of their names (alphasort), as if
+    /// pasted in place of the `include` line.
+    fn include(&mut self, line: &RawLine, dir: &str, depth: usize) -> Result<(), ConfigError> {
+        let failed = |_| line_error(line, "Failed to include directory");
+        if depth >= MAX_INCLUDE_DEPTH {
+            return Err(line_error(line, "Failed to include directory: nested too deep"));
+        }
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(failed)?
+            .filter_map(Result::ok)
+            .filter(|entry| std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()))
+            .map(|entry| entry.file_name())
+            .collect();
+        files.sort();
+        for name in files {
+            let path = Path::new(dir).join(&name);
+            let bytes = std::fs::read(&path).map_err(failed)?;
+            let display: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
+            self.feed_all(&lexer::lex(&display, &bytes), depth + 1)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, _file: &str) -> Result<Config, ConfigError> {
+        match self.current.take() {
+            Some(last) => self.services.push(check_service(last)?),
+            None => {
+                check_global(&self.global)?;
+                check_inetd(&self.defaults)?;
+            }
+        }
+        Ok(Config {
+            source: _file.to_string(),
+            global: self.global,
+            defaults: self.defaults,
+            services: self.services,
+        })
+    }
+}
+
+/// Checks of the global part, run at the first section header (or at the end).
+fn check_global(global: &GlobalOptions) -> Result<(), ConfigError> {
+    let daemon = global.foreground == Foreground::No;
+    let error = |message: &str| ConfigError::Global {
+        message: message.into(),
+    };
+    if daemon && global.output.as_ref().is_some_and(|p| p.is_relative()) {
+        return Err(error("Log file must include full path name"));
+    }
+    if daemon && global.pid.as_ref().is_some_and(|p| p.is_relative()) {
+        return Err(error("Pid file must include full path name"));
+    }
+    Ok(())
+}
+
+/// The checks shared by a section and inetd mode; `Err` carries the message.
+fn check_tls(service: &ServiceOptions) -> Result<(), &'static str> {
+    if !service.client && service.cert.is_none() {
+        return Err("TLS server needs a certificate");
+    }
+    if service.verify.any_check() && service.ca_file.is_none() && service.ca_path.is_none() {
+        return Err(r#"Either "CAengine", "CAfile" or "CApath" has to be configured"#);
+    }
+    let checks = !service.check_host.is_empty()
+        || !service.check_email.is_empty()
+        || !service.check_ip.is_empty();
+    if checks && !service.verify.any_check() {
+        return Err(r#"Either "verifyChain" or "verifyPeer" has to be enabled"#);
+    }
+    if let (Some(min), Some(max)) = (service.ssl_version_min, service.ssl_version_max) {
+        if min > max {
+            return Err("Invalid protocol version range");
+        }
+    }
+    if !service.client && service.sni.is_some() {
+        return Err("option 'sni' in a server section (virtual hosts) is not supported yet");
+    }
+    Ok(())
+}
+
+/// End-of-section checks (stunnel's `init_section`).
+fn check_service(service: ServiceOptions) -> Result<ServiceOptions, ConfigError> {
+    let error = |message: &str| ConfigError::Service {
+        name: service.name.clone(),
+        message: message.into(),
+    };
+    check_tls(&service).map_err(error)?;
+    if service.accept.is_empty() || service.connect.is_empty() {
+        return Err(error("Each service must define two endpoints"));
+    }
+    Ok(service)
+}
+
+/// Checks of a file without sections (spec §1.3).
+fn check_inetd(defaults: &ServiceOptions) -> Result<(), ConfigError> {
+    let error = |message: &str| ConfigError::Inetd {
+        message: message.into(),
+    };
+    if !defaults.accept.is_empty() {
+        return Err(error("'accept' option is only allowed in a [section]"));
+    }
+    check_tls(defaults).map_err(error)?;
+    if defaults.connect.len() != 1 {
+        return Err(error("Inetd mode must define one endpoint"));
+    }
+    Ok(())
+}

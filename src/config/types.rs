@@ -1,0 +1,199 @@
+//! The typed configuration (stage 2): what the option table fills in. Plain data: no I/O,
+//! no OpenSSL. Defaults here must equal the table's printed defaults (a test checks it).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::values::TlsVersion;
+use crate::log::Level;
+
+/// `foreground = yes|quiet|no`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Foreground {
+    /// Fork into the background (stunnel's default).
+    No,
+    /// Stay in the foreground and also log to stderr.
+    Yes,
+    /// Stay in the foreground without logging to stderr.
+    Quiet,
+}
+
+/// Options that only exist once per process (the global part).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalOptions {
+    pub foreground: Foreground,
+    /// `output = FILE`: log file.
+    pub output: Option<PathBuf>,
+    /// `log = overwrite` truncates `output` when it is opened.
+    pub log_overwrite: bool,
+    pub syslog: bool,
+    /// `pid = FILE`; empty or absent means no pid file.
+    pub pid: Option<PathBuf>,
+    /// syslog facility from `debug = FACILITY.LEVEL` (global part only).
+    pub facility: libc::c_int,
+    /// syslog ident (`service` in the global part).
+    pub service_name: String,
+}
+
+impl Default for GlobalOptions {
+    fn default() -> Self {
+        GlobalOptions {
+            foreground: Foreground::No,
+            output: None,
+            log_overwrite: false,
+            syslog: true,
+            pid: None,
+            facility: libc::LOG_DAEMON,
+            service_name: "stunnel".into(),
+        }
+    }
+}
+
+/// The four verification switches that `verify = N` sets together (spec §2.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifyFlags {
+    /// Ask the peer for a certificate (server side).
+    pub request_cert: bool,
+    /// Fail the handshake when the peer sends none.
+    pub require_cert: bool,
+    /// Check the chain against CAfile/CApath.
+    pub chain: bool,
+    /// The peer's own certificate must be among the trusted ones (pinning).
+    pub peer: bool,
+}
+
+impl VerifyFlags {
+    pub fn any_check(&self) -> bool {
+        self.chain || self.peer
+    }
+}
+
+/// One `options = [-]NAME` line: set or clear an OpenSSL option by its stunnel name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SslOptionEdit {
+    pub name: &'static str,
+    pub set: bool,
+}
+
+/// The four TIMEOUT* options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Waiting for data the protocol expects (the TLS handshake).
+    pub busy: Duration,
+    /// Waiting for the peer's close_notify after ours (zero: don't wait).
+    pub close: Duration,
+    /// One outgoing connect().
+    pub connect: Duration,
+    /// A session with no traffic either way is closed after this.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            busy: Duration::from_secs(300),
+            close: Duration::from_secs(60),
+            connect: Duration::from_secs(10),
+            idle: Duration::from_secs(43200),
+        }
+    }
+}
+
+/// Options of one service (`[section]`). The global part holds one too: its values are the
+/// defaults that every section starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceOptions {
+    /// The section name, verbatim; empty for the global part and inetd mode.
+    pub name: String,
+    /// Listening addresses, as written (resolved when the service is built).
+    pub accept: Vec<String>,
+    /// Target addresses, as written, in file order.
+    pub connect: Vec<String>,
+    /// TLS towards `connect`, plain on `accept`.
+    pub client: bool,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub ca_path: Option<PathBuf>,
+    pub verify: VerifyFlags,
+    pub check_host: Vec<String>,
+    pub check_email: Vec<String>,
+    pub check_ip: Vec<String>,
+    pub ciphers: Option<String>,
+    pub ciphersuites: Option<String>,
+    pub curves: Option<String>,
+    /// `None`: no lower limit beyond OpenSSL's own.
+    pub ssl_version_min: Option<TlsVersion>,
+    /// `None`: up to the newest version OpenSSL has.
+    pub ssl_version_max: Option<TlsVersion>,
+    pub security_level: Option<u32>,
+    /// `options` lines in file order, applied on top of stunnel's default set.
+    pub ssl_options: Vec<SslOptionEdit>,
+    /// Client side: the SNI name to send; `Some("")` sends none; `None` derives it.
+    pub sni: Option<String>,
+    pub session_cache_size: u32,
+    pub session_cache_timeout: Duration,
+    /// Connection logs of this service at or below this level are written.
+    pub debug_level: Level,
+    pub timeouts: Timeouts,
+    /// Thread stack size in bytes for this service's session threads.
+    pub stack: usize,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            name: String::new(),
+            accept: Vec::new(),
+            connect: Vec::new(),
+            client: false,
+            cert: None,
+            key: None,
+            ca_file: None,
+            ca_path: None,
+            verify: VerifyFlags::default(),
+            check_host: Vec::new(),
+            check_email: Vec::new(),
+            check_ip: Vec::new(),
+            ciphers: None,
+            ciphersuites: None,
+            curves: None,
+            ssl_version_min: None,
+            ssl_version_max: None,
+            security_level: None,
+            ssl_options: Vec::new(),
+            sni: None,
+            session_cache_size: 1000,
+            session_cache_timeout: Duration::from_secs(300),
+            debug_level: Level::Notice,
+            timeouts: Timeouts::default(),
+            stack: 65536,
+        }
+    }
+}
+
+impl ServiceOptions {
+    /// The private key file: `key`, or the `cert` file when `key` is not set.
+    pub fn key_file(&self) -> Option<&PathBuf> {
+        self.key.as_ref().or(self.cert.as_ref())
+    }
+}
+
+/// A whole configuration, ready to be built into a runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where it was read from, for messages.
+    pub source: String,
+    pub global: GlobalOptions,
+    /// The global part's service-level values (what every section inherited).
+    pub defaults: ServiceOptions,
+    /// The sections in file order; empty in inetd mode.
+    pub services: Vec<ServiceOptions>,
+}
+
+impl Config {
+    /// A file without any `[section]` runs one session on stdin/stdout (spec §1.3).
+    pub fn is_inetd_mode(&self) -> bool {
+        self.services.is_empty()
+    }
+}

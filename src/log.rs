@@ -1,0 +1,284 @@
+//! Logging in stunnel's format (spec §4.2): `YYYY.MM.DD HH:MM:SS LOG<n>[<id>]: text` to
+//! stderr (foreground) and/or the `output` file, and `LOG<n>[<id>]: text` to syslog.
+//!
+//! Owns the eight syslog levels, the sinks, and the per-thread context (the connection id
+//! and that service's debug level, set by session threads). It formats and writes; it never
+//! decides what is worth logging. Also routes the `log` crate's records (from libraries)
+//! into the same sinks.
+
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+/// syslog severity, numbered as stunnel prints it in `LOG<n>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    Emerg = 0,
+    Alert = 1,
+    Crit = 2,
+    Err = 3,
+    Warning = 4,
+    Notice = 5,
+    Info = 6,
+    Debug = 7,
+}
+
+impl Level {
+    pub fn from_index(index: usize) -> Option<Level> {
+        const ALL: [Level; 8] = [
+            Level::Emerg,
+            Level::Alert,
+            Level::Crit,
+            Level::Err,
+            Level::Warning,
+            Level::Notice,
+            Level::Info,
+            Level::Debug,
+        ];
+        ALL.get(index).copied()
+    }
+
+    /// The mark stunnel puts before a line it dumps to stderr on a configuration error.
+    pub fn mark(self) -> char {
+        match self {
+            Level::Emerg | Level::Alert | Level::Crit => '*',
+            Level::Err => '!',
+            Level::Warning => ':',
+            Level::Notice => '.',
+            Level::Info | Level::Debug => ' ',
+        }
+    }
+}
+
+struct Sinks {
+    stderr: bool,
+    file: Option<File>,
+    syslog: bool,
+}
+
+static SINKS: Mutex<Sinks> = Mutex::new(Sinks {
+    stderr: true,
+    file: None,
+    syslog: false,
+});
+
+/// Level for threads that have no session context (listeners, the main thread).
+static GLOBAL_LEVEL: AtomicU8 = AtomicU8::new(Level::Notice as u8);
+
+/// The syslog ident must outlive every `syslog()` call; it is set once.
+static SYSLOG_IDENT: Mutex<Option<CString>> = Mutex::new(None);
+
+thread_local! {
+    /// (connection id as printed in `LOG5[id]`, that session's level)
+    static CONTEXT: RefCell<Option<(String, Level)>> = const { RefCell::new(None) };
+}
+
+/// Where log lines go, from the global options.
+pub struct LogSetup<'a> {
+    pub stderr: bool,
+    pub output: Option<(&'a Path, bool)>,
+    /// `Some((ident, facility))` opens syslog.
+    pub syslog: Option<(&'a str, libc::c_int)>,
+    pub level: Level,
+}
+
+/// Installs the sinks. Opening the output file can fail; the caller reports it.
+pub fn configure(setup: &LogSetup<'_>) -> std::io::Result<()> {
+    let file = match setup.output {
+        Some((path, overwrite)) => Some(open_output(path, overwrite)?),
+        None => None,
+    };
+    if let Some((ident, facility)) = setup.syslog {
+        let ident = CString::new(ident).unwrap_or_else(|_| CString::from(c"stunnel"));
+        let mut slot = SYSLOG_IDENT.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the ident pointer stays valid: the CString is kept in SYSLOG_IDENT for
+        // the life of the process and only replaced after closelog().
+        unsafe {
+            libc::closelog();
+            libc::openlog(ident.as_ptr(), libc::LOG_CONS | libc::LOG_NDELAY, facility);
+        }
+        *slot = Some(ident);
+    }
+    let mut sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner());
+    sinks.stderr = setup.stderr;
+    sinks.file = file;
+    sinks.syslog = setup.syslog.is_some();
+    GLOBAL_LEVEL.store(setup.level as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+fn open_output(path: &Path, overwrite: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.create(true).mode(0o640);
+    if overwrite {
+        options.write(true).truncate(true);
+    } else {
+        options.append(true);
+    }
+    options.open(path)
+}
+
+/// Tags this thread's lines with a connection id and filters them by the service's level.
+pub fn set_thread_context(id: &str, level: Level) {
+    CONTEXT.with(|c| *c.borrow_mut() = Some((id.to_string(), level)));
+}
+
+/// Whether a line at `level` would be written by this thread.
+pub fn enabled(level: Level) -> bool {
+    let limit = CONTEXT.with(|c| c.borrow().as_ref().map(|(_, l)| *l as u8));
+    level as u8 <= limit.unwrap_or_else(|| GLOBAL_LEVEL.load(Ordering::Relaxed))
+}
+
+/// Writes one line to every sink. Use the `log_*!` macros, which check `enabled` first.
+pub fn emit(level: Level, args: fmt::Arguments<'_>) {
+    if !enabled(level) {
+        return;
+    }
+    let text = sanitize(&args.to_string());
+    let id = CONTEXT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map_or_else(|| "ui".to_string(), |(id, _)| id.clone())
+    });
+    let tagged = format!("LOG{}[{}]: {}", level as u8, id, text);
+    let mut sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner());
+    if sinks.stderr || sinks.file.is_some() {
+        let line = format!("{} {}\n", timestamp(), tagged);
+        if sinks.stderr {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+        if let Some(file) = sinks.file.as_mut() {
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
+    if sinks.syslog {
+        if let Ok(message) = CString::new(tagged) {
+            // SAFETY: "%s" with one NUL-terminated string argument.
+            unsafe { libc::syslog(level as libc::c_int, c"%s".as_ptr(), message.as_ptr()) };
+        }
+    }
+}
+
+/// Keeps a peer's bytes (certificate names, SNI) from forging log lines or terminal codes.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '.' } else { c })
+        .collect()
+}
+
+/// Local time as stunnel prints it: `2026.11.26 18:59:27`.
+fn timestamp() -> String {
+    // SAFETY: time() and localtime_r() with valid pointers to stack values.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&now, &mut tm);
+        format!(
+            "{:04}.{:02}.{:02} {:02}:{:02}:{:02}",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec
+        )
+    }
+}
+
+/// Prints a startup failure the way stunnel dumps its log buffer: `[!] text` on stderr.
+pub fn startup_error(text: &str) {
+    eprintln!("[{}] {}", Level::Err.mark(), sanitize(text));
+}
+
+#[macro_export]
+macro_rules! log_at {
+    ($level:expr, $($arg:tt)*) => {
+        if $crate::log::enabled($level) {
+            $crate::log::emit($level, format_args!($($arg)*))
+        }
+    };
+}
+#[macro_export]
+macro_rules! log_err { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Err, $($arg)*) }; }
+#[macro_export]
+macro_rules! log_warning { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Warning, $($arg)*) }; }
+#[macro_export]
+macro_rules! log_notice { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Notice, $($arg)*) }; }
+#[macro_export]
+macro_rules! log_info { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Info, $($arg)*) }; }
+#[macro_export]
+macro_rules! log_debug { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Debug, $($arg)*) }; }
+
+/// Routes records of the `log` crate (from libraries) into the same sinks.
+struct Bridge;
+
+impl ::log::Log for Bridge {
+    fn enabled(&self, metadata: &::log::Metadata<'_>) -> bool {
+        enabled(bridge_level(metadata.level()))
+    }
+    fn log(&self, record: &::log::Record<'_>) {
+        emit(bridge_level(record.level()), *record.args());
+    }
+    fn flush(&self) {}
+}
+
+fn bridge_level(level: ::log::Level) -> Level {
+    match level {
+        ::log::Level::Error => Level::Err,
+        ::log::Level::Warn => Level::Warning,
+        ::log::Level::Info => Level::Info,
+        ::log::Level::Debug | ::log::Level::Trace => Level::Debug,
+    }
+}
+
+/// Installs the `log` crate bridge (once; later calls do nothing).
+pub fn install_bridge() {
+    static BRIDGE: Bridge = Bridge;
+    if ::log::set_logger(&BRIDGE).is_ok() {
+        ::log::set_max_level(::log::LevelFilter::Trace);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_match_stunnel() {
+        assert_eq!(Level::Err.mark(), '!');
+        assert_eq!(Level::Warning.mark(), ':');
+        assert_eq!(Level::Notice.mark(), '.');
+        assert_eq!(Level::Debug.mark(), ' ');
+    }
+
+    #[test]
+    fn control_characters_are_neutralised() {
+        assert_eq!(sanitize("a\nLOG3[0]: fake\x1b[31m"), "a.LOG3[0]: fake.[31m");
+    }
+
+    #[test]
+    fn timestamp_shape() {
+        let t = timestamp();
+        assert_eq!(t.len(), 19);
+        assert_eq!(&t[4..5], ".");
+        assert_eq!(&t[10..11], " ");
+    }
+
+    #[test]
+    fn thread_context_filters_by_service_level() {
+        std::thread::spawn(|| {
+            set_thread_context("3", Level::Warning);
+            assert!(enabled(Level::Err));
+            assert!(!enabled(Level::Notice));
+        })
+        .join()
+        .unwrap();
+    }
+}
