@@ -3,5 +3,12 @@
 
 #[macro_use]
 pub mod log;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod net;
+pub mod relay;
+pub mod service;
+pub mod session;
 pub mod tls;
+pub mod wake;

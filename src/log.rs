@@ -97,11 +97,12 @@ pub fn configure(setup: &LogSetup<'_>) -> std::io::Result<()> {
     if let Some((ident, facility)) = setup.syslog {
         let ident = CString::new(ident).unwrap_or_else(|_| CString::from(c"stunnel"));
         let mut slot = SYSLOG_IDENT.lock().unwrap_or_else(|e| e.into_inner());
+        // No LOG_CONS: without a syslog daemon the lines would go to the console.
         // SAFETY: the ident pointer stays valid: the CString is kept in SYSLOG_IDENT for
         // the life of the process and only replaced after closelog().
         unsafe {
             libc::closelog();
-            libc::openlog(ident.as_ptr(), libc::LOG_CONS | libc::LOG_NDELAY, facility);
+            libc::openlog(ident.as_ptr(), libc::LOG_NDELAY, facility);
         }
         *slot = Some(ident);
     }

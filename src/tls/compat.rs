@@ -2,6 +2,7 @@
 //! option bits by stunnel's names, how an EOF without close_notify is reported, the FFI
 //! calls the `openssl` crate does not wrap. The rest of the code calls plain functions.
 
+use foreign_types::ForeignTypeRef;
 use openssl::ssl::{ErrorCode, SslOptions};
 use openssl_sys as ffi;
 
@@ -137,4 +138,25 @@ pub fn built_version() -> String {
         (n >> 20) & 0xff,
         (n >> 12) & 0xff
     )
+}
+
+extern "C" {
+    // Present as a function in OpenSSL 1.0.2 through 3.x; openssl-sys does not bind it.
+    fn SSL_CTX_set_timeout(ctx: *mut ffi::SSL_CTX, seconds: libc::c_long) -> libc::c_long;
+    // OpenSSL 1.1.0 and later; openssl-sys does not bind it.
+    fn SSL_has_pending(ssl: *const ffi::SSL) -> libc::c_int;
+}
+
+/// How long a cached session may be resumed (`sessionCacheTimeout`).
+pub fn set_session_timeout(ctx: &mut openssl::ssl::SslContextBuilder, timeout: std::time::Duration) {
+    let secs = libc::c_long::try_from(timeout.as_secs()).unwrap_or(libc::c_long::MAX);
+    // SAFETY: the builder owns a valid SSL_CTX for the duration of the call.
+    unsafe { SSL_CTX_set_timeout(ctx.as_ptr(), secs) };
+}
+
+/// Whether OpenSSL holds received bytes (decrypted or not) that `poll` cannot see.
+/// `SSL_has_pending` exists since OpenSSL 1.1.0.
+pub fn has_pending(ssl: &openssl::ssl::SslRef) -> bool {
+    // SAFETY: a valid SSL pointer for the duration of the call.
+    unsafe { SSL_has_pending(ssl.as_ptr()) == 1 }
 }

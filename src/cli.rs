@@ -1,0 +1,292 @@
+//! The command line, stunnel-compatible: `rstunnel [FILE]`, `-fd N`, `-help`, `-version`,
+//! `-sockets`, `-options` (one dash, any case, as stunnel reads them), plus `--check FILE`
+//! and `--check --no-files FILE`. Turns them into one of the `run_*` functions below and
+//! an exit code. Info output goes to stderr, as stunnel's does.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Arg, ArgAction, Command};
+use crossbeam_channel::{unbounded, Receiver};
+
+use crate::config::{self, options, Config, Foreground};
+use crate::daemon::{self, PidFile};
+use crate::log::{self, LogSetup};
+use crate::service::{self, StartupError};
+
+/// Where stunnel (and so rstunnel) looks without a FILE argument.
+pub const DEFAULT_CONFIG: &str = "/etc/stunnel/stunnel.conf";
+
+fn command() -> Command {
+    Command::new("rstunnel")
+        .about("TLS tunnel configured by stunnel.conf files")
+        .disable_version_flag(true)
+        .disable_help_flag(true)
+        .arg(Arg::new("file").value_name("FILE").help("configuration file (default /etc/stunnel/stunnel.conf)"))
+        .arg(Arg::new("check").long("check").action(ArgAction::SetTrue).help("validate FILE, load its certificates, bind nothing"))
+        .arg(Arg::new("no-files").long("no-files").action(ArgAction::SetTrue).requires("check").help("with --check: do not read certificates, keys or CA files"))
+        .arg(Arg::new("fd").long("fd").value_name("N").help("read the configuration from file descriptor N"))
+        .arg(Arg::new("help").long("help").action(ArgAction::SetTrue).help("print the options and their meaning"))
+        .arg(Arg::new("version").long("version").action(ArgAction::SetTrue).help("print versions and default option values"))
+        .arg(Arg::new("options").long("options").action(ArgAction::SetTrue).help("print the names accepted by 'options ='"))
+        .arg(Arg::new("sockets").long("sockets").action(ArgAction::SetTrue).help("print the default socket options"))
+}
+
+/// stunnel's single-dash flags (any case) become clap's long flags; anything else passes.
+fn normalize(args: Vec<OsString>) -> Vec<OsString> {
+    const FLAGS: [&str; 5] = ["help", "version", "options", "sockets", "fd"];
+    args.into_iter()
+        .enumerate()
+        .map(|(i, arg)| {
+            let text = arg.to_string_lossy().to_ascii_lowercase();
+            match text.strip_prefix('-') {
+                Some(flag) if i > 0 && !flag.starts_with('-') && FLAGS.contains(&flag) => OsString::from(format!("--{flag}")),
+                _ => arg,
+            }
+        })
+        .collect()
+}
+
+/// Runs rstunnel with `args` (including argv[0]) and returns the process exit code.
+pub fn run(args: Vec<OsString>) -> i32 {
+    let matches = match command().try_get_matches_from(normalize(args)) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return 1;
+        }
+    };
+    if matches.get_flag("help") {
+        print_help();
+        return 0;
+    }
+    if matches.get_flag("version") {
+        print_version();
+        return 0;
+    }
+    if matches.get_flag("options") {
+        print_banner();
+        for (name, _) in crate::tls::compat::SSL_OPTION_NAMES {
+            eprintln!("options = {name}");
+        }
+        return 0;
+    }
+    if matches.get_flag("sockets") {
+        print_banner();
+        eprintln!("Socket option defaults: a:SO_REUSEADDR=yes, l:TCP_NODELAY=yes, r:TCP_NODELAY=yes");
+        return 0;
+    }
+    let loaded = match matches.get_one::<String>("fd") {
+        Some(fd) => load_from_fd(fd),
+        None => {
+            let file = matches.get_one::<String>("file").map_or(DEFAULT_CONFIG, String::as_str);
+            config::load(Path::new(file)).map_err(StartupError::from)
+        }
+    };
+    let config = match loaded {
+        Ok(config) => config,
+        Err(e) => return configuration_failed(&e),
+    };
+    if matches.get_flag("check") {
+        return run_check(&config, !matches.get_flag("no-files"));
+    }
+    run_daemon(config)
+}
+
+fn load_from_fd(fd: &str) -> Result<Config, StartupError> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let number: i32 = fd
+        .parse()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| StartupError::Unsupported("Invalid file descriptor number".into()))?;
+    // SAFETY: the user handed us this descriptor to read the configuration from; we take
+    // ownership and close it after reading, as stunnel does.
+    let mut file = unsafe { std::fs::File::from_raw_fd(number) };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|error| StartupError::Io {
+        what: format!("Reading configuration from descriptor {number}"),
+        error,
+    })?;
+    Ok(config::parse_bytes(&format!("descriptor {number}"), &bytes)?)
+}
+
+fn configuration_failed(e: &StartupError) -> i32 {
+    log::startup_error(&e.to_string());
+    log::startup_error("Configuration failed");
+    1
+}
+
+/// `--check`: everything short of binding. Prints `configuration OK` or the error.
+fn run_check(config: &Config, load_files: bool) -> i32 {
+    log::install_bridge();
+    let _ = log::configure(&LogSetup {
+        stderr: true,
+        output: None,
+        syslog: None,
+        level: log::Level::Warning,
+    });
+    match service::build(config, load_files) {
+        Ok(services) => {
+            println!(
+                "configuration OK: {} service(s) in {}",
+                services.len(),
+                config.source
+            );
+            0
+        }
+        Err(e) => configuration_failed(&e),
+    }
+}
+
+/// Signals the main thread reacts to.
+fn signal_channel() -> std::io::Result<Receiver<i32>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])?;
+    let (tx, rx) = unbounded();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            for signal in signals.forever() {
+                if tx.send(signal).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// The normal run: startup in stunnel's order (spec §4.1), then wait for signals.
+fn run_daemon(config: Config) -> i32 {
+    log::install_bridge();
+    let global = &config.global;
+    let setup = LogSetup {
+        stderr: global.foreground == Foreground::Yes,
+        output: global.output.as_deref().map(|p| (p, global.log_overwrite)),
+        syslog: global.syslog.then_some((global.service_name.as_str(), global.facility)),
+        level: config.defaults.debug_level,
+    };
+    if let Err(e) = log::configure(&setup) {
+        return configuration_failed(&StartupError::Io {
+            what: format!("Cannot open log file {}", global.output.as_deref().unwrap_or(Path::new("")).display()),
+            error: e,
+        });
+    }
+    log_notice!("rstunnel {} on {}", env!("CARGO_PKG_VERSION"), crate::tls::compat::running_version());
+    log_notice!("Reading configuration from file {}", config.source);
+    let services = match service::build(&config, true).and_then(|s| service::bind_all(&s)) {
+        Ok(bound) => bound,
+        Err(e) => return configuration_failed(&e),
+    };
+    log_notice!("Configuration successful");
+    if global.foreground == Foreground::No {
+        if let Err(e) = daemon::daemonize() {
+            log_err!("daemon: {e}");
+            return 1;
+        }
+    }
+    let _pid_file = match global.pid.as_deref().map(PidFile::create).transpose() {
+        Ok(pid) => pid,
+        Err(e) => {
+            log_err!("Cannot create pid file {}: {e}", global.pid.as_deref().map_or(PathBuf::new(), Path::to_path_buf).display());
+            return 1;
+        }
+    };
+    let signals = match signal_channel() {
+        Ok(rx) => rx,
+        Err(e) => {
+            log_err!("Cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    let listeners = match service::start(services) {
+        Ok(l) => l,
+        Err(e) => {
+            log_err!("Cannot start listener threads: {e}");
+            return 1;
+        }
+    };
+    log_info!("Accepting new connections");
+    while let Ok(signal) = signals.recv() {
+        match signal {
+            signal_hook::consts::SIGTERM => {
+                log_notice!("Terminated");
+                break;
+            }
+            signal_hook::consts::SIGINT | signal_hook::consts::SIGQUIT => {
+                let name = if signal == signal_hook::consts::SIGINT { "SIGINT" } else { "SIGQUIT" };
+                log_err!("Received {name}; terminating");
+                break;
+            }
+            other => log_warning!("Signal {other} ignored: reload, log reopening and session listing are not supported yet"),
+        }
+    }
+    listeners.stop();
+    0
+}
+
+fn print_banner() {
+    eprintln!("rstunnel {} on {}-{} platform", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH, std::env::consts::OS);
+    eprintln!("Compiled with {}", crate::tls::compat::built_version());
+    eprintln!("Running  with {}", crate::tls::compat::running_version());
+    eprintln!("Threading:PTHREAD Sockets:POLL,IPv6 TLS:SNI");
+    eprintln!(" ");
+}
+
+fn print_option_lines(scope: options::Scope, with_defaults: bool) {
+    for spec in options::OPTIONS.iter().filter(|s| s.scope == scope) {
+        if with_defaults {
+            if let Some(default) = spec.default {
+                eprintln!("{:<22} = {}", spec.name, default);
+            }
+        } else {
+            let note = if matches!(spec.handler, options::Handler::NotYet) { " (not supported yet)" } else { "" };
+            eprintln!("{:<22} = {}{}", spec.name, spec.help, note);
+        }
+    }
+}
+
+fn print_help() {
+    print_banner();
+    eprintln!("Global options:");
+    print_option_lines(options::Scope::Global, false);
+    eprintln!(" ");
+    eprintln!("Service-level options:");
+    print_option_lines(options::Scope::Service, false);
+    eprintln!(" ");
+    eprintln!("Usage: rstunnel [FILE] | -fd N | -help | -version | -sockets | -options");
+    eprintln!("       rstunnel --check [--no-files] FILE");
+}
+
+fn print_version() {
+    print_banner();
+    eprintln!("Global options:");
+    print_option_lines(options::Scope::Global, true);
+    eprintln!(" ");
+    eprintln!("Service-level options:");
+    print_option_lines(options::Scope::Service, true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn stunnel_single_dash_flags_any_case() {
+        assert_eq!(normalize(os(&["x", "-VERSION"])), os(&["x", "--version"]));
+        assert_eq!(normalize(os(&["x", "-fd", "3"])), os(&["x", "--fd", "3"]));
+        assert_eq!(normalize(os(&["x", "a.conf"])), os(&["x", "a.conf"]));
+        assert_eq!(normalize(os(&["x", "--check", "a.conf"])), os(&["x", "--check", "a.conf"]));
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        command().debug_assert();
+    }
+}

@@ -1,0 +1,465 @@
+//! The relay: moves bytes both ways between a plain socket and a TLS stream after the
+//! handshake, with one thread per direction sharing one SSL object (DESIGN.md).
+//!
+//! Invariants, numbered as DESIGN.md's relay rules; tests and comments cite them:
+//! 1. The handshake is done before `relay` is called; the TLS socket is non-blocking for good.
+//! 2. The `SslStream` sits behind a mutex held only around single non-blocking SSL calls —
+//!    never across `poll`, never across plain-side I/O.
+//! 3. TLS→plain: `ssl_read` until WANT_*, or the buffer is full (then again without
+//!    polling, since OpenSSL may hold more than `poll` can see); write it out unlocked.
+//! 4. plain→TLS: poll the plain socket, read outside the lock, `ssl_write` the same bytes
+//!    until all are taken, polling for what WANT_READ/WANT_WRITE asks in between.
+//! 5. No lost wake-ups: each pump has a `WakeFd`. Before sleeping on an SSL condition a pump
+//!    raises `parked_on_ssl` and re-checks `ssl_seq`, which the other pump bumps (and kicks)
+//!    after any SSL call that may have changed that condition: for the reader, data left
+//!    buffered inside OpenSSL (`SSL_has_pending`); for the writer, any progress by a read.
+//! 6. Closing: plain EOF → close_notify once, then the reader waits for the peer's
+//!    close_notify up to TIMEOUTclose; TLS close_notify or EOF → SHUT_WR on the plain socket
+//!    and the other direction keeps running. EOF without close_notify (OpenSSL 1.1.1 and 3.x
+//!    report it differently, see `tls::compat::classify_read_end`) ends the stream and is
+//!    logged once; after an SSL error `shutdown()` is never called.
+//! 7. Renegotiation is refused by the context (`tls::context`), not here.
+//! 8. TIMEOUTidle: a shared last-activity stamp; a pump that wakes with no traffic for that
+//!    long stops the session. Either pump stopping for an error wakes the other and shuts
+//!    the plain socket down, which also frees a pump blocked writing to it.
+//! 9. One 16 KiB buffer per direction (one TLS record), allocated once per session.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use openssl::ssl::{ErrorCode, SslStream};
+
+use crate::net::Stream;
+use crate::tls::compat::{self, ReadEnd};
+use crate::wake::{self, WakeFd};
+
+/// One TLS record's worth of plaintext.
+pub const RECORD_SIZE: usize = 16 * 1024;
+
+const READER: usize = 0; // TLS → plain
+const WRITER: usize = 1; // plain → TLS
+
+/// How a relay ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both directions ended normally (EOF or close_notify, possibly a close timeout).
+    Closed,
+    /// The session was cut: an error, a timeout, or a truncated TLS stream.
+    Reset(String),
+}
+
+/// What a relay did: the numbers of stunnel's `Connection closed` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub sent_to_tls: u64,
+    pub sent_to_socket: u64,
+    pub outcome: Outcome,
+}
+
+pub struct RelayTimeouts {
+    pub idle: Duration,
+    pub close: Duration,
+}
+
+struct Shared {
+    tls: Mutex<SslStream<Stream>>,
+    tls_fd: i32,
+    plain: Stream,
+    wake: [WakeFd; 2],
+    parked_on_ssl: [AtomicBool; 2],
+    ssl_seq: [AtomicU64; 2],
+    /// Set when the session must end now (error or timeout); both pumps return.
+    stop: AtomicBool,
+    /// An SSL call failed: no more SSL calls except none (rule 6).
+    ssl_dead: AtomicBool,
+    /// Milliseconds since `started` after which the reader gives up waiting for the
+    /// peer's close_notify; 0 while we have not sent ours.
+    close_deadline_ms: AtomicU64,
+    last_activity_ms: AtomicU64,
+    started: Instant,
+    sent_to_tls: AtomicU64,
+    sent_to_socket: AtomicU64,
+    reset_reason: Mutex<Option<String>>,
+    timeouts: RelayTimeouts,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a pump found when it woke up.
+enum Woke {
+    Ready,
+    /// The other pump changed something; retry the SSL call.
+    Retry,
+    /// The session is ending.
+    Stop,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.last_activity_ms.store(self.now_ms(), SeqCst);
+    }
+
+    /// Ends the session for both pumps (rule 8). The first reason is kept.
+    fn fail(&self, reason: String) {
+        {
+            let mut slot = lock(&self.reset_reason);
+            if slot.is_none() {
+                *slot = Some(reason);
+            }
+        }
+        self.stop.store(true, SeqCst);
+        self.plain.shutdown_both();
+        self.wake[READER].kick();
+        self.wake[WRITER].kick();
+    }
+
+    /// After an SSL call by `me`: tell the other pump if it may now proceed (rule 5).
+    fn notify_other(&self, me: usize, affects_other: bool) {
+        if affects_other {
+            let other = 1 - me;
+            self.ssl_seq[other].fetch_add(1, SeqCst);
+            if self.parked_on_ssl[other].load(SeqCst) {
+                self.wake[other].kick();
+            }
+        }
+    }
+
+    /// How long `poll` may sleep: until the idle limit or the close deadline.
+    fn poll_timeout(&self) -> Option<Duration> {
+        let now = self.now_ms();
+        let idle_ms = u64::try_from(self.timeouts.idle.as_millis()).unwrap_or(u64::MAX);
+        let idle_left = self
+            .last_activity_ms
+            .load(SeqCst)
+            .saturating_add(idle_ms)
+            .saturating_sub(now);
+        let mut left = idle_left;
+        let close = self.close_deadline_ms.load(SeqCst);
+        if close != 0 {
+            left = left.min(close.saturating_sub(now));
+        }
+        Some(Duration::from_millis(left))
+    }
+
+    /// Sleeps until `fd` has `events`, the pump is kicked, or a timeout. `ssl_wait` with the
+    /// `ssl_seq` value read before the SSL call that asked for this wait (rule 5).
+    fn wait(&self, me: usize, fd: i32, events: libc::c_short, ssl_wait: Option<u64>) -> Woke {
+        if let Some(seen) = ssl_wait {
+            self.parked_on_ssl[me].store(true, SeqCst);
+            if self.ssl_seq[me].load(SeqCst) != seen {
+                self.parked_on_ssl[me].store(false, SeqCst);
+                return Woke::Retry;
+            }
+        }
+        if self.stop.load(SeqCst) {
+            self.parked_on_ssl[me].store(false, SeqCst);
+            return Woke::Stop;
+        }
+        let mut fds = [
+            wake::pollfd(fd, events),
+            wake::pollfd(self.wake[me].as_raw_fd(), libc::POLLIN),
+        ];
+        let result = wake::poll(&mut fds, self.poll_timeout());
+        self.parked_on_ssl[me].store(false, SeqCst);
+        if fds[1].revents != 0 {
+            self.wake[me].drain();
+        }
+        if self.stop.load(SeqCst) {
+            return Woke::Stop;
+        }
+        match result {
+            Err(e) => {
+                self.fail(format!("poll: {e}"));
+                Woke::Stop
+            }
+            Ok(_) if fds[0].revents != 0 => Woke::Ready,
+            Ok(_) => self.check_timers(me),
+        }
+    }
+
+    fn check_timers(&self, me: usize) -> Woke {
+        let now = self.now_ms();
+        let close = self.close_deadline_ms.load(SeqCst);
+        if me == READER && close != 0 && now >= close {
+            log_debug!("TIMEOUTclose exceeded: closing");
+            return Woke::Stop;
+        }
+        let idle_ms = u64::try_from(self.timeouts.idle.as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(self.last_activity_ms.load(SeqCst)) >= idle_ms {
+            self.fail("TIMEOUTidle exceeded".into());
+            return Woke::Stop;
+        }
+        // Kicked, or woke early: the caller retries.
+        Woke::Retry
+    }
+}
+
+/// Relays until both directions are done or the session is cut. `tls` must have finished
+/// its handshake on a non-blocking socket (rule 1); `plain` must be blocking. Spawns the
+/// plain→TLS pump on a thread with `stack` bytes and runs TLS→plain on the calling thread.
+/// Both sockets are shut down when it returns; the caller closes them by dropping.
+pub fn relay(
+    tls: SslStream<Stream>,
+    plain: Stream,
+    timeouts: RelayTimeouts,
+    stack: usize,
+    log_context: (String, crate::log::Level),
+) -> Summary {
+    let tls_fd = tls.get_ref().as_raw_fd();
+    let make_wake = || WakeFd::new();
+    let (Ok(wake_reader), Ok(wake_writer)) = (make_wake(), make_wake()) else {
+        return Summary {
+            sent_to_tls: 0,
+            sent_to_socket: 0,
+            outcome: Outcome::Reset("eventfd failed".into()),
+        };
+    };
+    let shared = Shared {
+        tls: Mutex::new(tls),
+        tls_fd,
+        plain,
+        wake: [wake_reader, wake_writer],
+        parked_on_ssl: [AtomicBool::new(false), AtomicBool::new(false)],
+        ssl_seq: [AtomicU64::new(0), AtomicU64::new(0)],
+        stop: AtomicBool::new(false),
+        ssl_dead: AtomicBool::new(false),
+        close_deadline_ms: AtomicU64::new(0),
+        last_activity_ms: AtomicU64::new(0),
+        started: Instant::now(),
+        sent_to_tls: AtomicU64::new(0),
+        sent_to_socket: AtomicU64::new(0),
+        reset_reason: Mutex::new(None),
+        timeouts,
+    };
+    std::thread::scope(|scope| {
+        let writer = std::thread::Builder::new().stack_size(stack).spawn_scoped(scope, || {
+            crate::log::set_thread_context(&log_context.0, log_context.1);
+            plain_to_tls(&shared);
+        });
+        if writer.is_err() {
+            shared.fail("cannot create a thread".into());
+        }
+        tls_to_plain(&shared);
+    });
+    shared.plain.shutdown_both();
+    let outcome = match lock(&shared.reset_reason).take() {
+        Some(reason) => Outcome::Reset(reason),
+        None => Outcome::Closed,
+    };
+    Summary {
+        sent_to_tls: shared.sent_to_tls.load(SeqCst),
+        sent_to_socket: shared.sent_to_socket.load(SeqCst),
+        outcome,
+    }
+}
+
+/// What one locked round of `ssl_read` calls produced.
+enum ReadStatus {
+    /// The buffer filled up; OpenSSL may hold more (rule 3).
+    Full,
+    Want(libc::c_short),
+    End(ReadEnd, Option<openssl::ssl::Error>),
+}
+
+fn want_events(code: ErrorCode) -> Option<libc::c_short> {
+    match code {
+        ErrorCode::WANT_READ => Some(libc::POLLIN),
+        ErrorCode::WANT_WRITE => Some(libc::POLLOUT),
+        _ => None,
+    }
+}
+
+/// The TLS→plain pump (rule 3). Returns when the TLS side has ended or the session stops.
+fn tls_to_plain(s: &Shared) {
+    let mut buf = vec![0u8; RECORD_SIZE];
+    loop {
+        if s.stop.load(SeqCst) {
+            return;
+        }
+        let seq_before = s.ssl_seq[READER].load(SeqCst);
+        let (n, status) = {
+            let mut tls = lock(&s.tls);
+            let mut n = 0;
+            let status = loop {
+                match tls.ssl_read(&mut buf[n..]) {
+                    Ok(0) => break ReadStatus::End(ReadEnd::CloseNotify, None),
+                    Ok(k) => {
+                        n += k;
+                        if n == buf.len() {
+                            break ReadStatus::Full;
+                        }
+                    }
+                    Err(e) => match want_events(e.code()) {
+                        Some(events) => break ReadStatus::Want(events),
+                        None => break ReadStatus::End(compat::classify_read_end(&e), Some(e)),
+                    },
+                }
+            };
+            let progressed = n > 0 || !matches!(status, ReadStatus::Want(libc::POLLIN));
+            s.notify_other(READER, progressed);
+            (n, status)
+        };
+        if n > 0 {
+            s.touch();
+            if let Err(e) = (&s.plain).write_all(&buf[..n]) {
+                s.fail(format!("write to socket: {e}"));
+                return;
+            }
+            s.sent_to_socket.fetch_add(n as u64, SeqCst);
+        }
+        match status {
+            ReadStatus::Full => continue,
+            ReadStatus::Want(events) => match s.wait(READER, s.tls_fd, events, Some(seq_before)) {
+                Woke::Ready | Woke::Retry => continue,
+                Woke::Stop => return,
+            },
+            ReadStatus::End(ReadEnd::CloseNotify, _) => {
+                log_debug!("TLS closed (SSL_read)");
+                s.plain.shutdown_write();
+                return;
+            }
+            ReadStatus::End(ReadEnd::Truncated, _) => {
+                // The SSL object is unusable now; the writer must not touch it (rule 6).
+                log_info!("TLS socket closed without close_notify (SSL_read)");
+                s.ssl_dead.store(true, SeqCst);
+                s.plain.shutdown_write();
+                s.stop.store(true, SeqCst);
+                s.wake[WRITER].kick();
+                return;
+            }
+            ReadStatus::End(ReadEnd::Failed, e) => {
+                s.ssl_dead.store(true, SeqCst);
+                let reason = e.map_or_else(|| "SSL_read failed".into(), |e| format!("SSL_read: {}", describe_ssl_error(&e)));
+                log_err!("{reason}");
+                s.fail(reason);
+                return;
+            }
+        }
+    }
+}
+
+/// The plain→TLS pump (rule 4).
+fn plain_to_tls(s: &Shared) {
+    let mut buf = vec![0u8; RECORD_SIZE];
+    let plain_fd = s.plain.as_raw_fd();
+    loop {
+        match s.wait(WRITER, plain_fd, libc::POLLIN, None) {
+            Woke::Ready => {}
+            Woke::Retry => continue,
+            Woke::Stop => return,
+        }
+        let n = match (&s.plain).read(&mut buf) {
+            Ok(0) => {
+                log_debug!("Socket closed (read)");
+                send_close_notify(s);
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted || e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                s.fail(format!("read from socket: {e}"));
+                return;
+            }
+        };
+        s.touch();
+        if !write_all_tls(s, &buf[..n]) {
+            return;
+        }
+    }
+}
+
+/// Pushes `data` through `ssl_write` (partial writes allowed), waiting as OpenSSL asks.
+/// Returns false when the session is ending.
+fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
+    let mut offset = 0;
+    while offset < data.len() {
+        if s.stop.load(SeqCst) || s.ssl_dead.load(SeqCst) {
+            return false;
+        }
+        let seq_before = s.ssl_seq[WRITER].load(SeqCst);
+        let result = {
+            let mut tls = lock(&s.tls);
+            let result = tls.ssl_write(&data[offset..]);
+            let pending = compat::has_pending(tls.ssl());
+            s.notify_other(WRITER, pending);
+            result
+        };
+        match result {
+            Ok(k) => {
+                offset += k;
+                s.sent_to_tls.fetch_add(k as u64, SeqCst);
+            }
+            Err(e) => match want_events(e.code()) {
+                Some(events) => {
+                    if let Woke::Stop = s.wait(WRITER, s.tls_fd, events, Some(seq_before)) {
+                        return false;
+                    }
+                }
+                None => {
+                    s.ssl_dead.store(true, SeqCst);
+                    let reason = format!("SSL_write: {}", describe_ssl_error(&e));
+                    log_err!("{reason}");
+                    s.fail(reason);
+                    return false;
+                }
+            },
+        }
+    }
+    true
+}
+
+/// Sends close_notify once (rule 6) and starts the reader's TIMEOUTclose.
+fn send_close_notify(s: &Shared) {
+    loop {
+        if s.stop.load(SeqCst) || s.ssl_dead.load(SeqCst) {
+            break;
+        }
+        let seq_before = s.ssl_seq[WRITER].load(SeqCst);
+        let result = lock(&s.tls).shutdown();
+        match result {
+            Ok(_) => {
+                log_debug!("TLS close_notify sent");
+                break;
+            }
+            Err(e) => match want_events(e.code()) {
+                Some(events) => {
+                    if let Woke::Stop = s.wait(WRITER, s.tls_fd, events, Some(seq_before)) {
+                        break;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    let deadline = s.now_ms().saturating_add(u64::try_from(s.timeouts.close.as_millis()).unwrap_or(u64::MAX)).max(1);
+    s.close_deadline_ms.store(deadline, SeqCst);
+    s.wake[READER].kick();
+}
+
+/// OpenSSL's error queue as one line, or the socket error.
+pub fn describe_ssl_error(e: &openssl::ssl::Error) -> String {
+    if let Some(stack) = e.ssl_error() {
+        let reasons: Vec<String> = stack
+            .errors()
+            .iter()
+            .map(|err| err.reason().unwrap_or("unknown error").to_string())
+            .collect();
+        if !reasons.is_empty() {
+            return reasons.join(", ");
+        }
+    }
+    match e.io_error() {
+        Some(io) => io.to_string(),
+        None if e.code() == ErrorCode::SYSCALL => "Peer suddenly disconnected".into(),
+        None => format!("{e}"),
+    }
+}

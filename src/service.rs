@@ -1,0 +1,284 @@
+//! Services at run time: building each `[section]` into a `ServiceCtx` (TLS context loaded,
+//! addresses resolved), binding its listeners, and one listener thread per service that
+//! accepts and hands each connection to a session thread.
+//!
+//! Owns listener sockets and the stop signal; never touches a session's sockets after
+//! handing them over. Binding happens before any thread exists (so the caller can fork).
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, ServiceOptions};
+use crate::net::{self, display_addr, Endpoint};
+use crate::tls::{self, ServiceTls, TlsSetupError};
+use crate::wake::{self, WakeFd};
+
+/// Everything a session of one service needs, shared read-only by its sessions.
+pub struct ServiceCtx {
+    pub opts: ServiceOptions,
+    pub tls: ServiceTls,
+    /// Resolved `connect` addresses, in file order.
+    pub connect_addrs: Vec<SocketAddr>,
+    /// Listening addresses (before binding; port 0 stays 0 here).
+    pub accept_addrs: Vec<SocketAddr>,
+    /// Client side: the SNI name to send, if any.
+    pub sni: Option<String>,
+}
+
+/// Why the process could not start. Each displays as the one line stunnel would print.
+#[derive(Debug)]
+pub enum StartupError {
+    Config(ConfigError),
+    Tls { service: String, error: TlsSetupError },
+    Resolve { service: String, what: &'static str, detail: String },
+    Bind { service: String },
+    Unsupported(String),
+    Io { what: String, error: io::Error },
+}
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartupError::Config(e) => write!(f, "{e}"),
+            StartupError::Tls { service, error } => {
+                write!(f, "Service [{service}]: Failed to initialize TLS context: {error}")
+            }
+            StartupError::Resolve {
+                service,
+                what,
+                detail,
+            } => write!(f, "Service [{service}]: Cannot resolve {what} target: {detail}"),
+            StartupError::Bind { service } => write!(f, "Binding service [{service}] failed"),
+            StartupError::Unsupported(what) => write!(f, "{what}"),
+            StartupError::Io { what, error } => write!(f, "{what}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+impl From<ConfigError> for StartupError {
+    fn from(e: ConfigError) -> Self {
+        StartupError::Config(e)
+    }
+}
+
+/// Builds every service: TLS contexts (certificates and keys are read here unless
+/// `load_files` is false) and addresses.
+pub fn build(config: &Config, load_files: bool) -> Result<Vec<Arc<ServiceCtx>>, StartupError> {
+    if config.is_inetd_mode() {
+        return Err(StartupError::Unsupported(
+            "Inetd mode: a file without [sections] (one session on stdin/stdout) is not supported yet".into(),
+        ));
+    }
+    config
+        .services
+        .iter()
+        .map(|opts| build_service(opts, load_files).map(Arc::new))
+        .collect()
+}
+
+fn build_service(opts: &ServiceOptions, load_files: bool) -> Result<ServiceCtx, StartupError> {
+    let resolve_error = |what: &'static str, detail: String| StartupError::Resolve {
+        service: opts.name.clone(),
+        what,
+        detail,
+    };
+    let mut accept_addrs = Vec::new();
+    for value in &opts.accept {
+        let addrs = Endpoint::parse(value)
+            .and_then(|e| e.resolve_accept())
+            .map_err(|detail| resolve_error("accept", detail))?;
+        accept_addrs.extend(addrs);
+    }
+    let mut connect_addrs = Vec::new();
+    let mut first_host = None;
+    for value in &opts.connect {
+        let endpoint = Endpoint::parse(value).map_err(|detail| resolve_error("connect", detail))?;
+        if first_host.is_none() {
+            first_host = Some(endpoint.host().map(str::to_string));
+        }
+        connect_addrs.extend(endpoint.resolve_connect().map_err(|detail| resolve_error("connect", detail))?);
+    }
+    let tls = tls::build_context(opts, load_files).map_err(|error| StartupError::Tls {
+        service: opts.name.clone(),
+        error,
+    })?;
+    if opts.client && !opts.verify.any_check() {
+        log_warning!(
+            "Service [{}] needs authentication to prevent MITM attacks: the client verifies no server certificate (set verifyChain or verifyPeer with CAfile)",
+            opts.name
+        );
+    }
+    Ok(ServiceCtx {
+        sni: client_sni(opts, first_host.flatten()),
+        opts: opts.clone(),
+        tls,
+        connect_addrs,
+        accept_addrs,
+    })
+}
+
+/// The SNI name a client sends: `sni` if set (empty: none), else the first `connect`
+/// host when it is a name (an IP literal is not a valid SNI name), else none.
+fn client_sni(opts: &ServiceOptions, first_host: Option<String>) -> Option<String> {
+    if !opts.client {
+        return None;
+    }
+    match &opts.sni {
+        Some(name) if name.is_empty() => None,
+        Some(name) => Some(name.clone()),
+        None => first_host.filter(|h| h.parse::<std::net::IpAddr>().is_err()),
+    }
+}
+
+/// A service with its bound listening sockets.
+pub struct BoundService {
+    pub ctx: Arc<ServiceCtx>,
+    pub listeners: Vec<(TcpListener, SocketAddr)>,
+}
+
+/// Binds every service's addresses. A service fails only if none of its addresses bound
+/// (as stunnel); each failed address is logged.
+pub fn bind_all(services: &[Arc<ServiceCtx>]) -> Result<Vec<BoundService>, StartupError> {
+    let mut bound = Vec::new();
+    for ctx in services {
+        let mut listeners = Vec::new();
+        for addr in &ctx.accept_addrs {
+            match net::listen::bind(*addr) {
+                Ok((listener, real)) => {
+                    log_info!(
+                        "Service [{}] (FD={}) bound to {}",
+                        ctx.opts.name,
+                        listener.as_raw_fd(),
+                        display_addr(&real)
+                    );
+                    listeners.push((listener, real));
+                }
+                Err(e) => log_notice!(
+                    "Binding service [{}] to {}: {} ({})",
+                    ctx.opts.name,
+                    display_addr(addr),
+                    net::connect::describe(&e),
+                    e.raw_os_error().unwrap_or(0)
+                ),
+            }
+        }
+        if listeners.is_empty() {
+            log_err!("Binding service [{}] failed", ctx.opts.name);
+            return Err(StartupError::Bind {
+                service: ctx.opts.name.clone(),
+            });
+        }
+        bound.push(BoundService {
+            ctx: Arc::clone(ctx),
+            listeners,
+        });
+    }
+    Ok(bound)
+}
+
+/// The running listener threads and the signal that stops them.
+pub struct Listeners {
+    stop: Arc<WakeFd>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Listeners {
+    /// Stops accepting: every listener thread returns and its sockets close. Live
+    /// sessions are not touched.
+    pub fn stop(self) {
+        self.stop.kick();
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Connection ids as stunnel's `logId = sequential`: 0, 1, 2… across all services.
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Starts one listener thread per service.
+pub fn start(services: Vec<BoundService>) -> io::Result<Listeners> {
+    let stop = Arc::new(WakeFd::new()?);
+    let mut threads = Vec::new();
+    for service in services {
+        let stop = Arc::clone(&stop);
+        let name = format!("listen {}", service.ctx.opts.name);
+        threads.push(
+            std::thread::Builder::new()
+                .name(name)
+                .stack_size(256 * 1024)
+                .spawn(move || accept_loop(service, &stop))?,
+        );
+    }
+    Ok(Listeners { stop, threads })
+}
+
+/// Back-off after EMFILE/ENFILE, doubling up to a second, so that a full fd table does
+/// not turn into a busy loop (STYLE.md practice 8).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+fn accept_loop(service: BoundService, stop: &WakeFd) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        let mut fds: Vec<libc::pollfd> = service
+            .listeners
+            .iter()
+            .map(|(l, _)| wake::pollfd(l.as_raw_fd(), libc::POLLIN))
+            .collect();
+        fds.push(wake::pollfd(stop.as_raw_fd(), libc::POLLIN));
+        if let Err(e) = wake::poll(&mut fds, None) {
+            log_err!("Service [{}]: poll: {e}", service.ctx.opts.name);
+            std::thread::sleep(backoff);
+            continue;
+        }
+        if fds.last().is_some_and(|p| p.revents != 0) {
+            return; // stop requested; the stop fd stays readable for the other listeners
+        }
+        for (i, (listener, _)) in service.listeners.iter().enumerate() {
+            if fds[i].revents == 0 {
+                continue;
+            }
+            match listener.accept() {
+                Ok((conn, peer)) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    spawn_session(&service.ctx, conn, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log_err!(
+                        "Service [{}]: accept: {} ({})",
+                        service.ctx.opts.name,
+                        net::connect::describe(&e),
+                        e.raw_os_error().unwrap_or(0)
+                    );
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+fn spawn_session(ctx: &Arc<ServiceCtx>, conn: std::net::TcpStream, peer: SocketAddr) {
+    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    let ctx_for_thread = Arc::clone(ctx);
+    let spawned = std::thread::Builder::new()
+        .stack_size(ctx.opts.stack)
+        .spawn(move || crate::session::run(ctx_for_thread, conn, peer, id));
+    if let Err(e) = spawned {
+        log_err!(
+            "Service [{}]: cannot create a thread for the connection from {}: {e}",
+            ctx.opts.name,
+            display_addr(&peer)
+        );
+    }
+}

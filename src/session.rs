@@ -1,0 +1,173 @@
+//! One connection from accept to close, as a straight pipeline (STYLE.md practice 4):
+//! server mode `handshake → connect far side → relay`, client mode
+//! `connect far side → handshake → relay`; then the one summary line.
+//!
+//! Runs on its own thread (spawned by the service's listener) and owns both sockets: they
+//! are closed when `run` returns, whatever happened. Never panics on anything a peer sends;
+//! every failure ends this session only and is logged once.
+
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
+
+use crate::net::{self, display_addr, Stream};
+use crate::relay::{self, describe_ssl_error, Outcome, RelayTimeouts, Summary};
+use crate::service::ServiceCtx;
+use crate::wake;
+
+/// Why a session ended before relaying.
+#[derive(Debug)]
+pub enum SessionError {
+    /// No target address accepted the connection (already logged per address).
+    ConnectFailed,
+    /// The TLS handshake failed or timed out.
+    Handshake(String),
+    /// A local resource ran out (fds, memory).
+    Setup(String),
+}
+
+/// Serves one accepted connection to completion.
+pub fn run(svc: Arc<ServiceCtx>, accepted: TcpStream, peer: SocketAddr, id: u64) {
+    crate::log::set_thread_context(&id.to_string(), svc.opts.debug_level);
+    let started = Instant::now();
+    log_notice!(
+        "Service [{}] accepted connection from {}",
+        svc.opts.name,
+        display_addr(&peer)
+    );
+    let _ = accepted.set_nodelay(true);
+    let _ = accepted.set_nonblocking(false);
+    let result = if svc.opts.client {
+        client_session(&svc, accepted, id)
+    } else {
+        server_session(&svc, accepted, id)
+    };
+    match result {
+        Ok(summary) => {
+            let how = match &summary.outcome {
+                Outcome::Closed => "closed".to_string(),
+                Outcome::Reset(reason) => {
+                    log_info!("Session reset: {reason}");
+                    "reset".to_string()
+                }
+            };
+            log_notice!(
+                "Connection {how}: {} byte(s) sent to TLS, {} byte(s) sent to socket",
+                summary.sent_to_tls,
+                summary.sent_to_socket
+            );
+            log_debug!("Session lasted {:.3} s", started.elapsed().as_secs_f64());
+        }
+        Err(e) => {
+            match e {
+                SessionError::ConnectFailed => {}
+                SessionError::Handshake(msg) | SessionError::Setup(msg) => log_err!("{msg}"),
+            }
+            log_notice!("Connection reset: 0 byte(s) sent to TLS, 0 byte(s) sent to socket");
+        }
+    }
+}
+
+fn server_session(svc: &ServiceCtx, accepted: TcpStream, id: u64) -> Result<Summary, SessionError> {
+    let tls = handshake(svc, Stream::from_tcp(accepted), None)?;
+    let target = connect_target(svc)?;
+    log_connected(svc, &target);
+    Ok(relay_session(svc, tls, Stream::from_tcp(target), id))
+}
+
+fn client_session(svc: &ServiceCtx, accepted: TcpStream, id: u64) -> Result<Summary, SessionError> {
+    let target = connect_target(svc)?;
+    log_connected(svc, &target);
+    let tls = handshake(svc, Stream::from_tcp(target), svc.sni.as_deref())?;
+    Ok(relay_session(svc, tls, Stream::from_tcp(accepted), id))
+}
+
+fn log_connected(svc: &ServiceCtx, target: &TcpStream) {
+    if let Ok(local) = target.local_addr() {
+        log_notice!(
+            "Service [{}] connected remote server from {}",
+            svc.opts.name,
+            display_addr(&local)
+        );
+    }
+}
+
+fn connect_target(svc: &ServiceCtx) -> Result<TcpStream, SessionError> {
+    net::connect::connect_first(&svc.connect_addrs, svc.opts.timeouts.connect)
+        .ok_or(SessionError::ConnectFailed)
+}
+
+fn relay_session(svc: &ServiceCtx, tls: SslStream<Stream>, plain: Stream, id: u64) -> Summary {
+    let timeouts = RelayTimeouts {
+        idle: svc.opts.timeouts.idle,
+        close: svc.opts.timeouts.close,
+    };
+    relay::relay(
+        tls,
+        plain,
+        timeouts,
+        svc.opts.stack,
+        (id.to_string(), svc.opts.debug_level),
+    )
+}
+
+/// Runs the TLS handshake on `stream` within TIMEOUTbusy (DESIGN.md relay rule 1): the
+/// socket is made non-blocking here and stays so. `sni` (client side) is the name to send.
+fn handshake(svc: &ServiceCtx, stream: Stream, sni: Option<&str>) -> Result<SslStream<Stream>, SessionError> {
+    let server = !svc.opts.client;
+    let op = if server { "SSL_accept" } else { "SSL_connect" };
+    let mut ssl = Ssl::new(&svc.tls.ctx).map_err(|e| SessionError::Setup(format!("SSL_new: {e}")))?;
+    if let Some(name) = sni {
+        ssl.set_hostname(name)
+            .map_err(|e| SessionError::Setup(format!("SNI {name}: {e}")))?;
+    }
+    if !server {
+        svc.tls.offer_cached_session(&mut ssl);
+    }
+    stream
+        .set_nonblocking(true)
+        .map_err(|e| SessionError::Setup(format!("{op}: {e}")))?;
+    let fd = stream.as_raw_fd();
+    let deadline = Instant::now() + svc.opts.timeouts.busy;
+    let mut attempt = if server { ssl.accept(stream) } else { ssl.connect(stream) };
+    loop {
+        match attempt {
+            Ok(tls) => {
+                for line in crate::tls::describe_session(tls.ssl(), server) {
+                    log_info!("{line}");
+                }
+                return Ok(tls);
+            }
+            Err(HandshakeError::WouldBlock(mid)) => {
+                let events = if mid.error().code() == ErrorCode::WANT_WRITE {
+                    libc::POLLOUT
+                } else {
+                    libc::POLLIN
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                let mut fds = [wake::pollfd(fd, events)];
+                match wake::poll(&mut fds, Some(left)) {
+                    Ok(0) => {
+                        return Err(SessionError::Handshake(format!(
+                            "{op}: TIMEOUTbusy exceeded"
+                        )))
+                    }
+                    Ok(_) => attempt = mid.handshake(),
+                    Err(e) => return Err(SessionError::Handshake(format!("{op}: poll: {e}"))),
+                }
+            }
+            Err(HandshakeError::Failure(mid)) => {
+                return Err(SessionError::Handshake(format!(
+                    "{op}: {}",
+                    describe_ssl_error(mid.error())
+                )))
+            }
+            Err(HandshakeError::SetupFailure(e)) => {
+                return Err(SessionError::Setup(format!("{op}: {e}")))
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Builds one `SslContext` per service from its options. Defaults follow stunnel 5.68:
+//! ciphers `HIGH:!aNULL:!SSLv2:!DH:!kDHEPSK`, its TLS 1.3 suites and curves, security
+//! level 2, no SSLv2/SSLv3; renegotiation is always refused (DESIGN.md relay rule 7).
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use openssl::error::ErrorStack;
+use openssl::pkey::PKey;
+use openssl::ssl::{
+    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslRef, SslSession, SslSessionCacheMode,
+    SslVerifyMode, SslVersion,
+};
+use openssl::x509::X509;
+
+use super::compat;
+use super::verify::{self, VerifyPolicy};
+use crate::config::values::TlsVersion;
+use crate::config::ServiceOptions;
+
+pub const DEFAULT_CIPHERS: &str = "HIGH:!aNULL:!SSLv2:!DH:!kDHEPSK";
+pub const DEFAULT_CIPHERSUITES: &str =
+    "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256";
+pub const DEFAULT_CURVES: &str = "X25519:P-256:X448:P-521:P-384";
+pub const DEFAULT_SECURITY_LEVEL: u32 = 2;
+
+/// Why a service's TLS context could not be built. Displayed as one line naming the file
+/// or setting and OpenSSL's reason.
+#[derive(Debug)]
+pub struct TlsSetupError {
+    pub what: String,
+    pub source: Option<ErrorStack>,
+}
+
+impl TlsSetupError {
+    pub(crate) fn new(what: impl Into<String>, source: ErrorStack) -> Self {
+        TlsSetupError {
+            what: what.into(),
+            source: Some(source),
+        }
+    }
+    pub(crate) fn plain(what: impl Into<String>) -> Self {
+        TlsSetupError {
+            what: what.into(),
+            source: None,
+        }
+    }
+}
+
+impl fmt::Display for TlsSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.what)?;
+        if let Some(stack) = &self.source {
+            for e in stack.errors() {
+                write!(f, ": {}", e.reason().unwrap_or("unknown OpenSSL error"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TlsSetupError {}
+
+fn openssl_version(v: TlsVersion) -> SslVersion {
+    match v {
+        TlsVersion::Ssl3 => SslVersion::SSL3,
+        TlsVersion::Tls1 => SslVersion::TLS1,
+        TlsVersion::Tls1_1 => SslVersion::TLS1_1,
+        TlsVersion::Tls1_2 => SslVersion::TLS1_2,
+        TlsVersion::Tls1_3 => SslVersion::TLS1_3,
+    }
+}
+
+/// A service's TLS state: its context and, on the client side, the last session the
+/// server gave us, offered again on the next connection so that reconnecting clients pay
+/// for one full handshake, not one per connection.
+pub struct ServiceTls {
+    pub ctx: SslContext,
+    resumable: Arc<Mutex<Option<SslSession>>>,
+}
+
+impl ServiceTls {
+    /// Offers the cached session (client side) for resumption.
+    pub fn offer_cached_session(&self, ssl: &mut Ssl) {
+        let cached = self.resumable.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(session) = cached {
+            // SAFETY: the session was made by a connection of this same context (the
+            // new-session callback below), which is what SSL_set_session requires.
+            let _ = unsafe { ssl.set_session(&session) };
+        }
+    }
+}
+
+/// Builds the context for `opts`. With `load_files = false` (`--check --no-files`) every
+/// setting is applied but certificates, keys and CAs are not read.
+pub fn build_context(opts: &ServiceOptions, load_files: bool) -> Result<ServiceTls, TlsSetupError> {
+    let method = if opts.client {
+        SslMethod::tls_client()
+    } else {
+        SslMethod::tls_server()
+    };
+    let mut ctx = SslContext::builder(method).map_err(|e| TlsSetupError::new("SSL_CTX_new", e))?;
+    apply_protocol_settings(&mut ctx, opts)?;
+    if load_files {
+        load_identity(&mut ctx, opts)?;
+        load_trust(&mut ctx, opts)?;
+    }
+    let policy = Arc::new(VerifyPolicy::from_options(opts, load_files)?);
+    let mode = verify_mode(opts);
+    ctx.set_verify_callback(mode, move |preverified, store| {
+        verify::check(&policy, preverified, store)
+    });
+    configure_sessions(&mut ctx, opts)?;
+    let resumable = Arc::new(Mutex::new(None));
+    if opts.client {
+        let slot = Arc::clone(&resumable);
+        // Called when the server issues a session (TLS 1.3: a ticket after the handshake).
+        ctx.set_new_session_callback(move |_ssl, session| {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
+        });
+    }
+    Ok(ServiceTls {
+        ctx: ctx.build(),
+        resumable,
+    })
+}
+
+fn apply_protocol_settings(
+    ctx: &mut SslContextBuilder,
+    opts: &ServiceOptions,
+) -> Result<(), TlsSetupError> {
+    let mut options = compat::baseline_options();
+    for edit in &opts.ssl_options {
+        let bits = compat::ssl_option_bits(edit.name);
+        if edit.set {
+            options |= bits;
+        } else {
+            options &= !bits;
+        }
+    }
+    // Renegotiation stays refused even if an `options = -NO_RENEGOTIATION` line asks.
+    options |= openssl::ssl::SslOptions::NO_RENEGOTIATION;
+    ctx.clear_options(!options);
+    ctx.set_options(options);
+    // Partial writes and moving buffers let the relay retry a write from any buffer;
+    // RELEASE_BUFFERS frees the 34 KiB of record buffers while a session is idle.
+    ctx.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::RELEASE_BUFFERS);
+    ctx.set_min_proto_version(opts.ssl_version_min.map(openssl_version))
+        .map_err(|e| TlsSetupError::new("sslVersionMin", e))?;
+    ctx.set_max_proto_version(opts.ssl_version_max.map(openssl_version))
+        .map_err(|e| TlsSetupError::new("sslVersionMax", e))?;
+    let ciphers = opts.ciphers.as_deref().unwrap_or(DEFAULT_CIPHERS);
+    ctx.set_cipher_list(ciphers)
+        .map_err(|e| TlsSetupError::new(format!("ciphers = {ciphers}"), e))?;
+    let suites = opts.ciphersuites.as_deref().unwrap_or(DEFAULT_CIPHERSUITES);
+    ctx.set_ciphersuites(suites)
+        .map_err(|e| TlsSetupError::new(format!("ciphersuites = {suites}"), e))?;
+    let curves = opts.curves.as_deref().unwrap_or(DEFAULT_CURVES);
+    ctx.set_groups_list(curves)
+        .map_err(|e| TlsSetupError::new(format!("curves = {curves}"), e))?;
+    ctx.set_security_level(opts.security_level.unwrap_or(DEFAULT_SECURITY_LEVEL));
+    Ok(())
+}
+
+/// `cert` (a PEM chain, possibly with the key in the same file) and `key`.
+fn load_identity(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(), TlsSetupError> {
+    let Some(cert) = &opts.cert else {
+        return Ok(());
+    };
+    ctx.set_certificate_chain_file(cert)
+        .map_err(|e| TlsSetupError::new(format!("cert = {}", cert.display()), e))?;
+    let key_path = opts.key_file().unwrap_or(cert);
+    let key = load_private_key(key_path)?;
+    ctx.set_private_key(&key)
+        .map_err(|e| TlsSetupError::new(format!("key = {}", key_path.display()), e))?;
+    ctx.check_private_key().map_err(|e| {
+        TlsSetupError::new(
+            format!("key = {}: private key does not match the certificate", key_path.display()),
+            e,
+        )
+    })
+}
+
+/// Reads a PEM private key. An encrypted key is refused with a clear message instead of
+/// OpenSSL prompting for a passphrase on a terminal that a daemon does not have.
+fn load_private_key(path: &Path) -> Result<PKey<openssl::pkey::Private>, TlsSetupError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| TlsSetupError::plain(format!("key = {}: {e}", path.display())))?;
+    let mut asked_for_passphrase = false;
+    let key = PKey::private_key_from_pem_callback(&pem, |_buf| {
+        asked_for_passphrase = true;
+        Ok(0)
+    });
+    match key {
+        Ok(key) => Ok(key),
+        Err(_) if asked_for_passphrase => Err(TlsSetupError::plain(format!(
+            "key = {}: the private key is encrypted; rstunnel needs an unencrypted key \
+             (decrypt it with `openssl pkey -in KEY -out NEWKEY`)",
+            path.display()
+        ))),
+        Err(e) => Err(TlsSetupError::new(
+            format!("key = {}: no usable private key", path.display()),
+            e,
+        )),
+    }
+}
+
+/// `CAfile`/`CApath`: trust anchors, and in server mode the CA names sent to clients.
+fn load_trust(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(), TlsSetupError> {
+    if let Some(file) = &opts.ca_file {
+        ctx.set_ca_file(file)
+            .map_err(|e| TlsSetupError::new(format!("CAfile = {}", file.display()), e))?;
+        if !opts.client {
+            let names = openssl::x509::X509Name::load_client_ca_file(file)
+                .map_err(|e| TlsSetupError::new(format!("CAfile = {}", file.display()), e))?;
+            ctx.set_client_ca_list(names);
+        }
+    }
+    if let Some(dir) = &opts.ca_path {
+        ctx.load_verify_locations(None, Some(dir))
+            .map_err(|e| TlsSetupError::new(format!("CApath = {}", dir.display()), e))?;
+    }
+    if opts.ca_file.is_none() && opts.ca_path.is_none() {
+        log_err!("No trusted certificates found");
+    }
+    Ok(())
+}
+
+fn verify_mode(opts: &ServiceOptions) -> SslVerifyMode {
+    let v = &opts.verify;
+    if opts.client {
+        // A client always receives the server's certificate; PEER makes OpenSSL run the
+        // callback so that the policy (or "accept anything") decides.
+        return if v.any_check() {
+            SslVerifyMode::PEER
+        } else {
+            SslVerifyMode::NONE
+        };
+    }
+    let mut mode = SslVerifyMode::NONE;
+    if v.request_cert {
+        mode |= SslVerifyMode::PEER;
+    }
+    if v.require_cert {
+        mode |= SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+    }
+    mode
+}
+
+fn configure_sessions(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(), TlsSetupError> {
+    if opts.client {
+        ctx.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+    } else {
+        ctx.set_session_cache_mode(SslSessionCacheMode::SERVER);
+        // Resumed sessions must belong to this service: a session from another service
+        // (other CA, other checks) would skip this one's verification.
+        let id = openssl::sha::sha256(opts.name.as_bytes());
+        ctx.set_session_id_context(&id[..16])
+            .map_err(|e| TlsSetupError::new("session id context", e))?;
+    }
+    ctx.set_session_cache_size(i32::try_from(opts.session_cache_size).unwrap_or(i32::MAX));
+    compat::set_session_timeout(ctx, opts.session_cache_timeout);
+    Ok(())
+}
+
+/// After a handshake: the lines stunnel logs at INFO about what was negotiated.
+pub fn describe_session(ssl: &SslRef, server: bool) -> Vec<String> {
+    let mut lines = vec![format!(
+        "TLS {}: {}",
+        if server { "accepted" } else { "connected" },
+        if ssl.session_reused() {
+            "previous session reused"
+        } else {
+            "new session negotiated"
+        }
+    )];
+    if let Some(cipher) = ssl.current_cipher() {
+        lines.push(format!(
+            "{} ciphersuite: {} ({}-bit encryption)",
+            ssl.version_str(),
+            cipher.name(),
+            cipher.bits().secret
+        ));
+    }
+    lines
+}
+
+/// A peer certificate's subject as one line (`CN=host, O=org`), for logs.
+pub fn subject_line(cert: &X509) -> String {
+    verify::name_line(cert.subject_name())
+}

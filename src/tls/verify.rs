@@ -1,0 +1,131 @@
+//! Peer-certificate policy: stunnel's `verifyChain` (PKI chain check), `verifyPeer`
+//! (the peer's own certificate must be one of the trusted ones) and the `checkHost`,
+//! `checkEmail`, `checkIP` lists (any one match passes), applied in OpenSSL's verify
+//! callback, which also writes stunnel's `Certificate accepted` / `Rejected by CERT` lines.
+
+use openssl::x509::{X509NameRef, X509Ref, X509StoreContextRef, X509};
+use foreign_types::ForeignTypeRef;
+use std::ffi::CString;
+
+use super::context::TlsSetupError;
+use crate::config::ServiceOptions;
+
+pub struct VerifyPolicy {
+    chain: bool,
+    peer: bool,
+    /// SHA-256 of every certificate in CAfile, for `verifyPeer`.
+    pinned: Vec<[u8; 32]>,
+    hosts: Vec<CString>,
+    emails: Vec<CString>,
+    ips: Vec<CString>,
+}
+
+fn c_strings(values: &[String]) -> Result<Vec<CString>, TlsSetupError> {
+    values
+        .iter()
+        .map(|v| CString::new(v.as_str()).map_err(|_| TlsSetupError::plain(format!("NUL byte in \"{v}\""))))
+        .collect()
+}
+
+impl VerifyPolicy {
+    pub fn from_options(opts: &ServiceOptions, load_files: bool) -> Result<Self, TlsSetupError> {
+        let mut pinned = Vec::new();
+        if opts.verify.peer && load_files {
+            if let Some(file) = &opts.ca_file {
+                let pem = std::fs::read(file)
+                    .map_err(|e| TlsSetupError::plain(format!("CAfile = {}: {e}", file.display())))?;
+                let certs = X509::stack_from_pem(&pem).map_err(|e| {
+                    TlsSetupError::new(format!("CAfile = {}", file.display()), e)
+                })?;
+                for cert in certs {
+                    pinned.push(sha256_of(&cert));
+                }
+            }
+        }
+        Ok(VerifyPolicy {
+            chain: opts.verify.chain,
+            peer: opts.verify.peer,
+            pinned,
+            hosts: c_strings(&opts.check_host)?,
+            emails: c_strings(&opts.check_email)?,
+            ips: c_strings(&opts.check_ip)?,
+        })
+    }
+
+    fn identity_matches(&self, cert: &X509Ref) -> bool {
+        let any = !self.hosts.is_empty() || !self.emails.is_empty() || !self.ips.is_empty();
+        if !any {
+            return true;
+        }
+        let ptr = cert.as_ptr();
+        // SAFETY: X509_check_* read the certificate and a NUL-terminated string of the
+        // given length; they write nothing when `peername` is null.
+        unsafe {
+            self.hosts.iter().any(|h| {
+                openssl_sys::X509_check_host(ptr, h.as_ptr(), h.as_bytes().len(), 0, std::ptr::null_mut()) == 1
+            }) || self.emails.iter().any(|e| {
+                openssl_sys::X509_check_email(ptr, e.as_ptr(), e.as_bytes().len(), 0) == 1
+            }) || self.ips.iter().any(|ip| openssl_sys::X509_check_ip_asc(ptr, ip.as_ptr(), 0) == 1)
+        }
+    }
+}
+
+fn sha256_of(cert: &X509Ref) -> [u8; 32] {
+    cert.to_der()
+        .map(|der| openssl::sha::sha256(&der))
+        .unwrap_or([0; 32])
+}
+
+/// The verify callback. Returns whether the handshake may go on.
+pub fn check(policy: &VerifyPolicy, preverified: bool, store: &mut X509StoreContextRef) -> bool {
+    let depth = store.error_depth();
+    let Some(cert) = store.current_cert() else {
+        return preverified;
+    };
+    let subject = name_line(cert.subject_name());
+    if !policy.chain && !policy.peer {
+        // verify = 0 or a client that checks nothing: any certificate goes (the startup
+        // warning said so); OpenSSL still calls us once per chain error.
+        log_debug!("Certificate not checked at depth={depth}: {subject}");
+        return true;
+    }
+    if !preverified && policy.chain {
+        log_warning!(
+            "Rejected by CERT at depth={depth}: {subject}: {}",
+            store.error().error_string()
+        );
+        return false;
+    }
+    if depth == 0 {
+        if policy.peer && !policy.pinned.contains(&sha256_of(cert)) {
+            log_warning!("Rejected by CERT at depth=0: {subject}: certificate not found in the local trust store (verifyPeer)");
+            return false;
+        }
+        if !policy.identity_matches(cert) {
+            log_warning!("Rejected by CERT at depth=0: {subject}: no checkHost/checkEmail/checkIP match");
+            return false;
+        }
+    } else if !preverified {
+        // verifyPeer alone: chain errors above the peer's own certificate do not matter.
+        return true;
+    }
+    if preverified || depth == 0 {
+        log_notice!("Certificate accepted at depth={depth}: {subject}");
+    }
+    true
+}
+
+/// `C=US, O=Org, CN=name`: every entry of a name, in order.
+pub fn name_line(name: &X509NameRef) -> String {
+    name.entries()
+        .map(|entry| {
+            let key = entry.object().nid().short_name().unwrap_or("?");
+            let value = entry
+                .data()
+                .to_string()
+                .unwrap_or_else(|_| "?".into());
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
