@@ -22,14 +22,54 @@ fn command() -> Command {
         .about("TLS tunnel configured by stunnel.conf files")
         .disable_version_flag(true)
         .disable_help_flag(true)
-        .arg(Arg::new("file").value_name("FILE").help("configuration file (default /etc/stunnel/stunnel.conf)"))
-        .arg(Arg::new("check").long("check").action(ArgAction::SetTrue).help("validate FILE, load its certificates, bind nothing"))
-        .arg(Arg::new("no-files").long("no-files").action(ArgAction::SetTrue).requires("check").help("with --check: do not read certificates, keys or CA files"))
-        .arg(Arg::new("fd").long("fd").value_name("N").help("read the configuration from file descriptor N"))
-        .arg(Arg::new("help").long("help").action(ArgAction::SetTrue).help("print the options and their meaning"))
-        .arg(Arg::new("version").long("version").action(ArgAction::SetTrue).help("print versions and default option values"))
-        .arg(Arg::new("options").long("options").action(ArgAction::SetTrue).help("print the names accepted by 'options ='"))
-        .arg(Arg::new("sockets").long("sockets").action(ArgAction::SetTrue).help("print the default socket options"))
+        .arg(
+            Arg::new("file")
+                .value_name("FILE")
+                .help("configuration file (default /etc/stunnel/stunnel.conf)"),
+        )
+        .arg(
+            Arg::new("check")
+                .long("check")
+                .action(ArgAction::SetTrue)
+                .help("validate FILE, load its certificates, bind nothing"),
+        )
+        .arg(
+            Arg::new("no-files")
+                .long("no-files")
+                .action(ArgAction::SetTrue)
+                .requires("check")
+                .help("with --check: do not read certificates, keys or CA files"),
+        )
+        .arg(
+            Arg::new("fd")
+                .long("fd")
+                .value_name("N")
+                .help("read the configuration from file descriptor N"),
+        )
+        .arg(
+            Arg::new("help")
+                .long("help")
+                .action(ArgAction::SetTrue)
+                .help("print the options and their meaning"),
+        )
+        .arg(
+            Arg::new("version")
+                .long("version")
+                .action(ArgAction::SetTrue)
+                .help("print versions and default option values"),
+        )
+        .arg(
+            Arg::new("options")
+                .long("options")
+                .action(ArgAction::SetTrue)
+                .help("print the names accepted by 'options ='"),
+        )
+        .arg(
+            Arg::new("sockets")
+                .long("sockets")
+                .action(ArgAction::SetTrue)
+                .help("print the default socket options"),
+        )
 }
 
 /// stunnel's single-dash flags (any case) become clap's long flags; anything else passes.
@@ -40,7 +80,9 @@ fn normalize(args: Vec<OsString>) -> Vec<OsString> {
         .map(|(i, arg)| {
             let text = arg.to_string_lossy().to_ascii_lowercase();
             match text.strip_prefix('-') {
-                Some(flag) if i > 0 && !flag.starts_with('-') && FLAGS.contains(&flag) => OsString::from(format!("--{flag}")),
+                Some(flag) if i > 0 && !flag.starts_with('-') && FLAGS.contains(&flag) => {
+                    OsString::from(format!("--{flag}"))
+                }
                 _ => arg,
             }
         })
@@ -73,13 +115,17 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
     if matches.get_flag("sockets") {
         print_banner();
-        eprintln!("Socket option defaults: a:SO_REUSEADDR=yes, l:TCP_NODELAY=yes, r:TCP_NODELAY=yes");
+        eprintln!(
+            "Socket option defaults: a:SO_REUSEADDR=yes, l:TCP_NODELAY=yes, r:TCP_NODELAY=yes"
+        );
         return 0;
     }
     let loaded = match matches.get_one::<String>("fd") {
         Some(fd) => load_from_fd(fd),
         None => {
-            let file = matches.get_one::<String>("file").map_or(DEFAULT_CONFIG, String::as_str);
+            let file = matches
+                .get_one::<String>("file")
+                .map_or(DEFAULT_CONFIG, String::as_str);
             config::load(Path::new(file)).map_err(StartupError::from)
         }
     };
@@ -105,11 +151,15 @@ fn load_from_fd(fd: &str) -> Result<Config, StartupError> {
     // ownership and close it after reading, as stunnel does.
     let mut file = unsafe { std::fs::File::from_raw_fd(number) };
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|error| StartupError::Io {
-        what: format!("Reading configuration from descriptor {number}"),
-        error,
-    })?;
-    Ok(config::parse_bytes(&format!("descriptor {number}"), &bytes)?)
+    file.read_to_end(&mut bytes)
+        .map_err(|error| StartupError::Io {
+            what: format!("Reading configuration from descriptor {number}"),
+            error,
+        })?;
+    Ok(config::parse_bytes(
+        &format!("descriptor {number}"),
+        &bytes,
+    )?)
 }
 
 fn configuration_failed(e: &StartupError) -> i32 {
@@ -143,7 +193,8 @@ fn run_check(config: &Config, load_files: bool) -> i32 {
 /// Signals the main thread reacts to.
 fn signal_channel() -> std::io::Result<Receiver<i32>> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])?;
     let (tx, rx) = unbounded();
     std::thread::Builder::new()
         .name("signals".into())
@@ -165,16 +216,25 @@ fn run_daemon(config: Config) -> i32 {
     let setup = LogSetup {
         stderr: global.foreground == Foreground::Yes,
         output: global.output.as_deref().map(|p| (p, global.log_overwrite)),
-        syslog: global.syslog.then_some((global.service_name.as_str(), global.facility)),
+        syslog: global
+            .syslog
+            .then_some((global.service_name.as_str(), global.facility)),
         level: config.defaults.debug_level,
     };
     if let Err(e) = log::configure(&setup) {
         return configuration_failed(&StartupError::Io {
-            what: format!("Cannot open log file {}", global.output.as_deref().unwrap_or(Path::new("")).display()),
+            what: format!(
+                "Cannot open log file {}",
+                global.output.as_deref().unwrap_or(Path::new("")).display()
+            ),
             error: e,
         });
     }
-    log_notice!("rstunnel {} on {}", env!("CARGO_PKG_VERSION"), crate::tls::compat::running_version());
+    log_notice!(
+        "rstunnel {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        crate::tls::compat::running_version()
+    );
     log_notice!("Reading configuration from file {}", config.source);
     let services = match service::build(&config, true).and_then(|s| service::bind_all(&s)) {
         Ok(bound) => bound,
@@ -190,7 +250,14 @@ fn run_daemon(config: Config) -> i32 {
     let _pid_file = match global.pid.as_deref().map(PidFile::create).transpose() {
         Ok(pid) => pid,
         Err(e) => {
-            log_err!("Cannot create pid file {}: {e}", global.pid.as_deref().map_or(PathBuf::new(), Path::to_path_buf).display());
+            log_err!(
+                "Cannot create pid file {}: {e}",
+                global
+                    .pid
+                    .as_deref()
+                    .map_or(PathBuf::new(), Path::to_path_buf)
+                    .display()
+            );
             return 1;
         }
     };
@@ -228,7 +295,12 @@ fn run_daemon(config: Config) -> i32 {
 }
 
 fn print_banner() {
-    eprintln!("rstunnel {} on {}-{} platform", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH, std::env::consts::OS);
+    eprintln!(
+        "rstunnel {} on {}-{} platform",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    );
     eprintln!("Compiled with {}", crate::tls::compat::built_version());
     eprintln!("Running  with {}", crate::tls::compat::running_version());
     eprintln!("Threading:PTHREAD Sockets:POLL,IPv6 TLS:SNI");
@@ -242,7 +314,11 @@ fn print_option_lines(scope: options::Scope, with_defaults: bool) {
                 eprintln!("{:<22} = {}", spec.name, default);
             }
         } else {
-            let note = if matches!(spec.handler, options::Handler::NotYet) { " (not supported yet)" } else { "" };
+            let note = if matches!(spec.handler, options::Handler::NotYet) {
+                " (not supported yet)"
+            } else {
+                ""
+            };
             eprintln!("{:<22} = {}{}", spec.name, spec.help, note);
         }
     }
@@ -282,7 +358,10 @@ mod tests {
         assert_eq!(normalize(os(&["x", "-VERSION"])), os(&["x", "--version"]));
         assert_eq!(normalize(os(&["x", "-fd", "3"])), os(&["x", "--fd", "3"]));
         assert_eq!(normalize(os(&["x", "a.conf"])), os(&["x", "a.conf"]));
-        assert_eq!(normalize(os(&["x", "--check", "a.conf"])), os(&["x", "--check", "a.conf"]));
+        assert_eq!(
+            normalize(os(&["x", "--check", "a.conf"])),
+            os(&["x", "--check", "a.conf"])
+        );
     }
 
     #[test]

@@ -241,10 +241,12 @@ pub fn relay(
         timeouts,
     };
     std::thread::scope(|scope| {
-        let writer = std::thread::Builder::new().stack_size(stack).spawn_scoped(scope, || {
-            crate::log::set_thread_context(&log_context.0, log_context.1);
-            plain_to_tls(&shared);
-        });
+        let writer = std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn_scoped(scope, || {
+                crate::log::set_thread_context(&log_context.0, log_context.1);
+                plain_to_tls(&shared);
+            });
         if writer.is_err() {
             shared.fail("cannot create a thread".into());
         }
@@ -338,7 +340,10 @@ fn tls_to_plain(s: &Shared) {
             }
             ReadStatus::End(ReadEnd::Failed, e) => {
                 s.ssl_dead.store(true, SeqCst);
-                let reason = e.map_or_else(|| "SSL_read failed".into(), |e| format!("SSL_read: {}", describe_ssl_error(&e)));
+                let reason = e.map_or_else(
+                    || "SSL_read failed".into(),
+                    |e| format!("SSL_read: {}", describe_ssl_error(&e)),
+                );
                 log_err!("{reason}");
                 s.fail(reason);
                 return;
@@ -364,7 +369,12 @@ fn plain_to_tls(s: &Shared) {
                 return;
             }
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted || e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::Interrupted
+                    || e.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                continue
+            }
             Err(e) => {
                 s.fail(format!("read from socket: {e}"));
                 return;
@@ -440,7 +450,10 @@ fn send_close_notify(s: &Shared) {
             },
         }
     }
-    let deadline = s.now_ms().saturating_add(u64::try_from(s.timeouts.close.as_millis()).unwrap_or(u64::MAX)).max(1);
+    let deadline = s
+        .now_ms()
+        .saturating_add(u64::try_from(s.timeouts.close.as_millis()).unwrap_or(u64::MAX))
+        .max(1);
     s.close_deadline_ms.store(deadline, SeqCst);
     s.wake[READER].kick();
 }

@@ -35,11 +35,23 @@ pub struct ServiceCtx {
 #[derive(Debug)]
 pub enum StartupError {
     Config(ConfigError),
-    Tls { service: String, error: TlsSetupError },
-    Resolve { service: String, what: &'static str, detail: String },
-    Bind { service: String },
+    Tls {
+        service: String,
+        error: TlsSetupError,
+    },
+    Resolve {
+        service: String,
+        what: &'static str,
+        detail: String,
+    },
+    Bind {
+        service: String,
+    },
     Unsupported(String),
-    Io { what: String, error: io::Error },
+    Io {
+        what: String,
+        error: io::Error,
+    },
 }
 
 impl fmt::Display for StartupError {
@@ -47,13 +59,19 @@ impl fmt::Display for StartupError {
         match self {
             StartupError::Config(e) => write!(f, "{e}"),
             StartupError::Tls { service, error } => {
-                write!(f, "Service [{service}]: Failed to initialize TLS context: {error}")
+                write!(
+                    f,
+                    "Service [{service}]: Failed to initialize TLS context: {error}"
+                )
             }
             StartupError::Resolve {
                 service,
                 what,
                 detail,
-            } => write!(f, "Service [{service}]: Cannot resolve {what} target: {detail}"),
+            } => write!(
+                f,
+                "Service [{service}]: Cannot resolve {what} target: {detail}"
+            ),
             StartupError::Bind { service } => write!(f, "Binding service [{service}] failed"),
             StartupError::Unsupported(what) => write!(f, "{what}"),
             StartupError::Io { what, error } => write!(f, "{what}: {error}"),
@@ -104,7 +122,11 @@ fn build_service(opts: &ServiceOptions, load_files: bool) -> Result<ServiceCtx, 
         if first_host.is_none() {
             first_host = Some(endpoint.host().map(str::to_string));
         }
-        connect_addrs.extend(endpoint.resolve_connect().map_err(|detail| resolve_error("connect", detail))?);
+        connect_addrs.extend(
+            endpoint
+                .resolve_connect()
+                .map_err(|detail| resolve_error("connect", detail))?,
+        );
     }
     let tls = tls::build_context(opts, load_files).map_err(|error| StartupError::Tls {
         service: opts.name.clone(),
@@ -252,7 +274,9 @@ fn accept_loop(service: BoundService, stop: &WakeFd) {
                     backoff = ACCEPT_BACKOFF_MIN;
                     spawn_session(&service.ctx, conn, peer);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log_err!(
                         "Service [{}]: accept: {} ({})",

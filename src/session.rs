@@ -116,10 +116,15 @@ fn relay_session(svc: &ServiceCtx, tls: SslStream<Stream>, plain: Stream, id: u6
 
 /// Runs the TLS handshake on `stream` within TIMEOUTbusy (DESIGN.md relay rule 1): the
 /// socket is made non-blocking here and stays so. `sni` (client side) is the name to send.
-fn handshake(svc: &ServiceCtx, stream: Stream, sni: Option<&str>) -> Result<SslStream<Stream>, SessionError> {
+fn handshake(
+    svc: &ServiceCtx,
+    stream: Stream,
+    sni: Option<&str>,
+) -> Result<SslStream<Stream>, SessionError> {
     let server = !svc.opts.client;
     let op = if server { "SSL_accept" } else { "SSL_connect" };
-    let mut ssl = Ssl::new(&svc.tls.ctx).map_err(|e| SessionError::Setup(format!("SSL_new: {e}")))?;
+    let mut ssl =
+        Ssl::new(&svc.tls.ctx).map_err(|e| SessionError::Setup(format!("SSL_new: {e}")))?;
     if let Some(name) = sni {
         ssl.set_hostname(name)
             .map_err(|e| SessionError::Setup(format!("SNI {name}: {e}")))?;
@@ -132,7 +137,11 @@ fn handshake(svc: &ServiceCtx, stream: Stream, sni: Option<&str>) -> Result<SslS
         .map_err(|e| SessionError::Setup(format!("{op}: {e}")))?;
     let fd = stream.as_raw_fd();
     let deadline = Instant::now() + svc.opts.timeouts.busy;
-    let mut attempt = if server { ssl.accept(stream) } else { ssl.connect(stream) };
+    let mut attempt = if server {
+        ssl.accept(stream)
+    } else {
+        ssl.connect(stream)
+    };
     loop {
         match attempt {
             Ok(tls) => {

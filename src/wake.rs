@@ -49,7 +49,9 @@ impl AsRawFd for WakeFd {
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> io::Result<usize> {
     let ms = match timeout {
         None => -1,
-        Some(t) => libc::c_int::try_from(t.as_millis().saturating_add(1)).unwrap_or(libc::c_int::MAX),
+        Some(t) => {
+            libc::c_int::try_from(t.as_millis().saturating_add(1)).unwrap_or(libc::c_int::MAX)
+        }
     };
     loop {
         // SAFETY: fds is a valid slice of pollfd for the length given.

@@ -261,7 +261,10 @@ fn bulk(m: &ArgMatches) -> io::Result<()> {
     if let Some(e) = first_err {
         return Err(io::Error::new(
             e.kind(),
-            format!("bulk to {addr}: {e} ({} bytes sent)", sent.load(Ordering::Relaxed)),
+            format!(
+                "bulk to {addr}: {e} ({} bytes sent)",
+                sent.load(Ordering::Relaxed)
+            ),
         ));
     }
     let mibps = confirmed as f64 / (1024.0 * 1024.0) / secs;
@@ -294,12 +297,19 @@ fn idle(m: &ArgMatches) -> io::Result<()> {
         for (idx, mut s) in pending {
             let mut b = [0u8; 1];
             s.read_exact(&mut b).map_err(|e| {
-                io::Error::new(e.kind(), format!("echo on connection #{idx} via {addr}: {e}"))
+                io::Error::new(
+                    e.kind(),
+                    format!("echo on connection #{idx} via {addr}: {e}"),
+                )
             })?;
             if b[0] != (idx % 256) as u8 {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("connection #{idx}: echoed byte {} != sent {}", b[0], idx % 256),
+                    format!(
+                        "connection #{idx}: echoed byte {} != sent {}",
+                        b[0],
+                        idx % 256
+                    ),
                 ));
             }
             held.push(s);

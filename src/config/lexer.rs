@@ -42,9 +42,8 @@ fn is_c_space(c: char) -> bool {
 pub fn lex(file: &Arc<str>, bytes: &[u8]) -> Vec<RawLine> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut lines = Vec::new();
-    let mut number = 0;
-    for physical in split_lines(bytes) {
-        number += 1;
+    for (index, physical) in split_lines(bytes).enumerate() {
+        let number = index + 1;
         let text: String = String::from_utf8_lossy(physical)
             .chars()
             .filter(|&c| c != '\r')
@@ -145,10 +144,16 @@ mod tests {
 
     #[test]
     fn section_names_are_verbatim() {
-        assert_eq!(lex_str("[ a b ]")[0].kind, LineKind::Section(" a b ".into()));
+        assert_eq!(
+            lex_str("[ a b ]")[0].kind,
+            LineKind::Section(" a b ".into())
+        );
         assert_eq!(lex_str("  [x]  ")[0].kind, LineKind::Section("x".into()));
         assert_eq!(lex_str("[]")[0].kind, LineKind::Section(String::new()));
-        assert_eq!(lex_str("[Mixed.Case:1]")[0].kind, LineKind::Section("Mixed.Case:1".into()));
+        assert_eq!(
+            lex_str("[Mixed.Case:1]")[0].kind,
+            LineKind::Section("Mixed.Case:1".into())
+        );
     }
 
     #[test]

@@ -321,7 +321,10 @@ fn add_ssl_option(t: &mut Target<'_>, value: &str) -> Result<(), String> {
 fn set_renegotiation(_: &mut Target<'_>, value: &str) -> Result<(), String> {
     match values::yes_no(value)? {
         false => Ok(()),
-        true => Err("option 'renegotiation = yes' is not supported: rstunnel always refuses renegotiation".into()),
+        true => Err(
+            "option 'renegotiation = yes' is not supported: rstunnel always refuses renegotiation"
+                .into(),
+        ),
     }
 }
 
@@ -513,7 +516,13 @@ mod tests {
     #[test]
     fn every_settable_default_parses_and_matches_the_typed_default() {
         // These keep `None` in the typed config so that tls applies the built-in choice.
-        const BUILT_IN: [&str; 5] = ["ciphers", "ciphersuites", "curves", "securityLevel", "options"];
+        const BUILT_IN: [&str; 5] = [
+            "ciphers",
+            "ciphersuites",
+            "curves",
+            "securityLevel",
+            "options",
+        ];
         for spec in OPTIONS {
             let (Handler::Set(_), Some(default)) = (spec.handler, spec.default) else {
                 continue;
@@ -523,7 +532,12 @@ mod tests {
             }
             let (global, service) = apply(spec.name, default)
                 .unwrap_or_else(|e| panic!("default of {} rejected: {e}", spec.name));
-            assert_eq!(service, ServiceOptions::default(), "default of {}", spec.name);
+            assert_eq!(
+                service,
+                ServiceOptions::default(),
+                "default of {}",
+                spec.name
+            );
             assert_eq!(global, GlobalOptions::default(), "default of {}", spec.name);
         }
     }
@@ -556,44 +570,73 @@ mod tests {
         let (_, s) = apply("sslVersion", "TLSv1.2").unwrap();
         assert_eq!(s.ssl_version_min, Some(TlsVersion::Tls1_2));
         assert_eq!(s.ssl_version_max, Some(TlsVersion::Tls1_2));
-        assert_eq!(apply("sslVersionMin", "TLSv9").unwrap_err(), "Invalid protocol version");
+        assert_eq!(
+            apply("sslVersionMin", "TLSv9").unwrap_err(),
+            "Invalid protocol version"
+        );
     }
 
     #[test]
     fn timeouts_reject_junk_with_their_own_name() {
-        assert_eq!(apply("TIMEOUTidle", "1h").unwrap_err(), "Illegal idle timeout");
-        assert_eq!(apply("TIMEOUTclose", "x").unwrap_err(), "Illegal close timeout");
+        assert_eq!(
+            apply("TIMEOUTidle", "1h").unwrap_err(),
+            "Illegal idle timeout"
+        );
+        assert_eq!(
+            apply("TIMEOUTclose", "x").unwrap_err(),
+            "Illegal close timeout"
+        );
         let (_, s) = apply("TIMEOUTclose", "0").unwrap();
         assert_eq!(s.timeouts.close, Duration::ZERO);
     }
 
     #[test]
     fn foreground_and_log_values() {
-        assert_eq!(apply("foreground", "QUIET").unwrap().0.foreground, Foreground::Quiet);
-        assert!(apply("foreground", "maybe").unwrap_err().contains("'quiet'"));
+        assert_eq!(
+            apply("foreground", "QUIET").unwrap().0.foreground,
+            Foreground::Quiet
+        );
+        assert!(apply("foreground", "maybe")
+            .unwrap_err()
+            .contains("'quiet'"));
         assert!(apply("log", "overwrite").unwrap().0.log_overwrite);
     }
 
     #[test]
     fn empty_pid_means_none() {
         assert_eq!(apply("pid", "").unwrap().0.pid, None);
-        assert_eq!(apply("pid", "/run/x.pid").unwrap().0.pid, Some("/run/x.pid".into()));
+        assert_eq!(
+            apply("pid", "/run/x.pid").unwrap().0.pid,
+            Some("/run/x.pid".into())
+        );
     }
 
     #[test]
     fn options_names_and_clearing() {
         let (_, s) = apply("options", "-NO_SSLv3").unwrap();
-        assert_eq!(s.ssl_options, vec![SslOptionEdit { name: "NO_SSLv3", set: false }]);
+        assert_eq!(
+            s.ssl_options,
+            vec![SslOptionEdit {
+                name: "NO_SSLv3",
+                set: false
+            }]
+        );
         let (_, s) = apply("options", "no_tlsv1").unwrap();
         assert_eq!(s.ssl_options[0].name, "NO_TLSv1");
-        assert_eq!(apply("options", "NO_TLSv1.1").unwrap_err(), "Illegal TLS option");
+        assert_eq!(
+            apply("options", "NO_TLSv1.1").unwrap_err(),
+            "Illegal TLS option"
+        );
     }
 
     #[test]
     fn stack_and_security_level_bounds() {
         assert_eq!(apply("stack", "65536").unwrap().1.stack, 65536);
         assert!(apply("stack", "100").is_err());
-        assert_eq!(apply("securityLevel", "0").unwrap().1.security_level, Some(0));
+        assert_eq!(
+            apply("securityLevel", "0").unwrap().1.security_level,
+            Some(0)
+        );
         assert!(apply("securityLevel", "6").is_err());
     }
 

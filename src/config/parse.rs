@@ -103,7 +103,10 @@ impl Parser {
     fn include(&mut self, line: &RawLine, dir: &str, depth: usize) -> Result<(), ConfigError> {
         let failed = |_| line_error(line, "Failed to include directory");
         if depth >= MAX_INCLUDE_DEPTH {
-            return Err(line_error(line, "Failed to include directory: nested too deep"));
+            return Err(line_error(
+                line,
+                "Failed to include directory: nested too deep",
+            ));
         }
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .map_err(failed)?
@@ -158,6 +161,11 @@ fn check_tls(service: &ServiceOptions) -> Result<(), &'static str> {
     if !service.client && service.cert.is_none() {
         return Err("TLS server needs a certificate");
     }
+    if let (Some(min), Some(max)) = (service.ssl_version_min, service.ssl_version_max) {
+        if min > max {
+            return Err("Invalid protocol version range");
+        }
+    }
     if service.verify.any_check() && service.ca_file.is_none() && service.ca_path.is_none() {
         return Err(r#"Either "CAengine", "CAfile" or "CApath" has to be configured"#);
     }
@@ -166,11 +174,6 @@ fn check_tls(service: &ServiceOptions) -> Result<(), &'static str> {
         || !service.check_ip.is_empty();
     if checks && !service.verify.any_check() {
         return Err(r#"Either "verifyChain" or "verifyPeer" has to be enabled"#);
-    }
-    if let (Some(min), Some(max)) = (service.ssl_version_min, service.ssl_version_max) {
-        if min > max {
-            return Err("Invalid protocol version range");
-        }
     }
     if !service.client && service.sni.is_some() {
         return Err("option 'sni' in a server section (virtual hosts) is not supported yet");
@@ -191,16 +194,18 @@ fn check_service(service: ServiceOptions) -> Result<ServiceOptions, ConfigError>
     Ok(service)
 }
 
-/// Checks of a file without sections (spec §1.3).
+/// Checks of a file without sections (spec §1.3). The certificate check comes first, as
+/// in stunnel; endpoints count by kind (several `connect` addresses are one endpoint).
 fn check_inetd(defaults: &ServiceOptions) -> Result<(), ConfigError> {
     let error = |message: &str| ConfigError::Inetd {
         message: message.into(),
     };
+    check_tls(defaults).map_err(error)?;
     if !defaults.accept.is_empty() {
         return Err(error("'accept' option is only allowed in a [section]"));
     }
-    check_tls(defaults).map_err(error)?;
-    if defaults.connect.len() != 1 {
+    let endpoints = usize::from(!defaults.connect.is_empty());
+    if endpoints != 1 {
         return Err(error("Inetd mode must define one endpoint"));
     }
     Ok(())

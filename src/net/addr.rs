@@ -42,9 +42,10 @@ impl Endpoint {
     /// does on Linux); `*` is the same.
     pub fn resolve_accept(&self) -> Result<Vec<SocketAddr>, String> {
         match self {
-            Endpoint::Tcp { host: None, port } => {
-                Ok(vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port)])
-            }
+            Endpoint::Tcp { host: None, port } => Ok(vec![SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                *port,
+            )]),
             Endpoint::Tcp {
                 host: Some(host),
                 port,
@@ -109,7 +110,8 @@ fn port_number(port: &str) -> Result<u16, String> {
             .parse::<u16>()
             .map_err(|_| format!("Invalid port number \"{port}\""));
     }
-    let name = std::ffi::CString::new(port).map_err(|_| format!("Unknown TCP service \"{port}\""))?;
+    let name =
+        std::ffi::CString::new(port).map_err(|_| format!("Unknown TCP service \"{port}\""))?;
     // SAFETY: getservbyname reads two NUL-terminated strings; the result points into
     // libc's static storage and is read at once, before any other call could reuse it.
     let entry = unsafe { libc::getservbyname(name.as_ptr(), c"tcp".as_ptr()) };
@@ -140,8 +142,14 @@ mod tests {
     #[test]
     fn bare_port_and_host_port() {
         assert_eq!(Endpoint::parse("60514"), Ok(tcp(None, 60514)));
-        assert_eq!(Endpoint::parse("127.0.0.1:61514"), Ok(tcp(Some("127.0.0.1"), 61514)));
-        assert_eq!(Endpoint::parse("example.org:443"), Ok(tcp(Some("example.org"), 443)));
+        assert_eq!(
+            Endpoint::parse("127.0.0.1:61514"),
+            Ok(tcp(Some("127.0.0.1"), 61514))
+        );
+        assert_eq!(
+            Endpoint::parse("example.org:443"),
+            Ok(tcp(Some("example.org"), 443))
+        );
     }
 
     #[test]
@@ -166,7 +174,10 @@ mod tests {
     #[test]
     fn service_names_are_looked_up() {
         if std::path::Path::new("/etc/services").exists() {
-            assert_eq!(Endpoint::parse("localhost:https"), Ok(tcp(Some("localhost"), 443)));
+            assert_eq!(
+                Endpoint::parse("localhost:https"),
+                Ok(tcp(Some("localhost"), 443))
+            );
         }
         assert_eq!(
             Endpoint::parse("__PORT_SMTP__"),
@@ -179,7 +190,10 @@ mod tests {
         let addrs = tcp(None, 61514).resolve_connect().unwrap();
         assert_eq!(
             addrs,
-            vec!["[::1]:61514".parse().unwrap(), "127.0.0.1:61514".parse().unwrap()]
+            vec![
+                "[::1]:61514".parse().unwrap(),
+                "127.0.0.1:61514".parse().unwrap()
+            ]
         );
     }
 
@@ -191,7 +205,10 @@ mod tests {
 
     #[test]
     fn unix_paths() {
-        assert_eq!(Endpoint::parse("/run/x.sock"), Ok(Endpoint::Unix("/run/x.sock".into())));
+        assert_eq!(
+            Endpoint::parse("/run/x.sock"),
+            Ok(Endpoint::Unix("/run/x.sock".into()))
+        );
         assert!(Endpoint::parse(&format!("/{}", "a".repeat(200))).is_err());
     }
 

@@ -14,36 +14,75 @@ pub const SSL_OPTION_NAMES: &[(&str, u64)] = &[
     ("ALL", ffi::SSL_OP_ALL as u64),
     ("ALLOW_CLIENT_RENEGOTIATION", 0x0000_0100),
     ("ALLOW_NO_DHE_KEX", 0x0000_0400),
-    ("ALLOW_UNSAFE_LEGACY_RENEGOTIATION", ffi::SSL_OP_ALLOW_UNSAFE_LEGACY_RENEGOTIATION as u64),
-    ("CIPHER_SERVER_PREFERENCE", ffi::SSL_OP_CIPHER_SERVER_PREFERENCE as u64),
+    (
+        "ALLOW_UNSAFE_LEGACY_RENEGOTIATION",
+        ffi::SSL_OP_ALLOW_UNSAFE_LEGACY_RENEGOTIATION as u64,
+    ),
+    (
+        "CIPHER_SERVER_PREFERENCE",
+        ffi::SSL_OP_CIPHER_SERVER_PREFERENCE as u64,
+    ),
     ("CISCO_ANYCONNECT", ffi::SSL_OP_CISCO_ANYCONNECT as u64),
     ("CLEANSE_PLAINTEXT", 0x0000_0002),
     ("COOKIE_EXCHANGE", ffi::SSL_OP_COOKIE_EXCHANGE as u64),
-    ("CRYPTOPRO_TLSEXT_BUG", ffi::SSL_OP_CRYPTOPRO_TLSEXT_BUG as u64),
+    (
+        "CRYPTOPRO_TLSEXT_BUG",
+        ffi::SSL_OP_CRYPTOPRO_TLSEXT_BUG as u64,
+    ),
     ("DISABLE_TLSEXT_CA_NAMES", 0x0000_0200),
-    ("DONT_INSERT_EMPTY_FRAGMENTS", ffi::SSL_OP_DONT_INSERT_EMPTY_FRAGMENTS as u64),
+    (
+        "DONT_INSERT_EMPTY_FRAGMENTS",
+        ffi::SSL_OP_DONT_INSERT_EMPTY_FRAGMENTS as u64,
+    ),
     ("ENABLE_KTLS", 0x0000_0008),
-    ("ENABLE_MIDDLEBOX_COMPAT", ffi::SSL_OP_ENABLE_MIDDLEBOX_COMPAT as u64),
+    (
+        "ENABLE_MIDDLEBOX_COMPAT",
+        ffi::SSL_OP_ENABLE_MIDDLEBOX_COMPAT as u64,
+    ),
     ("EPHEMERAL_RSA", 0),
-    ("IGNORE_UNEXPECTED_EOF", ffi::SSL_OP_IGNORE_UNEXPECTED_EOF as u64),
-    ("LEGACY_SERVER_CONNECT", ffi::SSL_OP_LEGACY_SERVER_CONNECT as u64),
-    ("MICROSOFT_BIG_SSLV3_BUFFER", ffi::SSL_OP_MICROSOFT_BIG_SSLV3_BUFFER as u64),
-    ("MICROSOFT_SESS_ID_BUG", ffi::SSL_OP_MICROSOFT_SESS_ID_BUG as u64),
+    (
+        "IGNORE_UNEXPECTED_EOF",
+        ffi::SSL_OP_IGNORE_UNEXPECTED_EOF as u64,
+    ),
+    (
+        "LEGACY_SERVER_CONNECT",
+        ffi::SSL_OP_LEGACY_SERVER_CONNECT as u64,
+    ),
+    (
+        "MICROSOFT_BIG_SSLV3_BUFFER",
+        ffi::SSL_OP_MICROSOFT_BIG_SSLV3_BUFFER as u64,
+    ),
+    (
+        "MICROSOFT_SESS_ID_BUG",
+        ffi::SSL_OP_MICROSOFT_SESS_ID_BUG as u64,
+    ),
     ("MSIE_SSLV2_RSA_PADDING", 0),
     ("NETSCAPE_CA_DN_BUG", 0),
-    ("NETSCAPE_CHALLENGE_BUG", ffi::SSL_OP_NETSCAPE_CHALLENGE_BUG as u64),
+    (
+        "NETSCAPE_CHALLENGE_BUG",
+        ffi::SSL_OP_NETSCAPE_CHALLENGE_BUG as u64,
+    ),
     ("NETSCAPE_DEMO_CIPHER_CHANGE_BUG", 0),
-    ("NETSCAPE_REUSE_CIPHER_CHANGE_BUG", ffi::SSL_OP_NETSCAPE_REUSE_CIPHER_CHANGE_BUG as u64),
+    (
+        "NETSCAPE_REUSE_CIPHER_CHANGE_BUG",
+        ffi::SSL_OP_NETSCAPE_REUSE_CIPHER_CHANGE_BUG as u64,
+    ),
     ("NO_ANTI_REPLAY", 0x0100_0000),
     ("NO_COMPRESSION", ffi::SSL_OP_NO_COMPRESSION as u64),
-    ("NO_DTLS_MASK", (ffi::SSL_OP_NO_DTLSv1 | ffi::SSL_OP_NO_DTLSv1_2) as u64),
+    (
+        "NO_DTLS_MASK",
+        (ffi::SSL_OP_NO_DTLSv1 | ffi::SSL_OP_NO_DTLSv1_2) as u64,
+    ),
     ("NO_DTLSv1", ffi::SSL_OP_NO_DTLSv1 as u64),
     ("NO_DTLSv1_2", ffi::SSL_OP_NO_DTLSv1_2 as u64),
     ("NO_ENCRYPT_THEN_MAC", 0x0008_0000),
     ("NO_EXTENDED_MASTER_SECRET", 0x0000_0001),
     ("NO_QUERY_MTU", ffi::SSL_OP_NO_QUERY_MTU as u64),
     ("NO_RENEGOTIATION", ffi::SSL_OP_NO_RENEGOTIATION as u64),
-    ("NO_SESSION_RESUMPTION_ON_RENEGOTIATION", ffi::SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION as u64),
+    (
+        "NO_SESSION_RESUMPTION_ON_RENEGOTIATION",
+        ffi::SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION as u64,
+    ),
     ("NO_SSL_MASK", ffi::SSL_OP_NO_SSL_MASK as u64),
     ("NO_SSLv2", ffi::SSL_OP_NO_SSLv2 as u64),
     ("NO_SSLv3", ffi::SSL_OP_NO_SSLv3 as u64),
@@ -55,12 +94,21 @@ pub const SSL_OPTION_NAMES: &[(&str, u64)] = &[
     ("PKCS1_CHECK_1", 0),
     ("PKCS1_CHECK_2", 0),
     ("PRIORITIZE_CHACHA", ffi::SSL_OP_PRIORITIZE_CHACHA as u64),
-    ("SAFARI_ECDHE_ECDSA_BUG", ffi::SSL_OP_SAFARI_ECDHE_ECDSA_BUG as u64),
+    (
+        "SAFARI_ECDHE_ECDSA_BUG",
+        ffi::SSL_OP_SAFARI_ECDHE_ECDSA_BUG as u64,
+    ),
     ("SINGLE_DH_USE", ffi::SSL_OP_SINGLE_DH_USE as u64),
     ("SINGLE_ECDH_USE", ffi::SSL_OP_SINGLE_ECDH_USE as u64),
-    ("SSLEAY_080_CLIENT_DH_BUG", ffi::SSL_OP_SSLEAY_080_CLIENT_DH_BUG as u64),
+    (
+        "SSLEAY_080_CLIENT_DH_BUG",
+        ffi::SSL_OP_SSLEAY_080_CLIENT_DH_BUG as u64,
+    ),
     ("SSLREF2_REUSE_CERT_TYPE_BUG", 0),
-    ("TLS_BLOCK_PADDING_BUG", ffi::SSL_OP_TLS_BLOCK_PADDING_BUG as u64),
+    (
+        "TLS_BLOCK_PADDING_BUG",
+        ffi::SSL_OP_TLS_BLOCK_PADDING_BUG as u64,
+    ),
     ("TLS_D5_BUG", ffi::SSL_OP_TLS_D5_BUG as u64),
     ("TLSEXT_PADDING", ffi::SSL_OP_TLSEXT_PADDING as u64),
     ("TLS_ROLLBACK_BUG", ffi::SSL_OP_TLS_ROLLBACK_BUG as u64),
@@ -148,7 +196,10 @@ extern "C" {
 }
 
 /// How long a cached session may be resumed (`sessionCacheTimeout`).
-pub fn set_session_timeout(ctx: &mut openssl::ssl::SslContextBuilder, timeout: std::time::Duration) {
+pub fn set_session_timeout(
+    ctx: &mut openssl::ssl::SslContextBuilder,
+    timeout: std::time::Duration,
+) {
     let secs = libc::c_long::try_from(timeout.as_secs()).unwrap_or(libc::c_long::MAX);
     // SAFETY: the builder owns a valid SSL_CTX for the duration of the call.
     unsafe { SSL_CTX_set_timeout(ctx.as_ptr(), secs) };

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslRef, SslSession, SslSessionCacheMode,
-    SslVerifyMode, SslVersion,
+    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslRef, SslSession,
+    SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509;
 
@@ -83,7 +83,11 @@ pub struct ServiceTls {
 impl ServiceTls {
     /// Offers the cached session (client side) for resumption.
     pub fn offer_cached_session(&self, ssl: &mut Ssl) {
-        let cached = self.resumable.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let cached = self
+            .resumable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(session) = cached {
             // SAFETY: the session was made by a connection of this same context (the
             // new-session callback below), which is what SSL_set_session requires.
@@ -145,7 +149,11 @@ fn apply_protocol_settings(
     ctx.set_options(options);
     // Partial writes and moving buffers let the relay retry a write from any buffer;
     // RELEASE_BUFFERS frees the 34 KiB of record buffers while a session is idle.
-    ctx.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::RELEASE_BUFFERS);
+    ctx.set_mode(
+        SslMode::ENABLE_PARTIAL_WRITE
+            | SslMode::ACCEPT_MOVING_WRITE_BUFFER
+            | SslMode::RELEASE_BUFFERS,
+    );
     ctx.set_min_proto_version(opts.ssl_version_min.map(openssl_version))
         .map_err(|e| TlsSetupError::new("sslVersionMin", e))?;
     ctx.set_max_proto_version(opts.ssl_version_max.map(openssl_version))
@@ -176,7 +184,10 @@ fn load_identity(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(
         .map_err(|e| TlsSetupError::new(format!("key = {}", key_path.display()), e))?;
     ctx.check_private_key().map_err(|e| {
         TlsSetupError::new(
-            format!("key = {}: private key does not match the certificate", key_path.display()),
+            format!(
+                "key = {}: private key does not match the certificate",
+                key_path.display()
+            ),
             e,
         )
     })
@@ -248,7 +259,10 @@ fn verify_mode(opts: &ServiceOptions) -> SslVerifyMode {
     mode
 }
 
-fn configure_sessions(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(), TlsSetupError> {
+fn configure_sessions(
+    ctx: &mut SslContextBuilder,
+    opts: &ServiceOptions,
+) -> Result<(), TlsSetupError> {
     if opts.client {
         ctx.set_session_cache_mode(SslSessionCacheMode::CLIENT);
     } else {

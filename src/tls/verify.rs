@@ -3,8 +3,8 @@
 //! `checkEmail`, `checkIP` lists (any one match passes), applied in OpenSSL's verify
 //! callback, which also writes stunnel's `Certificate accepted` / `Rejected by CERT` lines.
 
-use openssl::x509::{X509NameRef, X509Ref, X509StoreContextRef, X509};
 use foreign_types::ForeignTypeRef;
+use openssl::x509::{X509NameRef, X509Ref, X509StoreContextRef, X509};
 use std::ffi::CString;
 
 use super::context::TlsSetupError;
@@ -23,7 +23,10 @@ pub struct VerifyPolicy {
 fn c_strings(values: &[String]) -> Result<Vec<CString>, TlsSetupError> {
     values
         .iter()
-        .map(|v| CString::new(v.as_str()).map_err(|_| TlsSetupError::plain(format!("NUL byte in \"{v}\""))))
+        .map(|v| {
+            CString::new(v.as_str())
+                .map_err(|_| TlsSetupError::plain(format!("NUL byte in \"{v}\"")))
+        })
         .collect()
 }
 
@@ -32,11 +35,11 @@ impl VerifyPolicy {
         let mut pinned = Vec::new();
         if opts.verify.peer && load_files {
             if let Some(file) = &opts.ca_file {
-                let pem = std::fs::read(file)
-                    .map_err(|e| TlsSetupError::plain(format!("CAfile = {}: {e}", file.display())))?;
-                let certs = X509::stack_from_pem(&pem).map_err(|e| {
-                    TlsSetupError::new(format!("CAfile = {}", file.display()), e)
+                let pem = std::fs::read(file).map_err(|e| {
+                    TlsSetupError::plain(format!("CAfile = {}: {e}", file.display()))
                 })?;
+                let certs = X509::stack_from_pem(&pem)
+                    .map_err(|e| TlsSetupError::new(format!("CAfile = {}", file.display()), e))?;
                 for cert in certs {
                     pinned.push(sha256_of(&cert));
                 }
@@ -62,10 +65,21 @@ impl VerifyPolicy {
         // given length; they write nothing when `peername` is null.
         unsafe {
             self.hosts.iter().any(|h| {
-                openssl_sys::X509_check_host(ptr, h.as_ptr(), h.as_bytes().len(), 0, std::ptr::null_mut()) == 1
-            }) || self.emails.iter().any(|e| {
-                openssl_sys::X509_check_email(ptr, e.as_ptr(), e.as_bytes().len(), 0) == 1
-            }) || self.ips.iter().any(|ip| openssl_sys::X509_check_ip_asc(ptr, ip.as_ptr(), 0) == 1)
+                openssl_sys::X509_check_host(
+                    ptr,
+                    h.as_ptr(),
+                    h.as_bytes().len(),
+                    0,
+                    std::ptr::null_mut(),
+                ) == 1
+            }) || self
+                .emails
+                .iter()
+                .any(|e| openssl_sys::X509_check_email(ptr, e.as_ptr(), e.as_bytes().len(), 0) == 1)
+                || self
+                    .ips
+                    .iter()
+                    .any(|ip| openssl_sys::X509_check_ip_asc(ptr, ip.as_ptr(), 0) == 1)
         }
     }
 }
@@ -102,7 +116,9 @@ pub fn check(policy: &VerifyPolicy, preverified: bool, store: &mut X509StoreCont
             return false;
         }
         if !policy.identity_matches(cert) {
-            log_warning!("Rejected by CERT at depth=0: {subject}: no checkHost/checkEmail/checkIP match");
+            log_warning!(
+                "Rejected by CERT at depth=0: {subject}: no checkHost/checkEmail/checkIP match"
+            );
             return false;
         }
     } else if !preverified {
@@ -120,10 +136,7 @@ pub fn name_line(name: &X509NameRef) -> String {
     name.entries()
         .map(|entry| {
             let key = entry.object().nid().short_name().unwrap_or("?");
-            let value = entry
-                .data()
-                .to_string()
-                .unwrap_or_else(|_| "?".into());
+            let value = entry.data().to_string().unwrap_or_else(|_| "?".into());
             format!("{key}={value}")
         })
         .collect::<Vec<_>>()
