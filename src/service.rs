@@ -23,8 +23,11 @@ use crate::wake::{self, WakeFd};
 pub struct ServiceCtx {
     pub opts: ServiceOptions,
     pub tls: ServiceTls,
-    /// Resolved `connect` addresses, in file order.
-    pub connect_addrs: Vec<SocketAddr>,
+    /// The `connect` endpoints, in file order.
+    pub connect: Vec<Endpoint>,
+    /// Their addresses resolved at startup; `None` when a name did not resolve then, so
+    /// that each connection resolves again (stunnel's "delaying DNS lookup").
+    pub connect_addrs: Option<Vec<SocketAddr>>,
     /// Listening addresses (before binding; port 0 stays 0 here).
     pub accept_addrs: Vec<SocketAddr>,
     /// Client side: the SNI name to send, if any.
@@ -115,19 +118,20 @@ fn build_service(opts: &ServiceOptions, load_files: bool) -> Result<ServiceCtx, 
             .map_err(|detail| resolve_error("accept", detail))?;
         accept_addrs.extend(addrs);
     }
-    let mut connect_addrs = Vec::new();
-    let mut first_host = None;
-    for value in &opts.connect {
-        let endpoint = Endpoint::parse(value).map_err(|detail| resolve_error("connect", detail))?;
-        if first_host.is_none() {
-            first_host = Some(endpoint.host().map(str::to_string));
+    let connect = opts
+        .connect
+        .iter()
+        .map(|value| Endpoint::parse(value).map_err(|detail| resolve_error("connect", detail)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first_host = connect.first().and_then(|e| e.host().map(str::to_string));
+    let connect_addrs = match resolve_all(&connect) {
+        Ok(addrs) => Some(addrs),
+        Err(detail) => {
+            log_err!("{detail}");
+            log_info!("Cannot resolve connect target - delaying DNS lookup");
+            None
         }
-        connect_addrs.extend(
-            endpoint
-                .resolve_connect()
-                .map_err(|detail| resolve_error("connect", detail))?,
-        );
-    }
+    };
     let tls = tls::build_context(opts, load_files).map_err(|error| StartupError::Tls {
         service: opts.name.clone(),
         error,
@@ -139,12 +143,39 @@ fn build_service(opts: &ServiceOptions, load_files: bool) -> Result<ServiceCtx, 
         );
     }
     Ok(ServiceCtx {
-        sni: client_sni(opts, first_host.flatten()),
+        sni: client_sni(opts, first_host),
         opts: opts.clone(),
         tls,
+        connect,
         connect_addrs,
         accept_addrs,
     })
+}
+
+/// Every address of `endpoints`, in order.
+pub fn resolve_all(endpoints: &[Endpoint]) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs = Vec::new();
+    for endpoint in endpoints {
+        addrs.extend(endpoint.resolve_connect()?);
+    }
+    Ok(addrs)
+}
+
+impl ServiceCtx {
+    /// The addresses to try for a new connection: those resolved at startup, or a fresh
+    /// lookup if startup could not resolve them. `None` (logged) if none resolve now.
+    pub fn target_addrs(&self) -> Option<Vec<SocketAddr>> {
+        if let Some(addrs) = &self.connect_addrs {
+            return Some(addrs.clone());
+        }
+        match resolve_all(&self.connect) {
+            Ok(addrs) => Some(addrs),
+            Err(detail) => {
+                log_err!("{detail}");
+                None
+            }
+        }
+    }
 }
 
 /// The SNI name a client sends: `sni` if set (empty: none), else the first `connect`

@@ -96,7 +96,8 @@ fn log_connected(svc: &ServiceCtx, target: &TcpStream) {
 }
 
 fn connect_target(svc: &ServiceCtx) -> Result<TcpStream, SessionError> {
-    net::connect::connect_first(&svc.connect_addrs, svc.opts.timeouts.connect)
+    let addrs = svc.target_addrs().ok_or(SessionError::ConnectFailed)?;
+    net::connect::connect_first(&addrs, svc.opts.timeouts.connect)
         .ok_or(SessionError::ConnectFailed)
 }
 
