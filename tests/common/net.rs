@@ -1,0 +1,469 @@
+//! Plain TCP on loopback for the tests: backends the tunnels connect to, client helpers, and
+//! deterministic payloads with their SHA-256.
+//!
+//! Every socket made here has read and write timeouts ([`IO_TIMEOUT`]), so a tunnel that
+//! stalls makes a test fail with a timeout error instead of hanging. Backends listen on
+//! `127.0.0.1:0`, serve each connection on its own thread, report what they saw through a
+//! channel ([`Backend::next_result`]) and stop accepting when dropped.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use openssl::sha::Sha256;
+
+use super::hex;
+
+/// Read/write timeout on every test socket.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connect timeout for test clients.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Chunk size for writing payloads.
+const CHUNK: usize = 64 * 1024;
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * 1024;
+
+/// Sets [`IO_TIMEOUT`] for reads and writes on `s`.
+pub fn set_timeouts(s: &TcpStream) {
+    s.set_read_timeout(Some(IO_TIMEOUT))
+        .expect("set_read_timeout");
+    s.set_write_timeout(Some(IO_TIMEOUT))
+        .expect("set_write_timeout");
+}
+
+/// Connects to `addr` with [`CONNECT_TIMEOUT`] and [`IO_TIMEOUT`]s; panics on failure.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    set_timeouts(&s);
+    let _ = s.set_nodelay(true);
+    s
+}
+
+/// SHA-256 and length of a byte stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    pub sha: [u8; 32],
+    pub bytes: u64,
+}
+
+impl Digest {
+    pub fn of(data: &[u8]) -> Digest {
+        let mut h = Sha256::new();
+        h.update(data);
+        Digest {
+            sha: h.finish(),
+            bytes: data.len() as u64,
+        }
+    }
+
+    /// `<hex sha256> <bytes>` — also the wire format of [`Backend::digest_reply`].
+    pub fn line(&self) -> String {
+        format!("{} {}", hex(&self.sha), self.bytes)
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Digest({} bytes, sha256 {})", self.bytes, hex(&self.sha))
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*): the same (seed, len) gives the same
+/// stream, different seeds give unrelated streams. Streams large payloads without holding
+/// them in memory.
+pub struct Payload {
+    state: u64,
+    remaining: u64,
+}
+
+impl Payload {
+    pub fn new(seed: u64, len: u64) -> Payload {
+        // splitmix64 of the seed, so small seeds (0, 1, 2…) start far apart; never 0.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        Payload {
+            state: z | 1,
+            remaining: len,
+        }
+    }
+
+    /// Fills the front of `buf` with the next bytes; returns how many (0 at the end).
+    pub fn fill(&mut self, buf: &mut [u8]) -> usize {
+        let n = (buf.len() as u64).min(self.remaining) as usize;
+        for chunk in buf[..n].chunks_mut(8) {
+            self.state ^= self.state >> 12;
+            self.state ^= self.state << 25;
+            self.state ^= self.state >> 27;
+            let v = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        self.remaining -= n as u64;
+        n
+    }
+}
+
+/// The whole payload for (`seed`, `len`) in memory.
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0; len];
+    Payload::new(seed, len as u64).fill(&mut v);
+    v
+}
+
+/// Digest of the payload for (`seed`, `len`), without sending it.
+pub fn payload_digest(seed: u64, len: u64) -> Digest {
+    let mut p = Payload::new(seed, len);
+    let mut h = Sha256::new();
+    let mut buf = vec![0; CHUNK];
+    loop {
+        let n = p.fill(&mut buf);
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Digest {
+        sha: h.finish(),
+        bytes: len,
+    }
+}
+
+/// Writes the payload (`seed`, `len`) to `w` in 64 KiB chunks; returns its digest.
+pub fn send_payload(w: &mut impl Write, seed: u64, len: u64) -> io::Result<Digest> {
+    let mut p = Payload::new(seed, len);
+    let mut h = Sha256::new();
+    let mut buf = vec![0; CHUNK];
+    loop {
+        let n = p.fill(&mut buf);
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        w.write_all(&buf[..n])?;
+    }
+    w.flush()?;
+    Ok(Digest {
+        sha: h.finish(),
+        bytes: len,
+    })
+}
+
+/// Reads `r` to EOF, hashing; returns the digest of everything read.
+pub fn read_digest(r: &mut impl Read) -> io::Result<Digest> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok(Digest {
+        sha: h.finish(),
+        bytes: total,
+    })
+}
+
+/// Reads up to and including the first `\n` (or to EOF), at most `max` bytes.
+pub fn read_line(r: &mut impl Read, max: usize) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < max {
+        match r.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => {
+                line.push(b[0]);
+                if b[0] == b'\n' {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(line)
+}
+
+/// What a backend connection handler can report back to the test.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: Arc<Mutex<Sender<Digest>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Reporter {
+    pub fn report(&self, d: Digest) {
+        let _ = self.tx.lock().unwrap().send(d);
+    }
+}
+
+type Handler = dyn Fn(TcpStream, &Reporter) -> io::Result<()> + Send + Sync + 'static;
+
+/// A plain TCP server on `127.0.0.1:0` running `handler` on a thread per connection.
+pub struct Backend {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    reporter: Reporter,
+    rx: Mutex<Receiver<Digest>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    /// Starts a server whose connections are served by `handler` (sockets already have
+    /// timeouts). A handler error is recorded (see [`Backend::errors`]), not fatal.
+    pub fn spawn(
+        handler: impl Fn(TcpStream, &Reporter) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = channel();
+        let reporter = Reporter {
+            tx: Arc::new(Mutex::new(tx)),
+            errors: Arc::new(Mutex::new(Vec::new())),
+        };
+        let handler: Arc<Handler> = Arc::new(handler);
+        let thread = {
+            let stop = stop.clone();
+            let accepted = accepted.clone();
+            let reporter = reporter.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let s = match conn {
+                        Ok(s) => s,
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(5));
+                            continue;
+                        }
+                    };
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    set_timeouts(&s);
+                    let _ = s.set_nodelay(true);
+                    let h = handler.clone();
+                    let r = reporter.clone();
+                    std::thread::spawn(move || {
+                        if let Err(e) = h(s, &r) {
+                            r.errors.lock().unwrap().push(e.to_string());
+                        }
+                    });
+                }
+            })
+        };
+        Backend {
+            addr,
+            stop,
+            accepted,
+            reporter,
+            rx: Mutex::new(rx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Echoes everything back as it arrives; after EOF from the peer, shuts down its write
+    /// side and reports the digest of what it echoed.
+    pub fn echo() -> Backend {
+        Backend::spawn(|mut s, r| {
+            let mut h = Sha256::new();
+            let mut total = 0u64;
+            let mut buf = vec![0; CHUNK];
+            loop {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                s.write_all(&buf[..n])?;
+                h.update(&buf[..n]);
+                total += n as u64;
+            }
+            s.shutdown(Shutdown::Write)?;
+            r.report(Digest {
+                sha: h.finish(),
+                bytes: total,
+            });
+            Ok(())
+        })
+    }
+
+    /// Reads everything to EOF, reports its digest, then closes without sending anything.
+    pub fn sink() -> Backend {
+        Backend::spawn(|mut s, r| {
+            let d = read_digest(&mut s)?;
+            r.report(d);
+            Ok(())
+        })
+    }
+
+    /// Reads everything to EOF, reports its digest, then *replies* `<hex sha256> <bytes>\n`
+    /// and closes: the reply can only reach the client if half-close works.
+    pub fn digest_reply() -> Backend {
+        Backend::spawn(|mut s, r| {
+            let d = read_digest(&mut s)?;
+            r.report(d);
+            s.write_all(format!("{}\n", d.line()).as_bytes())?;
+            s.shutdown(Shutdown::Write)?;
+            Ok(())
+        })
+    }
+
+    /// Sends the payload (`seed`, `len`) first and shuts down its write side, then reads what
+    /// the client sends until EOF and reports its digest: the client's data can only arrive
+    /// if half-close works in this direction.
+    pub fn greeter(seed: u64, len: u64) -> Backend {
+        Backend::spawn(move |mut s, r| {
+            send_payload(&mut s, seed, len)?;
+            s.shutdown(Shutdown::Write)?;
+            let d = read_digest(&mut s)?;
+            r.report(d);
+            Ok(())
+        })
+    }
+
+    /// Sends the payload (`seed`, `len`), reports its digest and closes (reading nothing).
+    pub fn source(seed: u64, len: u64) -> Backend {
+        Backend::spawn(move |mut s, r| {
+            let d = send_payload(&mut s, seed, len)?;
+            s.shutdown(Shutdown::Write)?;
+            r.report(d);
+            Ok(())
+        })
+    }
+
+    /// Reads one line, writes it back, closes.
+    pub fn line_echo_once() -> Backend {
+        Backend::spawn(|mut s, r| {
+            let line = read_line(&mut s, 64 * 1024)?;
+            r.report(Digest::of(&line));
+            s.write_all(&line)?;
+            s.shutdown(Shutdown::Write)?;
+            // Let the tunnel see our EOF before the socket is closed under it.
+            let _ = read_digest(&mut s);
+            Ok(())
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// The next digest a connection handler reported; panics after `timeout`.
+    pub fn next_result(&self, timeout: Duration) -> Digest {
+        match self.try_next_result(timeout) {
+            Some(d) => d,
+            None => panic!(
+                "backend {} reported no result within {timeout:?} ({} connection(s) accepted, handler errors: {:?})",
+                self.addr,
+                self.connections(),
+                self.errors()
+            ),
+        }
+    }
+
+    pub fn try_next_result(&self, timeout: Duration) -> Option<Digest> {
+        match self.rx.lock().unwrap().recv_timeout(timeout) {
+            Ok(d) => Some(d),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Errors returned by connection handlers so far.
+    pub fn errors(&self) -> Vec<String> {
+        self.reporter.errors.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends `data` on a fresh connection to `addr` from a second thread, shuts down the write
+/// side, and reads everything that comes back until EOF. Sending and receiving run at the same
+/// time, so echoing any amount cannot deadlock.
+pub fn echo_session(addr: SocketAddr, data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut s = connect(addr);
+    let mut w = s.try_clone()?;
+    let out = data.to_vec();
+    let writer = std::thread::spawn(move || -> io::Result<()> {
+        w.write_all(&out)?;
+        w.shutdown(Shutdown::Write)
+    });
+    let mut got = Vec::new();
+    let read = s.read_to_end(&mut got);
+    let wrote = writer.join().expect("writer thread panicked");
+    read?;
+    wrote?;
+    Ok(got)
+}
+
+/// How a connection ended for [`probe`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// Orderly EOF.
+    Eof,
+    /// Reset, broken pipe or another error that means the peer closed.
+    Closed(io::ErrorKind),
+    /// Nothing happened before the timeout: the connection was left hanging.
+    TimedOut,
+}
+
+/// What [`probe`] saw.
+#[derive(Debug)]
+pub struct Probe {
+    pub received: Vec<u8>,
+    pub end: End,
+}
+
+/// Connects to `addr`, writes `data` (write errors are ignored: the peer may already have
+/// closed) without shutting down, then reads until EOF, error or `timeout`.
+pub fn probe(addr: SocketAddr, data: &[u8], timeout: Duration) -> Probe {
+    let mut s = connect(addr);
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let _ = s.write_all(data);
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break End::Eof,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break End::TimedOut
+            }
+            Err(e) => break End::Closed(e.kind()),
+        }
+    };
+    Probe { received, end }
+}
