@@ -13,15 +13,17 @@
 //!    raises `parked_on_ssl` and re-checks `ssl_seq`, which the other pump bumps (and kicks)
 //!    after any SSL call that may have changed that condition: for the reader, data left
 //!    buffered inside OpenSSL (`SSL_has_pending`); for the writer, any progress by a read.
-//! 6. Closing: plain EOF → close_notify once, then the reader waits for the peer's
-//!    close_notify up to TIMEOUTclose; TLS close_notify or EOF → SHUT_WR on the plain socket
-//!    and the other direction keeps running. EOF without close_notify (OpenSSL 1.1.1 and 3.x
+//! 6. Closing: plain EOF → close_notify once; TLS close_notify or EOF → SHUT_WR on the
+//!    plain socket. Either way the other direction keeps running (half-close), and from then
+//!    on TIMEOUTclose, not TIMEOUTidle, limits how long it may wait for input with no
+//!    traffic, as stunnel does: a slow but live half-closed transfer is never cut. EOF without close_notify (OpenSSL 1.1.1 and 3.x
 //!    report it differently, see `tls::compat::classify_read_end`) ends the stream and is
 //!    logged once; after an SSL error `shutdown()` is never called.
 //! 7. Renegotiation is refused by the context (`tls::context`), not here.
 //! 8. TIMEOUTidle: a shared last-activity stamp; a pump that wakes with no traffic for that
-//!    long stops the session. Either pump stopping for an error wakes the other and shuts
-//!    the plain socket down, which also frees a pump blocked writing to it.
+//!    long stops the session. Writes to the plain socket block (back-pressure) but time out
+//!    after TIMEOUTidle (SO_SNDTIMEO). Either pump stopping for an error wakes the other and
+//!    shuts the plain socket down, which also frees a pump blocked writing to it.
 //! 9. One 16 KiB buffer per direction (one TLS record), allocated once per session.
 
 use std::io::{Read, Write};
@@ -73,11 +75,12 @@ struct Shared {
     ssl_seq: [AtomicU64; 2],
     /// Set when the session must end now (error or timeout); both pumps return.
     stop: AtomicBool,
-    /// An SSL call failed: no more SSL calls except none (rule 6).
+    /// An SSL call failed fatally: no further SSL call of any kind (rule 6). Set and
+    /// tested under the SSL lock.
     ssl_dead: AtomicBool,
-    /// Milliseconds since `started` after which the reader gives up waiting for the
-    /// peer's close_notify; 0 while we have not sent ours.
-    close_deadline_ms: AtomicU64,
+    /// One direction has ended (close_notify sent or received): input waits are now
+    /// limited by TIMEOUTclose of inactivity (rule 6).
+    closing: AtomicBool,
     last_activity_ms: AtomicU64,
     started: Instant,
     sent_to_tls: AtomicU64,
@@ -133,26 +136,38 @@ impl Shared {
         }
     }
 
-    /// How long `poll` may sleep: until the idle limit or the close deadline.
-    fn poll_timeout(&self) -> Option<Duration> {
-        let now = self.now_ms();
-        let idle_ms = u64::try_from(self.timeouts.idle.as_millis()).unwrap_or(u64::MAX);
-        let idle_left = self
-            .last_activity_ms
-            .load(SeqCst)
-            .saturating_add(idle_ms)
-            .saturating_sub(now);
-        let mut left = idle_left;
-        let close = self.close_deadline_ms.load(SeqCst);
-        if close != 0 {
-            left = left.min(close.saturating_sub(now));
+    /// The inactivity limit for a wait: TIMEOUTclose for input once closing (rule 6),
+    /// TIMEOUTidle otherwise (rule 8).
+    fn limit(&self, awaiting_input: bool) -> Duration {
+        if awaiting_input && self.closing.load(SeqCst) {
+            self.timeouts.close
+        } else {
+            self.timeouts.idle
         }
-        Some(Duration::from_millis(left))
     }
 
-    /// Sleeps until `fd` has `events`, the pump is kicked, or a timeout. `ssl_wait` with the
-    /// `ssl_seq` value read before the SSL call that asked for this wait (rule 5).
-    fn wait(&self, me: usize, fd: i32, events: libc::c_short, ssl_wait: Option<u64>) -> Woke {
+    /// How long `poll` may sleep before the inactivity limit is reached.
+    fn poll_timeout(&self, awaiting_input: bool) -> Duration {
+        let limit_ms = u64::try_from(self.limit(awaiting_input).as_millis()).unwrap_or(u64::MAX);
+        let left = self
+            .last_activity_ms
+            .load(SeqCst)
+            .saturating_add(limit_ms)
+            .saturating_sub(self.now_ms());
+        Duration::from_millis(left)
+    }
+
+    /// Sleeps until `fd` has `events`, the pump is kicked, or the inactivity limit.
+    /// `ssl_wait` carries the `ssl_seq` value read before the SSL call that asked for this
+    /// wait (rule 5); `awaiting_input` is false for waits with data in hand.
+    fn wait(
+        &self,
+        me: usize,
+        fd: i32,
+        events: libc::c_short,
+        ssl_wait: Option<u64>,
+        awaiting_input: bool,
+    ) -> Woke {
         if let Some(seen) = ssl_wait {
             self.parked_on_ssl[me].store(true, SeqCst);
             if self.ssl_seq[me].load(SeqCst) != seen {
@@ -168,7 +183,7 @@ impl Shared {
             wake::pollfd(fd, events),
             wake::pollfd(self.wake[me].as_raw_fd(), libc::POLLIN),
         ];
-        let result = wake::poll(&mut fds, self.poll_timeout());
+        let result = wake::poll(&mut fds, Some(self.poll_timeout(awaiting_input)));
         self.parked_on_ssl[me].store(false, SeqCst);
         if fds[1].revents != 0 {
             self.wake[me].drain();
@@ -182,24 +197,38 @@ impl Shared {
                 Woke::Stop
             }
             Ok(_) if fds[0].revents != 0 => Woke::Ready,
-            Ok(_) => self.check_timers(me),
+            Ok(_) => self.check_timers(awaiting_input),
         }
     }
 
-    fn check_timers(&self, me: usize) -> Woke {
-        let now = self.now_ms();
-        let close = self.close_deadline_ms.load(SeqCst);
-        if me == READER && close != 0 && now >= close {
-            log_debug!("TIMEOUTclose exceeded: closing");
-            return Woke::Stop;
+    fn check_timers(&self, awaiting_input: bool) -> Woke {
+        let limit = self.limit(awaiting_input);
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        if self
+            .now_ms()
+            .saturating_sub(self.last_activity_ms.load(SeqCst))
+            < limit_ms
+        {
+            return Woke::Retry; // kicked, or woke early: the caller retries
         }
-        let idle_ms = u64::try_from(self.timeouts.idle.as_millis()).unwrap_or(u64::MAX);
-        if now.saturating_sub(self.last_activity_ms.load(SeqCst)) >= idle_ms {
+        if awaiting_input && self.closing.load(SeqCst) {
+            // The end of a half-closed session: a normal close, not a reset.
+            log_info!("TIMEOUTclose exceeded: closing");
+            self.stop.store(true, SeqCst);
+            self.plain.shutdown_both();
+            self.wake[READER].kick();
+            self.wake[WRITER].kick();
+        } else {
+            log_info!("TIMEOUTidle exceeded: sending reset");
             self.fail("TIMEOUTidle exceeded".into());
-            return Woke::Stop;
         }
-        // Kicked, or woke early: the caller retries.
-        Woke::Retry
+        Woke::Stop
+    }
+
+    /// Marks one direction finished and wakes the other so that it re-arms its timer.
+    fn start_closing(&self, other: usize) {
+        self.closing.store(true, SeqCst);
+        self.wake[other].kick();
     }
 }
 
@@ -215,6 +244,8 @@ pub fn relay(
     log_context: (String, crate::log::Level),
 ) -> Summary {
     let tls_fd = tls.get_ref().as_raw_fd();
+    // Rule 8: a plain peer that stops reading cannot hold the session past TIMEOUTidle.
+    plain.set_write_timeout(timeouts.idle);
     let make_wake = || WakeFd::new();
     let (Ok(wake_reader), Ok(wake_writer)) = (make_wake(), make_wake()) else {
         return Summary {
@@ -232,7 +263,7 @@ pub fn relay(
         ssl_seq: [AtomicU64::new(0), AtomicU64::new(0)],
         stop: AtomicBool::new(false),
         ssl_dead: AtomicBool::new(false),
-        close_deadline_ms: AtomicU64::new(0),
+        closing: AtomicBool::new(false),
         last_activity_ms: AtomicU64::new(0),
         started: Instant::now(),
         sent_to_tls: AtomicU64::new(0),
@@ -290,6 +321,9 @@ fn tls_to_plain(s: &Shared) {
         let seq_before = s.ssl_seq[READER].load(SeqCst);
         let (n, status) = {
             let mut tls = lock(&s.tls);
+            // A post-handshake message that completes here may be what a writer parked on
+            // WANT_READ is waiting for (rule 5).
+            let was_in_handshake = compat::in_handshake(tls.ssl());
             let mut n = 0;
             let status = loop {
                 match tls.ssl_read(&mut buf[n..]) {
@@ -306,40 +340,60 @@ fn tls_to_plain(s: &Shared) {
                     },
                 }
             };
-            let progressed = n > 0 || !matches!(status, ReadStatus::Want(libc::POLLIN));
+            if matches!(
+                status,
+                ReadStatus::End(ReadEnd::Truncated | ReadEnd::Failed, _)
+            ) {
+                s.ssl_dead.store(true, SeqCst);
+            }
+            let progressed = n > 0
+                || !matches!(status, ReadStatus::Want(libc::POLLIN))
+                || (was_in_handshake && !compat::in_handshake(tls.ssl()));
             s.notify_other(READER, progressed);
             (n, status)
         };
         if n > 0 {
             s.touch();
             if let Err(e) = (&s.plain).write_all(&buf[..n]) {
-                s.fail(format!("write to socket: {e}"));
+                let timed_out = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+                if timed_out {
+                    log_info!("TIMEOUTidle exceeded: sending reset");
+                }
+                s.fail(if timed_out {
+                    "TIMEOUTidle exceeded (socket not reading)".into()
+                } else {
+                    format!("write to socket: {e}")
+                });
                 return;
             }
             s.sent_to_socket.fetch_add(n as u64, SeqCst);
         }
         match status {
             ReadStatus::Full => continue,
-            ReadStatus::Want(events) => match s.wait(READER, s.tls_fd, events, Some(seq_before)) {
-                Woke::Ready | Woke::Retry => continue,
-                Woke::Stop => return,
-            },
+            ReadStatus::Want(events) => {
+                match s.wait(READER, s.tls_fd, events, Some(seq_before), true) {
+                    Woke::Ready | Woke::Retry => continue,
+                    Woke::Stop => return,
+                }
+            }
             ReadStatus::End(ReadEnd::CloseNotify, _) => {
                 log_debug!("TLS closed (SSL_read)");
                 s.plain.shutdown_write();
+                s.start_closing(WRITER);
                 return;
             }
             ReadStatus::End(ReadEnd::Truncated, _) => {
                 // The SSL object is unusable now; the writer must not touch it (rule 6).
                 log_info!("TLS socket closed without close_notify (SSL_read)");
-                s.ssl_dead.store(true, SeqCst);
                 s.plain.shutdown_write();
                 s.stop.store(true, SeqCst);
                 s.wake[WRITER].kick();
                 return;
             }
             ReadStatus::End(ReadEnd::Failed, e) => {
-                s.ssl_dead.store(true, SeqCst);
                 let reason = e.map_or_else(
                     || "SSL_read failed".into(),
                     |e| format!("SSL_read: {}", describe_ssl_error(&e)),
@@ -357,7 +411,7 @@ fn plain_to_tls(s: &Shared) {
     let mut buf = vec![0u8; RECORD_SIZE];
     let plain_fd = s.plain.as_raw_fd();
     loop {
-        match s.wait(WRITER, plain_fd, libc::POLLIN, None) {
+        match s.wait(WRITER, plain_fd, libc::POLLIN, None, true) {
             Woke::Ready => {}
             Woke::Retry => continue,
             Woke::Stop => return,
@@ -398,7 +452,16 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
         let seq_before = s.ssl_seq[WRITER].load(SeqCst);
         let result = {
             let mut tls = lock(&s.tls);
+            if s.ssl_dead.load(SeqCst) {
+                return false;
+            }
             let result = tls.ssl_write(&data[offset..]);
+            if result
+                .as_ref()
+                .is_err_and(|e| want_events(e.code()).is_none())
+            {
+                s.ssl_dead.store(true, SeqCst);
+            }
             let pending = compat::has_pending(tls.ssl());
             s.notify_other(WRITER, pending);
             result
@@ -410,12 +473,11 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
             }
             Err(e) => match want_events(e.code()) {
                 Some(events) => {
-                    if let Woke::Stop = s.wait(WRITER, s.tls_fd, events, Some(seq_before)) {
+                    if let Woke::Stop = s.wait(WRITER, s.tls_fd, events, Some(seq_before), false) {
                         return false;
                     }
                 }
                 None => {
-                    s.ssl_dead.store(true, SeqCst);
                     let reason = format!("SSL_write: {}", describe_ssl_error(&e));
                     log_err!("{reason}");
                     s.fail(reason);
@@ -427,14 +489,20 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
     true
 }
 
-/// Sends close_notify once (rule 6) and starts the reader's TIMEOUTclose.
+/// Sends close_notify once (rule 6), then lets the reader finish under TIMEOUTclose.
 fn send_close_notify(s: &Shared) {
     loop {
-        if s.stop.load(SeqCst) || s.ssl_dead.load(SeqCst) {
+        if s.stop.load(SeqCst) {
             break;
         }
         let seq_before = s.ssl_seq[WRITER].load(SeqCst);
-        let result = lock(&s.tls).shutdown();
+        let result = {
+            let mut tls = lock(&s.tls);
+            if s.ssl_dead.load(SeqCst) {
+                break;
+            }
+            tls.shutdown()
+        };
         match result {
             Ok(_) => {
                 log_debug!("TLS close_notify sent");
@@ -442,7 +510,7 @@ fn send_close_notify(s: &Shared) {
             }
             Err(e) => match want_events(e.code()) {
                 Some(events) => {
-                    if let Woke::Stop = s.wait(WRITER, s.tls_fd, events, Some(seq_before)) {
+                    if let Woke::Stop = s.wait(WRITER, s.tls_fd, events, Some(seq_before), false) {
                         break;
                     }
                 }
@@ -450,12 +518,7 @@ fn send_close_notify(s: &Shared) {
             },
         }
     }
-    let deadline = s
-        .now_ms()
-        .saturating_add(u64::try_from(s.timeouts.close.as_millis()).unwrap_or(u64::MAX))
-        .max(1);
-    s.close_deadline_ms.store(deadline, SeqCst);
-    s.wake[READER].kick();
+    s.start_closing(READER);
 }
 
 /// OpenSSL's error queue as one line, or the socket error.

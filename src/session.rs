@@ -137,7 +137,8 @@ fn handshake(
         .set_nonblocking(true)
         .map_err(|e| SessionError::Setup(format!("{op}: {e}")))?;
     let fd = stream.as_raw_fd();
-    let deadline = Instant::now() + svc.opts.timeouts.busy;
+    // A huge TIMEOUTbusy means no deadline rather than an overflow.
+    let deadline = Instant::now().checked_add(svc.opts.timeouts.busy);
     let mut attempt = if server {
         ssl.accept(stream)
     } else {
@@ -157,9 +158,9 @@ fn handshake(
                 } else {
                     libc::POLLIN
                 };
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                 let mut fds = [wake::pollfd(fd, events)];
-                match wake::poll(&mut fds, Some(left)) {
+                match wake::poll(&mut fds, left) {
                     Ok(0) => {
                         return Err(SessionError::Handshake(format!(
                             "{op}: TIMEOUTbusy exceeded"

@@ -29,6 +29,14 @@ impl Stream {
         let _ = self.tcp.shutdown(Shutdown::Both);
     }
 
+    /// Bounds how long one blocking write may wait for the peer to read (SO_SNDTIMEO);
+    /// a zero duration leaves writes unbounded.
+    pub fn set_write_timeout(&self, timeout: std::time::Duration) {
+        if !timeout.is_zero() {
+            let _ = self.tcp.set_write_timeout(Some(timeout));
+        }
+    }
+
     /// Makes close() send RST instead of FIN (stunnel's `reset = yes` on errors).
     pub fn set_linger_reset(&self) {
         let _ = socket2::SockRef::from(&self.tcp).set_linger(Some(std::time::Duration::ZERO));

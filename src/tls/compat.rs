@@ -211,3 +211,9 @@ pub fn has_pending(ssl: &openssl::ssl::SslRef) -> bool {
     // SAFETY: a valid SSL pointer for the duration of the call.
     unsafe { SSL_has_pending(ssl.as_ptr()) == 1 }
 }
+
+/// Whether a handshake (or a post-handshake exchange) is in progress on `ssl`.
+pub fn in_handshake(ssl: &openssl::ssl::SslRef) -> bool {
+    // SAFETY: a valid SSL pointer for the duration of the call.
+    unsafe { ffi::SSL_is_init_finished(ssl.as_ptr()) == 0 }
+}

@@ -99,8 +99,10 @@ pub fn check(policy: &VerifyPolicy, preverified: bool, store: &mut X509StoreCont
     let subject = name_line(cert.subject_name());
     if !policy.chain && !policy.peer {
         // verify = 0 or a client that checks nothing: any certificate goes (the startup
-        // warning said so); OpenSSL still calls us once per chain error.
-        log_debug!("Certificate not checked at depth={depth}: {subject}");
+        // warning said so). OpenSSL calls us once per chain error too; log the passing call.
+        if preverified {
+            log_debug!("Certificate not checked at depth={depth}: {subject}");
+        }
         return true;
     }
     if !preverified && policy.chain {
