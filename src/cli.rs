@@ -7,10 +7,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, Command};
-use crossbeam_channel::{unbounded, Receiver};
 
-use crate::config::{self, options, Config, Foreground};
-use crate::daemon::{self, PidFile};
+use crate::config::{self, options, Config};
 use crate::log::{self, LogSetup};
 use crate::service::{self, StartupError};
 
@@ -136,7 +134,11 @@ pub fn run(args: Vec<OsString>) -> i32 {
     if matches.get_flag("check") {
         return run_check(&config, !matches.get_flag("no-files"));
     }
-    run_daemon(config)
+    let source = match matches.get_one::<String>("fd") {
+        Some(_) => None,
+        None => Some(PathBuf::from(&config.source)),
+    };
+    crate::runtime::run(config, source)
 }
 
 fn load_from_fd(fd: &str) -> Result<Config, StartupError> {
@@ -162,7 +164,7 @@ fn load_from_fd(fd: &str) -> Result<Config, StartupError> {
     )?)
 }
 
-fn configuration_failed(e: &StartupError) -> i32 {
+pub(crate) fn configuration_failed(e: &StartupError) -> i32 {
     log::startup_error(&e.to_string());
     log::startup_error("Configuration failed");
     1
@@ -188,110 +190,6 @@ fn run_check(config: &Config, load_files: bool) -> i32 {
         }
         Err(e) => configuration_failed(&e),
     }
-}
-
-/// Signals the main thread reacts to.
-fn signal_channel() -> std::io::Result<Receiver<i32>> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])?;
-    let (tx, rx) = unbounded();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            for signal in signals.forever() {
-                if tx.send(signal).is_err() {
-                    return;
-                }
-            }
-        })?;
-    Ok(rx)
-}
-
-/// The normal run: startup in stunnel's order (spec §4.1), then wait for signals.
-fn run_daemon(config: Config) -> i32 {
-    log::install_bridge();
-    let global = &config.global;
-    let setup = LogSetup {
-        stderr: global.foreground == Foreground::Yes,
-        output: global.output.as_deref().map(|p| (p, global.log_overwrite)),
-        syslog: global
-            .syslog
-            .then_some((global.service_name.as_str(), global.facility)),
-        level: config.defaults.debug_level,
-    };
-    if let Err(e) = log::configure(&setup) {
-        return configuration_failed(&StartupError::Io {
-            what: format!(
-                "Cannot open log file {}",
-                global.output.as_deref().unwrap_or(Path::new("")).display()
-            ),
-            error: e,
-        });
-    }
-    log_notice!(
-        "rstunnel {} on {}",
-        env!("CARGO_PKG_VERSION"),
-        crate::tls::compat::running_version()
-    );
-    log_notice!("Reading configuration from file {}", config.source);
-    let services = match service::build(&config, true).and_then(|s| service::bind_all(&s)) {
-        Ok(bound) => bound,
-        Err(e) => return configuration_failed(&e),
-    };
-    log_notice!("Configuration successful");
-    if global.foreground == Foreground::No {
-        if let Err(e) = daemon::daemonize() {
-            log_err!("daemon: {e}");
-            return 1;
-        }
-    }
-    let _pid_file = match global.pid.as_deref().map(PidFile::create).transpose() {
-        Ok(pid) => pid,
-        Err(e) => {
-            log_err!(
-                "Cannot create pid file {}: {e}",
-                global
-                    .pid
-                    .as_deref()
-                    .map_or(PathBuf::new(), Path::to_path_buf)
-                    .display()
-            );
-            return 1;
-        }
-    };
-    let signals = match signal_channel() {
-        Ok(rx) => rx,
-        Err(e) => {
-            log_err!("Cannot install signal handlers: {e}");
-            return 1;
-        }
-    };
-    let listeners = match service::start(services) {
-        Ok(l) => l,
-        Err(e) => {
-            log_err!("Cannot start listener threads: {e}");
-            return 1;
-        }
-    };
-    log_info!("Accepting new connections");
-    while let Ok(signal) = signals.recv() {
-        match signal {
-            signal_hook::consts::SIGTERM => {
-                log_notice!("Terminated");
-                break;
-            }
-            signal_hook::consts::SIGINT | signal_hook::consts::SIGQUIT => {
-                let name = if signal == signal_hook::consts::SIGINT { "SIGINT" } else { "SIGQUIT" };
-                log_err!("Received {name}; terminating");
-                break;
-            }
-            other => log_warning!("Signal {other} ignored: reload, log reopening and session listing are not supported yet"),
-        }
-    }
-    listeners.stop();
-    0
 }
 
 fn print_banner() {

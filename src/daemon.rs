@@ -41,3 +41,66 @@ impl Drop for PidFile {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// `chroot = DIR`: confines the process to DIR (after binding, before dropping
+/// privileges), then moves into its root.
+pub fn enter_chroot(dir: &Path) -> io::Result<()> {
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: chroot with a valid NUL-terminated path.
+    if unsafe { libc::chroot(c_dir.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std::env::set_current_dir("/")
+}
+
+/// `setgid`/`setuid`: switches group (which also becomes the only supplementary group)
+/// and then user, in that order since a non-root user can no longer change groups. When
+/// only the user is given, root's supplementary groups are dropped too.
+pub fn drop_privileges(gid: Option<libc::gid_t>, uid: Option<libc::uid_t>) -> io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    // SAFETY: plain system calls with valid arguments (a one-element array for setgroups).
+    unsafe {
+        if let Some(gid) = gid {
+            check(libc::setgroups(1, &gid))?;
+            check(libc::setgid(gid))?;
+        } else if uid.is_some() {
+            check(libc::setgroups(0, std::ptr::null()))?;
+        }
+        if let Some(uid) = uid {
+            check(libc::setuid(uid))?;
+        }
+    }
+    Ok(())
+}
+
+/// Tells systemd about a state change (`READY=1`, `RELOADING=1`, `STOPPING=1`) when it
+/// started us as a `Type=notify` service (`NOTIFY_SOCKET` set); otherwise does nothing.
+pub fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let target = target.to_string_lossy().into_owned();
+    let addr = match target.strip_prefix('@') {
+        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),
+        None => SocketAddr::from_pathname(&target),
+    };
+    if let (Ok(addr), Ok(socket)) = (addr, UnixDatagram::unbound()) {
+        if let Err(e) = socket.send_to_addr(state.as_bytes(), &addr) {
+            log_warning!("sd_notify {state}: {e}");
+        }
+    }
+}
+
+/// Whether systemd supervises us as a notify service; then rstunnel never forks.
+pub fn under_systemd_notify() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}

@@ -3,11 +3,13 @@
 
 #[macro_use]
 pub mod log;
+pub mod accounting;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod net;
 pub mod relay;
+pub mod runtime;
 pub mod service;
 pub mod session;
 pub mod tls;

@@ -29,11 +29,12 @@
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{ErrorCode, SslStream};
 
+use crate::accounting::{registry, LiveSession};
 use crate::net::Stream;
 use crate::tls::compat::{self, ReadEnd};
 use crate::wake::{self, WakeFd};
@@ -70,7 +71,7 @@ struct Shared {
     tls: Mutex<SslStream<Stream>>,
     tls_fd: i32,
     plain: Stream,
-    wake: [WakeFd; 2],
+    wake: [Arc<WakeFd>; 2],
     parked_on_ssl: [AtomicBool; 2],
     ssl_seq: [AtomicU64; 2],
     /// Set when the session must end now (error or timeout); both pumps return.
@@ -83,8 +84,8 @@ struct Shared {
     closing: AtomicBool,
     last_activity_ms: AtomicU64,
     started: Instant,
-    sent_to_tls: AtomicU64,
-    sent_to_socket: AtomicU64,
+    /// This session's entry in the registry: byte counters, drain wake-up.
+    live: Arc<LiveSession>,
     reset_reason: Mutex<Option<String>>,
     timeouts: RelayTimeouts,
 }
@@ -242,11 +243,12 @@ pub fn relay(
     timeouts: RelayTimeouts,
     stack: usize,
     log_context: (String, crate::log::Level),
+    live: Arc<LiveSession>,
 ) -> Summary {
     let tls_fd = tls.get_ref().as_raw_fd();
     // Rule 8: a plain peer that stops reading cannot hold the session past TIMEOUTidle.
     plain.set_write_timeout(timeouts.idle);
-    let make_wake = || WakeFd::new();
+    let make_wake = || WakeFd::new().map(Arc::new);
     let (Ok(wake_reader), Ok(wake_writer)) = (make_wake(), make_wake()) else {
         return Summary {
             sent_to_tls: 0,
@@ -254,6 +256,7 @@ pub fn relay(
             outcome: Outcome::Reset("eventfd failed".into()),
         };
     };
+    live.set_drain_wake(Arc::clone(&wake_writer));
     let shared = Shared {
         tls: Mutex::new(tls),
         tls_fd,
@@ -266,8 +269,7 @@ pub fn relay(
         closing: AtomicBool::new(false),
         last_activity_ms: AtomicU64::new(0),
         started: Instant::now(),
-        sent_to_tls: AtomicU64::new(0),
-        sent_to_socket: AtomicU64::new(0),
+        live,
         reset_reason: Mutex::new(None),
         timeouts,
     };
@@ -289,8 +291,8 @@ pub fn relay(
         None => Outcome::Closed,
     };
     Summary {
-        sent_to_tls: shared.sent_to_tls.load(SeqCst),
-        sent_to_socket: shared.sent_to_socket.load(SeqCst),
+        sent_to_tls: shared.live.sent_to_tls.load(SeqCst),
+        sent_to_socket: shared.live.sent_to_socket.load(SeqCst),
         outcome,
     }
 }
@@ -369,7 +371,7 @@ fn tls_to_plain(s: &Shared) {
                 });
                 return;
             }
-            s.sent_to_socket.fetch_add(n as u64, SeqCst);
+            s.live.sent_to_socket.fetch_add(n as u64, SeqCst);
         }
         match status {
             ReadStatus::Full => continue,
@@ -411,6 +413,13 @@ fn plain_to_tls(s: &Shared) {
     let mut buf = vec![0u8; RECORD_SIZE];
     let plain_fd = s.plain.as_raw_fd();
     loop {
+        if registry().draining() && !readable_now(plain_fd) {
+            // Shutting down (SIGTERM): what the plain side already sent has been passed on;
+            // close the TLS side gracefully and let the reader finish under TIMEOUTclose.
+            log_debug!("Draining: closing");
+            send_close_notify(s);
+            return;
+        }
         match s.wait(WRITER, plain_fd, libc::POLLIN, None, true) {
             Woke::Ready => {}
             Woke::Retry => continue,
@@ -441,6 +450,12 @@ fn plain_to_tls(s: &Shared) {
     }
 }
 
+/// Whether `fd` has input (or EOF) waiting right now.
+fn readable_now(fd: i32) -> bool {
+    let mut fds = [wake::pollfd(fd, libc::POLLIN)];
+    matches!(wake::poll(&mut fds, Some(Duration::ZERO)), Ok(n) if n > 0)
+}
+
 /// Pushes `data` through `ssl_write` (partial writes allowed), waiting as OpenSSL asks.
 /// Returns false when the session is ending.
 fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
@@ -469,7 +484,7 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
         match result {
             Ok(k) => {
                 offset += k;
-                s.sent_to_tls.fetch_add(k as u64, SeqCst);
+                s.live.sent_to_tls.fetch_add(k as u64, SeqCst);
             }
             Err(e) => match want_events(e.code()) {
                 Some(events) => {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::accounting::{registry, TooManyClients};
 use crate::config::{Config, ConfigError, ServiceOptions};
 use crate::net::{self, display_addr, Endpoint};
 use crate::tls::{self, ServiceTls, TlsSetupError};
@@ -191,28 +192,60 @@ fn client_sni(opts: &ServiceOptions, first_host: Option<String>) -> Option<Strin
     }
 }
 
+/// A bound listening socket, shared so that a reload can hand it to the new service
+/// without closing it (no connection is refused during a reload).
+pub struct Listener {
+    pub socket: TcpListener,
+    /// The address as configured (port 0 stays 0): what a reload matches on.
+    pub configured: SocketAddr,
+    /// The address the kernel gave it.
+    pub bound: SocketAddr,
+}
+
 /// A service with its bound listening sockets.
 pub struct BoundService {
     pub ctx: Arc<ServiceCtx>,
-    pub listeners: Vec<(TcpListener, SocketAddr)>,
+    pub listeners: Vec<Arc<Listener>>,
 }
 
-/// Binds every service's addresses. A service fails only if none of its addresses bound
-/// (as stunnel); each failed address is logged.
-pub fn bind_all(services: &[Arc<ServiceCtx>]) -> Result<Vec<BoundService>, StartupError> {
+/// Binds every service's addresses, reusing a socket from `reuse` when one is bound to
+/// the same configured address (taken out of the map). A service fails only if none of
+/// its addresses bound (as stunnel); each failed address is logged.
+pub fn bind_all(
+    services: &[Arc<ServiceCtx>],
+    reuse: &mut Vec<Arc<Listener>>,
+) -> Result<Vec<BoundService>, StartupError> {
     let mut bound = Vec::new();
     for ctx in services {
         let mut listeners = Vec::new();
         for addr in &ctx.accept_addrs {
+            let reusable = (addr.port() != 0)
+                .then(|| reuse.iter().position(|l| l.configured == *addr))
+                .flatten();
+            if let Some(index) = reusable {
+                let listener = reuse.swap_remove(index);
+                log_info!(
+                    "Service [{}] (FD={}) kept listening on {}",
+                    ctx.opts.name,
+                    listener.socket.as_raw_fd(),
+                    display_addr(&listener.bound)
+                );
+                listeners.push(listener);
+                continue;
+            }
             match net::listen::bind(*addr) {
-                Ok((listener, real)) => {
+                Ok((socket, real)) => {
                     log_info!(
                         "Service [{}] (FD={}) bound to {}",
                         ctx.opts.name,
-                        listener.as_raw_fd(),
+                        socket.as_raw_fd(),
                         display_addr(&real)
                     );
-                    listeners.push((listener, real));
+                    listeners.push(Arc::new(Listener {
+                        socket,
+                        configured: *addr,
+                        bound: real,
+                    }));
                 }
                 Err(e) => log_notice!(
                     "Binding service [{}] to {}: {} ({})",
@@ -225,6 +258,14 @@ pub fn bind_all(services: &[Arc<ServiceCtx>]) -> Result<Vec<BoundService>, Start
         }
         if listeners.is_empty() {
             log_err!("Binding service [{}] failed", ctx.opts.name);
+            // Give back what this attempt took over, so that the caller can go on with it.
+            for b in bound
+                .drain(..)
+                .map(|b: BoundService| b.listeners)
+                .chain(std::iter::once(listeners))
+            {
+                reuse.extend(b.into_iter().filter(|l| l.configured.port() != 0));
+            }
             return Err(StartupError::Bind {
                 service: ctx.opts.name.clone(),
             });
@@ -237,20 +278,23 @@ pub fn bind_all(services: &[Arc<ServiceCtx>]) -> Result<Vec<BoundService>, Start
     Ok(bound)
 }
 
-/// The running listener threads and the signal that stops them.
-pub struct Listeners {
+/// One service's running listener thread.
+pub struct RunningService {
+    pub ctx: Arc<ServiceCtx>,
+    pub listeners: Vec<Arc<Listener>>,
     stop: Arc<WakeFd>,
-    threads: Vec<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
-impl Listeners {
-    /// Stops accepting: every listener thread returns and its sockets close. Live
-    /// sessions are not touched.
-    pub fn stop(self) {
+impl RunningService {
+    /// Stops accepting and returns the listening sockets (still open, for a reload to
+    /// keep). Live sessions are not touched.
+    pub fn stop(mut self) -> Vec<Arc<Listener>> {
         self.stop.kick();
-        for thread in self.threads {
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        std::mem::take(&mut self.listeners)
     }
 }
 
@@ -258,20 +302,25 @@ impl Listeners {
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Starts one listener thread per service.
-pub fn start(services: Vec<BoundService>) -> io::Result<Listeners> {
-    let stop = Arc::new(WakeFd::new()?);
-    let mut threads = Vec::new();
+pub fn start(services: Vec<BoundService>) -> io::Result<Vec<RunningService>> {
+    let mut running = Vec::new();
     for service in services {
-        let stop = Arc::clone(&stop);
-        let name = format!("listen {}", service.ctx.opts.name);
-        threads.push(
-            std::thread::Builder::new()
-                .name(name)
-                .stack_size(256 * 1024)
-                .spawn(move || accept_loop(service, &stop))?,
-        );
+        let stop = Arc::new(WakeFd::new()?);
+        let thread_stop = Arc::clone(&stop);
+        let ctx = Arc::clone(&service.ctx);
+        let listeners = service.listeners.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("listen {}", service.ctx.opts.name))
+            .stack_size(256 * 1024)
+            .spawn(move || accept_loop(&service, &thread_stop))?;
+        running.push(RunningService {
+            ctx,
+            listeners,
+            stop,
+            thread: Some(thread),
+        });
     }
-    Ok(Listeners { stop, threads })
+    Ok(running)
 }
 
 /// Back-off after EMFILE/ENFILE, doubling up to a second, so that a full fd table does
@@ -279,13 +328,13 @@ pub fn start(services: Vec<BoundService>) -> io::Result<Listeners> {
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-fn accept_loop(service: BoundService, stop: &WakeFd) {
+fn accept_loop(service: &BoundService, stop: &WakeFd) {
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let mut fds: Vec<libc::pollfd> = service
             .listeners
             .iter()
-            .map(|(l, _)| wake::pollfd(l.as_raw_fd(), libc::POLLIN))
+            .map(|l| wake::pollfd(l.socket.as_raw_fd(), libc::POLLIN))
             .collect();
         fds.push(wake::pollfd(stop.as_raw_fd(), libc::POLLIN));
         if let Err(e) = wake::poll(&mut fds, None) {
@@ -294,13 +343,13 @@ fn accept_loop(service: BoundService, stop: &WakeFd) {
             continue;
         }
         if fds.last().is_some_and(|p| p.revents != 0) {
-            return; // stop requested; the stop fd stays readable for the other listeners
+            return;
         }
-        for (i, (listener, _)) in service.listeners.iter().enumerate() {
+        for (i, listener) in service.listeners.iter().enumerate() {
             if fds[i].revents == 0 {
                 continue;
             }
-            match listener.accept() {
+            match listener.socket.accept() {
                 Ok((conn, peer)) => {
                     backoff = ACCEPT_BACKOFF_MIN;
                     spawn_session(&service.ctx, conn, peer);
@@ -325,10 +374,21 @@ fn accept_loop(service: BoundService, stop: &WakeFd) {
 
 fn spawn_session(ctx: &Arc<ServiceCtx>, conn: std::net::TcpStream, peer: SocketAddr) {
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    let guard = match registry().admit(id, &ctx.opts.name, display_addr(&peer)) {
+        Ok(guard) => guard,
+        Err(TooManyClients { cap }) => {
+            log_warning!(
+                "Service [{}]: connection from {} rejected: too many clients (>={cap})",
+                ctx.opts.name,
+                display_addr(&peer)
+            );
+            return; // dropping `conn` closes it
+        }
+    };
     let ctx_for_thread = Arc::clone(ctx);
     let spawned = std::thread::Builder::new()
         .stack_size(ctx.opts.stack)
-        .spawn(move || crate::session::run(ctx_for_thread, conn, peer, id));
+        .spawn(move || crate::session::run(ctx_for_thread, conn, peer, guard));
     if let Err(e) = spawned {
         log_err!(
             "Service [{}]: cannot create a thread for the connection from {}: {e}",

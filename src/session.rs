@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 
+use crate::accounting::{LiveSession, SessionGuard};
 use crate::net::{self, display_addr, Stream};
 use crate::relay::{self, describe_ssl_error, Outcome, RelayTimeouts, Summary};
 use crate::service::ServiceCtx;
@@ -29,10 +30,11 @@ pub enum SessionError {
     Setup(String),
 }
 
-/// Serves one accepted connection to completion.
-pub fn run(svc: Arc<ServiceCtx>, accepted: TcpStream, peer: SocketAddr, id: u64) {
-    crate::log::set_thread_context(&id.to_string(), svc.opts.debug_level);
-    let started = Instant::now();
+/// Serves one accepted connection to completion. `guard` holds the session's slot and
+/// counters; it is released after the closing line is written.
+pub fn run(svc: Arc<ServiceCtx>, accepted: TcpStream, peer: SocketAddr, guard: SessionGuard) {
+    let live = Arc::clone(guard.session());
+    crate::log::set_thread_context(&live.id.to_string(), svc.opts.debug_level);
     log_notice!(
         "Service [{}] accepted connection from {}",
         svc.opts.name,
@@ -41,48 +43,77 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: TcpStream, peer: SocketAddr, id: u64)
     let _ = accepted.set_nodelay(true);
     let _ = accepted.set_nonblocking(false);
     let result = if svc.opts.client {
-        client_session(&svc, accepted, id)
+        client_session(&svc, accepted, &live)
     } else {
-        server_session(&svc, accepted, id)
+        server_session(&svc, accepted, &live)
     };
-    match result {
-        Ok(summary) => {
-            let how = match &summary.outcome {
-                Outcome::Closed => "closed".to_string(),
-                Outcome::Reset(reason) => {
-                    log_info!("Session reset: {reason}");
-                    "reset".to_string()
-                }
-            };
-            log_notice!(
-                "Connection {how}: {} byte(s) sent to TLS, {} byte(s) sent to socket",
-                summary.sent_to_tls,
-                summary.sent_to_socket
-            );
-            log_debug!("Session lasted {:.3} s", started.elapsed().as_secs_f64());
-        }
+    let summary = match result {
+        Ok(summary) => summary,
         Err(e) => {
-            match e {
+            match &e {
                 SessionError::ConnectFailed => {}
                 SessionError::Handshake(msg) | SessionError::Setup(msg) => log_err!("{msg}"),
             }
-            log_notice!("Connection reset: 0 byte(s) sent to TLS, 0 byte(s) sent to socket");
+            Summary {
+                sent_to_tls: 0,
+                sent_to_socket: 0,
+                outcome: Outcome::Reset(e.to_string()),
+            }
+        }
+    };
+    let how = match &summary.outcome {
+        Outcome::Closed => "closed",
+        Outcome::Reset(_) => "reset",
+    };
+    log_notice!(
+        "Connection {how}: {} byte(s) sent to TLS, {} byte(s) sent to socket",
+        summary.sent_to_tls,
+        summary.sent_to_socket
+    );
+    let reason = match &summary.outcome {
+        Outcome::Closed => String::new(),
+        Outcome::Reset(reason) => format!(" ({reason})"),
+    };
+    log_info!(
+        "Session summary: service [{}], peer {}, {} byte(s) to TLS, {} byte(s) to socket, {:.3} s, {how}{reason}",
+        svc.opts.name,
+        live.peer,
+        summary.sent_to_tls,
+        summary.sent_to_socket,
+        live.started.elapsed().as_secs_f64()
+    );
+    drop(guard);
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionError::ConnectFailed => write!(f, "no target accepted the connection"),
+            SessionError::Handshake(msg) | SessionError::Setup(msg) => write!(f, "{msg}"),
         }
     }
 }
 
-fn server_session(svc: &ServiceCtx, accepted: TcpStream, id: u64) -> Result<Summary, SessionError> {
+fn server_session(
+    svc: &ServiceCtx,
+    accepted: TcpStream,
+    live: &Arc<LiveSession>,
+) -> Result<Summary, SessionError> {
     let tls = handshake(svc, Stream::from_tcp(accepted), None)?;
     let target = connect_target(svc)?;
     log_connected(svc, &target);
-    Ok(relay_session(svc, tls, Stream::from_tcp(target), id))
+    Ok(relay_session(svc, tls, Stream::from_tcp(target), live))
 }
 
-fn client_session(svc: &ServiceCtx, accepted: TcpStream, id: u64) -> Result<Summary, SessionError> {
+fn client_session(
+    svc: &ServiceCtx,
+    accepted: TcpStream,
+    live: &Arc<LiveSession>,
+) -> Result<Summary, SessionError> {
     let target = connect_target(svc)?;
     log_connected(svc, &target);
     let tls = handshake(svc, Stream::from_tcp(target), svc.sni.as_deref())?;
-    Ok(relay_session(svc, tls, Stream::from_tcp(accepted), id))
+    Ok(relay_session(svc, tls, Stream::from_tcp(accepted), live))
 }
 
 fn log_connected(svc: &ServiceCtx, target: &TcpStream) {
@@ -101,7 +132,12 @@ fn connect_target(svc: &ServiceCtx) -> Result<TcpStream, SessionError> {
         .ok_or(SessionError::ConnectFailed)
 }
 
-fn relay_session(svc: &ServiceCtx, tls: SslStream<Stream>, plain: Stream, id: u64) -> Summary {
+fn relay_session(
+    svc: &ServiceCtx,
+    tls: SslStream<Stream>,
+    plain: Stream,
+    live: &Arc<LiveSession>,
+) -> Summary {
     let timeouts = RelayTimeouts {
         idle: svc.opts.timeouts.idle,
         close: svc.opts.timeouts.close,
@@ -111,7 +147,8 @@ fn relay_session(svc: &ServiceCtx, tls: SslStream<Stream>, plain: Stream, id: u6
         plain,
         timeouts,
         svc.opts.stack,
-        (id.to_string(), svc.opts.debug_level),
+        (live.id.to_string(), svc.opts.debug_level),
+        Arc::clone(live),
     )
 }
 

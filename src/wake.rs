@@ -49,8 +49,9 @@ impl AsRawFd for WakeFd {
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> io::Result<usize> {
     let ms = match timeout {
         None => -1,
+        // Rounded up, so that a wait never ends just before its deadline.
         Some(t) => {
-            libc::c_int::try_from(t.as_millis().saturating_add(1)).unwrap_or(libc::c_int::MAX)
+            libc::c_int::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
         }
     };
     loop {

@@ -75,7 +75,7 @@ pub const ALIASES: &[(&str, &str)] = &[("curve", "curves"), ("session", "session
 #[rustfmt::skip]
 pub static OPTIONS: &[OptionSpec] = &[
     // ---- global-only options ----
-    row("chroot", Global, NotYet, None, "directory to chroot the process to"),
+    row("chroot", Global, Set(set_chroot), None, "directory to chroot the process to"),
     row("compression", Global, NotYet, None, "deflate|zlib TLS compression type"),
     row("EGD", Global, NotYet, None, "path to Entropy Gathering Daemon socket"),
     row("engine", Global, NotYet, None, "auto|engine_id OpenSSL engine"),
@@ -151,8 +151,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("sessionCacheTimeout", Service, Set(set_session_cache_timeout), Some("300"), "session cache timeout (in seconds)"),
     row("sessiond", Service, NotYet, None, "[host:]port use sessiond at host:port"),
     row("sessionResume", Service, NotYet, Some("yes"), "yes|no enable session resumption"),
-    row("setgid", Service, NotYet, None, "groupname for setgid()"),
-    row("setuid", Service, NotYet, None, "username for setuid()"),
+    row("setgid", Service, Set(set_setgid), None, "groupname for setgid()"),
+    row("setuid", Service, Set(set_setuid), None, "username for setuid()"),
     row("sni", Service, Set(set_sni), None, "client: server name to send; server: primary_service:host_name"),
     row("socket", Service, NotYet, None, "a|l|r:option=value[:value] set an option on accept/local/remote socket"),
     row("sslVersion", Service, Set(set_ssl_version), None, "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
@@ -223,6 +223,33 @@ fn set_output(t: &mut Target<'_>, value: &str) -> Result<(), String> {
 
 fn set_pid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     t.global.pid = path(value);
+    Ok(())
+}
+
+fn set_chroot(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.global.chroot = path(value);
+    Ok(())
+}
+
+/// In a section, `setuid`/`setgid` name the owner of a Unix `accept` socket, which needs
+/// Unix sockets first.
+fn unix_socket_owner_not_yet(name: &str) -> String {
+    format!("option '{name}' in a section (owner of a Unix socket) is not supported yet")
+}
+
+fn set_setuid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    if !t.in_global_part {
+        return Err(unix_socket_owner_not_yet("setuid"));
+    }
+    t.global.setuid = Some(values::user_id(value)?);
+    Ok(())
+}
+
+fn set_setgid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    if !t.in_global_part {
+        return Err(unix_socket_owner_not_yet("setgid"));
+    }
+    t.global.setgid = Some(values::group_id(value)?);
     Ok(())
 }
 

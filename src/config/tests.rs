@@ -582,6 +582,26 @@ fn global_only_options_are_accepted_in_the_global_part() {
 }
 
 #[test]
+fn privilege_options_in_the_global_part() {
+    let config = ok("chroot = /var/empty\nsetuid = 65534\nsetgid = root\ncert = /c.pem\n[a]\naccept = 1\nconnect = 2\n");
+    assert_eq!(config.global.chroot, path("/var/empty"));
+    assert_eq!(config.global.setuid, Some(65534));
+    assert_eq!(config.global.setgid, Some(0));
+    assert_eq!(
+        err("setuid = no-such-user-rstunnel\n"),
+        at(1, "setuid = no-such-user-rstunnel", "Illegal UID")
+    );
+    assert_eq!(
+        err("cert = /c.pem\n[a]\nsetuid = 0\n"),
+        at(
+            3,
+            "setuid = 0",
+            "option 'setuid' in a section (owner of a Unix socket) is not supported yet"
+        )
+    );
+}
+
+#[test]
 fn global_only_options_are_rejected_after_the_first_section() {
     for line in [
         "foreground = yes",
@@ -879,11 +899,11 @@ fn not_yet_built_options_fail_with_their_own_message() {
         )
     );
     assert_eq!(
-        err("chroot = /var/empty\n"),
+        err("sessiond = 127.0.0.1:54321\n"),
         at(
             1,
-            "chroot = /var/empty",
-            "option 'chroot' is not supported yet"
+            "sessiond = 127.0.0.1:54321",
+            "option 'sessiond' is not supported yet"
         )
     );
     assert_eq!(

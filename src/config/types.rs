@@ -33,6 +33,12 @@ pub struct GlobalOptions {
     pub facility: libc::c_int,
     /// syslog ident (`service` in the global part).
     pub service_name: String,
+    /// Directory to chroot into after binding.
+    pub chroot: Option<PathBuf>,
+    /// User to switch to after binding (resolved when the line is read, as stunnel does).
+    pub setuid: Option<libc::uid_t>,
+    /// Group to switch to (also the only supplementary group).
+    pub setgid: Option<libc::gid_t>,
 }
 
 impl Default for GlobalOptions {
@@ -45,6 +51,9 @@ impl Default for GlobalOptions {
             pid: None,
             facility: libc::LOG_DAEMON,
             service_name: "stunnel".into(),
+            chroot: None,
+            setuid: None,
+            setgid: None,
         }
     }
 }

@@ -93,6 +93,57 @@ pub fn debug(value: &str, facility_allowed: bool) -> Result<(Option<libc::c_int>
     }
 }
 
+/// A user by name or number (`setuid`), from the system's user database.
+pub fn user_id(value: &str) -> Result<libc::uid_t, String> {
+    if let Some(n) = integer(value).and_then(|n| libc::uid_t::try_from(n).ok()) {
+        return Ok(n);
+    }
+    let name = std::ffi::CString::new(value).map_err(|_| String::from("Illegal UID"))?;
+    // SAFETY: getpwnam_r with a valid name, a zeroed passwd struct and a buffer we own;
+    // the result pointer is only read when the call succeeded.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut result = std::ptr::null_mut();
+        let rc = libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        if rc == 0 && !result.is_null() {
+            return Ok(pw.pw_uid);
+        }
+    }
+    Err("Illegal UID".into())
+}
+
+/// A group by name or number (`setgid`), from the system's group database.
+pub fn group_id(value: &str) -> Result<libc::gid_t, String> {
+    if let Some(n) = integer(value).and_then(|n| libc::gid_t::try_from(n).ok()) {
+        return Ok(n);
+    }
+    let name = std::ffi::CString::new(value).map_err(|_| String::from("Illegal GID"))?;
+    // SAFETY: as in `user_id`, with getgrnam_r.
+    unsafe {
+        let mut gr: libc::group = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16384];
+        let mut result = std::ptr::null_mut();
+        let rc = libc::getgrnam_r(
+            name.as_ptr(),
+            &mut gr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        if rc == 0 && !result.is_null() {
+            return Ok(gr.gr_gid);
+        }
+    }
+    Err("Illegal GID".into())
+}
+
 /// A TLS protocol version as stunnel names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TlsVersion {
@@ -184,6 +235,15 @@ mod tests {
             Err("Illegal syslog facility".into())
         );
         assert_eq!(debug("5", false), Ok((None, Level::Notice)));
+    }
+
+    #[test]
+    fn users_and_groups_by_name_or_number() {
+        assert_eq!(user_id("root"), Ok(0));
+        assert_eq!(user_id("65534"), Ok(65534));
+        assert_eq!(user_id("no-such-user-rstunnel"), Err("Illegal UID".into()));
+        assert_eq!(group_id("root"), Ok(0));
+        assert_eq!(group_id("@DEFAULT_GROUP@"), Err("Illegal GID".into()));
     }
 
     #[test]

@@ -1,0 +1,222 @@
+//! Connection accounting: which sessions are live (for SIGUSR2 and draining), the
+//! connection cap, and the RAII `SessionGuard` that holds a session's slot (STYLE.md
+//! practice 8). Knows nothing about sockets or TLS; the relay reports bytes into the
+//! `LiveSession` it is handed and registers the fd that wakes it for a drain.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::wake::WakeFd;
+
+/// File descriptors one session holds: two sockets and the relay's two wake fds.
+pub const FDS_PER_SESSION: usize = 4;
+/// Descriptors kept back for listeners, logs, signals and reloads.
+const RESERVED_FDS: usize = 64;
+
+/// One live session, shared by its threads and the registry.
+pub struct LiveSession {
+    pub id: u64,
+    pub service: String,
+    pub peer: String,
+    pub started: Instant,
+    pub sent_to_tls: AtomicU64,
+    pub sent_to_socket: AtomicU64,
+    /// Kicked to make the relay notice a drain.
+    wake: Mutex<Option<Arc<WakeFd>>>,
+}
+
+impl LiveSession {
+    /// The relay registers the fd that wakes its plain→TLS pump.
+    pub fn set_drain_wake(&self, wake: Arc<WakeFd>) {
+        *lock(&self.wake) = Some(wake);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The process-wide table of live sessions.
+pub struct Registry {
+    live: Mutex<BTreeMap<u64, Arc<LiveSession>>>,
+    emptied: Condvar,
+    count: AtomicUsize,
+    cap: AtomicUsize,
+    draining: AtomicBool,
+}
+
+static REGISTRY: Registry = Registry {
+    live: Mutex::new(BTreeMap::new()),
+    emptied: Condvar::new(),
+    count: AtomicUsize::new(0),
+    cap: AtomicUsize::new(usize::MAX),
+    draining: AtomicBool::new(false),
+};
+
+pub fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
+/// The default cap, like stunnel's: what the fd limit (RLIMIT_NOFILE) can hold.
+pub fn cap_from_fd_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    (soft.saturating_sub(RESERVED_FDS) / FDS_PER_SESSION).max(1)
+}
+
+/// Refusal: the cap is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyClients {
+    pub cap: usize,
+}
+
+impl Registry {
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap.max(1), Ordering::SeqCst);
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap.load(Ordering::SeqCst)
+    }
+
+    /// Takes a slot for a new session, or refuses when the cap is reached.
+    pub fn admit(
+        &'static self,
+        id: u64,
+        service: &str,
+        peer: String,
+    ) -> Result<SessionGuard, TooManyClients> {
+        let cap = self.cap();
+        let mut live = lock(&self.live);
+        if live.len() >= cap {
+            return Err(TooManyClients { cap });
+        }
+        let session = Arc::new(LiveSession {
+            id,
+            service: service.to_string(),
+            peer,
+            started: Instant::now(),
+            sent_to_tls: AtomicU64::new(0),
+            sent_to_socket: AtomicU64::new(0),
+            wake: Mutex::new(None),
+        });
+        live.insert(id, Arc::clone(&session));
+        self.count.store(live.len(), Ordering::SeqCst);
+        Ok(SessionGuard {
+            registry: self,
+            session,
+        })
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// A snapshot of the live sessions, oldest first.
+    pub fn snapshot(&self) -> Vec<Arc<LiveSession>> {
+        lock(&self.live).values().cloned().collect()
+    }
+
+    /// Whether the process is shutting down: relays finish what they have and close.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Starts a drain: every live relay is woken to close gracefully.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        for session in self.snapshot() {
+            if let Some(wake) = lock(&session.wake).as_ref() {
+                wake.kick();
+            }
+        }
+    }
+
+    /// Waits until no session is live or `timeout` has passed; true if none is live.
+    pub fn wait_empty(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut live = lock(&self.live);
+        while !live.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            live = self
+                .emptied
+                .wait_timeout(live, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// A session's slot; dropping it frees the slot and removes the session from the table.
+pub struct SessionGuard {
+    registry: &'static Registry,
+    session: Arc<LiveSession>,
+}
+
+impl SessionGuard {
+    pub fn session(&self) -> &Arc<LiveSession> {
+        &self.session
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut live = lock(&self.registry.live);
+        live.remove(&self.session.id);
+        self.registry.count.store(live.len(), Ordering::SeqCst);
+        if live.is_empty() {
+            self.registry.emptied.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The registry is process-wide; one test exercises it so that tests don't race.
+    #[test]
+    fn admit_cap_release_and_wait() {
+        let r = registry();
+        r.set_cap(2);
+        let a = r.admit(1_000_001, "s", "p".into()).unwrap();
+        let b = r.admit(1_000_002, "s", "p".into()).unwrap();
+        assert!(matches!(
+            r.admit(1_000_003, "s", "p".into()),
+            Err(TooManyClients { cap: 2 })
+        ));
+        assert_eq!(r.live_count(), 2);
+        assert_eq!(
+            r.snapshot().iter().map(|s| s.id).collect::<Vec<_>>(),
+            vec![1_000_001, 1_000_002]
+        );
+        drop(a);
+        assert!(!r.wait_empty(Duration::from_millis(20)));
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(b);
+        });
+        assert!(r.wait_empty(Duration::from_secs(5)));
+        t.join().unwrap();
+        r.set_cap(usize::MAX);
+    }
+
+    #[test]
+    fn cap_follows_the_fd_limit() {
+        assert!(cap_from_fd_limit() >= 1);
+    }
+}

@@ -1,0 +1,305 @@
+//! The process lifecycle (DESIGN.md "Lifecycle rules", spec §4.1 and §4.3): startup in
+//! stunnel's order, then the main thread waits for signals on a channel:
+//! SIGHUP reloads (keeping unchanged listening sockets), SIGUSR1 reopens the log file,
+//! SIGUSR2 lists live sessions, SIGTERM/SIGINT/SIGQUIT drain and exit 0.
+//!
+//! Owns the running services and the pid file. Never touches a session's sockets: live
+//! sessions keep the `ServiceCtx` they started with, whatever a reload does.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crossbeam_channel::{unbounded, Receiver};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+
+use crate::accounting::{self, registry};
+use crate::cli::configuration_failed;
+use crate::config::{self, Config, Foreground};
+use crate::daemon::{self, PidFile};
+use crate::log::{self, LogSetup};
+use crate::service::{self, Listener, RunningService, StartupError};
+
+fn log_setup(config: &Config) -> LogSetup<'_> {
+    let global = &config.global;
+    LogSetup {
+        stderr: global.foreground == Foreground::Yes,
+        output: global.output.as_deref().map(|p| (p, global.log_overwrite)),
+        syslog: global
+            .syslog
+            .then_some((global.service_name.as_str(), global.facility)),
+        level: config.defaults.debug_level,
+    }
+}
+
+/// Runs the configuration until a terminating signal; returns the exit code.
+/// `source` is the file to re-read on SIGHUP (`None`: read from a descriptor, no reload).
+pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
+    log::install_bridge();
+    // Step 3: stderr and syslog now (syslog must be opened before chroot); the output
+    // file only after the privilege drop, so that it belongs to the dropped user.
+    let early = LogSetup {
+        output: None,
+        ..log_setup(&config)
+    };
+    if let Err(e) = log::configure(&early) {
+        return configuration_failed(&StartupError::Io {
+            what: "Cannot open syslog".into(),
+            error: e,
+        });
+    }
+    log_notice!(
+        "rstunnel {} on {}",
+        env!("CARGO_PKG_VERSION"),
+        crate::tls::compat::running_version()
+    );
+    log_notice!("Reading configuration from {}", config.source);
+    // Steps 2 and 4: certificates and keys are loaded, then every listener is bound.
+    let bound =
+        match service::build(&config, true).and_then(|s| service::bind_all(&s, &mut Vec::new())) {
+            Ok(bound) => bound,
+            Err(e) => return configuration_failed(&e),
+        };
+    if let Err(e) = drop_privileges(&config) {
+        return configuration_failed(&e);
+    }
+    if let Err(e) = log::configure(&log_setup(&config)) {
+        return configuration_failed(&StartupError::Io {
+            what: format!(
+                "Cannot open log file {}",
+                config
+                    .global
+                    .output
+                    .as_deref()
+                    .map_or(PathBuf::new(), Path::to_path_buf)
+                    .display()
+            ),
+            error: e,
+        });
+    }
+    log_notice!("Configuration successful");
+    // Under systemd's Type=notify the service manager tracks this process: never fork.
+    if config.global.foreground == Foreground::No && !daemon::under_systemd_notify() {
+        if let Err(e) = daemon::daemonize() {
+            log_err!("daemon: {e}");
+            return 1;
+        }
+    }
+    let _pid_file = match config
+        .global
+        .pid
+        .as_deref()
+        .map(PidFile::create)
+        .transpose()
+    {
+        Ok(pid) => pid,
+        Err(e) => {
+            log_err!(
+                "Cannot create pid file {}: {e}",
+                config
+                    .global
+                    .pid
+                    .as_deref()
+                    .map_or(PathBuf::new(), Path::to_path_buf)
+                    .display()
+            );
+            return 1;
+        }
+    };
+    let signals = match signal_channel() {
+        Ok(rx) => rx,
+        Err(e) => {
+            log_err!("Cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    registry().set_cap(accounting::cap_from_fd_limit());
+    log_info!(
+        "Connection cap: {} concurrent sessions (from the open-file limit)",
+        registry().cap()
+    );
+    let running = match service::start(bound) {
+        Ok(running) => running,
+        Err(e) => {
+            log_err!("Cannot start listener threads: {e}");
+            return 1;
+        }
+    };
+    log_info!("Accepting new connections");
+    daemon::notify_systemd("READY=1");
+    let mut state = State { config, running };
+    while let Ok(signal) = signals.recv() {
+        match signal {
+            SIGHUP => state.reload(source.as_deref()),
+            SIGUSR1 => reopen_log(&state.config),
+            SIGUSR2 => list_sessions(),
+            SIGTERM => {
+                log_notice!("Terminated");
+                break;
+            }
+            _ => {
+                let name = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGQUIT"
+                };
+                log_err!("Received {name}; terminating");
+                break;
+            }
+        }
+    }
+    daemon::notify_systemd("STOPPING=1");
+    state.shut_down();
+    0
+}
+
+/// Steps 5–7: chroot, then group, then user.
+fn drop_privileges(config: &Config) -> Result<(), StartupError> {
+    let global = &config.global;
+    if let Some(dir) = &global.chroot {
+        daemon::enter_chroot(dir).map_err(|error| StartupError::Io {
+            what: format!("Failed to chroot to {}", dir.display()),
+            error,
+        })?;
+        log_info!("Switched to chroot directory: {}", dir.display());
+    }
+    daemon::drop_privileges(global.setgid, global.setuid).map_err(|error| StartupError::Io {
+        what: "Failed to drop privileges (setgid/setuid)".into(),
+        error,
+    })
+}
+
+/// The signals the main thread handles, as a channel.
+fn signal_channel() -> std::io::Result<Receiver<i32>> {
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])?;
+    let (tx, rx) = unbounded();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            for signal in signals.forever() {
+                if tx.send(signal).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+fn reopen_log(config: &Config) {
+    match log::configure(&log_setup(config)) {
+        Ok(()) => log_notice!("Log file reopened"),
+        Err(e) => log_err!("Failed to reopen the log file: {e}"),
+    }
+}
+
+/// SIGUSR2: one line per live session, as stunnel's listing.
+fn list_sessions() {
+    let sessions = registry().snapshot();
+    log_at!(crate::log::Level::Emerg, "Active connections:");
+    for s in &sessions {
+        log_at!(
+            crate::log::Level::Emerg,
+            "Active connection {}: Service [{}], peer {}, {} byte(s) sent to TLS, {} byte(s) sent to socket, {:.0} s",
+            s.id,
+            s.service,
+            s.peer,
+            s.sent_to_tls.load(std::sync::atomic::Ordering::Relaxed),
+            s.sent_to_socket.load(std::sync::atomic::Ordering::Relaxed),
+            s.started.elapsed().as_secs_f64()
+        );
+    }
+    log_at!(
+        crate::log::Level::Emerg,
+        "Listed {} active connection(s)",
+        sessions.len()
+    );
+}
+
+/// What the main thread keeps between signals.
+struct State {
+    config: Config,
+    running: Vec<RunningService>,
+}
+
+impl State {
+    /// SIGHUP: build the new configuration completely before touching the running one;
+    /// on any error log it and keep running the old one. Listening sockets whose address
+    /// did not change are handed over open; live sessions are never cut.
+    fn reload(&mut self, source: Option<&Path>) {
+        let Some(path) = source else {
+            log_err!("Failed to reload the configuration file: it was read from a descriptor");
+            return;
+        };
+        daemon::notify_systemd("RELOADING=1");
+        match self.try_reload(path) {
+            Ok(()) => log_notice!("Configuration reloaded from {}", path.display()),
+            Err(e) => {
+                log_err!("{e}");
+                log_err!("Failed to reload the configuration file");
+            }
+        }
+        daemon::notify_systemd("READY=1");
+    }
+
+    fn try_reload(&mut self, path: &Path) -> Result<(), StartupError> {
+        let config = config::load(path)?;
+        if config.is_inetd_mode() {
+            return Err(StartupError::Unsupported(
+                "the new configuration has no [section]".into(),
+            ));
+        }
+        let services = service::build(&config, true)?;
+        // Bind what is new while the old listeners still run: a failure leaves them be.
+        let mut reusable: Vec<std::sync::Arc<Listener>> = self
+            .running
+            .iter()
+            .flat_map(|r| r.listeners.iter().cloned())
+            .collect();
+        let bound = service::bind_all(&services, &mut reusable)?;
+        // Now stop the old threads (their sockets stay open: queued connections wait in
+        // the kernel's backlog) and start the new ones on the same sockets.
+        for old in self.running.drain(..) {
+            old.stop();
+        }
+        drop(reusable); // listeners of removed services or changed addresses close here
+        self.running = service::start(bound).map_err(|error| StartupError::Io {
+            what: "Cannot start listener threads".into(),
+            error,
+        })?;
+        if let Err(e) = log::configure(&log_setup(&config)) {
+            log_err!("Failed to reopen the log after reload: {e}");
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    /// Stop accepting, let live sessions finish (each closes gracefully: what is in flight
+    /// is delivered, then close_notify) for up to the longest TIMEOUTclose, then exit.
+    fn shut_down(self) {
+        let grace = self
+            .config
+            .services
+            .iter()
+            .map(|s| s.timeouts.close)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        for service in self.running {
+            drop(service.stop());
+        }
+        let live = registry().live_count();
+        if live > 0 {
+            log_notice!(
+                "Closing {live} active connection(s), waiting up to {} s",
+                grace.as_secs()
+            );
+            registry().start_drain();
+            if !registry().wait_empty(grace) {
+                log_notice!(
+                    "{} connection(s) still open at exit",
+                    registry().live_count()
+                );
+            }
+        }
+    }
+}
