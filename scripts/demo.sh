@@ -78,10 +78,14 @@ count() {
 
 listening() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 
-# free_port PREFERRED: PREFERRED, or the next port nobody listens on.
+# in_use PORT: any TCP socket has PORT as its local port. A connection in TIME-WAIT
+# (left by an earlier outgoing connection) blocks bind() too, not only a listener.
+in_use() { [ -n "$(ss -Htan "sport = :$1" 2>/dev/null)" ]; }
+
+# free_port PREFERRED: PREFERRED, or the next port no socket uses.
 free_port() {
     local p="$1"
-    while listening "$p"; do p=$((p + 1)); done
+    while in_use "$p"; do p=$((p + 1)); done
     echo "$p"
 }
 
