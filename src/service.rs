@@ -233,7 +233,7 @@ pub fn bind_all(
                 listeners.push(listener);
                 continue;
             }
-            match net::listen::bind(*addr) {
+            match net::listen::bind(*addr, &ctx.opts.socket_options) {
                 Ok((socket, real)) => {
                     log_info!(
                         "Service [{}] (FD={}) bound to {}",

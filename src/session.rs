@@ -14,6 +14,7 @@ use std::time::Instant;
 use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 
 use crate::accounting::{LiveSession, SessionGuard};
+use crate::net::sockopt::Which;
 use crate::net::{self, display_addr, Stream};
 use crate::relay::{self, describe_ssl_error, Outcome, RelayTimeouts, Summary};
 use crate::service::ServiceCtx;
@@ -40,7 +41,12 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: TcpStream, peer: SocketAddr, guard: S
         svc.opts.name,
         display_addr(&peer)
     );
-    let _ = accepted.set_nodelay(true);
+    net::sockopt::apply_all(
+        accepted.as_raw_fd(),
+        &svc.opts.socket_options,
+        Which::Local,
+        peer.is_ipv6(),
+    );
     let _ = accepted.set_nonblocking(false);
     let result = if svc.opts.client {
         client_session(&svc, accepted, &live)
@@ -128,7 +134,7 @@ fn log_connected(svc: &ServiceCtx, target: &TcpStream) {
 
 fn connect_target(svc: &ServiceCtx) -> Result<TcpStream, SessionError> {
     let addrs = svc.target_addrs().ok_or(SessionError::ConnectFailed)?;
-    net::connect::connect_first(&addrs, svc.opts.timeouts.connect)
+    net::connect::connect_first(&addrs, svc.opts.timeouts.connect, &svc.opts.socket_options)
         .ok_or(SessionError::ConnectFailed)
 }
 

@@ -154,7 +154,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("setgid", Service, Set(set_setgid), None, "groupname for setgid()"),
     row("setuid", Service, Set(set_setuid), None, "username for setuid()"),
     row("sni", Service, Set(set_sni), None, "client: server name to send; server: primary_service:host_name"),
-    row("socket", Service, NotYet, None, "a|l|r:option=value[:value] set an option on accept/local/remote socket"),
+    row("socket", Service, Set(add_socket_option), None, "a|l|r:option=value[:value] set an option on accept/local/remote socket"),
     row("sslVersion", Service, Set(set_ssl_version), None, "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
     row("sslVersionMax", Service, Set(set_ssl_version_max), Some("all"), "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
     row("sslVersionMin", Service, Set(set_ssl_version_min), None, "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
@@ -401,6 +401,13 @@ fn set_session_cache_timeout(t: &mut Target<'_>, value: &str) -> Result<(), Stri
 
 fn set_sni(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     t.service.sni = Some(value.to_string());
+    Ok(())
+}
+
+fn add_socket_option(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service
+        .socket_options
+        .push(crate::net::sockopt::parse(value)?);
     Ok(())
 }
 

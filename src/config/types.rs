@@ -147,6 +147,8 @@ pub struct ServiceOptions {
     pub timeouts: Timeouts,
     /// Thread stack size in bytes for this service's session threads.
     pub stack: usize,
+    /// `socket` lines after stunnel's defaults, in order (a later one wins).
+    pub socket_options: Vec<crate::net::sockopt::SocketOption>,
 }
 
 impl Default for ServiceOptions {
@@ -177,6 +179,7 @@ impl Default for ServiceOptions {
             debug_level: Level::Notice,
             timeouts: Timeouts::default(),
             stack: 65536,
+            socket_options: crate::net::sockopt::defaults(),
         }
     }
 }

@@ -1,26 +1,35 @@
 //! Outgoing connections: try each resolved address in order, each with its own
 //! TIMEOUTconnect deadline, logging every attempt as stunnel does (`s_connect: …`).
-//! Returns a blocking socket with TCP_NODELAY (stunnel's `r:TCP_NODELAY=yes` default).
+//! Returns a blocking socket with the service's `socket = r:…` options (by default
+//! TCP_NODELAY).
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
 use super::addr::display_addr;
+use super::sockopt::{self, SocketOption, Which};
 
 /// Connects to the first address that answers. Every failure is logged; `None` means all
 /// failed (the caller ends the session).
-pub fn connect_first(addrs: &[SocketAddr], timeout: Duration) -> Option<TcpStream> {
+pub fn connect_first(
+    addrs: &[SocketAddr],
+    timeout: Duration,
+    options: &[SocketOption],
+) -> Option<TcpStream> {
     for addr in addrs {
         log_info!("s_connect: connecting {}", display_addr(addr));
         // A zero timeout would be rejected by connect_timeout; stunnel then fails at once.
         let attempt = if timeout.is_zero() {
             Err(std::io::Error::from(std::io::ErrorKind::TimedOut))
         } else {
-            TcpStream::connect_timeout(addr, timeout)
+            connect_one(addr, timeout, options)
         };
         match attempt {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
                 log_info!("s_connect: connected {}", display_addr(addr));
                 return Some(stream);
             }
@@ -34,6 +43,22 @@ pub fn connect_first(addrs: &[SocketAddr], timeout: Duration) -> Option<TcpStrea
     }
     log_err!("No more addresses to connect");
     None
+}
+
+/// One attempt: a socket with the `socket = r:…` options, connected within `timeout`.
+fn connect_one(
+    addr: &SocketAddr,
+    timeout: Duration,
+    options: &[SocketOption],
+) -> std::io::Result<TcpStream> {
+    let socket = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    sockopt::apply_all(socket.as_raw_fd(), options, Which::Remote, addr.is_ipv6());
+    socket.connect_timeout(&(*addr).into(), timeout)?;
+    Ok(socket.into())
 }
 
 /// The C library's text for an errno, as stunnel prints it (`Connection refused`).

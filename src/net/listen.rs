@@ -5,14 +5,18 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
+use std::os::fd::AsRawFd;
+
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Binds and listens on `addr` with SO_REUSEADDR (stunnel's `a:SO_REUSEADDR=yes` default),
-/// close-on-exec and non-blocking. Returns the listener and the address it really got
-/// (port 0 picks a free port).
-pub fn bind(addr: SocketAddr) -> io::Result<(TcpListener, SocketAddr)> {
+use super::sockopt::{self, SocketOption, Which};
+
+/// Binds and listens on `addr`, close-on-exec and non-blocking, after setting the
+/// service's `socket = a:…` options (by default SO_REUSEADDR). Returns the listener and
+/// the address it really got (port 0 picks a free port).
+pub fn bind(addr: SocketAddr, options: &[SocketOption]) -> io::Result<(TcpListener, SocketAddr)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
+    sockopt::apply_all(socket.as_raw_fd(), options, Which::Accept, addr.is_ipv6());
     socket.bind(&addr.into())?;
     socket.listen(libc::SOMAXCONN)?;
     socket.set_nonblocking(true)?;

@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod connect;
 pub mod listen;
+pub mod sockopt;
 mod stream;
 
 pub use addr::{display_addr, Endpoint};
