@@ -24,10 +24,9 @@ use crate::wake::{self, WakeFd};
 pub struct ServiceCtx {
     pub opts: ServiceOptions,
     pub tls: ServiceTls,
-    /// The `connect` endpoints, in file order.
-    pub connect: Vec<Endpoint>,
-    /// Their addresses resolved at startup; `None` when a name did not resolve then, so
-    /// that each connection resolves again (stunnel's "delaying DNS lookup").
+    /// Their addresses resolved at startup; `None` with `delay = yes` or when a target
+    /// did not resolve then, so that each connection resolves again (stunnel's "delaying
+    /// DNS lookup").
     pub connect_addrs: Option<Vec<SocketAddr>>,
     /// Listening addresses (before binding; port 0 stays 0 here).
     pub accept_addrs: Vec<SocketAddr>,
@@ -119,18 +118,21 @@ fn build_service(opts: &ServiceOptions, load_files: bool) -> Result<ServiceCtx, 
             .map_err(|detail| resolve_error("accept", detail))?;
         accept_addrs.extend(addrs);
     }
-    let connect = opts
+    let first_host = opts
         .connect
-        .iter()
-        .map(|value| Endpoint::parse(value).map_err(|detail| resolve_error("connect", detail)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let first_host = connect.first().and_then(|e| e.host().map(str::to_string));
-    let connect_addrs = match resolve_all(&connect) {
-        Ok(addrs) => Some(addrs),
-        Err(detail) => {
-            log_err!("{detail}");
-            log_info!("Cannot resolve connect target - delaying DNS lookup");
-            None
+        .first()
+        .and_then(|value| Endpoint::parse(value).ok())
+        .and_then(|e| e.host().map(str::to_string));
+    let connect_addrs = if opts.delay {
+        None
+    } else {
+        match resolve_all(&opts.connect) {
+            Ok(addrs) => Some(addrs),
+            Err(detail) => {
+                log_err!("{detail}");
+                log_info!("Cannot resolve connect target - delaying DNS lookup");
+                None
+            }
         }
     };
     let tls = tls::build_context(opts, load_files).map_err(|error| StartupError::Tls {
@@ -147,17 +149,16 @@ fn build_service(opts: &ServiceOptions, load_files: bool) -> Result<ServiceCtx, 
         sni: client_sni(opts, first_host),
         opts: opts.clone(),
         tls,
-        connect,
         connect_addrs,
         accept_addrs,
     })
 }
 
-/// Every address of `endpoints`, in order.
-pub fn resolve_all(endpoints: &[Endpoint]) -> Result<Vec<SocketAddr>, String> {
+/// Every address of the `connect` values, in order.
+pub fn resolve_all(values: &[String]) -> Result<Vec<SocketAddr>, String> {
     let mut addrs = Vec::new();
-    for endpoint in endpoints {
-        addrs.extend(endpoint.resolve_connect()?);
+    for value in values {
+        addrs.extend(Endpoint::parse(value).and_then(|e| e.resolve_connect())?);
     }
     Ok(addrs)
 }
@@ -169,7 +170,7 @@ impl ServiceCtx {
         if let Some(addrs) = &self.connect_addrs {
             return Some(addrs.clone());
         }
-        match resolve_all(&self.connect) {
+        match resolve_all(&self.opts.connect) {
             Ok(addrs) => Some(addrs),
             Err(detail) => {
                 log_err!("{detail}");

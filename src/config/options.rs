@@ -76,7 +76,7 @@ pub const ALIASES: &[(&str, &str)] = &[("curve", "curves"), ("session", "session
 pub static OPTIONS: &[OptionSpec] = &[
     // ---- global-only options ----
     row("chroot", Global, Set(set_chroot), None, "directory to chroot the process to"),
-    row("compression", Global, NotYet, None, "deflate|zlib TLS compression type"),
+    row("compression", Global, Set(set_compression), None, "deflate|zlib TLS compression type"),
     row("EGD", Global, NotYet, None, "path to Entropy Gathering Daemon socket"),
     row("engine", Global, NotYet, None, "auto|engine_id OpenSSL engine"),
     row("engineCtrl", Global, NotYet, None, "cmd[:arg] engine control command"),
@@ -112,7 +112,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("CRLpath", Service, NotYet, None, "CRL directory"),
     row("curves", Service, Set(set_curves), Some("X25519:P-256:X448:P-521:P-384"), "ECDH curve names"),
     row("debug", Service, Set(set_debug), Some("daemon.notice"), "[facility].level (e.g. daemon.info)"),
-    row("delay", Service, NotYet, Some("no"), "yes|no delay DNS lookup for 'connect' option"),
+    row("delay", Service, Set(set_delay), Some("no"), "yes|no delay DNS lookup for 'connect' option"),
     row("engineId", Service, NotYet, None, "ID of engine to read the key from"),
     row("engineNum", Service, NotYet, None, "number of engine to read the key from"),
     row("exec", Service, NotYet, None, "file execute local inetd-type program"),
@@ -125,7 +125,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("local", Service, NotYet, None, "IP address to be used as source for remote connections"),
     row("logId", Service, NotYet, Some("sequential"), "connection identifier type"),
     row("OCSP", Service, NotYet, None, "OCSP responder URL"),
-    row("OCSPaia", Service, NotYet, Some("no"), "yes|no check the AIA responders from certificates"),
+    row("OCSPaia", Service, Set(set_ocsp_aia), Some("no"), "yes|no check the AIA responders from certificates"),
     row("OCSPflag", Service, NotYet, None, "OCSP responder flags"),
     row("OCSPnonce", Service, NotYet, Some("no"), "yes|no send and verify the OCSP nonce extension"),
     row("OCSPrequire", Service, NotYet, Some("yes"), "yes|no require a conclusive OCSP response (stunnel 5.70+)"),
@@ -251,6 +251,30 @@ fn set_setgid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     }
     t.global.setgid = Some(values::group_id(value)?);
     Ok(())
+}
+
+fn set_compression(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    match value.to_ascii_lowercase().as_str() {
+        "deflate" | "zlib" => {
+            t.global.compression = Some(value.to_ascii_lowercase());
+            Ok(())
+        }
+        _ => Err("Specified compression type is not available".into()),
+    }
+}
+
+fn set_delay(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.delay = values::yes_no(value)?;
+    Ok(())
+}
+
+/// Only `no` (the default) until OCSP checking exists: `yes` would promise revocation
+/// checks that are not made.
+fn set_ocsp_aia(_: &mut Target<'_>, value: &str) -> Result<(), String> {
+    match values::yes_no(value)? {
+        false => Ok(()),
+        true => Err("option 'OCSPaia = yes' is not supported yet (OCSP checking)".into()),
+    }
 }
 
 fn set_syslog(t: &mut Target<'_>, value: &str) -> Result<(), String> {
@@ -672,6 +696,37 @@ mod tests {
             Some(0)
         );
         assert!(apply("securityLevel", "6").is_err());
+    }
+
+    #[test]
+    fn delay_compression_and_ocsp_aia() {
+        assert!(apply("delay", "yes").unwrap().1.delay);
+        assert_eq!(
+            apply("compression", "Deflate")
+                .unwrap()
+                .0
+                .compression
+                .as_deref(),
+            Some("deflate")
+        );
+        assert!(apply("compression", "lzma").is_err());
+        assert!(apply("OCSPaia", "no").is_ok());
+        assert!(apply("OCSPaia", "yes")
+            .unwrap_err()
+            .contains("not supported yet"));
+    }
+
+    #[test]
+    fn socket_lines_append_after_the_defaults() {
+        let (_, s) = apply("socket", "r:SO_KEEPALIVE=yes").unwrap();
+        assert_eq!(
+            s.socket_options.len(),
+            crate::net::sockopt::defaults().len() + 1
+        );
+        assert_eq!(
+            apply("socket", "r:NOPE=1").unwrap_err(),
+            "Illegal socket option"
+        );
     }
 
     #[test]

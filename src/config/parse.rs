@@ -153,6 +153,10 @@ fn check_global(global: &GlobalOptions) -> Result<(), ConfigError> {
     if daemon && global.pid.as_ref().is_some_and(|p| p.is_relative()) {
         return Err(error("Pid file must include full path name"));
     }
+    if global.compression.is_some() {
+        // TLS compression (CRIME) is compiled out of every distribution's OpenSSL.
+        return Err(error("Configured compression is unsupported by OpenSSL"));
+    }
     Ok(())
 }
 

@@ -39,6 +39,8 @@ pub struct GlobalOptions {
     pub setuid: Option<libc::uid_t>,
     /// Group to switch to (also the only supplementary group).
     pub setgid: Option<libc::gid_t>,
+    /// `compression = deflate|zlib` (refused when the service is built: see tls).
+    pub compression: Option<String>,
 }
 
 impl Default for GlobalOptions {
@@ -54,6 +56,7 @@ impl Default for GlobalOptions {
             chroot: None,
             setuid: None,
             setgid: None,
+            compression: None,
         }
     }
 }
@@ -118,6 +121,8 @@ pub struct ServiceOptions {
     pub accept: Vec<String>,
     /// Target addresses, as written, in file order.
     pub connect: Vec<String>,
+    /// `delay = yes`: resolve `connect` for each connection, not at startup.
+    pub delay: bool,
     /// TLS towards `connect`, plain on `accept`.
     pub client: bool,
     pub cert: Option<PathBuf>,
@@ -157,6 +162,7 @@ impl Default for ServiceOptions {
             name: String::new(),
             accept: Vec::new(),
             connect: Vec::new(),
+            delay: false,
             client: false,
             cert: None,
             key: None,
