@@ -131,6 +131,15 @@ pub fn set_thread_context(id: &str, level: Level) {
     CONTEXT.with(|c| *c.borrow_mut() = Some((id.to_string(), level)));
 }
 
+/// This thread's connection id (`ui` outside sessions), to pass on to a helper thread.
+pub fn thread_log_id() -> String {
+    CONTEXT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map_or_else(|| "ui".to_string(), |(id, _)| id.clone())
+    })
+}
+
 /// Whether a line at `level` would be written by this thread.
 pub fn enabled(level: Level) -> bool {
     let limit = CONTEXT.with(|c| c.borrow().as_ref().map(|(_, l)| *l as u8));
@@ -143,11 +152,7 @@ pub fn emit(level: Level, args: fmt::Arguments<'_>) {
         return;
     }
     let text = sanitize(&args.to_string());
-    let id = CONTEXT.with(|c| {
-        c.borrow()
-            .as_ref()
-            .map_or_else(|| "ui".to_string(), |(id, _)| id.clone())
-    });
+    let id = thread_log_id();
     let tagged = format!("LOG{}[{}]: {}", level as u8, id, text);
     let mut sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner());
     if sinks.stderr || sinks.file.is_some() {

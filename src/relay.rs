@@ -62,9 +62,11 @@ pub struct Summary {
     pub outcome: Outcome,
 }
 
-pub struct RelayTimeouts {
+pub struct RelaySettings {
     pub idle: Duration,
     pub close: Duration,
+    /// `reset = yes`: a session that fails ends with RST on both sockets.
+    pub reset: bool,
 }
 
 struct Shared {
@@ -84,10 +86,12 @@ struct Shared {
     closing: AtomicBool,
     last_activity_ms: AtomicU64,
     started: Instant,
+    /// The reader is inside a (blocking) write to the plain socket.
+    writing_plain: AtomicBool,
     /// This session's entry in the registry: byte counters, drain wake-up.
     live: Arc<LiveSession>,
     reset_reason: Mutex<Option<String>>,
-    timeouts: RelayTimeouts,
+    timeouts: RelaySettings,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -120,8 +124,17 @@ impl Shared {
                 *slot = Some(reason);
             }
         }
+        if self.timeouts.reset {
+            crate::net::set_linger_reset(self.plain.as_raw_fd());
+            crate::net::set_linger_reset(self.tls_fd);
+        }
         self.stop.store(true, SeqCst);
-        self.plain.shutdown_both();
+        // shutdown() sends a FIN, which a peer may read as a clean end before the RST of
+        // `reset = yes`; it is only needed to free a reader blocked writing to the plain
+        // socket (whose peer then has unread data queued ahead of that FIN anyway).
+        if !self.timeouts.reset || self.writing_plain.load(SeqCst) {
+            self.plain.shutdown_both();
+        }
         self.wake[READER].kick();
         self.wake[WRITER].kick();
     }
@@ -240,7 +253,7 @@ impl Shared {
 pub fn relay(
     tls: SslStream<Stream>,
     plain: Stream,
-    timeouts: RelayTimeouts,
+    timeouts: RelaySettings,
     stack: usize,
     log_context: (String, crate::log::Level),
     live: Arc<LiveSession>,
@@ -269,6 +282,7 @@ pub fn relay(
         closing: AtomicBool::new(false),
         last_activity_ms: AtomicU64::new(0),
         started: Instant::now(),
+        writing_plain: AtomicBool::new(false),
         live,
         reset_reason: Mutex::new(None),
         timeouts,
@@ -285,11 +299,15 @@ pub fn relay(
         }
         tls_to_plain(&shared);
     });
-    shared.plain.shutdown_both();
     let outcome = match lock(&shared.reset_reason).take() {
         Some(reason) => Outcome::Reset(reason),
         None => Outcome::Closed,
     };
+    // A clean end closes with FIN; a reset one (with `reset = yes`) is closed by the
+    // caller's drop with the RST that `fail` armed.
+    if outcome == Outcome::Closed || !shared.timeouts.reset {
+        shared.plain.shutdown_both();
+    }
     Summary {
         sent_to_tls: shared.live.sent_to_tls.load(SeqCst),
         sent_to_socket: shared.live.sent_to_socket.load(SeqCst),
@@ -356,7 +374,10 @@ fn tls_to_plain(s: &Shared) {
         };
         if n > 0 {
             s.touch();
-            if let Err(e) = (&s.plain).write_all(&buf[..n]) {
+            s.writing_plain.store(true, SeqCst);
+            let written = (&s.plain).write_all(&buf[..n]);
+            s.writing_plain.store(false, SeqCst);
+            if let Err(e) = written {
                 let timed_out = matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut

@@ -9,7 +9,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -32,6 +32,8 @@ pub struct ServiceCtx {
     pub accept_addrs: Vec<SocketAddr>,
     /// Client side: the SNI name to send, if any.
     pub sni: Option<String>,
+    /// `failover = rr`: where the next connection starts in the target list.
+    next_target: AtomicUsize,
 }
 
 /// Why the process could not start. Each displays as the one line stunnel would print.
@@ -151,6 +153,9 @@ fn build_service(opts: &ServiceOptions, load_files: bool) -> Result<ServiceCtx, 
         tls,
         connect_addrs,
         accept_addrs,
+        // stunnel starts round robin at a random target, so that restarted clients do
+        // not all hit the first server.
+        next_target: AtomicUsize::new(random_index()),
     })
 }
 
@@ -166,18 +171,31 @@ pub fn resolve_all(values: &[String]) -> Result<Vec<SocketAddr>, String> {
 impl ServiceCtx {
     /// The addresses to try for a new connection: those resolved at startup, or a fresh
     /// lookup if startup could not resolve them. `None` (logged) if none resolve now.
+    /// With `failover = rr` (and no `delay`, which forces prio as in stunnel) each call
+    /// starts one target further.
     pub fn target_addrs(&self) -> Option<Vec<SocketAddr>> {
-        if let Some(addrs) = &self.connect_addrs {
-            return Some(addrs.clone());
+        let mut addrs = match &self.connect_addrs {
+            Some(addrs) => addrs.clone(),
+            None => match resolve_all(&self.opts.connect) {
+                Ok(addrs) => addrs,
+                Err(detail) => {
+                    log_err!("{detail}");
+                    return None;
+                }
+            },
+        };
+        if self.opts.failover_rr && !self.opts.delay && !addrs.is_empty() {
+            let start = self.next_target.fetch_add(1, Ordering::Relaxed) % addrs.len();
+            addrs.rotate_left(start);
         }
-        match resolve_all(&self.opts.connect) {
-            Ok(addrs) => Some(addrs),
-            Err(detail) => {
-                log_err!("{detail}");
-                None
-            }
-        }
+        Some(addrs)
     }
+}
+
+fn random_index() -> usize {
+    let mut bytes = [0u8; 8];
+    let _ = openssl::rand::rand_bytes(&mut bytes);
+    usize::from_ne_bytes(bytes) % 1024
 }
 
 /// The SNI name a client sends: `sni` if set (empty: none), else the first `connect`

@@ -14,9 +14,10 @@ use std::time::Instant;
 use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 
 use crate::accounting::{LiveSession, SessionGuard};
+use crate::config::types::LogId;
 use crate::net::sockopt::Which;
 use crate::net::{self, display_addr, Stream};
-use crate::relay::{self, describe_ssl_error, Outcome, RelayTimeouts, Summary};
+use crate::relay::{self, describe_ssl_error, Outcome, RelaySettings, Summary};
 use crate::service::ServiceCtx;
 use crate::wake;
 
@@ -35,7 +36,8 @@ pub enum SessionError {
 /// counters; it is released after the closing line is written.
 pub fn run(svc: Arc<ServiceCtx>, accepted: TcpStream, peer: SocketAddr, guard: SessionGuard) {
     let live = Arc::clone(guard.session());
-    crate::log::set_thread_context(&live.id.to_string(), svc.opts.debug_level);
+    let log_id = connection_log_id(svc.opts.log_id, live.id);
+    crate::log::set_thread_context(&log_id, svc.opts.debug_level);
     log_notice!(
         "Service [{}] accepted connection from {}",
         svc.opts.name,
@@ -100,13 +102,33 @@ impl std::fmt::Display for SessionError {
     }
 }
 
+/// The id in this connection's log lines, by `logId`.
+fn connection_log_id(kind: LogId, sequence: u64) -> String {
+    match kind {
+        LogId::Sequential => sequence.to_string(),
+        LogId::Unique => format!("{}-{sequence}", std::process::id()),
+        // SAFETY: gettid has no arguments and cannot fail.
+        LogId::Thread => unsafe { libc::gettid() }.to_string(),
+        LogId::Process => std::process::id().to_string(),
+    }
+}
+
+/// `reset = yes`: a session that fails ends with RST, so the peer sees an error rather
+/// than a clean end of stream.
+fn reset_if_configured(svc: &ServiceCtx, fd: std::os::fd::RawFd) {
+    if svc.opts.reset {
+        net::set_linger_reset(fd);
+    }
+}
+
 fn server_session(
     svc: &ServiceCtx,
     accepted: TcpStream,
     live: &Arc<LiveSession>,
 ) -> Result<Summary, SessionError> {
     let tls = handshake(svc, Stream::from_tcp(accepted), None)?;
-    let target = connect_target(svc)?;
+    let target =
+        connect_target(svc).inspect_err(|_| reset_if_configured(svc, tls.get_ref().as_raw_fd()))?;
     log_connected(svc, &target);
     Ok(relay_session(svc, tls, Stream::from_tcp(target), live))
 }
@@ -116,9 +138,11 @@ fn client_session(
     accepted: TcpStream,
     live: &Arc<LiveSession>,
 ) -> Result<Summary, SessionError> {
-    let target = connect_target(svc)?;
+    let target =
+        connect_target(svc).inspect_err(|_| reset_if_configured(svc, accepted.as_raw_fd()))?;
     log_connected(svc, &target);
-    let tls = handshake(svc, Stream::from_tcp(target), svc.sni.as_deref())?;
+    let tls = handshake(svc, Stream::from_tcp(target), svc.sni.as_deref())
+        .inspect_err(|_| reset_if_configured(svc, accepted.as_raw_fd()))?;
     Ok(relay_session(svc, tls, Stream::from_tcp(accepted), live))
 }
 
@@ -134,8 +158,13 @@ fn log_connected(svc: &ServiceCtx, target: &TcpStream) {
 
 fn connect_target(svc: &ServiceCtx) -> Result<TcpStream, SessionError> {
     let addrs = svc.target_addrs().ok_or(SessionError::ConnectFailed)?;
-    net::connect::connect_first(&addrs, svc.opts.timeouts.connect, &svc.opts.socket_options)
-        .ok_or(SessionError::ConnectFailed)
+    net::connect::connect_first(
+        &addrs,
+        svc.opts.timeouts.connect,
+        &svc.opts.socket_options,
+        svc.opts.local,
+    )
+    .ok_or(SessionError::ConnectFailed)
 }
 
 fn relay_session(
@@ -144,16 +173,17 @@ fn relay_session(
     plain: Stream,
     live: &Arc<LiveSession>,
 ) -> Summary {
-    let timeouts = RelayTimeouts {
+    let settings = RelaySettings {
         idle: svc.opts.timeouts.idle,
         close: svc.opts.timeouts.close,
+        reset: svc.opts.reset,
     };
     relay::relay(
         tls,
         plain,
-        timeouts,
+        settings,
         svc.opts.stack,
-        (live.id.to_string(), svc.opts.debug_level),
+        (crate::log::thread_log_id(), svc.opts.debug_level),
         Arc::clone(live),
     )
 }
@@ -205,19 +235,21 @@ fn handshake(
                 let mut fds = [wake::pollfd(fd, events)];
                 match wake::poll(&mut fds, left) {
                     Ok(0) => {
+                        reset_if_configured(svc, fd);
                         return Err(SessionError::Handshake(format!(
                             "{op}: TIMEOUTbusy exceeded"
-                        )))
+                        )));
                     }
                     Ok(_) => attempt = mid.handshake(),
                     Err(e) => return Err(SessionError::Handshake(format!("{op}: poll: {e}"))),
                 }
             }
             Err(HandshakeError::Failure(mid)) => {
+                reset_if_configured(svc, fd);
                 return Err(SessionError::Handshake(format!(
                     "{op}: {}",
                     describe_ssl_error(mid.error())
-                )))
+                )));
             }
             Err(HandshakeError::SetupFailure(e)) => {
                 return Err(SessionError::Setup(format!("{op}: {e}")))

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::types::{Foreground, GlobalOptions, ServiceOptions, SslOptionEdit, VerifyFlags};
+use super::types::{Foreground, GlobalOptions, LogId, ServiceOptions, SslOptionEdit, VerifyFlags};
 use super::values;
 
 /// Where an option may appear.
@@ -117,13 +117,13 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("engineNum", Service, NotYet, None, "number of engine to read the key from"),
     row("exec", Service, NotYet, None, "file execute local inetd-type program"),
     row("execArgs", Service, NotYet, None, "arguments for 'exec' (including $0)"),
-    row("failover", Service, NotYet, Some("prio"), "rr|prio failover strategy"),
+    row("failover", Service, Set(set_failover), Some("prio"), "rr|prio failover strategy"),
     row("ident", Service, NotYet, None, "username for IDENT (RFC 1413) checking"),
     row("include", Service, Include, None, "directory with configuration file snippets"),
     row("key", Service, Set(set_key), None, "certificate private key"),
     row("libwrap", Service, NotYet, Some("no"), "yes|no use /etc/hosts.allow and /etc/hosts.deny"),
-    row("local", Service, NotYet, None, "IP address to be used as source for remote connections"),
-    row("logId", Service, NotYet, Some("sequential"), "connection identifier type"),
+    row("local", Service, Set(set_local), None, "IP address to be used as source for remote connections"),
+    row("logId", Service, Set(set_log_id), Some("sequential"), "connection identifier type"),
     row("OCSP", Service, NotYet, None, "OCSP responder URL"),
     row("OCSPaia", Service, Set(set_ocsp_aia), Some("no"), "yes|no check the AIA responders from certificates"),
     row("OCSPflag", Service, NotYet, None, "OCSP responder flags"),
@@ -143,14 +143,14 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("redirect", Service, NotYet, None, "[host:]port to redirect on authentication failures"),
     row("renegotiation", Service, Set(set_renegotiation), Some("no"), "yes|no support renegotiation (rstunnel always refuses it)"),
     row("requireCert", Service, Set(set_require_cert), Some("no"), "yes|no require client certificate"),
-    row("reset", Service, NotYet, Some("yes"), "yes|no send TCP RST on error"),
+    row("reset", Service, Set(set_reset), Some("yes"), "yes|no send TCP RST on error"),
     row("retry", Service, NotYet, Some("no"), "yes|no retry connect+exec section"),
     row("securityLevel", Service, Set(set_security_level), Some("2"), "set the security level"),
     row("service", Service, Set(set_service), Some("stunnel"), "service name"),
     row("sessionCacheSize", Service, Set(set_session_cache_size), Some("1000"), "session cache size"),
     row("sessionCacheTimeout", Service, Set(set_session_cache_timeout), Some("300"), "session cache timeout (in seconds)"),
     row("sessiond", Service, NotYet, None, "[host:]port use sessiond at host:port"),
-    row("sessionResume", Service, NotYet, Some("yes"), "yes|no enable session resumption"),
+    row("sessionResume", Service, Set(set_session_resume), Some("yes"), "yes|no enable session resumption"),
     row("setgid", Service, Set(set_setgid), None, "groupname for setgid()"),
     row("setuid", Service, Set(set_setuid), None, "username for setuid()"),
     row("sni", Service, Set(set_sni), None, "client: server name to send; server: primary_service:host_name"),
@@ -275,6 +275,49 @@ fn set_ocsp_aia(_: &mut Target<'_>, value: &str) -> Result<(), String> {
         false => Ok(()),
         true => Err("option 'OCSPaia = yes' is not supported yet (OCSP checking)".into()),
     }
+}
+
+fn set_failover(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.failover_rr = match value.to_ascii_lowercase().as_str() {
+        "rr" => true,
+        "prio" => false,
+        _ => return Err("The argument needs to be either 'rr' or 'prio'".into()),
+    };
+    Ok(())
+}
+
+/// `local = HOST`: resolved now, as stunnel does; the first address is used.
+fn set_local(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let ip = (value, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or("Failed to resolve local address")?
+        .ip();
+    t.service.local = Some(ip);
+    Ok(())
+}
+
+fn set_log_id(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.log_id = match value.to_ascii_lowercase().as_str() {
+        "sequential" => LogId::Sequential,
+        "unique" => LogId::Unique,
+        "thread" => LogId::Thread,
+        "process" => LogId::Process,
+        _ => return Err("Invalid connection identifier type".into()),
+    };
+    Ok(())
+}
+
+fn set_reset(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.reset = values::yes_no(value)?;
+    Ok(())
+}
+
+fn set_session_resume(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.session_resume = values::yes_no(value)?;
+    Ok(())
 }
 
 fn set_syslog(t: &mut Target<'_>, value: &str) -> Result<(), String> {

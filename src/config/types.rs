@@ -87,6 +87,19 @@ pub struct SslOptionEdit {
     pub set: bool,
 }
 
+/// `logId`: the connection identifier in `LOG5[id]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogId {
+    /// 0, 1, 2… across the process.
+    Sequential,
+    /// Unique even across restarts: the process id and the sequence number.
+    Unique,
+    /// The id of the session's thread.
+    Thread,
+    /// The process id.
+    Process,
+}
+
 /// The four TIMEOUT* options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -123,6 +136,16 @@ pub struct ServiceOptions {
     pub connect: Vec<String>,
     /// `delay = yes`: resolve `connect` for each connection, not at startup.
     pub delay: bool,
+    /// `failover = rr`: each connection starts at the next target (else in file order).
+    pub failover_rr: bool,
+    /// `local`: source address for outgoing connections.
+    pub local: Option<std::net::IpAddr>,
+    /// `reset = yes`: end failed sessions with a TCP RST rather than a FIN.
+    pub reset: bool,
+    /// `sessionResume = no` turns TLS session resumption off.
+    pub session_resume: bool,
+    /// `logId`: how connections are numbered in log lines.
+    pub log_id: LogId,
     /// TLS towards `connect`, plain on `accept`.
     pub client: bool,
     pub cert: Option<PathBuf>,
@@ -163,6 +186,11 @@ impl Default for ServiceOptions {
             accept: Vec::new(),
             connect: Vec::new(),
             delay: false,
+            failover_rr: false,
+            local: None,
+            reset: true,
+            session_resume: true,
+            log_id: LogId::Sequential,
             client: false,
             cert: None,
             key: None,

@@ -3,7 +3,7 @@
 //! Returns a blocking socket with the service's `socket = r:…` options (by default
 //! TCP_NODELAY).
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use std::os::fd::AsRawFd;
@@ -19,6 +19,7 @@ pub fn connect_first(
     addrs: &[SocketAddr],
     timeout: Duration,
     options: &[SocketOption],
+    local: Option<IpAddr>,
 ) -> Option<TcpStream> {
     for addr in addrs {
         log_info!("s_connect: connecting {}", display_addr(addr));
@@ -26,7 +27,7 @@ pub fn connect_first(
         let attempt = if timeout.is_zero() {
             Err(std::io::Error::from(std::io::ErrorKind::TimedOut))
         } else {
-            connect_one(addr, timeout, options)
+            connect_one(addr, timeout, options, local)
         };
         match attempt {
             Ok(stream) => {
@@ -50,6 +51,7 @@ fn connect_one(
     addr: &SocketAddr,
     timeout: Duration,
     options: &[SocketOption],
+    local: Option<IpAddr>,
 ) -> std::io::Result<TcpStream> {
     let socket = Socket::new(
         Domain::for_address(*addr),
@@ -57,6 +59,10 @@ fn connect_one(
         Some(Protocol::TCP),
     )?;
     sockopt::apply_all(socket.as_raw_fd(), options, Which::Remote, addr.is_ipv6());
+    if let Some(ip) = local {
+        // `local`: the source address; the kernel picks the port.
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
     socket.connect_timeout(&(*addr).into(), timeout)?;
     Ok(socket.into())
 }

@@ -10,3 +10,21 @@ mod stream;
 
 pub use addr::{display_addr, Endpoint};
 pub use stream::Stream;
+
+/// Makes close() of `fd` send RST instead of FIN (SO_LINGER with a zero timeout).
+pub fn set_linger_reset(fd: std::os::fd::RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads a valid linger struct; a bad fd only makes it fail.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}

@@ -36,11 +36,6 @@ impl Stream {
             let _ = self.tcp.set_write_timeout(Some(timeout));
         }
     }
-
-    /// Makes close() send RST instead of FIN (stunnel's `reset = yes` on errors).
-    pub fn set_linger_reset(&self) {
-        let _ = socket2::SockRef::from(&self.tcp).set_linger(Some(std::time::Duration::ZERO));
-    }
 }
 
 impl AsRawFd for Stream {

@@ -117,7 +117,7 @@ pub fn build_context(opts: &ServiceOptions, load_files: bool) -> Result<ServiceT
     });
     configure_sessions(&mut ctx, opts)?;
     let resumable = Arc::new(Mutex::new(None));
-    if opts.client {
+    if opts.client && opts.session_resume {
         let slot = Arc::clone(&resumable);
         // Called when the server issues a session (TLS 1.3: a ticket after the handshake).
         ctx.set_new_session_callback(move |_ssl, session| {
@@ -263,7 +263,10 @@ fn configure_sessions(
     ctx: &mut SslContextBuilder,
     opts: &ServiceOptions,
 ) -> Result<(), TlsSetupError> {
-    if opts.client {
+    if !opts.session_resume {
+        ctx.set_session_cache_mode(SslSessionCacheMode::OFF);
+        ctx.set_options(openssl::ssl::SslOptions::NO_TICKET);
+    } else if opts.client {
         ctx.set_session_cache_mode(SslSessionCacheMode::CLIENT);
     } else {
         ctx.set_session_cache_mode(SslSessionCacheMode::SERVER);
