@@ -1,17 +1,84 @@
-# rstunnel - build, test and install helpers. Everything real is in cargo and scripts/.
+# rstunnel - build, test, install and package helpers. Everything real is in cargo and scripts/.
 
 CARGO    ?= cargo
-PREFIX   ?= /usr/local
-DESTDIR  ?=
-BINDIR   ?= $(PREFIX)/bin
-# Config files go to /etc/stunnel (where stunnel users keep theirs), not under PREFIX.
-CONFDIR  ?= /etc/stunnel
 INSTALL  ?= install
 
-RELEASE_BIN := target/release/rstunnel
-SAMPLE_CONFS := conf/stunnel.conf conf/syslog-server.conf conf/syslog-client.conf
+# --- Installation directories ------------------------------------------------
+#
+#   make install [PREFIX=/usr/local] [DESTDIR=] [sysconfdir=/etc] [LAYOUT=debian|redhat]
+#
+# PREFIX holds the program, its man page and its documentation. The
+# configuration goes to $(sysconfdir)/stunnel, where stunnel users keep theirs,
+# whatever the PREFIX. DESTDIR is prepended to every path (staging for packages);
+# the paths written into the installed files never contain it.
+#
+# LAYOUT follows the distribution: "debian" if /etc/debian_version exists,
+# "redhat" if /etc/redhat-release exists, else "generic". The differences:
+#
+#                      debian                          redhat
+#   systemd units      /lib/systemd/system             /usr/lib/systemd/system
+#                      (with PREFIX=/usr; otherwise both use
+#                       $(PREFIX)/lib/systemd/system, which systemd also reads)
+#   license texts      $(PREFIX)/share/doc/rstunnel    $(PREFIX)/share/licenses/rstunnel
+#
+# and the same for both:
+#   program            $(PREFIX)/bin/rstunnel
+#   man page           $(PREFIX)/share/man/man8/rstunnel.8.gz
+#   README             $(PREFIX)/share/doc/rstunnel
+#   sample configs     $(sysconfdir)/stunnel/{stunnel,syslog-server,syslog-client}.conf
+#   logrotate          $(sysconfdir)/logrotate.d/rstunnel
+#
+# "generic" is the redhat layout with the license texts in the doc directory.
+# Each directory can also be set on its own (BINDIR, MANDIR, DOCDIR, LICENSEDIR,
+# UNITDIR, CONFDIR, LOGROTATEDIR). Run `make uninstall` with the same settings.
+#
+# `make install` builds first (cargo build --release); NOBUILD=1 skips that and
+# installs the binary that is there (what `make deb`/`make rpm` do inside).
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+sysconfdir ?= /etc
 
-.PHONY: all build test test-unit test-scripts demo bench fmt fmt-check clippy install uninstall clean deps help
+ifeq ($(origin LAYOUT),undefined)
+LAYOUT := $(shell if [ -e /etc/debian_version ]; then echo debian; \
+                  elif [ -e /etc/redhat-release ]; then echo redhat; \
+                  else echo generic; fi)
+endif
+
+BINDIR       ?= $(PREFIX)/bin
+MANDIR       ?= $(PREFIX)/share/man
+DOCDIR       ?= $(PREFIX)/share/doc/rstunnel
+CONFDIR      ?= $(sysconfdir)/stunnel
+LOGROTATEDIR ?= $(sysconfdir)/logrotate.d
+
+ifeq ($(LAYOUT),debian)
+UNITDIR    ?= $(if $(filter /usr /usr/,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+LICENSEDIR ?= $(DOCDIR)
+else ifeq ($(LAYOUT),redhat)
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+LICENSEDIR ?= $(PREFIX)/share/licenses/rstunnel
+else
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+LICENSEDIR ?= $(DOCDIR)
+endif
+
+RELEASE_BIN  := target/release/rstunnel
+SAMPLE_CONFS := conf/stunnel.conf conf/syslog-server.conf conf/syslog-client.conf
+UNITS        := conf/systemd/rstunnel.service conf/systemd/rstunnel@.service
+LOGROTATE    := conf/logrotate/rstunnel
+MANPAGE      := conf/rstunnel.8
+DOCS         := README.md
+LICENSES     := LICENSE-MIT LICENSE-APACHE
+
+# The version in Cargo.toml's [package] table.
+VERSION := $(shell awk -F'"' '/^\[/ { p = ($$0 == "[package]") } p && /^version *=/ { print $$2; exit }' Cargo.toml)
+
+# Unit files name /usr/bin/rstunnel and /etc/stunnel/; installed, they name the real places.
+SED_PATHS := sed -e 's|/usr/bin/rstunnel|$(BINDIR)/rstunnel|g' \
+                 -e 's|/etc/stunnel/|$(CONFDIR)/|g' \
+                 -e 's|/etc/logrotate.d/|$(LOGROTATEDIR)/|g'
+
+.PHONY: all build test test-unit test-scripts test-install demo bench fmt fmt-check clippy \
+        install uninstall check-layout check-bin deb rpm clean deps help
 
 all: build
 
@@ -21,7 +88,10 @@ help:
 	@echo "make demo       syslog over TLS on this machine (scripts/demo.sh)"
 	@echo "make bench      rstunnel vs stunnel4 (scripts/bench.sh, writes BENCHMARKS.md)"
 	@echo "make fmt | fmt-check | clippy"
-	@echo "make install | uninstall   PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) CONFDIR=$(CONFDIR)"
+	@echo "make install | uninstall   PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) sysconfdir=$(sysconfdir) LAYOUT=$(LAYOUT)"
+	@echo "make deb        target/deb/rstunnel_$(VERSION)_ARCH.deb (dpkg-deb)"
+	@echo "make rpm        target/rpm/RPMS/ARCH/rstunnel-$(VERSION)-1.ARCH.rpm (rpmbuild)"
+	@echo "make test-install   scripts/test-install.sh: install layouts, .deb, .rpm"
 	@echo "make clean"
 
 build:
@@ -36,12 +106,18 @@ test:
 	$(CARGO) test --release
 	$(CARGO) build --release
 	RSTUNNEL=$(RELEASE_BIN) scripts/e2e-syslog.sh
+	NOBUILD=1 scripts/test-install.sh
 
 test-unit:
 	$(CARGO) test --release
 
 test-scripts: build
 	RSTUNNEL=$(RELEASE_BIN) scripts/e2e-syslog.sh
+
+# Needs the release binary (built if missing, never rebuilt), dpkg-deb and rpmbuild
+# (the script installs Debian's "rpm" package if rpmbuild is missing).
+test-install:
+	scripts/test-install.sh
 
 demo: build
 	RSTUNNEL=$(RELEASE_BIN) scripts/demo.sh
@@ -59,36 +135,135 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# Installs the binary and the sample configs. Existing config files are never
-# overwritten: an edited /etc/stunnel/stunnel.conf survives `make install`.
-install: build
-	$(INSTALL) -d -m 0755 "$(DESTDIR)$(BINDIR)"
-	$(INSTALL) -m 0755 $(RELEASE_BIN) "$(DESTDIR)$(BINDIR)/rstunnel"
-	$(INSTALL) -d -m 0755 "$(DESTDIR)$(CONFDIR)"
-	@for f in $(SAMPLE_CONFS); do \
-		dest="$(DESTDIR)$(CONFDIR)/$$(basename $$f)"; \
-		if [ -e "$$dest" ]; then \
-			echo "keeping existing $$dest"; \
-		else \
-			echo "$(INSTALL) -m 0644 $$f $$dest"; \
-			$(INSTALL) -m 0644 "$$f" "$$dest" || exit 1; \
-		fi; \
-	done
+check-layout:
+	@case "$(LAYOUT)" in debian|redhat|generic) ;; \
+	*) echo "LAYOUT must be debian, redhat or generic, not '$(LAYOUT)'" >&2; exit 1 ;; esac
 
-# Removes the binary, and the sample configs only if they are unchanged
-# (the directory stays: other packages, stunnel4 among them, use it too).
-uninstall:
-	rm -f "$(DESTDIR)$(BINDIR)/rstunnel"
-	@for f in $(SAMPLE_CONFS); do \
-		dest="$(DESTDIR)$(CONFDIR)/$$(basename $$f)"; \
-		if [ -e "$$dest" ]; then \
-			if cmp -s "$$f" "$$dest"; then \
-				echo "rm -f $$dest"; rm -f "$$dest"; \
+check-bin:
+	@test -x $(RELEASE_BIN) || { echo "$(RELEASE_BIN) is missing: run 'make build' first" >&2; exit 1; }
+
+# Program, man page, units and documents are replaced. Files under $(sysconfdir)
+# (sample configs, logrotate) are never overwritten: an edited
+# /etc/stunnel/stunnel.conf survives `make install`.
+install: check-layout $(if $(filter 1 yes,$(NOBUILD)),check-bin,build)
+	@echo "installing with LAYOUT=$(LAYOUT) PREFIX=$(PREFIX) into '$(DESTDIR)'"
+	$(INSTALL) -d -m 0755 "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man8" \
+		"$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(DOCDIR)" "$(DESTDIR)$(LICENSEDIR)" \
+		"$(DESTDIR)$(CONFDIR)" "$(DESTDIR)$(LOGROTATEDIR)"
+	$(INSTALL) -m 0755 $(RELEASE_BIN) "$(DESTDIR)$(BINDIR)/rstunnel"
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	sed -e '/^\.TH /s/"rstunnel [^"]*"/"rstunnel $(VERSION)"/' $(MANPAGE) \
+		| gzip -9n >"$$tmp/rstunnel.8.gz"; \
+	echo "$(INSTALL) -m 0644 rstunnel.8.gz $(DESTDIR)$(MANDIR)/man8/rstunnel.8.gz"; \
+	$(INSTALL) -m 0644 "$$tmp/rstunnel.8.gz" "$(DESTDIR)$(MANDIR)/man8/rstunnel.8.gz"; \
+	for u in $(UNITS); do \
+		$(SED_PATHS) "$$u" >"$$tmp/unit"; \
+		echo "$(INSTALL) -m 0644 $$u $(DESTDIR)$(UNITDIR)/$$(basename $$u)"; \
+		$(INSTALL) -m 0644 "$$tmp/unit" "$(DESTDIR)$(UNITDIR)/$$(basename $$u)"; \
+	done
+	$(INSTALL) -m 0644 $(DOCS) "$(DESTDIR)$(DOCDIR)/"
+	$(INSTALL) -m 0644 $(LICENSES) "$(DESTDIR)$(LICENSEDIR)/"
+	@set -e; \
+	install_conf() { \
+		if [ -e "$$2" ]; then \
+			echo "keeping existing $$2"; \
+		else \
+			echo "$(INSTALL) -m 0644 $$1 $$2"; \
+			$(INSTALL) -m 0644 "$$1" "$$2"; \
+		fi; \
+	}; \
+	for f in $(SAMPLE_CONFS); do \
+		install_conf "$$f" "$(DESTDIR)$(CONFDIR)/$$(basename $$f)"; \
+	done; \
+	install_conf $(LOGROTATE) "$(DESTDIR)$(LOGROTATEDIR)/rstunnel"
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		echo "now run: systemctl daemon-reload"; fi
+
+# Removes what `make install` put there. Files under $(sysconfdir) go only if
+# they are unchanged; their directories stay (other packages, stunnel4 among
+# them, use /etc/stunnel too). Empty documentation directories are removed.
+uninstall: check-layout
+	rm -f "$(DESTDIR)$(BINDIR)/rstunnel" "$(DESTDIR)$(MANDIR)/man8/rstunnel.8.gz"
+	rm -f $(foreach u,$(UNITS),"$(DESTDIR)$(UNITDIR)/$(notdir $(u))")
+	rm -f $(foreach d,$(DOCS),"$(DESTDIR)$(DOCDIR)/$(d)") \
+		$(foreach l,$(LICENSES),"$(DESTDIR)$(LICENSEDIR)/$(l)")
+	rmdir "$(DESTDIR)$(LICENSEDIR)" 2>/dev/null || true
+	rmdir "$(DESTDIR)$(DOCDIR)" 2>/dev/null || true
+	@remove_conf() { \
+		if [ -e "$$2" ]; then \
+			if cmp -s "$$1" "$$2"; then \
+				echo "rm -f $$2"; rm -f "$$2"; \
 			else \
-				echo "keeping modified $$dest"; \
+				echo "keeping modified $$2"; \
 			fi; \
 		fi; \
-	done
+	}; \
+	for f in $(SAMPLE_CONFS); do \
+		remove_conf "$$f" "$(DESTDIR)$(CONFDIR)/$$(basename $$f)"; \
+	done; \
+	remove_conf $(LOGROTATE) "$(DESTDIR)$(LOGROTATEDIR)/rstunnel"
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		echo "now run: systemctl daemon-reload"; fi
+
+# --- Packages ----------------------------------------------------------------
+# Both wrap the binary in target/release (built first unless NOBUILD=1) with
+# `make install`: the .deb with LAYOUT=debian, the .rpm with LAYOUT=redhat, both
+# PREFIX=/usr. Nothing is enabled or started when the package is installed.
+
+DEB_DIR   := target/deb
+DEB_STAGE := $(DEB_DIR)/stage
+# Debian and RPM order "1.0~rc1" before "1.0"; Cargo writes "1.0.0-rc1".
+PKG_VERSION = $(subst -,~,$(VERSION))
+
+# The shared libraries the binary was linked against decide the dependencies
+# (Debian 13 renamed libssl3 to libssl3t64).
+DEB_DEPENDS_SH = \
+	needed=$$(objdump -p $(RELEASE_BIN) | awk '$$1 == "NEEDED" { print $$2 }'); \
+	glibc=$$(objdump -T $(RELEASE_BIN) | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1); \
+	deps="libc6$${glibc:+ (>= $$glibc)}"; \
+	case " $$(echo $$needed) " in \
+	(*" libssl.so.3 "*) deps="$$deps, libssl3 (>= 3.0.0) | libssl3t64" ;; \
+	(*" libssl.so.1.1 "*) deps="$$deps, libssl1.1 (>= 1.1.1)" ;; \
+	(*) deps="$$deps, libssl3 | libssl1.1" ;; \
+	esac; \
+	case " $$(echo $$needed) " in (*" libgcc_s.so.1 "*) deps="$$deps, libgcc-s1" ;; esac
+
+deb: $(if $(filter 1 yes,$(NOBUILD)),check-bin,build)
+	@command -v dpkg-deb >/dev/null || { echo "dpkg-deb not found" >&2; exit 1; }
+	rm -rf $(DEB_STAGE)
+	mkdir -p $(DEB_STAGE)
+	$(MAKE) --no-print-directory install NOBUILD=1 DESTDIR="$(abspath $(DEB_STAGE))" \
+		PREFIX=/usr sysconfdir=/etc LAYOUT=debian
+	$(INSTALL) -m 0644 conf/debian/copyright $(DEB_STAGE)/usr/share/doc/rstunnel/copyright
+	$(INSTALL) -d -m 0755 $(DEB_STAGE)/DEBIAN
+	@set -e; arch=$$(dpkg --print-architecture); \
+	$(DEB_DEPENDS_SH); \
+	size=$$(du -sk --apparent-size --exclude=DEBIAN $(DEB_STAGE) | cut -f1); \
+	sed -e 's/@VERSION@/$(PKG_VERSION)/' -e "s/@ARCH@/$$arch/" \
+		-e "s/@INSTALLED_SIZE@/$$size/" -e "s/@DEPENDS@/$$deps/" \
+		conf/debian/control.in >$(DEB_STAGE)/DEBIAN/control; \
+	(cd $(DEB_STAGE) && find etc -type f | LC_ALL=C sort | sed 's|^|/|') >$(DEB_STAGE)/DEBIAN/conffiles; \
+	chmod 0644 $(DEB_STAGE)/DEBIAN/control $(DEB_STAGE)/DEBIAN/conffiles; \
+	$(INSTALL) -m 0755 conf/debian/postinst conf/debian/prerm conf/debian/postrm $(DEB_STAGE)/DEBIAN/; \
+	echo "--- DEBIAN/control"; cat $(DEB_STAGE)/DEBIAN/control; \
+	echo "--- DEBIAN/conffiles"; cat $(DEB_STAGE)/DEBIAN/conffiles; \
+	rm -f $(DEB_DIR)/rstunnel_*.deb; \
+	dpkg-deb --root-owner-group --build $(DEB_STAGE) $(DEB_DIR)/rstunnel_$(PKG_VERSION)_$$arch.deb
+
+# rpmbuild comes with Debian's "rpm" package (apt-get install rpm). --nodeps:
+# the build needs nothing from an RPM database (Debian's is empty).
+RPM_TOPDIR := $(abspath target/rpm)
+
+rpm: $(if $(filter 1 yes,$(NOBUILD)),check-bin,build)
+	@command -v rpmbuild >/dev/null || { echo "rpmbuild not found: apt-get install rpm (Debian), dnf install rpm-build (Red Hat)" >&2; exit 1; }
+	rm -rf $(RPM_TOPDIR)
+	mkdir -p $(RPM_TOPDIR)/BUILD $(RPM_TOPDIR)/BUILDROOT $(RPM_TOPDIR)/RPMS $(RPM_TOPDIR)/SOURCES $(RPM_TOPDIR)/SPECS $(RPM_TOPDIR)/SRPMS $(RPM_TOPDIR)/tmp
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL rpmbuild -bb --nodeps \
+		--define "_topdir $(RPM_TOPDIR)" --define "_tmppath $(RPM_TOPDIR)/tmp" \
+		--define "rstunnel_version $(PKG_VERSION)" \
+		--define "rstunnel_srcdir $(CURDIR)" \
+		conf/rpm/rstunnel.spec
+	@find $(RPM_TOPDIR)/RPMS -name '*.rpm'
 
 clean:
 	$(CARGO) clean
