@@ -23,6 +23,9 @@ PACKAGES=(
     iproute2       # ip netns / veth for e2e-syslog.sh
     procps         # pgrep/ps for scripts
     python3        # fallback syslog sink in demo.sh
+    rpm            # rpmbuild for `make rpm` (test-install.sh)
+    groff-base     # renders the man page (test-install.sh)
+    systemd        # systemd-analyze verify of the units (test-install.sh)
 )
 
 check_only=0
