@@ -80,21 +80,41 @@ pub fn drop_privileges(gid: Option<libc::gid_t>, uid: Option<libc::uid_t>) -> io
     Ok(())
 }
 
-/// Tells systemd about a state change (`READY=1`, `RELOADING=1`, `STOPPING=1`) when it
-/// started us as a `Type=notify` service (`NOTIFY_SOCKET` set); otherwise does nothing.
-pub fn notify_systemd(state: &str) {
+/// The socket to systemd, connected before any chroot (the path would be unreachable
+/// from inside the jail afterwards).
+static NOTIFY: std::sync::OnceLock<Option<std::os::unix::net::UnixDatagram>> =
+    std::sync::OnceLock::new();
+
+fn connect_notify_socket() -> Option<std::os::unix::net::UnixDatagram> {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let target = target.to_string_lossy().into_owned();
+    let target = std::env::var_os("NOTIFY_SOCKET")?
+        .to_string_lossy()
+        .into_owned();
     let addr = match target.strip_prefix('@') {
         Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),
         None => SocketAddr::from_pathname(&target),
     };
-    if let (Ok(addr), Ok(socket)) = (addr, UnixDatagram::unbound()) {
-        if let Err(e) = socket.send_to_addr(state.as_bytes(), &addr) {
+    let socket = UnixDatagram::unbound().ok()?;
+    match addr.and_then(|addr| socket.connect_addr(&addr)) {
+        Ok(()) => Some(socket),
+        Err(e) => {
+            log_warning!("NOTIFY_SOCKET {target}: {e}");
+            None
+        }
+    }
+}
+
+/// Connects to systemd's notify socket if `NOTIFY_SOCKET` is set. Call before chroot.
+pub fn prepare_systemd_notify() {
+    NOTIFY.get_or_init(connect_notify_socket);
+}
+
+/// Tells systemd about a state change (`READY=1`, `RELOADING=1`, `STOPPING=1`) when it
+/// started us as a `Type=notify` service (`NOTIFY_SOCKET` set); otherwise does nothing.
+pub fn notify_systemd(state: &str) {
+    if let Some(socket) = NOTIFY.get_or_init(connect_notify_socket) {
+        if let Err(e) = socket.send(state.as_bytes()) {
             log_warning!("sd_notify {state}: {e}");
         }
     }

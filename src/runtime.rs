@@ -59,6 +59,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
             Ok(bound) => bound,
             Err(e) => return configuration_failed(&e),
         };
+    daemon::prepare_systemd_notify();
     if let Err(e) = drop_privileges(&config) {
         return configuration_failed(&e);
     }
