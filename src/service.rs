@@ -141,7 +141,7 @@ fn build_service(opts: &ServiceOptions, load_files: bool) -> Result<ServiceCtx, 
         service: opts.name.clone(),
         error,
     })?;
-    if opts.client && !opts.verify.any_check() {
+    if opts.client && !opts.verify.any_check() && opts.psk_secrets.is_none() {
         log_warning!(
             "Service [{}] needs authentication to prevent MITM attacks: the client verifies no server certificate (set verifyChain or verifyPeer with CAfile)",
             opts.name

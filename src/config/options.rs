@@ -137,8 +137,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("protocolHost", Service, NotYet, None, "host:port for protocol negotiations"),
     row("protocolPassword", Service, NotYet, None, "password for protocol negotiations"),
     row("protocolUsername", Service, NotYet, None, "username for protocol negotiations"),
-    row("PSKidentity", Service, NotYet, None, "identity for PSK authentication"),
-    row("PSKsecrets", Service, NotYet, None, "secrets for PSK authentication"),
+    row("PSKidentity", Service, Set(set_psk_identity), None, "identity for PSK authentication"),
+    row("PSKsecrets", Service, Set(set_psk_secrets), None, "secrets for PSK authentication"),
     row("pty", Service, NotYet, Some("no"), "yes|no allocate pseudo terminal for 'exec' option"),
     row("redirect", Service, NotYet, None, "[host:]port to redirect on authentication failures"),
     row("renegotiation", Service, Set(set_renegotiation), Some("no"), "yes|no support renegotiation (rstunnel always refuses it)"),
@@ -317,6 +317,16 @@ fn set_reset(t: &mut Target<'_>, value: &str) -> Result<(), String> {
 
 fn set_session_resume(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     t.service.session_resume = values::yes_no(value)?;
+    Ok(())
+}
+
+fn set_psk_identity(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.psk_identity = (!value.is_empty()).then(|| value.to_string());
+    Ok(())
+}
+
+fn set_psk_secrets(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.psk_secrets = path(value);
     Ok(())
 }
 

@@ -162,7 +162,7 @@ fn check_global(global: &GlobalOptions) -> Result<(), ConfigError> {
 
 /// The checks shared by a section and inetd mode; `Err` carries the message.
 fn check_tls(service: &ServiceOptions) -> Result<(), &'static str> {
-    if !service.client && service.cert.is_none() {
+    if !service.client && service.cert.is_none() && service.psk_secrets.is_none() {
         return Err("TLS server needs a certificate");
     }
     if let (Some(min), Some(max)) = (service.ssl_version_min, service.ssl_version_max) {

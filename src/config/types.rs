@@ -151,6 +151,10 @@ pub struct ServiceOptions {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
+    /// `PSKsecrets`: file of `IDENTITY:KEY` lines.
+    pub psk_secrets: Option<PathBuf>,
+    /// `PSKidentity` (client): which identity to use; the file's first by default.
+    pub psk_identity: Option<String>,
     pub ca_path: Option<PathBuf>,
     pub verify: VerifyFlags,
     pub check_host: Vec<String>,
@@ -195,6 +199,8 @@ impl Default for ServiceOptions {
             cert: None,
             key: None,
             ca_file: None,
+            psk_secrets: None,
+            psk_identity: None,
             ca_path: None,
             verify: VerifyFlags::default(),
             check_host: Vec::new(),

@@ -15,6 +15,7 @@ use openssl::ssl::{
 use openssl::x509::X509;
 
 use super::compat;
+use super::psk::{self, PskTable};
 use super::verify::{self, VerifyPolicy};
 use crate::config::values::TlsVersion;
 use crate::config::ServiceOptions;
@@ -108,6 +109,9 @@ pub fn build_context(opts: &ServiceOptions, load_files: bool) -> Result<ServiceT
     apply_protocol_settings(&mut ctx, opts)?;
     if load_files {
         load_identity(&mut ctx, opts)?;
+        if let Some(path) = &opts.psk_secrets {
+            install_psk(&mut ctx, opts, PskTable::load(path)?)?;
+        }
         load_trust(&mut ctx, opts)?;
     }
     let policy = Arc::new(VerifyPolicy::from_options(opts, load_files)?);
@@ -171,6 +175,47 @@ fn apply_protocol_settings(
     Ok(())
 }
 
+/// `PSKsecrets`: the server looks the client's identity up; the client sends its
+/// `PSKidentity` (or the file's first) with its key.
+fn install_psk(
+    ctx: &mut SslContextBuilder,
+    opts: &ServiceOptions,
+    table: PskTable,
+) -> Result<(), TlsSetupError> {
+    if opts.client {
+        let (identity, key) = table
+            .client_entry(opts.psk_identity.as_deref())
+            .ok_or_else(|| {
+                TlsSetupError::plain(format!(
+                    "PSKidentity = {}: not found in PSKsecrets",
+                    opts.psk_identity.as_deref().unwrap_or("")
+                ))
+            })?;
+        ctx.set_psk_client_callback(move |_ssl, _hint, identity_buf, key_buf| {
+            // OpenSSL's identity buffer has room for the terminating NUL after the slice.
+            let Some(len) = psk::copy_into(identity_buf, &identity) else {
+                return Ok(0);
+            };
+            if let Some(nul) = identity_buf.get_mut(len) {
+                *nul = 0;
+            }
+            Ok(psk::copy_into(key_buf, &key).unwrap_or(0))
+        });
+    } else {
+        ctx.set_psk_server_callback(move |_ssl, identity, key_buf| {
+            let key = identity.and_then(|id| table.key_for(id));
+            if key.is_none() {
+                log_warning!(
+                    "PSK identity not found: {}",
+                    String::from_utf8_lossy(identity.unwrap_or_default())
+                );
+            }
+            Ok(key.and_then(|k| psk::copy_into(key_buf, k)).unwrap_or(0))
+        });
+    }
+    Ok(())
+}
+
 /// `cert` (a PEM chain, possibly with the key in the same file) and `key`.
 fn load_identity(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(), TlsSetupError> {
     let Some(cert) = &opts.cert else {
@@ -179,6 +224,7 @@ fn load_identity(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(
     ctx.set_certificate_chain_file(cert)
         .map_err(|e| TlsSetupError::new(format!("cert = {}", cert.display()), e))?;
     let key_path = opts.key_file().unwrap_or(cert);
+    super::warn_if_world_readable(key_path);
     let key = load_private_key(key_path)?;
     ctx.set_private_key(&key)
         .map_err(|e| TlsSetupError::new(format!("key = {}", key_path.display()), e))?;
