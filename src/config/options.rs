@@ -108,8 +108,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("client", Service, Set(set_client), Some("no"), "yes|no client mode (remote service uses TLS)"),
     row("config", Service, NotYet, None, "command[:parameter] to execute"),
     row("connect", Service, Set(add_connect), None, "[host:]port to connect"),
-    row("CRLfile", Service, NotYet, None, "CRL file"),
-    row("CRLpath", Service, NotYet, None, "CRL directory"),
+    row("CRLfile", Service, Set(set_crl_file), None, "CRL file"),
+    row("CRLpath", Service, Set(set_crl_path), None, "CRL directory"),
     row("curves", Service, Set(set_curves), Some("X25519:P-256:X448:P-521:P-384"), "ECDH curve names"),
     row("debug", Service, Set(set_debug), Some("daemon.notice"), "[facility].level (e.g. daemon.info)"),
     row("delay", Service, Set(set_delay), Some("no"), "yes|no delay DNS lookup for 'connect' option"),
@@ -327,6 +327,16 @@ fn set_psk_identity(t: &mut Target<'_>, value: &str) -> Result<(), String> {
 
 fn set_psk_secrets(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     t.service.psk_secrets = path(value);
+    Ok(())
+}
+
+fn set_crl_file(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.crl_file = path(value);
+    Ok(())
+}
+
+fn set_crl_path(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.crl_path = path(value);
     Ok(())
 }
 

@@ -156,6 +156,9 @@ pub struct ServiceOptions {
     /// `PSKidentity` (client): which identity to use; the file's first by default.
     pub psk_identity: Option<String>,
     pub ca_path: Option<PathBuf>,
+    /// `CRLfile`/`CRLpath`: revocation lists; either turns CRL checking on.
+    pub crl_file: Option<PathBuf>,
+    pub crl_path: Option<PathBuf>,
     pub verify: VerifyFlags,
     pub check_host: Vec<String>,
     pub check_email: Vec<String>,
@@ -202,6 +205,8 @@ impl Default for ServiceOptions {
             psk_secrets: None,
             psk_identity: None,
             ca_path: None,
+            crl_file: None,
+            crl_path: None,
             verify: VerifyFlags::default(),
             check_host: Vec::new(),
             check_email: Vec::new(),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslRef, SslSession,
+    Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode, SslRef, SslSession,
     SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509;
@@ -281,7 +281,37 @@ fn load_trust(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(), 
     if opts.ca_file.is_none() && opts.ca_path.is_none() {
         log_err!("No trusted certificates found");
     }
-    Ok(())
+    load_crls(ctx, opts)
+}
+
+/// `CRLfile`/`CRLpath`: revocation lists checked for every certificate of the chain.
+fn load_crls(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(), TlsSetupError> {
+    use openssl::x509::store::X509Lookup;
+    use openssl::x509::verify::X509VerifyFlags;
+    if opts.crl_file.is_none() && opts.crl_path.is_none() {
+        return Ok(());
+    }
+    let store = ctx.cert_store_mut();
+    if let Some(file) = &opts.crl_file {
+        let what = || format!("CRLfile = {}", file.display());
+        store
+            .add_lookup(X509Lookup::file())
+            .map_err(|e| TlsSetupError::new(what(), e))?
+            .load_crl_file(file, SslFiletype::PEM)
+            .map_err(|e| TlsSetupError::new(what(), e))?;
+    }
+    if let Some(dir) = &opts.crl_path {
+        let what = || format!("CRLpath = {}", dir.display());
+        let dir_text = dir.to_str().ok_or_else(|| TlsSetupError::plain(what()))?;
+        store
+            .add_lookup(X509Lookup::hash_dir())
+            .map_err(|e| TlsSetupError::new(what(), e))?
+            .add_dir(dir_text, SslFiletype::PEM)
+            .map_err(|e| TlsSetupError::new(what(), e))?;
+    }
+    store
+        .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
+        .map_err(|e| TlsSetupError::new("CRL checking", e))
 }
 
 fn verify_mode(opts: &ServiceOptions) -> SslVerifyMode {
