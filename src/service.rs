@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::accounting::{registry, TooManyClients};
 use crate::config::{Config, ConfigError, ServiceOptions};
 use crate::net::{self, display_addr, Endpoint};
-use crate::tls::{self, ServiceTls, TlsSetupError};
+use crate::tls::{self, ServiceTls, TlsSetupError, VirtualHost};
 use crate::wake::{self, WakeFd};
 
 /// Everything a session of one service needs, shared read-only by its sessions.
@@ -34,6 +34,8 @@ pub struct ServiceCtx {
     pub sni: Option<String>,
     /// `failover = rr`: where the next connection starts in the target list.
     next_target: AtomicUsize,
+    /// Server side: sections that are virtual hosts of this one (`sni = THIS:PATTERN`).
+    pub virtual_hosts: Vec<(String, Arc<ServiceCtx>)>,
 }
 
 /// Why the process could not start. Each displays as the one line stunnel would print.
@@ -100,14 +102,31 @@ pub fn build(config: &Config, load_files: bool) -> Result<Vec<Arc<ServiceCtx>>, 
             "Inetd mode: a file without [sections] (one session on stdin/stdout) is not supported yet".into(),
         ));
     }
-    config
-        .services
-        .iter()
-        .map(|opts| build_service(opts, load_files).map(Arc::new))
-        .collect()
+    // Virtual hosts first: their contexts go into their primary's SNI callback.
+    let mut virtual_hosts: Vec<(String, String, Arc<ServiceCtx>)> = Vec::new();
+    for opts in &config.services {
+        if let Some(Ok((primary, pattern))) = opts.server_sni() {
+            let ctx = Arc::new(build_service(opts, load_files, Vec::new())?);
+            virtual_hosts.push((primary.to_string(), pattern.to_string(), ctx));
+        }
+    }
+    let mut services = Vec::new();
+    for opts in config.services.iter().filter(|o| o.server_sni().is_none()) {
+        let mine: Vec<(String, Arc<ServiceCtx>)> = virtual_hosts
+            .iter()
+            .filter(|(primary, _, _)| *primary == opts.name)
+            .map(|(_, pattern, ctx)| (pattern.clone(), Arc::clone(ctx)))
+            .collect();
+        services.push(Arc::new(build_service(opts, load_files, mine)?));
+    }
+    Ok(services)
 }
 
-fn build_service(opts: &ServiceOptions, load_files: bool) -> Result<ServiceCtx, StartupError> {
+fn build_service(
+    opts: &ServiceOptions,
+    load_files: bool,
+    virtual_hosts: Vec<(String, Arc<ServiceCtx>)>,
+) -> Result<ServiceCtx, StartupError> {
     let resolve_error = |what: &'static str, detail: String| StartupError::Resolve {
         service: opts.name.clone(),
         what,
@@ -137,10 +156,15 @@ fn build_service(opts: &ServiceOptions, load_files: bool) -> Result<ServiceCtx, 
             }
         }
     };
-    let tls = tls::build_context(opts, load_files).map_err(|error| StartupError::Tls {
-        service: opts.name.clone(),
-        error,
-    })?;
+    let tls_hosts = virtual_hosts
+        .iter()
+        .map(|(pattern, ctx)| VirtualHost::new(pattern, &ctx.tls))
+        .collect();
+    let tls =
+        tls::build_context(opts, load_files, tls_hosts).map_err(|error| StartupError::Tls {
+            service: opts.name.clone(),
+            error,
+        })?;
     if opts.client && !opts.verify.any_check() && opts.psk_secrets.is_none() {
         log_warning!(
             "Service [{}] needs authentication to prevent MITM attacks: the client verifies no server certificate (set verifyChain or verifyPeer with CAfile)",
@@ -156,6 +180,7 @@ fn build_service(opts: &ServiceOptions, load_files: bool) -> Result<ServiceCtx, 
         // stunnel starts round robin at a random target, so that restarted clients do
         // not all hit the first server.
         next_target: AtomicUsize::new(random_index()),
+        virtual_hosts,
     })
 }
 
@@ -169,6 +194,16 @@ pub fn resolve_all(values: &[String]) -> Result<Vec<SocketAddr>, String> {
 }
 
 impl ServiceCtx {
+    /// After a server handshake: the virtual host the client's SNI name selected, if any
+    /// (the same match the ClientHello callback made).
+    pub fn virtual_host_for(&self, ssl: &openssl::ssl::SslRef) -> Option<&Arc<ServiceCtx>> {
+        let name = ssl.servername(openssl::ssl::NameType::HOST_NAME)?;
+        self.virtual_hosts
+            .iter()
+            .find(|(pattern, _)| tls::sni_matches(pattern, name))
+            .map(|(_, ctx)| ctx)
+    }
+
     /// The addresses to try for a new connection: those resolved at startup, or a fresh
     /// lookup if startup could not resolve them. `None` (logged) if none resolve now.
     /// With `failover = rr` (and no `delay`, which forces prio as in stunnel) each call

@@ -127,6 +127,15 @@ fn server_session(
     live: &Arc<LiveSession>,
 ) -> Result<Summary, SessionError> {
     let tls = handshake(svc, Stream::from_tcp(accepted), None)?;
+    // A client that named a virtual host (server `sni`) is served by that section: its
+    // target, timeouts and logging level.
+    let svc = match svc.virtual_host_for(tls.ssl()) {
+        Some(host) => {
+            log_info!("SNI: switched to service [{}]", host.opts.name);
+            host.as_ref()
+        }
+        None => svc,
+    };
     let target =
         connect_target(svc).inspect_err(|_| reset_if_configured(svc, tls.get_ref().as_raw_fd()))?;
     log_connected(svc, &target);

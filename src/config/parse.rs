@@ -57,7 +57,10 @@ impl Parser {
             LineKind::NoEquals => Err(line_error(line, "No '=' found")),
             LineKind::Section(name) => {
                 match self.current.take() {
-                    Some(done) => self.services.push(check_service(done)?),
+                    Some(done) => {
+                        let checked = check_service(done, &self.services)?;
+                        self.services.push(checked);
+                    }
                     None => check_global(&self.global)?,
                 }
                 let mut section = self.defaults.clone();
@@ -126,7 +129,10 @@ impl Parser {
 
     fn finish(mut self, _file: &str) -> Result<Config, ConfigError> {
         match self.current.take() {
-            Some(last) => self.services.push(check_service(last)?),
+            Some(last) => {
+                let checked = check_service(last, &self.services)?;
+                self.services.push(checked);
+            }
             None => {
                 check_global(&self.global)?;
                 check_inetd(&self.defaults)?;
@@ -179,20 +185,38 @@ fn check_tls(service: &ServiceOptions) -> Result<(), &'static str> {
     if checks && !service.verify.any_check() {
         return Err(r#"Either "verifyChain" or "verifyPeer" has to be enabled"#);
     }
-    if !service.client && service.sni.is_some() {
-        return Err("option 'sni' in a server section (virtual hosts) is not supported yet");
-    }
     Ok(())
 }
 
-/// End-of-section checks (stunnel's `init_section`).
-fn check_service(service: ServiceOptions) -> Result<ServiceOptions, ConfigError> {
+/// End-of-section checks (stunnel's `init_section`). `earlier` are the sections before
+/// this one: a server `sni = PRIMARY:PATTERN` must name one of them.
+fn check_service(
+    service: ServiceOptions,
+    earlier: &[ServiceOptions],
+) -> Result<ServiceOptions, ConfigError> {
     let error = |message: &str| ConfigError::Service {
         name: service.name.clone(),
         message: message.into(),
     };
     check_tls(&service).map_err(error)?;
-    if service.accept.is_empty() || service.connect.is_empty() {
+    let virtual_host =
+        match service.server_sni() {
+            Some(Ok((primary, _))) => {
+                let found = earlier
+                    .iter()
+                    .any(|s| s.name == primary && !s.client && s.server_sni().is_none());
+                if !found {
+                    return Err(error("SNI section name not found"));
+                }
+                true
+            }
+            Some(Err(())) => return Err(error(
+                "Invalid SNI: 'sni = PRIMARY_SECTION:HOST_PATTERN' expected in a server section",
+            )),
+            None => false,
+        };
+    // A virtual host's sni line stands for the accepting endpoint (spec §1.5).
+    if (service.accept.is_empty() && !virtual_host) || service.connect.is_empty() {
         return Err(error("Each service must define two endpoints"));
     }
     Ok(service)

@@ -1618,3 +1618,38 @@ fn include_from_a_loaded_file() {
 // ---------------------------------------------------------------------------------------
 // Byte fidelity
 // ---------------------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------------------
+// server-side SNI (virtual hosts)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_virtual_host_names_an_earlier_primary_and_needs_no_accept() {
+    let config = ok("cert = /c.pem\n[web]\naccept = 443\nconnect = 80\n[api]\nsni = web:*.example.org\nconnect = 8080\n");
+    assert_eq!(config.services.len(), 2);
+    assert_eq!(
+        config.services[1].server_sni(),
+        Some(Ok(("web", "*.example.org")))
+    );
+    assert_eq!(config.services[0].server_sni(), None);
+}
+
+#[test]
+fn a_virtual_host_whose_primary_is_missing_or_later_is_refused() {
+    assert_eq!(
+        err("cert = /c.pem\n[api]\nsni = web:a.example.org\nconnect = 8080\n[web]\naccept = 443\nconnect = 80\n"),
+        "Service [api]: SNI section name not found"
+    );
+    assert_eq!(
+        err("cert = /c.pem\n[api]\nsni = nocolon\nconnect = 8080\n"),
+        "Service [api]: Invalid SNI: 'sni = PRIMARY_SECTION:HOST_PATTERN' expected in a server section"
+    );
+}
+
+#[test]
+fn client_sni_is_a_name_not_a_virtual_host() {
+    let config =
+        ok("client = yes\n[c]\naccept = 1\nconnect = example.org:443\nsni = other.example.org\n");
+    assert_eq!(config.services[0].server_sni(), None);
+    assert_eq!(config.services[0].sni.as_deref(), Some("other.example.org"));
+}

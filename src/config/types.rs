@@ -230,6 +230,21 @@ impl Default for ServiceOptions {
 }
 
 impl ServiceOptions {
+    /// Server side: `sni = PRIMARY:PATTERN` makes this section a virtual host of the
+    /// earlier section PRIMARY. `Err` when a server section's `sni` lacks the colon.
+    pub fn server_sni(&self) -> Option<Result<(&str, &str), ()>> {
+        if self.client {
+            return None;
+        }
+        let value = self.sni.as_deref().filter(|v| !v.is_empty())?;
+        Some(
+            value
+                .rsplit_once(':')
+                .filter(|(p, pattern)| !p.is_empty() && !pattern.is_empty())
+                .ok_or(()),
+        )
+    }
+
     /// The private key file: `key`, or the `cert` file when `key` is not set.
     pub fn key_file(&self) -> Option<&PathBuf> {
         self.key.as_ref().or(self.cert.as_ref())

@@ -79,6 +79,42 @@ fn openssl_version(v: TlsVersion) -> SslVersion {
 pub struct ServiceTls {
     pub ctx: SslContext,
     resumable: Arc<Mutex<Option<SslSession>>>,
+    /// Kept so that a primary service can apply it when SNI selects this context.
+    policy: Arc<VerifyPolicy>,
+    verify_mode: SslVerifyMode,
+}
+
+/// A server-side virtual host (`sni = PRIMARY:PATTERN`): the pattern and the TLS state
+/// the primary switches to when a client asks for a matching name.
+pub struct VirtualHost {
+    pub pattern: String,
+    pub ctx: SslContext,
+    policy: Arc<VerifyPolicy>,
+    verify_mode: SslVerifyMode,
+}
+
+impl VirtualHost {
+    pub fn new(pattern: &str, tls: &ServiceTls) -> VirtualHost {
+        VirtualHost {
+            pattern: pattern.to_string(),
+            ctx: tls.ctx.clone(),
+            policy: Arc::clone(&tls.policy),
+            verify_mode: tls.verify_mode,
+        }
+    }
+}
+
+/// Whether the SNI `name` matches a virtual host's `pattern`: equal ignoring case, or for
+/// `*.example.org` any name ending in `.example.org` with something before it.
+pub fn sni_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => {
+            name.len() > suffix.len() + 1
+                && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+        }
+        None => pattern.eq_ignore_ascii_case(name),
+    }
 }
 
 impl ServiceTls {
@@ -98,8 +134,13 @@ impl ServiceTls {
 }
 
 /// Builds the context for `opts`. With `load_files = false` (`--check --no-files`) every
-/// setting is applied but certificates, keys and CAs are not read.
-pub fn build_context(opts: &ServiceOptions, load_files: bool) -> Result<ServiceTls, TlsSetupError> {
+/// setting is applied but certificates, keys and CAs are not read. `virtual_hosts` are
+/// the server sections that name this one as their SNI primary.
+pub fn build_context(
+    opts: &ServiceOptions,
+    load_files: bool,
+    virtual_hosts: Vec<VirtualHost>,
+) -> Result<ServiceTls, TlsSetupError> {
     let method = if opts.client {
         SslMethod::tls_client()
     } else {
@@ -116,9 +157,16 @@ pub fn build_context(opts: &ServiceOptions, load_files: bool) -> Result<ServiceT
     }
     let policy = Arc::new(VerifyPolicy::from_options(opts, load_files)?);
     let mode = verify_mode(opts);
+    let ctx_policy = Arc::clone(&policy);
     ctx.set_verify_callback(mode, move |preverified, store| {
-        verify::check(&policy, preverified, store)
+        verify::check(&ctx_policy, preverified, store)
     });
+    if !virtual_hosts.is_empty() {
+        ctx.set_servername_callback(move |ssl, _alert| {
+            select_virtual_host(ssl, &virtual_hosts);
+            Ok(())
+        });
+    }
     configure_sessions(&mut ctx, opts)?;
     let resumable = Arc::new(Mutex::new(None));
     if opts.client && opts.session_resume {
@@ -131,7 +179,34 @@ pub fn build_context(opts: &ServiceOptions, load_files: bool) -> Result<ServiceT
     Ok(ServiceTls {
         ctx: ctx.build(),
         resumable,
+        policy,
+        verify_mode: mode,
     })
+}
+
+/// In the ClientHello callback: switch to the virtual host the client named, with its
+/// certificate and its verification policy (OpenSSL keeps the first context's verify
+/// settings on a switch, so they are set on the connection itself).
+fn select_virtual_host(ssl: &mut SslRef, virtual_hosts: &[VirtualHost]) {
+    let Some(name) = ssl
+        .servername(openssl::ssl::NameType::HOST_NAME)
+        .map(str::to_string)
+    else {
+        return;
+    };
+    let Some(host) = virtual_hosts
+        .iter()
+        .find(|v| sni_matches(&v.pattern, &name))
+    else {
+        return;
+    };
+    if ssl.set_ssl_context(&host.ctx).is_err() {
+        return;
+    }
+    let policy = Arc::clone(&host.policy);
+    ssl.set_verify_callback(host.verify_mode, move |preverified, store| {
+        verify::check(&policy, preverified, store)
+    });
 }
 
 fn apply_protocol_settings(
@@ -382,4 +457,20 @@ pub fn describe_session(ssl: &SslRef, server: bool) -> Vec<String> {
 /// A peer certificate's subject as one line (`CN=host, O=org`), for logs.
 pub fn subject_line(cert: &X509) -> String {
     verify::name_line(cert.subject_name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sni_matches;
+
+    #[test]
+    fn sni_patterns() {
+        assert!(sni_matches("www.example.org", "WWW.example.org"));
+        assert!(!sni_matches("www.example.org", "example.org"));
+        assert!(sni_matches("*.example.org", "a.example.org"));
+        assert!(sni_matches("*.example.org", "a.b.example.org"));
+        assert!(!sni_matches("*.example.org", "example.org"));
+        assert!(!sni_matches("*.example.org", ".example.org"));
+        assert!(!sni_matches("*.example.org", "aexample.org"));
+    }
 }

@@ -8,7 +8,9 @@ pub mod context;
 pub mod psk;
 pub mod verify;
 
-pub use context::{build_context, describe_session, ServiceTls, TlsSetupError};
+pub use context::{
+    build_context, describe_session, sni_matches, ServiceTls, TlsSetupError, VirtualHost,
+};
 
 /// stunnel's LOG4 `Insecure file permissions on FILE` for key material others can read.
 pub fn warn_if_world_readable(path: &std::path::Path) {
