@@ -165,6 +165,7 @@ fn load_from_fd(fd: &str) -> Result<Config, StartupError> {
 }
 
 pub(crate) fn configuration_failed(e: &StartupError) -> i32 {
+    log::dump_startup_to_stderr();
     log::startup_error(&e.to_string());
     log::startup_error("Configuration failed");
     1

@@ -4,12 +4,35 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// /dev/null, opened before any chroot so that a jail needs no device nodes.
+pub struct DevNull(std::os::fd::OwnedFd);
+
+impl DevNull {
+    pub fn open() -> io::Result<DevNull> {
+        Ok(DevNull(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?
+                .into(),
+        ))
+    }
+}
+
 /// Forks into the background: the parent exits 0, the child continues in a new session
-/// with its working directory at `/` and stdio on /dev/null.
-pub fn daemonize() -> io::Result<()> {
-    // SAFETY: daemon() forks; the caller guarantees no other thread exists yet.
-    if unsafe { libc::daemon(0, 0) } != 0 {
+/// with its working directory at `/` and stdio on `null`.
+pub fn daemonize(null: &DevNull) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: daemon() forks; the caller guarantees no other thread exists yet. With
+    // noclose = 1 it leaves stdio alone; we point it at the /dev/null we opened.
+    if unsafe { libc::daemon(0, 1) } != 0 {
         return Err(io::Error::last_os_error());
+    }
+    for fd in 0..=2 {
+        // SAFETY: dup2 between valid descriptors.
+        if unsafe { libc::dup2(null.0.as_raw_fd(), fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok(())
 }

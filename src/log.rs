@@ -60,13 +60,36 @@ struct Sinks {
     stderr: bool,
     file: Option<File>,
     syslog: bool,
+    /// Lines of the startup, kept until it succeeds: on failure they go to stderr, as
+    /// stunnel dumps its buffer, so that a daemon that cannot start says why.
+    startup: Option<Vec<(Level, String)>>,
 }
 
 static SINKS: Mutex<Sinks> = Mutex::new(Sinks {
     stderr: true,
     file: None,
     syslog: false,
+    startup: Some(Vec::new()),
 });
+
+/// Startup succeeded: stop keeping its lines.
+pub fn end_startup() {
+    SINKS.lock().unwrap_or_else(|e| e.into_inner()).startup = None;
+}
+
+/// Startup failed: prints the kept lines to stderr as `[c] text` unless they were shown
+/// there already.
+pub fn dump_startup_to_stderr() {
+    let mut sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner());
+    let shown = sinks.stderr;
+    if let Some(lines) = sinks.startup.take() {
+        if !shown {
+            for (level, text) in lines {
+                eprintln!("[{}] {}", level.mark(), text);
+            }
+        }
+    }
+}
 
 /// Level for threads that have no session context (listeners, the main thread).
 static GLOBAL_LEVEL: AtomicU8 = AtomicU8::new(Level::Notice as u8);
@@ -76,7 +99,7 @@ static SYSLOG_IDENT: Mutex<Option<CString>> = Mutex::new(None);
 
 thread_local! {
     /// (connection id as printed in `LOG5[id]`, that session's level)
-    static CONTEXT: RefCell<Option<(String, Level)>> = const { RefCell::new(None) };
+    static CONTEXT: RefCell<Option<(String, Option<Level>)>> = const { RefCell::new(None) };
 }
 
 /// Where log lines go, from the global options.
@@ -128,7 +151,13 @@ fn open_output(path: &Path, overwrite: bool) -> std::io::Result<File> {
 
 /// Tags this thread's lines with a connection id and filters them by the service's level.
 pub fn set_thread_context(id: &str, level: Level) {
-    CONTEXT.with(|c| *c.borrow_mut() = Some((id.to_string(), level)));
+    CONTEXT.with(|c| *c.borrow_mut() = Some((id.to_string(), Some(level))));
+}
+
+/// Tags this thread's lines with `id` (`main` after daemonising) and keeps filtering them
+/// by the global level.
+pub fn set_thread_id(id: &str) {
+    CONTEXT.with(|c| *c.borrow_mut() = Some((id.to_string(), None)));
 }
 
 /// This thread's connection id (`ui` outside sessions), to pass on to a helper thread.
@@ -142,7 +171,7 @@ pub fn thread_log_id() -> String {
 
 /// Whether a line at `level` would be written by this thread.
 pub fn enabled(level: Level) -> bool {
-    let limit = CONTEXT.with(|c| c.borrow().as_ref().map(|(_, l)| *l as u8));
+    let limit = CONTEXT.with(|c| c.borrow().as_ref().and_then(|(_, l)| l.map(|l| l as u8)));
     level as u8 <= limit.unwrap_or_else(|| GLOBAL_LEVEL.load(Ordering::Relaxed))
 }
 
@@ -155,6 +184,9 @@ pub fn emit(level: Level, args: fmt::Arguments<'_>) {
     let id = thread_log_id();
     let tagged = format!("LOG{}[{}]: {}", level as u8, id, text);
     let mut sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(buffer) = sinks.startup.as_mut() {
+        buffer.push((level, text.clone()));
+    }
     if sinks.stderr || sinks.file.is_some() {
         let line = format!("{} {}\n", timestamp(), tagged);
         if sinks.stderr {

@@ -60,6 +60,15 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
             Err(e) => return configuration_failed(&e),
         };
     daemon::prepare_systemd_notify();
+    let dev_null = match daemon::DevNull::open() {
+        Ok(null) => null,
+        Err(e) => {
+            return configuration_failed(&StartupError::Io {
+                what: "/dev/null".into(),
+                error: e,
+            })
+        }
+    };
     if let Err(e) = drop_privileges(&config) {
         return configuration_failed(&e);
     }
@@ -80,11 +89,14 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     log_notice!("Configuration successful");
     // Under systemd's Type=notify the service manager tracks this process: never fork.
     if config.global.foreground == Foreground::No && !daemon::under_systemd_notify() {
-        if let Err(e) = daemon::daemonize() {
+        if let Err(e) = daemon::daemonize(&dev_null) {
             log_err!("daemon: {e}");
             return 1;
         }
+        log::set_thread_id("main");
     }
+    drop(dev_null);
+    log::end_startup();
     let _pid_file = match config
         .global
         .pid

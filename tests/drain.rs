@@ -1,0 +1,269 @@
+//! Live sessions at the process level (spec §4.3, DESIGN.md "Lifecycle rules"):
+//!
+//! * SIGUSR2 lists them: `Active connections:`, one `Active connection N: Service [S]...`
+//!   line each, then `Listed N active connection(s)`.
+//! * SIGTERM drains: `Terminated`, no new connections, data already sent is delivered, each
+//!   client sees a clean TLS close (close_notify, then EOF), and the process exits 0 within
+//!   TIMEOUTclose even if a client never answers.
+//! * The connection cap follows the fd limit ((RLIMIT_NOFILE - 64) / 4): sessions over it
+//!   are closed at once with `rejected: too many clients`, and slots free up when sessions end.
+
+mod common;
+#[path = "common/process.rs"]
+mod process;
+
+use std::io;
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use openssl::ssl::{ErrorCode, SslStream};
+
+use common::daemon::{parse_log_line, rstunnel_bin};
+use common::*;
+use process::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn start_server(dir: &TestDir, pki: &Pki, backend: &Backend, extra: &str) -> Tunnel {
+    Tunnel::start(
+        dir,
+        "server",
+        &server_body(backend.addr(), &pki.server.combined, extra),
+    )
+}
+
+fn open_session(t: &Tunnel, ca: &Path, i: usize) -> SslStream<TcpStream> {
+    let mut s =
+        tls_connect(t.addr("srv"), ca).unwrap_or_else(|e| t.fail(&format!("session {i}: {e:?}")));
+    echo_check(&mut s, format!("session {i}\n").as_bytes()).unwrap_or_else(|e| t.fail(&e));
+    s
+}
+
+#[test]
+fn sigusr2_lists_active_connections() {
+    let dir = TestDir::new("sigusr2");
+    let pki = Pki::new(&dir);
+    let echo = Backend::echo();
+    let t = start_server(&dir, &pki, &echo, "");
+    let sessions: Vec<_> = (0..3).map(|i| open_session(&t, &pki.ca_file, i)).collect();
+
+    t.signal(libc::SIGUSR2);
+    t.wait_for_log("Listed 3 active connection(s)", WAIT);
+    let lines = t.log_lines();
+    let header = lines
+        .iter()
+        .find(|l| l.contains("Active connections:"))
+        .unwrap_or_else(|| t.fail("no `Active connections:` line"));
+    assert_eq!(
+        parse_log_line(header).map(|l| l.level),
+        Some(0),
+        "`Active connections:` is a LOG0 line: {header}"
+    );
+    let listed: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("Active connection ") && !l.contains("Active connections:"))
+        .collect();
+    assert_eq!(listed.len(), 3, "one line per live session: {listed:#?}");
+    let mut ids = Vec::new();
+    for l in &listed {
+        let text = parse_log_line(l)
+            .unwrap_or_else(|| t.fail(&format!("not a log line: {l}")))
+            .text;
+        let rest = text.strip_prefix("Active connection ").unwrap();
+        let (id, rest) = rest.split_once(": ").unwrap();
+        assert!(
+            rest.starts_with("Service [srv]"),
+            "listing line must name the service: {text}"
+        );
+        assert!(
+            rest.contains("byte(s) sent to TLS") && rest.contains("byte(s) sent to socket"),
+            "listing line must give the byte counts: {text}"
+        );
+        ids.push(
+            id.parse::<u64>()
+                .unwrap_or_else(|_| t.fail(&format!("bad id in {text}"))),
+        );
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "each session listed once");
+    let header_at = lines.iter().position(|l| l == header).unwrap();
+    let footer_at = lines
+        .iter()
+        .position(|l| l.contains("Listed 3 active connection(s)"))
+        .unwrap();
+    assert!(
+        listed.iter().all(|l| {
+            let at = lines.iter().position(|x| x == *l).unwrap();
+            header_at < at && at < footer_at
+        }),
+        "the session lines come between the header and the footer"
+    );
+
+    // Sessions keep working after a listing, and it counts only live ones.
+    let mut sessions = sessions;
+    echo_check(&mut sessions[0], b"still here\n").unwrap();
+    tls_close(sessions.remove(2));
+    t.wait_close_counts(1, WAIT);
+    t.signal(libc::SIGUSR2);
+    t.wait_for_log("Listed 2 active connection(s)", WAIT);
+}
+
+/// Reads until the session ends. `Ok(bytes)` for a clean end (close_notify, EOF), `Err` for
+/// a reset, a truncated TLS stream or no end within `timeout`.
+fn read_until_clean_close(
+    s: &mut SslStream<TcpStream>,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    s.get_ref().set_read_timeout(Some(timeout)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.ssl_read(&mut buf) {
+            Ok(0) => return Ok(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.code() == ErrorCode::ZERO_RETURN => return Ok(got),
+            Err(e) => {
+                if let Some(io) = e.io_error() {
+                    if matches!(
+                        io.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        return Err(format!("still open after {timeout:?}"));
+                    }
+                }
+                return Err(format!("not a clean TLS close: {e}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn sigterm_drains_live_sessions_and_exits_0_within_timeout_close() {
+    let dir = TestDir::new("drain");
+    let pki = Pki::new(&dir);
+    let sink = Backend::sink();
+    let mut t = start_server(&dir, &pki, &sink, "TIMEOUTclose = 5");
+    let addr = t.addr("srv");
+    let mut sessions: Vec<SslStream<TcpStream>> = (0..3)
+        .map(|i| {
+            tls_connect(addr, &pki.ca_file)
+                .unwrap_or_else(|e| t.fail(&format!("session {i}: {e:?}")))
+        })
+        .collect();
+    // Each sends data right before the signal; it must all reach the backend.
+    let sizes = [64 * 1024u64, 256 * 1024, 1024];
+    let mut expected = Vec::new();
+    for (i, s) in sessions.iter_mut().enumerate() {
+        expected.push(send_payload(s, 100 + i as u64, sizes[i]).unwrap());
+    }
+    let signalled = Instant::now();
+    t.signal(libc::SIGTERM);
+
+    // Sessions 0 and 1 answer the tunnel's close_notify like a normal client; session 2 never
+    // answers, so the tunnel has to give up on it after TIMEOUTclose.
+    let mut quiet = sessions.pop().unwrap();
+    for (i, mut s) in sessions.into_iter().enumerate() {
+        match read_until_clean_close(&mut s, Duration::from_secs(8)) {
+            Ok(extra) => assert!(extra.is_empty(), "session {i}: unexpected data {extra:?}"),
+            Err(e) => t.fail(&format!("session {i} after SIGTERM: {e}")),
+        }
+        let _ = s.shutdown();
+    }
+    match read_until_clean_close(&mut quiet, Duration::from_secs(8)) {
+        Ok(extra) => assert!(extra.is_empty()),
+        Err(e) => t.fail(&format!("silent session after SIGTERM: {e}")),
+    }
+    let status = match t.wait_exit(Duration::from_secs(8)) {
+        Some(st) => st,
+        None => t.fail("still running 8 s after SIGTERM with TIMEOUTclose = 5"),
+    };
+    let took = signalled.elapsed();
+    println!("exited {took:?} after SIGTERM (one client never answered the close_notify)");
+    assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
+    assert!(
+        took <= Duration::from_millis(6500),
+        "exit took {took:?} after SIGTERM; TIMEOUTclose = 5 bounds the drain"
+    );
+    assert!(t.has_log("Terminated"), "SIGTERM must log `Terminated`");
+
+    let mut got: Vec<Digest> = (0..3).map(|_| sink.next_result(WAIT)).collect();
+    got.sort_by_key(|d| d.bytes);
+    expected.sort_by_key(|d| d.bytes);
+    assert_eq!(
+        got, expected,
+        "the data each client sent just before SIGTERM must reach the backend intact"
+    );
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "the listener must be gone"
+    );
+    drop(quiet);
+}
+
+/// One session that must be refused by the cap: the tunnel closes it at once.
+fn assert_rejected(t: &Tunnel, ca: &Path, what: &str) {
+    match tls_connect(t.addr("srv"), ca) {
+        Ok(mut s) => {
+            // TLS 1.3 may finish the client side before the server's verdict: the session
+            // must still be dead.
+            if echo_check(&mut s, b"over the cap\n").is_ok() {
+                t.fail(&format!("{what}: a session over the cap was served"));
+            }
+        }
+        Err(ConnectError::Hung) => t.fail(&format!("{what}: left hanging instead of closed")),
+        Err(ConnectError::Tcp(e)) => t.fail(&format!("{what}: TCP connect failed: {e}")),
+        Err(ConnectError::Handshake(_)) => {}
+    }
+}
+
+#[test]
+fn connection_cap_follows_the_fd_limit() {
+    let dir = TestDir::new("cap");
+    let pki = Pki::new(&dir);
+    let echo = Backend::echo();
+    let prlimit = common::tools::find_program("prlimit");
+    // RLIMIT_NOFILE 96: (96 - 64) / 4 = 8 concurrent sessions.
+    let conf = dir.write(
+        "cap.conf",
+        format!(
+            "foreground = yes\ndebug = 7\n{}",
+            server_body(echo.addr(), &pki.server.combined, "")
+        ),
+    );
+    let bin = rstunnel_bin();
+    let mut t = Tunnel::spawn(
+        &prlimit,
+        &["--nofile=96:96".as_ref(), bin.as_os_str(), conf.as_os_str()],
+        "cap",
+        conf.clone(),
+    );
+    t.wait_bound(&["srv".to_string()], WAIT);
+
+    let mut live: Vec<_> = (0..8).map(|i| open_session(&t, &pki.ca_file, i)).collect();
+    for i in 8..12 {
+        assert_rejected(&t, &pki.ca_file, &format!("session {i}"));
+    }
+    t.wait_for_logs("rejected: too many clients", 4, WAIT);
+    for (i, s) in live.iter_mut().enumerate() {
+        echo_check(s, b"still served\n")
+            .unwrap_or_else(|e| t.fail(&format!("session {i} under the cap broke: {e}")));
+    }
+
+    // Free three slots; three new sessions fit, the fourth does not.
+    for s in live.drain(..3) {
+        tls_close(s);
+    }
+    t.wait_close_counts(3, WAIT);
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 12..15 {
+        live.push(open_session(&t, &pki.ca_file, i));
+    }
+    assert_rejected(&t, &pki.ca_file, "session 15");
+    t.wait_for_logs("rejected: too many clients", 5, WAIT);
+    for s in live {
+        tls_close(s);
+    }
+    assert_eq!(t.stop().code(), Some(0));
+}
