@@ -74,10 +74,31 @@ pub fn cap_from_fd_limit() -> usize {
     (soft.saturating_sub(RESERVED_FDS) / FDS_PER_SESSION).max(1)
 }
 
-/// Refusal: the cap is reached.
+/// Refusal: the process-wide cap, or the service's own, is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManyClients {
     pub cap: usize,
+}
+
+/// One service's share: how many of its sessions are live, and how many may be
+/// (`maxConnections`; 0 means only the process-wide cap applies).
+#[derive(Debug, Default)]
+pub struct ServiceSlots {
+    pub cap: usize,
+    live: AtomicUsize,
+}
+
+impl ServiceSlots {
+    pub fn new(cap: usize) -> ServiceSlots {
+        ServiceSlots {
+            cap,
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
 }
 
 impl Registry {
@@ -94,6 +115,7 @@ impl Registry {
         &'static self,
         id: u64,
         service: &str,
+        slots: &Arc<ServiceSlots>,
         peer: String,
     ) -> Result<SessionGuard, TooManyClients> {
         let cap = self.cap();
@@ -101,6 +123,12 @@ impl Registry {
         if live.len() >= cap {
             return Err(TooManyClients { cap });
         }
+        // Checked and counted under the table's lock, so two accepts cannot both take the
+        // service's last slot.
+        if slots.cap != 0 && slots.live() >= slots.cap {
+            return Err(TooManyClients { cap: slots.cap });
+        }
+        slots.live.fetch_add(1, Ordering::SeqCst);
         let session = Arc::new(LiveSession {
             id,
             service: service.to_string(),
@@ -115,6 +143,7 @@ impl Registry {
         Ok(SessionGuard {
             registry: self,
             session,
+            slots: Arc::clone(slots),
         })
     }
 
@@ -165,6 +194,7 @@ impl Registry {
 pub struct SessionGuard {
     registry: &'static Registry,
     session: Arc<LiveSession>,
+    slots: Arc<ServiceSlots>,
 }
 
 impl SessionGuard {
@@ -177,6 +207,7 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         let mut live = lock(&self.registry.live);
         live.remove(&self.session.id);
+        self.slots.live.fetch_sub(1, Ordering::SeqCst);
         self.registry.count.store(live.len(), Ordering::SeqCst);
         if live.is_empty() {
             self.registry.emptied.notify_all();
@@ -192,19 +223,30 @@ mod tests {
     #[test]
     fn admit_cap_release_and_wait() {
         let r = registry();
-        r.set_cap(2);
-        let a = r.admit(1_000_001, "s", "p".into()).unwrap();
-        let b = r.admit(1_000_002, "s", "p".into()).unwrap();
+        r.set_cap(3);
+        let service = Arc::new(ServiceSlots::new(2));
+        let other = Arc::new(ServiceSlots::new(0));
+        let a = r.admit(1_000_001, "s", &service, "p".into()).unwrap();
+        let b = r.admit(1_000_002, "s", &service, "p".into()).unwrap();
+        // The service's own cap of 2 is reached; another service still has room.
         assert!(matches!(
-            r.admit(1_000_003, "s", "p".into()),
+            r.admit(1_000_003, "s", &service, "p".into()),
             Err(TooManyClients { cap: 2 })
         ));
-        assert_eq!(r.live_count(), 2);
+        let c = r.admit(1_000_004, "o", &other, "p".into()).unwrap();
+        // Now the process-wide cap of 3 is reached for everyone.
+        assert!(matches!(
+            r.admit(1_000_005, "o", &other, "p".into()),
+            Err(TooManyClients { cap: 3 })
+        ));
+        assert_eq!(r.live_count(), 3);
         assert_eq!(
             r.snapshot().iter().map(|s| s.id).collect::<Vec<_>>(),
-            vec![1_000_001, 1_000_002]
+            vec![1_000_001, 1_000_002, 1_000_004]
         );
         drop(a);
+        drop(c);
+        assert_eq!(service.live(), 1);
         assert!(!r.wait_empty(Duration::from_millis(20)));
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
@@ -212,6 +254,7 @@ mod tests {
         });
         assert!(r.wait_empty(Duration::from_secs(5)));
         t.join().unwrap();
+        assert_eq!(service.live(), 0);
         r.set_cap(usize::MAX);
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::accounting::{registry, TooManyClients};
+use crate::accounting::{registry, ServiceSlots, TooManyClients};
 use crate::config::{Config, ConfigError, ServiceOptions};
 use crate::net::{self, display_addr, Endpoint};
 use crate::tls::{self, ServiceTls, TlsSetupError, VirtualHost};
@@ -36,6 +36,8 @@ pub struct ServiceCtx {
     next_target: AtomicUsize,
     /// Server side: sections that are virtual hosts of this one (`sni = THIS:PATTERN`).
     pub virtual_hosts: Vec<(String, Arc<ServiceCtx>)>,
+    /// This service's live sessions against its `maxConnections`.
+    pub slots: Arc<ServiceSlots>,
 }
 
 /// Why the process could not start. Each displays as the one line stunnel would print.
@@ -181,6 +183,7 @@ fn build_service(
         // not all hit the first server.
         next_target: AtomicUsize::new(random_index()),
         virtual_hosts,
+        slots: Arc::new(ServiceSlots::new(opts.max_connections)),
     })
 }
 
@@ -428,7 +431,7 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
 
 fn spawn_session(ctx: &Arc<ServiceCtx>, conn: std::net::TcpStream, peer: SocketAddr) {
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-    let guard = match registry().admit(id, &ctx.opts.name, display_addr(&peer)) {
+    let guard = match registry().admit(id, &ctx.opts.name, &ctx.slots, display_addr(&peer)) {
         Ok(guard) => guard,
         Err(TooManyClients { cap }) => {
             log_warning!(

@@ -267,3 +267,38 @@ fn connection_cap_follows_the_fd_limit() {
     }
     assert_eq!(t.stop().code(), Some(0));
 }
+
+/// `maxConnections` (rstunnel extension) caps one service without touching another.
+#[test]
+fn per_service_cap_leaves_other_services_alone() {
+    let dir = TestDir::new("svc-cap");
+    let pki = Pki::new(&dir);
+    let echo = Backend::echo();
+    let body = format!(
+        "cert = {cert}\n[srv]\naccept = 127.0.0.1:0\nconnect = {echo}\nmaxConnections = 2\n\
+         [other]\naccept = 127.0.0.1:0\nconnect = {echo}\n",
+        cert = pki.server.combined.display(),
+        echo = echo.addr()
+    );
+    let t = Tunnel::start(&dir, "svc-cap", &body);
+    let mut live: Vec<_> = (0..2).map(|i| open_session(&t, &pki.ca_file, i)).collect();
+    assert_rejected(&t, &pki.ca_file, "third session of [srv]");
+    t.wait_for_logs("rejected: too many clients (>=2)", 1, WAIT);
+    // The other service is not limited by [srv]'s cap.
+    let mut others: Vec<_> = (0..3)
+        .map(|i| {
+            let mut s = tls_connect(t.addr("other"), &pki.ca_file)
+                .unwrap_or_else(|e| t.fail(&format!("[other] session {i}: {e:?}")));
+            echo_check(&mut s, b"other\n").unwrap_or_else(|e| t.fail(&e));
+            s
+        })
+        .collect();
+    // A freed slot is usable again.
+    tls_close(live.remove(0));
+    t.wait_close_counts(1, WAIT);
+    std::thread::sleep(Duration::from_millis(200));
+    live.push(open_session(&t, &pki.ca_file, 3));
+    for s in live.into_iter().chain(others.drain(..)) {
+        tls_close(s);
+    }
+}

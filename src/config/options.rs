@@ -124,6 +124,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("libwrap", Service, NotYet, Some("no"), "yes|no use /etc/hosts.allow and /etc/hosts.deny"),
     row("local", Service, Set(set_local), None, "IP address to be used as source for remote connections"),
     row("logId", Service, Set(set_log_id), Some("sequential"), "connection identifier type"),
+    row("maxConnections", Service, Set(set_max_connections), Some("0"), "live sessions allowed for this service, 0 = no own limit (rstunnel extension)"),
     row("OCSP", Service, NotYet, None, "OCSP responder URL"),
     row("OCSPaia", Service, Set(set_ocsp_aia), Some("no"), "yes|no check the AIA responders from certificates"),
     row("OCSPflag", Service, NotYet, None, "OCSP responder flags"),
@@ -307,6 +308,13 @@ fn set_log_id(t: &mut Target<'_>, value: &str) -> Result<(), String> {
         "process" => LogId::Process,
         _ => return Err("Invalid connection identifier type".into()),
     };
+    Ok(())
+}
+
+fn set_max_connections(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.max_connections = values::integer(value)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or("Illegal connection limit")?;
     Ok(())
 }
 

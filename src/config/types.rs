@@ -146,6 +146,9 @@ pub struct ServiceOptions {
     pub session_resume: bool,
     /// `logId`: how connections are numbered in log lines.
     pub log_id: LogId,
+    /// `maxConnections` (rstunnel extension): live sessions allowed for this service;
+    /// 0 leaves only the process-wide cap, which follows RLIMIT_NOFILE.
+    pub max_connections: usize,
     /// TLS towards `connect`, plain on `accept`.
     pub client: bool,
     pub cert: Option<PathBuf>,
@@ -198,6 +201,7 @@ impl Default for ServiceOptions {
             reset: true,
             session_resume: true,
             log_id: LogId::Sequential,
+            max_connections: 0,
             client: false,
             cert: None,
             key: None,
