@@ -166,6 +166,11 @@ fn load_from_fd(fd: &str) -> Result<Config, StartupError> {
 
 pub(crate) fn configuration_failed(e: &StartupError) -> i32 {
     log::dump_startup_to_stderr();
+    if let StartupError::Config(config_error) = e {
+        if let Some(cause) = config_error.cause() {
+            log::startup_error(cause);
+        }
+    }
     log::startup_error(&e.to_string());
     log::startup_error("Configuration failed");
     1

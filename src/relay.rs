@@ -71,7 +71,8 @@ pub struct RelaySettings {
 
 struct Shared {
     tls: Mutex<SslStream<Stream>>,
-    tls_fd: i32,
+    /// The TLS stream's descriptors for input and output (the same for a socket).
+    tls_fds: (i32, i32),
     plain: Stream,
     wake: [Arc<WakeFd>; 2],
     parked_on_ssl: [AtomicBool; 2],
@@ -112,6 +113,15 @@ impl Shared {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// The TLS descriptor to poll for `events`.
+    fn tls_fd(&self, events: libc::c_short) -> i32 {
+        if events == libc::POLLOUT {
+            self.tls_fds.1
+        } else {
+            self.tls_fds.0
+        }
+    }
+
     fn touch(&self) {
         self.last_activity_ms.store(self.now_ms(), SeqCst);
     }
@@ -126,7 +136,7 @@ impl Shared {
         }
         if self.timeouts.reset {
             crate::net::set_linger_reset(self.plain.as_raw_fd());
-            crate::net::set_linger_reset(self.tls_fd);
+            crate::net::set_linger_reset(self.tls_fds.0);
         }
         self.stop.store(true, SeqCst);
         // shutdown() sends a FIN, which a peer may read as a clean end before the RST of
@@ -258,7 +268,7 @@ pub fn relay(
     log_context: (String, crate::log::Level),
     live: Arc<LiveSession>,
 ) -> Summary {
-    let tls_fd = tls.get_ref().as_raw_fd();
+    let tls_fds = (tls.get_ref().read_fd(), tls.get_ref().write_fd());
     // Rule 8: a plain peer that stops reading cannot hold the session past TIMEOUTidle.
     plain.set_write_timeout(timeouts.idle);
     let make_wake = || WakeFd::new().map(Arc::new);
@@ -272,7 +282,7 @@ pub fn relay(
     live.set_drain_wake(Arc::clone(&wake_writer));
     let shared = Shared {
         tls: Mutex::new(tls),
-        tls_fd,
+        tls_fds,
         plain,
         wake: [wake_reader, wake_writer],
         parked_on_ssl: [AtomicBool::new(false), AtomicBool::new(false)],
@@ -397,7 +407,7 @@ fn tls_to_plain(s: &Shared) {
         match status {
             ReadStatus::Full => continue,
             ReadStatus::Want(events) => {
-                match s.wait(READER, s.tls_fd, events, Some(seq_before), true) {
+                match s.wait(READER, s.tls_fd(events), events, Some(seq_before), true) {
                     Woke::Ready | Woke::Retry => continue,
                     Woke::Stop => return,
                 }
@@ -509,7 +519,9 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
             }
             Err(e) => match want_events(e.code()) {
                 Some(events) => {
-                    if let Woke::Stop = s.wait(WRITER, s.tls_fd, events, Some(seq_before), false) {
+                    if let Woke::Stop =
+                        s.wait(WRITER, s.tls_fd(events), events, Some(seq_before), false)
+                    {
                         return false;
                     }
                 }
@@ -546,7 +558,9 @@ fn send_close_notify(s: &Shared) {
             }
             Err(e) => match want_events(e.code()) {
                 Some(events) => {
-                    if let Woke::Stop = s.wait(WRITER, s.tls_fd, events, Some(seq_before), false) {
+                    if let Woke::Stop =
+                        s.wait(WRITER, s.tls_fd(events), events, Some(seq_before), false)
+                    {
                         break;
                     }
                 }

@@ -17,6 +17,7 @@ use crate::cli::configuration_failed;
 use crate::config::{self, Config, Foreground};
 use crate::daemon::{self, PidFile};
 use crate::log::{self, LogSetup};
+use crate::net::Stream;
 use crate::service::{self, Listener, RunningService, StartupError};
 
 fn log_setup(config: &Config) -> LogSetup<'_> {
@@ -35,6 +36,9 @@ fn log_setup(config: &Config) -> LogSetup<'_> {
 /// `source` is the file to re-read on SIGHUP (`None`: read from a descriptor, no reload).
 pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     log::install_bridge();
+    if config.is_inetd_mode() {
+        return run_inetd(&config);
+    }
     // Step 3: stderr and syslog now (syslog must be opened before chroot); the output
     // file only after the privilege drop, so that it belongs to the dropped user.
     let early = LogSetup {
@@ -162,6 +166,37 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     }
     daemon::notify_systemd("STOPPING=1");
     state.shut_down();
+    0
+}
+
+/// Inetd mode (a file without sections): one session on stdin/stdout, then exit. As in
+/// stunnel: no fork, no pid file, no signal handling, no log on stderr (it is the peer).
+fn run_inetd(config: &Config) -> i32 {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let setup = LogSetup {
+        stderr: false,
+        ..log_setup(config)
+    };
+    if let Err(e) = log::configure(&setup) {
+        return configuration_failed(&StartupError::Io {
+            what: "Cannot open the log".into(),
+            error: e,
+        });
+    }
+    let service = match service::build(config, true) {
+        Ok(mut services) if services.len() == 1 => services.remove(0),
+        Ok(_) => return 1,
+        Err(e) => return configuration_failed(&e),
+    };
+    if let Err(e) = drop_privileges(config) {
+        return configuration_failed(&e);
+    }
+    log::end_startup();
+    // SAFETY: inetd hands us the connection as descriptors 0 and 1; nothing else in this
+    // process uses them, and the stream takes ownership.
+    let stdio = unsafe { Stream::from_pair(OwnedFd::from_raw_fd(0), OwnedFd::from_raw_fd(1)) };
+    let peer = stdio.peer_description();
+    service::spawn_session_here(&service, stdio, peer);
     0
 }
 

@@ -5,9 +5,10 @@
 //! Owns listener sockets and the stop signal; never touches a session's sockets after
 //! handing them over. Binding happens before any thread exists (so the caller can fork).
 
+use crate::net::listen::ListenSocket;
+use crate::net::{Addr, Stream};
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use crate::accounting::{registry, ServiceSlots, TooManyClients};
 use crate::config::{Config, ConfigError, ServiceOptions};
-use crate::net::{self, display_addr, Endpoint};
+use crate::net::{self, Endpoint};
 use crate::tls::{self, ServiceTls, TlsSetupError, VirtualHost};
 use crate::wake::{self, WakeFd};
 
@@ -27,9 +28,9 @@ pub struct ServiceCtx {
     /// Their addresses resolved at startup; `None` with `delay = yes` or when a target
     /// did not resolve then, so that each connection resolves again (stunnel's "delaying
     /// DNS lookup").
-    pub connect_addrs: Option<Vec<SocketAddr>>,
+    pub connect_addrs: Option<Vec<Addr>>,
     /// Listening addresses (before binding; port 0 stays 0 here).
-    pub accept_addrs: Vec<SocketAddr>,
+    pub accept_addrs: Vec<Addr>,
     /// Client side: the SNI name to send, if any.
     pub sni: Option<String>,
     /// `failover = rr`: where the next connection starts in the target list.
@@ -100,9 +101,14 @@ impl From<ConfigError> for StartupError {
 /// `load_files` is false) and addresses.
 pub fn build(config: &Config, load_files: bool) -> Result<Vec<Arc<ServiceCtx>>, StartupError> {
     if config.is_inetd_mode() {
-        return Err(StartupError::Unsupported(
-            "Inetd mode: a file without [sections] (one session on stdin/stdout) is not supported yet".into(),
-        ));
+        // The global part is the one service, served on stdin/stdout (spec §1.3).
+        let mut opts = config.defaults.clone();
+        opts.name = config.global.service_name.clone();
+        return Ok(vec![Arc::new(build_service(
+            &opts,
+            load_files,
+            Vec::new(),
+        )?)]);
     }
     // Virtual hosts first: their contexts go into their primary's SNI callback.
     let mut virtual_hosts: Vec<(String, String, Arc<ServiceCtx>)> = Vec::new();
@@ -188,7 +194,7 @@ fn build_service(
 }
 
 /// Every address of the `connect` values, in order.
-pub fn resolve_all(values: &[String]) -> Result<Vec<SocketAddr>, String> {
+pub fn resolve_all(values: &[String]) -> Result<Vec<Addr>, String> {
     let mut addrs = Vec::new();
     for value in values {
         addrs.extend(Endpoint::parse(value).and_then(|e| e.resolve_connect())?);
@@ -211,7 +217,7 @@ impl ServiceCtx {
     /// lookup if startup could not resolve them. `None` (logged) if none resolve now.
     /// With `failover = rr` (and no `delay`, which forces prio as in stunnel) each call
     /// starts one target further.
-    pub fn target_addrs(&self) -> Option<Vec<SocketAddr>> {
+    pub fn target_addrs(&self) -> Option<Vec<Addr>> {
         let mut addrs = match &self.connect_addrs {
             Some(addrs) => addrs.clone(),
             None => match resolve_all(&self.opts.connect) {
@@ -249,14 +255,19 @@ fn client_sni(opts: &ServiceOptions, first_host: Option<String>) -> Option<Strin
     }
 }
 
+/// Port 0 means "any free port": a new one on every bind, so never the same socket.
+fn reusable_address(addr: &Addr) -> bool {
+    !matches!(addr, Addr::Inet(inet) if inet.port() == 0)
+}
+
 /// A bound listening socket, shared so that a reload can hand it to the new service
 /// without closing it (no connection is refused during a reload).
 pub struct Listener {
-    pub socket: TcpListener,
+    pub socket: ListenSocket,
     /// The address as configured (port 0 stays 0): what a reload matches on.
-    pub configured: SocketAddr,
+    pub configured: Addr,
     /// The address the kernel gave it.
-    pub bound: SocketAddr,
+    pub bound: Addr,
 }
 
 /// A service with its bound listening sockets.
@@ -276,7 +287,7 @@ pub fn bind_all(
     for ctx in services {
         let mut listeners = Vec::new();
         for addr in &ctx.accept_addrs {
-            let reusable = (addr.port() != 0)
+            let reusable = reusable_address(addr)
                 .then(|| reuse.iter().position(|l| l.configured == *addr))
                 .flatten();
             if let Some(index) = reusable {
@@ -285,29 +296,29 @@ pub fn bind_all(
                     "Service [{}] (FD={}) kept listening on {}",
                     ctx.opts.name,
                     listener.socket.as_raw_fd(),
-                    display_addr(&listener.bound)
+                    listener.bound
                 );
                 listeners.push(listener);
                 continue;
             }
-            match net::listen::bind(*addr, &ctx.opts.socket_options) {
+            match net::listen::bind(addr, &ctx.opts.socket_options, ctx.opts.unix_owner) {
                 Ok((socket, real)) => {
                     log_info!(
                         "Service [{}] (FD={}) bound to {}",
                         ctx.opts.name,
                         socket.as_raw_fd(),
-                        display_addr(&real)
+                        real
                     );
                     listeners.push(Arc::new(Listener {
                         socket,
-                        configured: *addr,
+                        configured: addr.clone(),
                         bound: real,
                     }));
                 }
                 Err(e) => log_notice!(
                     "Binding service [{}] to {}: {} ({})",
                     ctx.opts.name,
-                    display_addr(addr),
+                    addr,
                     net::connect::describe(&e),
                     e.raw_os_error().unwrap_or(0)
                 ),
@@ -321,7 +332,7 @@ pub fn bind_all(
                 .map(|b: BoundService| b.listeners)
                 .chain(std::iter::once(listeners))
             {
-                reuse.extend(b.into_iter().filter(|l| l.configured.port() != 0));
+                reuse.extend(b.into_iter().filter(|l| reusable_address(&l.configured)));
             }
             return Err(StartupError::Bind {
                 service: ctx.opts.name.clone(),
@@ -429,15 +440,26 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
     }
 }
 
-fn spawn_session(ctx: &Arc<ServiceCtx>, conn: std::net::TcpStream, peer: SocketAddr) {
+/// Serves one connection on the calling thread (inetd mode).
+pub fn spawn_session_here(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-    let guard = match registry().admit(id, &ctx.opts.name, &ctx.slots, display_addr(&peer)) {
+    match registry().admit(id, &ctx.opts.name, &ctx.slots, peer) {
+        Ok(guard) => crate::session::run(Arc::clone(ctx), conn, guard),
+        Err(TooManyClients { cap }) => {
+            log_warning!("connection rejected: too many clients (>={cap})")
+        }
+    }
+}
+
+/// Takes a slot and hands the connection to a new session thread (or refuses it).
+pub fn spawn_session(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
+    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    let guard = match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone()) {
         Ok(guard) => guard,
         Err(TooManyClients { cap }) => {
             log_warning!(
-                "Service [{}]: connection from {} rejected: too many clients (>={cap})",
+                "Service [{}]: connection from {peer} rejected: too many clients (>={cap})",
                 ctx.opts.name,
-                display_addr(&peer)
             );
             return; // dropping `conn` closes it
         }
@@ -445,12 +467,11 @@ fn spawn_session(ctx: &Arc<ServiceCtx>, conn: std::net::TcpStream, peer: SocketA
     let ctx_for_thread = Arc::clone(ctx);
     let spawned = std::thread::Builder::new()
         .stack_size(ctx.opts.stack)
-        .spawn(move || crate::session::run(ctx_for_thread, conn, peer, guard));
+        .spawn(move || crate::session::run(ctx_for_thread, conn, guard));
     if let Err(e) = spawned {
         log_err!(
-            "Service [{}]: cannot create a thread for the connection from {}: {e}",
+            "Service [{}]: cannot create a thread for a connection: {e}",
             ctx.opts.name,
-            display_addr(&peer)
         );
     }
 }

@@ -1,12 +1,11 @@
 //! One connection from accept to close, as a straight pipeline (STYLE.md practice 4):
-//! server mode `handshake → connect far side → relay`, client mode
-//! `connect far side → handshake → relay`; then the one summary line.
+//! server mode `handshake → far side → relay`, client mode `far side → handshake → relay`;
+//! then the closing lines. The far side is a `connect` target or an `exec` program.
 //!
-//! Runs on its own thread (spawned by the service's listener) and owns both sockets: they
-//! are closed when `run` returns, whatever happened. Never panics on anything a peer sends;
-//! every failure ends this session only and is logged once.
+//! Runs on its own thread (spawned by the service's listener, or by inetd mode) and owns
+//! both streams: they are closed when `run` returns, whatever happened. Never panics on
+//! anything a peer sends; every failure ends this session only and is logged once.
 
-use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,8 +14,10 @@ use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 
 use crate::accounting::{LiveSession, SessionGuard};
 use crate::config::types::LogId;
+use crate::exec::{self, PeerInfo};
 use crate::net::sockopt::Which;
-use crate::net::{self, display_addr, Stream};
+use crate::net::{self, Stream};
+use crate::protocol;
 use crate::relay::{self, describe_ssl_error, Outcome, RelaySettings, Summary};
 use crate::service::ServiceCtx;
 use crate::wake;
@@ -28,27 +29,31 @@ pub enum SessionError {
     ConnectFailed,
     /// The TLS handshake failed or timed out.
     Handshake(String),
-    /// A local resource ran out (fds, memory).
+    /// A local resource ran out (fds, memory), or the program could not start.
     Setup(String),
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionError::ConnectFailed => write!(f, "no target accepted the connection"),
+            SessionError::Handshake(msg) | SessionError::Setup(msg) => write!(f, "{msg}"),
+        }
+    }
 }
 
 /// Serves one accepted connection to completion. `guard` holds the session's slot and
 /// counters; it is released after the closing line is written.
-pub fn run(svc: Arc<ServiceCtx>, accepted: TcpStream, peer: SocketAddr, guard: SessionGuard) {
+pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard) {
     let live = Arc::clone(guard.session());
     let log_id = connection_log_id(svc.opts.log_id, live.id);
     crate::log::set_thread_context(&log_id, svc.opts.debug_level);
     log_notice!(
         "Service [{}] accepted connection from {}",
         svc.opts.name,
-        display_addr(&peer)
+        live.peer
     );
-    net::sockopt::apply_all(
-        accepted.as_raw_fd(),
-        &svc.opts.socket_options,
-        Which::Local,
-        peer.is_ipv6(),
-    );
+    net::sockopt::apply_all(accepted.as_raw_fd(), &svc.opts.socket_options, Which::Local);
     let _ = accepted.set_nonblocking(false);
     let result = if svc.opts.client {
         client_session(&svc, accepted, &live)
@@ -69,9 +74,11 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: TcpStream, peer: SocketAddr, guard: S
             }
         }
     };
+    // As stunnel words it: "reset" when the session ended with a TCP reset, which only
+    // `reset = yes` (the default) sends; a failed session is "closed" otherwise.
     let how = match &summary.outcome {
-        Outcome::Closed => "closed",
-        Outcome::Reset(_) => "reset",
+        Outcome::Reset(_) if svc.opts.reset => "reset",
+        _ => "closed",
     };
     log_notice!(
         "Connection {how}: {} byte(s) sent to TLS, {} byte(s) sent to socket",
@@ -93,24 +100,27 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: TcpStream, peer: SocketAddr, guard: S
     drop(guard);
 }
 
-impl std::fmt::Display for SessionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SessionError::ConnectFailed => write!(f, "no target accepted the connection"),
-            SessionError::Handshake(msg) | SessionError::Setup(msg) => write!(f, "{msg}"),
-        }
-    }
-}
-
 /// The id in this connection's log lines, by `logId`.
 fn connection_log_id(kind: LogId, sequence: u64) -> String {
     match kind {
         LogId::Sequential => sequence.to_string(),
-        LogId::Unique => format!("{}-{sequence}", std::process::id()),
+        LogId::Unique => random_base62_id(),
         // SAFETY: gettid has no arguments and cannot fail.
         LogId::Thread => unsafe { libc::gettid() }.to_string(),
         LogId::Process => std::process::id().to_string(),
     }
+}
+
+/// 22 base62 characters (about 131 random bits), the form stunnel uses for `logId = unique`.
+fn random_base62_id() -> String {
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut bytes = [0u8; 22];
+    let _ = openssl::rand::rand_bytes(&mut bytes);
+    // 256 = 4 × 62 + 8: the slight bias is irrelevant for a log id.
+    bytes
+        .iter()
+        .map(|b| DIGITS[usize::from(*b) % 62] as char)
+        .collect()
 }
 
 /// `reset = yes`: a session that fails ends with RST, so the peer sees an error rather
@@ -123,10 +133,10 @@ fn reset_if_configured(svc: &ServiceCtx, fd: std::os::fd::RawFd) {
 
 fn server_session(
     svc: &ServiceCtx,
-    accepted: TcpStream,
+    accepted: Stream,
     live: &Arc<LiveSession>,
 ) -> Result<Summary, SessionError> {
-    let tls = handshake(svc, Stream::from_tcp(accepted), None)?;
+    let tls = handshake(svc, accepted, None)?;
     // A client that named a virtual host (server `sni`) is served by that section: its
     // target, timeouts and logging level.
     let svc = match svc.virtual_host_for(tls.ssl()) {
@@ -136,44 +146,84 @@ fn server_session(
         }
         None => svc,
     };
-    let target =
-        connect_target(svc).inspect_err(|_| reset_if_configured(svc, tls.get_ref().as_raw_fd()))?;
-    log_connected(svc, &target);
-    Ok(relay_session(svc, tls, Stream::from_tcp(target), live))
+    let mut peer = PeerInfo::from_peer(&live.peer);
+    if let Some(cert) = tls.ssl().peer_certificate() {
+        peer.subject = Some(crate::tls::verify::name_line(cert.subject_name()));
+        peer.issuer = Some(crate::tls::verify::name_line(cert.issuer_name()));
+    }
+    let far =
+        far_side(svc, &peer).inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
+    negotiate(svc, tls.get_ref(), &far, |p| p.server_before_relay)
+        .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
+    Ok(relay_session(svc, tls, far, live))
 }
 
 fn client_session(
     svc: &ServiceCtx,
-    accepted: TcpStream,
+    accepted: Stream,
     live: &Arc<LiveSession>,
 ) -> Result<Summary, SessionError> {
-    let target =
-        connect_target(svc).inspect_err(|_| reset_if_configured(svc, accepted.as_raw_fd()))?;
-    log_connected(svc, &target);
-    let tls = handshake(svc, Stream::from_tcp(target), svc.sni.as_deref())
-        .inspect_err(|_| reset_if_configured(svc, accepted.as_raw_fd()))?;
-    Ok(relay_session(svc, tls, Stream::from_tcp(accepted), live))
+    let far = far_side(svc, &PeerInfo::from_peer(&live.peer))
+        .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
+    negotiate(svc, &accepted, &far, |p| p.client_before_tls)
+        .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
+    let tls = handshake(svc, far, svc.sni.as_deref())
+        .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
+    Ok(relay_session(svc, tls, accepted, live))
 }
 
-fn log_connected(svc: &ServiceCtx, target: &TcpStream) {
-    if let Ok(local) = target.local_addr() {
-        log_notice!(
-            "Service [{}] connected remote server from {}",
-            svc.opts.name,
-            display_addr(&local)
-        );
+/// Runs the `protocol` hook that `pick` selects for this side, if any, with TIMEOUTbusy
+/// bounding every read of the exchange.
+fn negotiate(
+    svc: &ServiceCtx,
+    local: &Stream,
+    far: &Stream,
+    pick: fn(&protocol::Protocol) -> Option<protocol::Hook>,
+) -> Result<(), SessionError> {
+    let Some(hook) = svc.opts.protocol.and_then(protocol::find).and_then(pick) else {
+        return Ok(());
+    };
+    far.set_read_timeout(Some(svc.opts.timeouts.busy));
+    let result = hook(&protocol::Exchange {
+        opts: &svc.opts,
+        local,
+        far,
+    });
+    far.set_read_timeout(None);
+    let name = svc.opts.protocol.unwrap_or("");
+    result.map_err(|e| SessionError::Handshake(format!("protocol {name}: {e}")))?;
+    log_info!("Protocol {name} negotiated");
+    Ok(())
+}
+
+/// The other end of the session: the `exec` program, or the first `connect` target that
+/// answers.
+fn far_side(svc: &ServiceCtx, peer: &PeerInfo) -> Result<Stream, SessionError> {
+    if svc.opts.exec.is_some() && svc.opts.connect.is_empty() {
+        return exec::spawn(&svc.opts, peer).map_err(|e| {
+            SessionError::Setup(format!(
+                "exec {}: {e}",
+                svc.opts
+                    .exec
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ))
+        });
     }
-}
-
-fn connect_target(svc: &ServiceCtx) -> Result<TcpStream, SessionError> {
     let addrs = svc.target_addrs().ok_or(SessionError::ConnectFailed)?;
-    net::connect::connect_first(
+    let (stream, from) = net::connect::connect_first(
         &addrs,
         svc.opts.timeouts.connect,
         &svc.opts.socket_options,
         svc.opts.local,
     )
-    .ok_or(SessionError::ConnectFailed)
+    .ok_or(SessionError::ConnectFailed)?;
+    log_notice!(
+        "Service [{}] connected remote server from {from}",
+        svc.opts.name
+    );
+    Ok(stream)
 }
 
 fn relay_session(
@@ -198,7 +248,7 @@ fn relay_session(
 }
 
 /// Runs the TLS handshake on `stream` within TIMEOUTbusy (DESIGN.md relay rule 1): the
-/// socket is made non-blocking here and stays so. `sni` (client side) is the name to send.
+/// stream is made non-blocking here and stays so. `sni` (client side) is the name to send.
 fn handshake(
     svc: &ServiceCtx,
     stream: Stream,
@@ -218,7 +268,8 @@ fn handshake(
     stream
         .set_nonblocking(true)
         .map_err(|e| SessionError::Setup(format!("{op}: {e}")))?;
-    let fd = stream.as_raw_fd();
+    let reset_fd = stream.read_fd();
+    let fds = (stream.read_fd(), stream.write_fd());
     // A huge TIMEOUTbusy means no deadline rather than an overflow.
     let deadline = Instant::now().checked_add(svc.opts.timeouts.busy);
     let mut attempt = if server {
@@ -235,16 +286,16 @@ fn handshake(
                 return Ok(tls);
             }
             Err(HandshakeError::WouldBlock(mid)) => {
-                let events = if mid.error().code() == ErrorCode::WANT_WRITE {
-                    libc::POLLOUT
+                let (fd, events) = if mid.error().code() == ErrorCode::WANT_WRITE {
+                    (fds.1, libc::POLLOUT)
                 } else {
-                    libc::POLLIN
+                    (fds.0, libc::POLLIN)
                 };
                 let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                let mut fds = [wake::pollfd(fd, events)];
-                match wake::poll(&mut fds, left) {
+                let mut poll_fds = [wake::pollfd(fd, events)];
+                match wake::poll(&mut poll_fds, left) {
                     Ok(0) => {
-                        reset_if_configured(svc, fd);
+                        reset_if_configured(svc, reset_fd);
                         return Err(SessionError::Handshake(format!(
                             "{op}: TIMEOUTbusy exceeded"
                         )));
@@ -254,7 +305,7 @@ fn handshake(
                 }
             }
             Err(HandshakeError::Failure(mid)) => {
-                reset_if_configured(svc, fd);
+                reset_if_configured(svc, reset_fd);
                 return Err(SessionError::Handshake(format!(
                     "{op}: {}",
                     describe_ssl_error(mid.error())

@@ -19,6 +19,9 @@ pub enum ConfigError {
     Service { name: String, message: String },
     /// The global part failed its checks: `Global options: message`.
     Global { message: String },
+    /// A global TLS setting cannot be applied: stunnel prints the cause on its own line,
+    /// then `Global options: Failed to initialize TLS`.
+    GlobalTls { cause: String },
     /// A file without sections (inetd mode) failed its checks: `Inetd mode: message`.
     Inetd { message: String },
 }
@@ -31,6 +34,15 @@ impl ConfigError {
             | ConfigError::Service { message, .. }
             | ConfigError::Global { message }
             | ConfigError::Inetd { message } => message,
+            ConfigError::GlobalTls { .. } => "Failed to initialize TLS",
+        }
+    }
+
+    /// A line stunnel prints before this error (its cause), if any.
+    pub fn cause(&self) -> Option<&str> {
+        match self {
+            ConfigError::GlobalTls { cause } => Some(cause),
+            _ => None,
         }
     }
 }
@@ -49,6 +61,7 @@ impl fmt::Display for ConfigError {
             } => write!(f, "{file}:{line}: \"{raw}\": {message}"),
             ConfigError::Service { name, message } => write!(f, "Service [{name}]: {message}"),
             ConfigError::Global { message } => write!(f, "Global options: {message}"),
+            ConfigError::GlobalTls { .. } => write!(f, "Global options: Failed to initialize TLS"),
             ConfigError::Inetd { message } => write!(f, "Inetd mode: {message}"),
         }
     }

@@ -115,8 +115,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("delay", Service, Set(set_delay), Some("no"), "yes|no delay DNS lookup for 'connect' option"),
     row("engineId", Service, NotYet, None, "ID of engine to read the key from"),
     row("engineNum", Service, NotYet, None, "number of engine to read the key from"),
-    row("exec", Service, NotYet, None, "file execute local inetd-type program"),
-    row("execArgs", Service, NotYet, None, "arguments for 'exec' (including $0)"),
+    row("exec", Service, Set(set_exec), None, "file execute local inetd-type program"),
+    row("execArgs", Service, Set(set_exec_args), None, "arguments for 'exec' (including $0)"),
     row("failover", Service, Set(set_failover), Some("prio"), "rr|prio failover strategy"),
     row("ident", Service, NotYet, None, "username for IDENT (RFC 1413) checking"),
     row("include", Service, Include, None, "directory with configuration file snippets"),
@@ -125,22 +125,22 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("local", Service, Set(set_local), None, "IP address to be used as source for remote connections"),
     row("logId", Service, Set(set_log_id), Some("sequential"), "connection identifier type"),
     row("maxConnections", Service, Set(set_max_connections), Some("0"), "live sessions allowed for this service, 0 = no own limit (rstunnel extension)"),
-    row("OCSP", Service, NotYet, None, "OCSP responder URL"),
+    row("OCSP", Service, Set(set_ocsp), None, "OCSP responder URL"),
     row("OCSPaia", Service, Set(set_ocsp_aia), Some("no"), "yes|no check the AIA responders from certificates"),
-    row("OCSPflag", Service, NotYet, None, "OCSP responder flags"),
-    row("OCSPnonce", Service, NotYet, Some("no"), "yes|no send and verify the OCSP nonce extension"),
-    row("OCSPrequire", Service, NotYet, Some("yes"), "yes|no require a conclusive OCSP response (stunnel 5.70+)"),
+    row("OCSPflag", Service, Set(add_ocsp_flag), None, "OCSP responder flags"),
+    row("OCSPnonce", Service, Set(set_ocsp_nonce), Some("no"), "yes|no send and verify the OCSP nonce extension"),
+    row("OCSPrequire", Service, Set(set_ocsp_require), Some("yes"), "yes|no require a conclusive OCSP response (stunnel 5.70+)"),
     row("options", Service, Set(add_ssl_option), Some("NO_SSLv2, NO_SSLv3"), "TLS option to set/reset"),
-    row("protocol", Service, NotYet, None, "protocol to negotiate before TLS initialization"),
-    row("protocolAuthentication", Service, NotYet, None, "authentication type for protocol negotiations"),
-    row("protocolDomain", Service, NotYet, None, "domain for protocol negotiations"),
-    row("protocolHeader", Service, NotYet, None, "custom header for protocol negotiations"),
-    row("protocolHost", Service, NotYet, None, "host:port for protocol negotiations"),
-    row("protocolPassword", Service, NotYet, None, "password for protocol negotiations"),
-    row("protocolUsername", Service, NotYet, None, "username for protocol negotiations"),
+    row("protocol", Service, Set(set_protocol), None, "protocol to negotiate before TLS initialization"),
+    row("protocolAuthentication", Service, Set(set_protocol_authentication), None, "authentication type for protocol negotiations"),
+    row("protocolDomain", Service, Set(set_protocol_domain), None, "domain for protocol negotiations"),
+    row("protocolHeader", Service, Set(add_protocol_header), None, "custom header for protocol negotiations"),
+    row("protocolHost", Service, Set(set_protocol_host), None, "host:port for protocol negotiations"),
+    row("protocolPassword", Service, Set(set_protocol_password), None, "password for protocol negotiations"),
+    row("protocolUsername", Service, Set(set_protocol_username), None, "username for protocol negotiations"),
     row("PSKidentity", Service, Set(set_psk_identity), None, "identity for PSK authentication"),
     row("PSKsecrets", Service, Set(set_psk_secrets), None, "secrets for PSK authentication"),
-    row("pty", Service, NotYet, Some("no"), "yes|no allocate pseudo terminal for 'exec' option"),
+    row("pty", Service, Set(set_pty), Some("no"), "yes|no allocate pseudo terminal for 'exec' option"),
     row("redirect", Service, NotYet, None, "[host:]port to redirect on authentication failures"),
     row("renegotiation", Service, Set(set_renegotiation), Some("no"), "yes|no support renegotiation (rstunnel always refuses it)"),
     row("requireCert", Service, Set(set_require_cert), Some("no"), "yes|no require client certificate"),
@@ -166,7 +166,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("TIMEOUTclose", Service, Set(set_timeout_close), Some("60"), "seconds to wait for close_notify"),
     row("TIMEOUTconnect", Service, Set(set_timeout_connect), Some("10"), "seconds to connect remote host"),
     row("TIMEOUTidle", Service, Set(set_timeout_idle), Some("43200"), "seconds to keep an idle connection"),
-    row("TIMEOUTocsp", Service, NotYet, Some("5"), "seconds to wait for an OCSP responder (stunnel 5.70+)"),
+    row("TIMEOUTocsp", Service, Set(set_timeout_ocsp), Some("5"), "seconds to wait for an OCSP responder (stunnel 5.70+)"),
     row("transparent", Service, NotYet, Some("none"), "none|source|destination|both transparent proxy mode"),
     row("verify", Service, Set(set_verify), None, "level of peer certificate verification"),
     row("verifyChain", Service, Set(set_verify_chain), Some("no"), "yes|no verify certificate chain"),
@@ -232,25 +232,25 @@ fn set_chroot(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// In a section, `setuid`/`setgid` name the owner of a Unix `accept` socket, which needs
-/// Unix sockets first.
-fn unix_socket_owner_not_yet(name: &str) -> String {
-    format!("option '{name}' in a section (owner of a Unix socket) is not supported yet")
-}
-
+/// In the global part `setuid`/`setgid` are the user and group the process switches to;
+/// in a section they own the service's Unix `accept` sockets.
 fn set_setuid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    if !t.in_global_part {
-        return Err(unix_socket_owner_not_yet("setuid"));
+    let uid = values::user_id(value)?;
+    if t.in_global_part {
+        t.global.setuid = Some(uid);
+    } else {
+        t.service.unix_owner.0 = Some(uid);
     }
-    t.global.setuid = Some(values::user_id(value)?);
     Ok(())
 }
 
 fn set_setgid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    if !t.in_global_part {
-        return Err(unix_socket_owner_not_yet("setgid"));
+    let gid = values::group_id(value)?;
+    if t.in_global_part {
+        t.global.setgid = Some(gid);
+    } else {
+        t.service.unix_owner.1 = Some(gid);
     }
-    t.global.setgid = Some(values::group_id(value)?);
     Ok(())
 }
 
@@ -269,13 +269,34 @@ fn set_delay(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Only `no` (the default) until OCSP checking exists: `yes` would promise revocation
-/// checks that are not made.
-fn set_ocsp_aia(_: &mut Target<'_>, value: &str) -> Result<(), String> {
-    match values::yes_no(value)? {
-        false => Ok(()),
-        true => Err("option 'OCSPaia = yes' is not supported yet (OCSP checking)".into()),
-    }
+/// `OCSP = URL`: only the scheme and authority are checked here; `https://` is accepted
+/// (stunnel does) but tls treats such a responder as giving no answer.
+fn set_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    crate::tls::ocsp::ResponderUrl::parse(value)?;
+    t.service.ocsp_url = Some(value.to_string());
+    Ok(())
+}
+
+fn set_ocsp_aia(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.ocsp_aia = values::yes_no(value)?;
+    Ok(())
+}
+
+/// Each line adds one flag; flags are never cleared (stunnel ORs them together).
+fn add_ocsp_flag(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    let name = crate::tls::ocsp::flag_name(value).ok_or("Illegal OCSP flag")?;
+    t.service.ocsp_flags.push(name);
+    Ok(())
+}
+
+fn set_ocsp_nonce(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.ocsp_nonce = values::yes_no(value)?;
+    Ok(())
+}
+
+fn set_ocsp_require(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.ocsp_require = values::yes_no(value)?;
+    Ok(())
 }
 
 fn set_failover(t: &mut Target<'_>, value: &str) -> Result<(), String> {
@@ -315,6 +336,69 @@ fn set_max_connections(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     t.service.max_connections = values::integer(value)
         .and_then(|n| usize::try_from(n).ok())
         .ok_or("Illegal connection limit")?;
+    Ok(())
+}
+
+fn set_exec(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.exec = path(value);
+    Ok(())
+}
+
+/// Split on blanks, no quoting, as stunnel; the first word is argv[0].
+fn set_exec_args(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.exec_args = value.split_whitespace().map(str::to_string).collect();
+    Ok(())
+}
+
+/// Only `no` until pseudo-terminals exist: `yes` changes what the program sees.
+fn set_pty(_: &mut Target<'_>, value: &str) -> Result<(), String> {
+    match values::yes_no(value)? {
+        false => Ok(()),
+        true => Err("option 'pty = yes' is not supported yet".into()),
+    }
+}
+
+fn set_protocol(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.protocol = Some(
+        crate::protocol::find(value)
+            .ok_or("Unsupported protocol")?
+            .name,
+    );
+    Ok(())
+}
+
+fn set_protocol_authentication(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    let known = ["basic", "ntlm", "plain", "login"];
+    let name = known
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(value))
+        .ok_or("Unsupported authentication type")?;
+    t.service.protocol_authentication = Some(name);
+    Ok(())
+}
+
+fn set_protocol_domain(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.protocol_domain = Some(value.to_string());
+    Ok(())
+}
+
+fn add_protocol_header(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.protocol_headers.push(value.to_string());
+    Ok(())
+}
+
+fn set_protocol_host(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.protocol_host = Some(value.to_string());
+    Ok(())
+}
+
+fn set_protocol_password(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.protocol_password = Some(value.to_string());
+    Ok(())
+}
+
+fn set_protocol_username(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.protocol_username = Some(value.to_string());
     Ok(())
 }
 
@@ -559,6 +643,11 @@ fn set_timeout_idle(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn set_timeout_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.timeouts.ocsp = timeout(value, "OCSP")?;
+    Ok(())
+}
+
 /// `verify = 0..4`, stunnel's legacy level that sets all four flags (spec §2.4).
 fn set_verify(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     let (request_cert, require_cert, chain, peer) = match values::integer(value) {
@@ -770,7 +859,7 @@ mod tests {
     }
 
     #[test]
-    fn delay_compression_and_ocsp_aia() {
+    fn delay_and_compression() {
         assert!(apply("delay", "yes").unwrap().1.delay);
         assert_eq!(
             apply("compression", "Deflate")
@@ -781,10 +870,73 @@ mod tests {
             Some("deflate")
         );
         assert!(apply("compression", "lzma").is_err());
-        assert!(apply("OCSPaia", "no").is_ok());
-        assert!(apply("OCSPaia", "yes")
-            .unwrap_err()
-            .contains("not supported yet"));
+    }
+
+    #[test]
+    fn ocsp_url_needs_an_http_or_https_responder() {
+        let (_, s) = apply("OCSP", "http://ocsp.example.org:8080/check").unwrap();
+        assert_eq!(
+            s.ocsp_url.as_deref(),
+            Some("http://ocsp.example.org:8080/check")
+        );
+        assert!(apply("OCSP", "HTTPS://ocsp.example.org").is_ok());
+        assert!(apply("OCSP", "http://[::1]:2560").is_ok());
+        for bad in [
+            "ocsp.example.org",
+            "ftp://x",
+            "http://",
+            "http://h:port/",
+            "",
+        ] {
+            assert_eq!(apply("OCSP", bad).unwrap_err(), "Invalid OCSP URL", "{bad}");
+        }
+    }
+
+    #[test]
+    fn ocsp_aia_nonce_and_require_are_yes_no() {
+        assert!(apply("OCSPaia", "yes").unwrap().1.ocsp_aia);
+        assert!(!apply("OCSPaia", "no").unwrap().1.ocsp_aia);
+        assert!(apply("OCSPnonce", "YES").unwrap().1.ocsp_nonce);
+        assert!(!apply("OCSPrequire", "no").unwrap().1.ocsp_require);
+        assert!(apply("OCSPrequire", "yes").unwrap().1.ocsp_require);
+        for name in ["OCSPaia", "OCSPnonce", "OCSPrequire"] {
+            assert!(apply(name, "maybe").is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn ocsp_flags_by_name_and_cumulative() {
+        let (_, s) = apply("OCSPflag", "noverify").unwrap();
+        assert_eq!(s.ocsp_flags, vec!["NOVERIFY"]);
+        let mut global = GlobalOptions::default();
+        let mut service = ServiceOptions::default();
+        let mut t = Target {
+            global: &mut global,
+            service: &mut service,
+            in_global_part: false,
+        };
+        add_ocsp_flag(&mut t, "NOCERTS").unwrap();
+        add_ocsp_flag(&mut t, "TRUSTOTHER").unwrap();
+        assert_eq!(service.ocsp_flags, vec!["NOCERTS", "TRUSTOTHER"]);
+        for bad in ["OCSP_NOCERTS", "NOPE", ""] {
+            assert_eq!(
+                apply("OCSPflag", bad).unwrap_err(),
+                "Illegal OCSP flag",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn ocsp_timeout_in_seconds() {
+        assert_eq!(
+            apply("TIMEOUTocsp", "12").unwrap().1.timeouts.ocsp,
+            Duration::from_secs(12)
+        );
+        assert_eq!(
+            apply("TIMEOUTocsp", "5s").unwrap_err(),
+            "Illegal OCSP timeout"
+        );
     }
 
     #[test]

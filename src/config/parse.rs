@@ -161,7 +161,9 @@ fn check_global(global: &GlobalOptions) -> Result<(), ConfigError> {
     }
     if global.compression.is_some() {
         // TLS compression (CRIME) is compiled out of every distribution's OpenSSL.
-        return Err(error("Configured compression is unsupported by OpenSSL"));
+        return Err(ConfigError::GlobalTls {
+            cause: "Configured compression is unsupported by OpenSSL".into(),
+        });
     }
     Ok(())
 }
@@ -215,11 +217,36 @@ fn check_service(
             )),
             None => false,
         };
-    // A virtual host's sni line stands for the accepting endpoint (spec §1.5).
-    if (service.accept.is_empty() && !virtual_host) || service.connect.is_empty() {
+    if let Some(message) = protocol_problem(&service) {
+        return Err(ConfigError::Service {
+            name: service.name.clone(),
+            message,
+        });
+    }
+    // Endpoints (spec §1.5): accept (or a virtual host's sni line) on one side, connect
+    // or exec on the other; exec + connect without accept is the exec+connect form.
+    let local = !service.accept.is_empty() || virtual_host;
+    let remote = !service.connect.is_empty() || service.exec.is_some();
+    let exec_connect = service.exec.is_some() && !service.connect.is_empty();
+    if !((local && remote) || exec_connect) {
         return Err(error("Each service must define two endpoints"));
     }
     Ok(service)
+}
+
+/// A `protocol` that this side cannot speak, or an authentication it does not have.
+fn protocol_problem(service: &ServiceOptions) -> Option<String> {
+    let protocol = crate::protocol::find(service.protocol?)?;
+    if let Some(message) = crate::protocol::unsupported_on(protocol, service.client) {
+        return Some(message);
+    }
+    match (protocol.name, service.protocol_authentication) {
+        ("connect", Some("ntlm")) => Some("protocolAuthentication = ntlm is not supported yet".into()),
+        ("smtp", Some(_)) if service.protocol_username.is_some() => {
+            Some("SMTP authentication (protocolAuthentication with protocolUsername) is not supported yet".into())
+        }
+        _ => None,
+    }
 }
 
 /// Checks of a file without sections (spec §1.3). The certificate check comes first, as
@@ -232,7 +259,8 @@ fn check_inetd(defaults: &ServiceOptions) -> Result<(), ConfigError> {
     if !defaults.accept.is_empty() {
         return Err(error("'accept' option is only allowed in a [section]"));
     }
-    let endpoints = usize::from(!defaults.connect.is_empty());
+    let endpoints =
+        usize::from(!defaults.connect.is_empty()) + usize::from(defaults.exec.is_some());
     if endpoints != 1 {
         return Err(error("Inetd mode must define one endpoint"));
     }

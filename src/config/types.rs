@@ -111,6 +111,8 @@ pub struct Timeouts {
     pub connect: Duration,
     /// A session with no traffic either way is closed after this.
     pub idle: Duration,
+    /// One exchange with an OCSP responder (connect, send, read the answer).
+    pub ocsp: Duration,
 }
 
 impl Default for Timeouts {
@@ -120,6 +122,7 @@ impl Default for Timeouts {
             close: Duration::from_secs(60),
             connect: Duration::from_secs(10),
             idle: Duration::from_secs(43200),
+            ocsp: Duration::from_secs(5),
         }
     }
 }
@@ -146,6 +149,21 @@ pub struct ServiceOptions {
     pub session_resume: bool,
     /// `logId`: how connections are numbered in log lines.
     pub log_id: LogId,
+    /// `protocol`: the clear-text exchange before TLS (a name from `protocol::PROTOCOLS`).
+    pub protocol: Option<&'static str>,
+    pub protocol_host: Option<String>,
+    pub protocol_username: Option<String>,
+    pub protocol_password: Option<String>,
+    pub protocol_authentication: Option<&'static str>,
+    pub protocol_domain: Option<String>,
+    /// `protocolHeader` lines, in order.
+    pub protocol_headers: Vec<String>,
+    /// `exec`: a program run per connection as the far side, instead of `connect`.
+    pub exec: Option<PathBuf>,
+    /// `execArgs`: argv, including argv[0].
+    pub exec_args: Vec<String>,
+    /// Section `setuid`/`setgid`: owner of the service's Unix `accept` sockets.
+    pub unix_owner: (Option<libc::uid_t>, Option<libc::gid_t>),
     /// `maxConnections` (rstunnel extension): live sessions allowed for this service;
     /// 0 leaves only the process-wide cap, which follows RLIMIT_NOFILE.
     pub max_connections: usize,
@@ -187,6 +205,17 @@ pub struct ServiceOptions {
     pub stack: usize,
     /// `socket` lines after stunnel's defaults, in order (a later one wins).
     pub socket_options: Vec<crate::net::sockopt::SocketOption>,
+    /// `OCSP = URL`: the responder for peer certificates (and, on a server, for stapling
+    /// our own); checked as `http://` or `https://` when read.
+    pub ocsp_url: Option<String>,
+    /// `OCSPaia = yes`: also ask the responders named in the certificates' AIA extension.
+    pub ocsp_aia: bool,
+    /// `OCSPflag` names (OpenSSL's `OCSP_*` without the prefix), cumulative, in file order.
+    pub ocsp_flags: Vec<&'static str>,
+    /// `OCSPnonce = yes`: send a nonce and require it back.
+    pub ocsp_nonce: bool,
+    /// `OCSPrequire = no` accepts a peer when no conclusive answer (good or revoked) came.
+    pub ocsp_require: bool,
 }
 
 impl Default for ServiceOptions {
@@ -202,6 +231,16 @@ impl Default for ServiceOptions {
             session_resume: true,
             log_id: LogId::Sequential,
             max_connections: 0,
+            unix_owner: (None, None),
+            protocol: None,
+            protocol_host: None,
+            protocol_username: None,
+            protocol_password: None,
+            protocol_authentication: None,
+            protocol_domain: None,
+            protocol_headers: Vec::new(),
+            exec: None,
+            exec_args: Vec::new(),
             client: false,
             cert: None,
             key: None,
@@ -229,6 +268,11 @@ impl Default for ServiceOptions {
             timeouts: Timeouts::default(),
             stack: 65536,
             socket_options: crate::net::sockopt::defaults(),
+            ocsp_url: None,
+            ocsp_aia: false,
+            ocsp_flags: Vec::new(),
+            ocsp_nonce: false,
+            ocsp_require: true,
         }
     }
 }

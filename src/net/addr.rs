@@ -40,46 +40,40 @@ impl Endpoint {
 
     /// Addresses to listen on: a bare port listens on every IPv4 address (as stunnel
     /// does on Linux); `*` is the same.
-    pub fn resolve_accept(&self) -> Result<Vec<SocketAddr>, String> {
-        match self {
-            Endpoint::Tcp { host: None, port } => Ok(vec![SocketAddr::new(
+    pub fn resolve_accept(&self) -> Result<Vec<Addr>, String> {
+        let any = |port| {
+            Ok(vec![Addr::Inet(SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                *port,
-            )]),
+                port,
+            ))])
+        };
+        match self {
+            Endpoint::Unix(path) => Ok(vec![Addr::Unix(path.clone())]),
+            Endpoint::Tcp { host: None, port } => any(*port),
             Endpoint::Tcp {
                 host: Some(host),
                 port,
-            } if host == "*" => Ok(vec![SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                *port,
-            )]),
+            } if host == "*" => any(*port),
             Endpoint::Tcp {
                 host: Some(host),
                 port,
             } => resolve(host, *port),
-            Endpoint::Unix(path) => Err(format!(
-                "Unix socket {} is not supported yet",
-                path.display()
-            )),
         }
     }
 
     /// Addresses to connect to, in the resolver's order: a bare port means localhost,
     /// `::1` first, then `127.0.0.1`.
-    pub fn resolve_connect(&self) -> Result<Vec<SocketAddr>, String> {
+    pub fn resolve_connect(&self) -> Result<Vec<Addr>, String> {
         match self {
+            Endpoint::Unix(path) => Ok(vec![Addr::Unix(path.clone())]),
             Endpoint::Tcp { host: None, port } => Ok(vec![
-                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), *port),
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port),
+                Addr::Inet(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), *port)),
+                Addr::Inet(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port)),
             ]),
             Endpoint::Tcp {
                 host: Some(host),
                 port,
             } => resolve(host, *port),
-            Endpoint::Unix(path) => Err(format!(
-                "Unix socket {} is not supported yet",
-                path.display()
-            )),
         }
     }
 
@@ -92,10 +86,11 @@ impl Endpoint {
     }
 }
 
-fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let addrs: Vec<SocketAddr> = (host, port)
+fn resolve(host: &str, port: u16) -> Result<Vec<Addr>, String> {
+    let addrs: Vec<Addr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("Error resolving \"{host}\": {e}"))?
+        .map(Addr::Inet)
         .collect();
     if addrs.is_empty() {
         return Err(format!("Error resolving \"{host}\": no address"));
@@ -121,6 +116,29 @@ fn port_number(port: &str) -> Result<u16, String> {
     // SAFETY: non-null entry from getservbyname; s_port is in network byte order.
     let raw = unsafe { (*entry).s_port };
     Ok(u16::from_be(raw as u16))
+}
+
+/// A resolved address: an IP socket address or a Unix-domain socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addr {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Addr {
+    pub fn is_ipv6(&self) -> bool {
+        matches!(self, Addr::Inet(SocketAddr::V6(_)))
+    }
+}
+
+impl std::fmt::Display for Addr {
+    /// As stunnel logs it: IPv6 without brackets, a Unix socket as `localhost:/path`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::Inet(addr) => write!(f, "{}", display_addr(addr)),
+            Addr::Unix(path) => write!(f, "localhost:{}", path.display()),
+        }
+    }
 }
 
 /// An address as stunnel logs it: IPv6 without brackets (`::1:18080`).
@@ -157,7 +175,7 @@ mod tests {
         assert_eq!(Endpoint::parse(":::443"), Ok(tcp(Some("::"), 443)));
         assert_eq!(Endpoint::parse("::1:443"), Ok(tcp(Some("::1"), 443)));
         let addrs = tcp(Some("::1"), 443).resolve_connect().unwrap();
-        assert_eq!(addrs, vec!["[::1]:443".parse().unwrap()]);
+        assert_eq!(addrs, vec![Addr::Inet("[::1]:443".parse().unwrap())]);
     }
 
     #[test]
@@ -191,8 +209,8 @@ mod tests {
         assert_eq!(
             addrs,
             vec![
-                "[::1]:61514".parse().unwrap(),
-                "127.0.0.1:61514".parse().unwrap()
+                Addr::Inet("[::1]:61514".parse().unwrap()),
+                Addr::Inet("127.0.0.1:61514".parse().unwrap())
             ]
         );
     }
@@ -200,7 +218,7 @@ mod tests {
     #[test]
     fn bare_port_accepts_on_all_ipv4() {
         let addrs = tcp(None, 60514).resolve_accept().unwrap();
-        assert_eq!(addrs, vec!["0.0.0.0:60514".parse().unwrap()]);
+        assert_eq!(addrs, vec![Addr::Inet("0.0.0.0:60514".parse().unwrap())]);
     }
 
     #[test]

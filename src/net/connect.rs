@@ -10,33 +10,40 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::addr::display_addr;
+use std::os::unix::net::UnixStream;
+
+use super::addr::{display_addr, Addr};
 use super::sockopt::{self, SocketOption, Which};
+use super::Stream;
 
 /// Connects to the first address that answers. Every failure is logged; `None` means all
 /// failed (the caller ends the session).
 pub fn connect_first(
-    addrs: &[SocketAddr],
+    addrs: &[Addr],
     timeout: Duration,
     options: &[SocketOption],
     local: Option<IpAddr>,
-) -> Option<TcpStream> {
+) -> Option<(Stream, String)> {
     for addr in addrs {
-        log_info!("s_connect: connecting {}", display_addr(addr));
+        log_info!("s_connect: connecting {addr}");
         // A zero timeout would be rejected by connect_timeout; stunnel then fails at once.
         let attempt = if timeout.is_zero() {
             Err(std::io::Error::from(std::io::ErrorKind::TimedOut))
         } else {
-            connect_one(addr, timeout, options, local)
+            match addr {
+                Addr::Inet(inet) => connect_inet(inet, timeout, options, local),
+                Addr::Unix(path) => {
+                    UnixStream::connect(path).map(|s| (Stream::from_unix(s), addr.to_string()))
+                }
+            }
         };
         match attempt {
-            Ok(stream) => {
-                log_info!("s_connect: connected {}", display_addr(addr));
-                return Some(stream);
+            Ok(connected) => {
+                log_info!("s_connect: connected {addr}");
+                return Some(connected);
             }
             Err(e) => log_err!(
-                "s_connect: connect {}: {} ({})",
-                display_addr(addr),
+                "s_connect: connect {addr}: {} ({})",
                 describe(&e),
                 e.raw_os_error().unwrap_or(0)
             ),
@@ -46,25 +53,31 @@ pub fn connect_first(
     None
 }
 
-/// One attempt: a socket with the `socket = r:…` options, connected within `timeout`.
-fn connect_one(
+/// One TCP attempt: a socket with the `socket = r:…` options and the `local` source
+/// address, connected within `timeout`. Returns the stream and its local address.
+fn connect_inet(
     addr: &SocketAddr,
     timeout: Duration,
     options: &[SocketOption],
     local: Option<IpAddr>,
-) -> std::io::Result<TcpStream> {
+) -> std::io::Result<(Stream, String)> {
     let socket = Socket::new(
         Domain::for_address(*addr),
         Type::STREAM,
         Some(Protocol::TCP),
     )?;
-    sockopt::apply_all(socket.as_raw_fd(), options, Which::Remote, addr.is_ipv6());
+    sockopt::apply_all(socket.as_raw_fd(), options, Which::Remote);
     if let Some(ip) = local {
         // `local`: the source address; the kernel picks the port.
         socket.bind(&SocketAddr::new(ip, 0).into())?;
     }
     socket.connect_timeout(&(*addr).into(), timeout)?;
-    Ok(socket.into())
+    let stream: TcpStream = socket.into();
+    let from = stream
+        .local_addr()
+        .map(|a| display_addr(&a))
+        .unwrap_or_else(|_| "unknown".into());
+    Ok((Stream::from_tcp(stream), from))
 }
 
 /// The C library's text for an errno, as stunnel prints it (`Connection refused`).

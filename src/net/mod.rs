@@ -8,7 +8,7 @@ pub mod listen;
 pub mod sockopt;
 mod stream;
 
-pub use addr::{display_addr, Endpoint};
+pub use addr::{display_addr, Addr, Endpoint};
 pub use stream::Stream;
 
 /// Makes close() of `fd` send RST instead of FIN (SO_LINGER with a zero timeout).

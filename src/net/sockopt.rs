@@ -274,14 +274,40 @@ impl SocketOption {
     }
 }
 
+/// The address family of a socket (SO_DOMAIN), or `None` for a non-socket.
+fn family(fd: RawFd) -> Option<libc::c_int> {
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `domain`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut domain as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(domain)
+}
+
 /// Applies every option meant for `which` to `fd`, in order (a later line for the same
-/// option wins). An option the kernel refuses is logged and skipped, as in stunnel; IPv4
-/// options on an IPv6 socket and the reverse are skipped silently.
-pub fn apply_all(fd: RawFd, options: &[SocketOption], which: Which, ipv6: bool) {
+/// option wins). An option the kernel refuses is logged and skipped, as in stunnel.
+/// Options of another protocol level than the socket's are skipped silently: IPv4
+/// options on an IPv6 socket and the reverse, TCP and IP options on a Unix socket.
+pub fn apply_all(fd: RawFd, options: &[SocketOption], which: Which) {
+    let Some(domain) = family(fd) else {
+        return;
+    };
     for option in options.iter().filter(|o| o.which == which) {
-        let family_mismatch = (option.level == libc::IPPROTO_IPV6 && !ipv6)
-            || (option.level == libc::IPPROTO_IP && ipv6);
-        if family_mismatch {
+        let applies = match option.level {
+            libc::SOL_SOCKET => true,
+            libc::IPPROTO_TCP => domain == libc::AF_INET || domain == libc::AF_INET6,
+            libc::IPPROTO_IP => domain == libc::AF_INET,
+            libc::IPPROTO_IPV6 => domain == libc::AF_INET6,
+            _ => false,
+        };
+        if !applies {
             continue;
         }
         if let Err(e) = option.apply(fd) {
@@ -347,7 +373,7 @@ mod tests {
             parse("r:TCP_NODELAY=yes").unwrap(),
             parse("r:SO_KEEPALIVE=yes").unwrap(),
         ];
-        apply_all(stream.as_raw_fd(), &opts, Which::Remote, false);
+        apply_all(stream.as_raw_fd(), &opts, Which::Remote);
         assert!(stream.nodelay().unwrap());
         assert!(socket2::SockRef::from(&stream).keepalive().unwrap());
     }

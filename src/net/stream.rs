@@ -1,73 +1,237 @@
-//! `Stream`: a connected socket as the session and relay use it. One type so that the
-//! relay's rules are written once, whatever the socket; Unix sockets join it later.
+//! `Stream`: a connected byte stream as the session and relay use it, whatever it is: a
+//! TCP or Unix-domain socket, or (inetd mode, exec'd programs) a pair of descriptors, one
+//! to read and one to write. One type, so that the relay's rules are written once.
+//!
+//! Owns its descriptors and closes them on drop. Never blocks by itself: blocking or not is
+//! the descriptor's mode (`set_nonblocking`).
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+#[derive(Debug)]
+enum Kind {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    /// Separate descriptors for the two directions (stdin/stdout in inetd mode). They may
+    /// be the same socket.
+    Pair {
+        input: File,
+        output: File,
+    },
+}
 
 #[derive(Debug)]
 pub struct Stream {
-    tcp: TcpStream,
+    kind: Kind,
+}
+
+fn shutdown_fd(fd: RawFd, how: libc::c_int) {
+    // SAFETY: shutdown on a descriptor we own; on a non-socket it fails harmlessly.
+    unsafe { libc::shutdown(fd, how) };
+}
+
+fn set_fd_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own, with plain integer arguments.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let wanted = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        if wanted != flags && libc::fcntl(fd, libc::F_SETFL, wanted) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl Stream {
     pub fn from_tcp(tcp: TcpStream) -> Stream {
-        Stream { tcp }
+        Stream {
+            kind: Kind::Tcp(tcp),
+        }
+    }
+
+    pub fn from_unix(unix: UnixStream) -> Stream {
+        Stream {
+            kind: Kind::Unix(unix),
+        }
+    }
+
+    /// A stream that reads from `input` and writes to `output`.
+    pub fn from_pair(input: OwnedFd, output: OwnedFd) -> Stream {
+        Stream {
+            kind: Kind::Pair {
+                input: File::from(input),
+                output: File::from(output),
+            },
+        }
+    }
+
+    /// The descriptor to poll for input.
+    pub fn read_fd(&self) -> RawFd {
+        match &self.kind {
+            Kind::Tcp(s) => s.as_raw_fd(),
+            Kind::Unix(s) => s.as_raw_fd(),
+            Kind::Pair { input, .. } => input.as_raw_fd(),
+        }
+    }
+
+    /// The descriptor to poll for room to write.
+    pub fn write_fd(&self) -> RawFd {
+        match &self.kind {
+            Kind::Tcp(s) => s.as_raw_fd(),
+            Kind::Unix(s) => s.as_raw_fd(),
+            Kind::Pair { output, .. } => output.as_raw_fd(),
+        }
+    }
+
+    /// The descriptor for `events` (POLLOUT: the write side, else the read side).
+    pub fn fd_for(&self, events: libc::c_short) -> RawFd {
+        if events == libc::POLLOUT {
+            self.write_fd()
+        } else {
+            self.read_fd()
+        }
     }
 
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        self.tcp.set_nonblocking(on)
+        set_fd_nonblocking(self.read_fd(), on)?;
+        if self.write_fd() != self.read_fd() {
+            set_fd_nonblocking(self.write_fd(), on)?;
+        }
+        Ok(())
     }
 
     /// Ends our sending direction (half-close); the other direction stays open.
     pub fn shutdown_write(&self) {
-        let _ = self.tcp.shutdown(Shutdown::Write);
+        match &self.kind {
+            Kind::Tcp(s) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+            Kind::Unix(s) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+            Kind::Pair { output, .. } => shutdown_fd(output.as_raw_fd(), libc::SHUT_WR),
+        }
     }
 
     /// Ends both directions, which also wakes a thread blocked in read or write on it.
     pub fn shutdown_both(&self) {
-        let _ = self.tcp.shutdown(Shutdown::Both);
+        match &self.kind {
+            Kind::Tcp(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            Kind::Unix(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            Kind::Pair { input, output } => {
+                shutdown_fd(input.as_raw_fd(), libc::SHUT_RDWR);
+                shutdown_fd(output.as_raw_fd(), libc::SHUT_RDWR);
+            }
+        }
     }
 
     /// Bounds how long one blocking write may wait for the peer to read (SO_SNDTIMEO);
-    /// a zero duration leaves writes unbounded.
+    /// a zero duration leaves writes unbounded. Not possible on pipes.
     pub fn set_write_timeout(&self, timeout: std::time::Duration) {
-        if !timeout.is_zero() {
-            let _ = self.tcp.set_write_timeout(Some(timeout));
+        if timeout.is_zero() {
+            return;
+        }
+        let _ = match &self.kind {
+            Kind::Tcp(s) => s.set_write_timeout(Some(timeout)),
+            Kind::Unix(s) => s.set_write_timeout(Some(timeout)),
+            Kind::Pair { output, .. } => {
+                socket2::SockRef::from(output).set_write_timeout(Some(timeout))
+            }
+        };
+    }
+
+    /// Bounds how long one blocking read may wait (SO_RCVTIMEO); `None` waits forever.
+    pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) {
+        let timeout = timeout.filter(|t| !t.is_zero());
+        let _ = match &self.kind {
+            Kind::Tcp(s) => s.set_read_timeout(timeout),
+            Kind::Unix(s) => s.set_read_timeout(timeout),
+            Kind::Pair { input, .. } => socket2::SockRef::from(input).set_read_timeout(timeout),
+        };
+    }
+
+    /// A TCP stream's peer address.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.kind {
+            Kind::Tcp(s) => s.peer_addr().ok(),
+            _ => None,
+        }
+    }
+
+    /// A TCP stream's own address.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.kind {
+            Kind::Tcp(s) => s.local_addr().ok(),
+            _ => None,
+        }
+    }
+
+    /// The peer's address as logs show it, when there is one.
+    pub fn peer_description(&self) -> String {
+        match &self.kind {
+            Kind::Tcp(s) => s
+                .peer_addr()
+                .map(|a| super::display_addr(&a))
+                .unwrap_or_else(|_| "unknown".into()),
+            Kind::Unix(_) => "Unix socket".into(),
+            Kind::Pair { .. } => "standard input".into(),
         }
     }
 }
 
 impl AsRawFd for Stream {
+    /// The read descriptor (the only one for sockets), for socket options.
     fn as_raw_fd(&self) -> RawFd {
-        self.tcp.as_raw_fd()
+        self.read_fd()
     }
 }
 
-impl Read for Stream {
+impl Read for &Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.tcp).read(buf)
+        match &self.kind {
+            Kind::Tcp(s) => (&*s).read(buf),
+            Kind::Unix(s) => (&*s).read(buf),
+            Kind::Pair { input, .. } => (&*input).read(buf),
+        }
     }
 }
 
-impl Write for Stream {
+impl Write for &Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&self.tcp).write(buf)
+        match &self.kind {
+            Kind::Tcp(s) => (&*s).write(buf),
+            Kind::Unix(s) => (&*s).write(buf),
+            Kind::Pair { output, .. } => (&*output).write(buf),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
 
-impl Read for &Stream {
+impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.tcp).read(buf)
+        (&*self).read(buf)
     }
 }
 
-impl Write for &Stream {
+impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&self.tcp).write(buf)
+        (&*self).write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

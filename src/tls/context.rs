@@ -155,6 +155,7 @@ pub fn build_context(
         }
         load_trust(&mut ctx, opts)?;
     }
+    super::ocsp::install(&mut ctx, opts, load_files)?;
     let policy = Arc::new(VerifyPolicy::from_options(opts, load_files)?);
     let mode = verify_mode(opts);
     let ctx_policy = Arc::clone(&policy);

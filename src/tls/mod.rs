@@ -5,6 +5,7 @@
 
 pub mod compat;
 pub mod context;
+pub mod ocsp;
 pub mod psk;
 pub mod verify;
 

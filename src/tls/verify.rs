@@ -18,6 +18,8 @@ pub struct VerifyPolicy {
     hosts: Vec<CString>,
     emails: Vec<CString>,
     ips: Vec<CString>,
+    /// Server side: OCSP checks of the client's certificate (client side: see `ocsp`).
+    ocsp: Option<super::ocsp::PeerCheck>,
 }
 
 fn c_strings(values: &[String]) -> Result<Vec<CString>, TlsSetupError> {
@@ -52,6 +54,7 @@ impl VerifyPolicy {
             hosts: c_strings(&opts.check_host)?,
             emails: c_strings(&opts.check_email)?,
             ips: c_strings(&opts.check_ip)?,
+            ocsp: super::ocsp::PeerCheck::for_client_certificates(opts),
         })
     }
 
@@ -122,6 +125,11 @@ pub fn check(policy: &VerifyPolicy, preverified: bool, store: &mut X509StoreCont
                 "Rejected by CERT at depth=0: {subject}: no checkHost/checkEmail/checkIP match"
             );
             return false;
+        }
+        if let Some(ocsp) = &policy.ocsp {
+            if !ocsp.check_in_verify_callback(store) {
+                return false;
+            }
         }
     } else if !preverified {
         // verifyPeer alone: chain errors above the peer's own certificate do not matter.

@@ -1,0 +1,120 @@
+//! `exec` / `execArgs`: a local program as a session's far side. The program gets one end
+//! of a socketpair as stdin and stdout (stderr stays the process's: the terminal in the
+//! foreground, /dev/null as a daemon) and the environment stunnel sets: REMOTE_HOST,
+//! REMOTE_PORT, SSL_CLIENT_DN, SSL_CLIENT_I_DN. Spawns and reaps; never relays.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use crate::config::ServiceOptions;
+use crate::net::Stream;
+
+/// What the program is told about its peer.
+#[derive(Debug, Default, Clone)]
+pub struct PeerInfo {
+    pub host: Option<String>,
+    pub port: Option<String>,
+    /// The verified peer certificate's subject and issuer (server side, client certs).
+    pub subject: Option<String>,
+    pub issuer: Option<String>,
+}
+
+impl PeerInfo {
+    /// From a peer as logs show it: `IP:PORT` (IPv6 without brackets; split at the last colon).
+    pub fn from_peer(peer: &str) -> PeerInfo {
+        match peer.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty() => {
+                PeerInfo {
+                    host: Some(host.to_string()),
+                    port: Some(port.to_string()),
+                    ..PeerInfo::default()
+                }
+            }
+            _ => PeerInfo::default(),
+        }
+    }
+}
+
+/// Starts `exec` with `execArgs` (split on blanks; the first is argv[0], as in stunnel;
+/// without execArgs argv[0] is the program path). Returns our end of its stdio. The child
+/// is reaped by a small thread when it exits, so no zombie is left.
+pub fn spawn(opts: &ServiceOptions, peer: &PeerInfo) -> io::Result<Stream> {
+    let program = opts
+        .exec
+        .as_ref()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no exec program"))?;
+    let (ours, theirs) = UnixStream::pair()?;
+    let theirs_out = theirs.try_clone()?;
+    let mut command = Command::new(program);
+    let mut args = opts.exec_args.iter();
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    command.args(args);
+    command
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs_out)));
+    for (name, value) in [
+        ("REMOTE_HOST", &peer.host),
+        ("REMOTE_PORT", &peer.port),
+        ("SSL_CLIENT_DN", &peer.subject),
+        ("SSL_CLIENT_I_DN", &peer.issuer),
+    ] {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+    let mut child = command.spawn()?;
+    let pid = child.id();
+    log_info!("Local mode child started (PID={pid})");
+    // The session does not wait for the program: a reaper does, off the session's path.
+    let reaper = std::thread::Builder::new()
+        .name("reaper".into())
+        .stack_size(32 * 1024)
+        .spawn(move || match child.wait() {
+            Ok(status) => log_info!("Child process {pid} finished with {status}"),
+            Err(e) => log_warning!("Child process {pid}: {e}"),
+        });
+    if let Err(e) = reaper {
+        log_warning!("Child process {pid} will not be reaped: {e}");
+    }
+    Ok(Stream::from_unix(ours))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn peer_info_from_log_form() {
+        let p = PeerInfo::from_peer("::1:4433");
+        assert_eq!(
+            (p.host.as_deref(), p.port.as_deref()),
+            (Some("::1"), Some("4433"))
+        );
+        let p = PeerInfo::from_peer("Unix socket");
+        assert!(p.host.is_none());
+    }
+
+    #[test]
+    fn the_program_talks_on_its_stdio_and_sees_the_environment() {
+        let opts = ServiceOptions {
+            exec: Some("/bin/sh".into()),
+            exec_args: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo \"$REMOTE_HOST $REMOTE_PORT\"; cat".into(),
+            ],
+            ..ServiceOptions::default()
+        };
+        let stream = spawn(&opts, &PeerInfo::from_peer("192.0.2.7:555")).unwrap();
+        (&stream).write_all(b"through cat\n").unwrap();
+        stream.shutdown_write();
+        let mut out = String::new();
+        (&stream).read_to_string(&mut out).unwrap();
+        assert_eq!(out, "192.0.2.7 555\nthrough cat\n");
+    }
+}

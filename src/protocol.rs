@@ -1,0 +1,498 @@
+//! `protocol = NAME`: what is said in clear before TLS starts (STARTTLS and proxies),
+//! as one table of hooks per protocol (STYLE.md practice 4): no `if protocol == …`
+//! anywhere else.
+//!
+//! Client side (`client = yes`), run on the far connection before the handshake:
+//! `smtp`, `imap`, `pop3`, `nntp` (greeting passed to the local client, then STARTTLS),
+//! `pgsql` and `ldap` (their binary StartTLS requests), `connect` (HTTP CONNECT through
+//! a proxy, with Basic authentication). Server side, after the far connection is made:
+//! `proxy` (a PROXY protocol v1 header to the target). Reads exactly what each exchange
+//! needs (line by line), so no TLS byte is ever consumed here. Blocking, under
+//! TIMEOUTbusy as a socket timeout.
+
+use std::io::{self, Read, Write};
+
+use crate::config::ServiceOptions;
+use crate::net::Stream;
+
+/// What a protocol hook gets.
+pub struct Exchange<'a> {
+    pub opts: &'a ServiceOptions,
+    /// The accepted connection (client side: the local plain client).
+    pub local: &'a Stream,
+    /// The far connection, still in clear.
+    pub far: &'a Stream,
+}
+
+pub type Hook = fn(&Exchange<'_>) -> Result<(), String>;
+
+/// A protocol's name and its hooks; `None`: nothing to do at that point.
+pub struct Protocol {
+    pub name: &'static str,
+    /// Client side, after connecting, before the TLS handshake on `far`.
+    pub client_before_tls: Option<Hook>,
+    /// Server side, after the handshake and the far connection, before relaying.
+    pub server_before_relay: Option<Hook>,
+}
+
+/// Every protocol stunnel 5.68 knows. Those without a hook for a side are refused for that
+/// side when the configuration is checked.
+pub static PROTOCOLS: &[Protocol] = &[
+    proto("cifs", None, None),
+    proto("capwin", None, None),
+    proto("capwinctrl", None, None),
+    proto("connect", Some(http_connect), None),
+    proto("imap", Some(imap_client), None),
+    proto("ldap", Some(ldap_client), None),
+    proto("nntp", Some(nntp_client), None),
+    proto("pgsql", Some(pgsql_client), None),
+    proto("pop3", Some(pop3_client), None),
+    proto("proxy", None, Some(proxy_header)),
+    proto("smtp", Some(smtp_client), None),
+    proto("socks", None, None),
+];
+
+const fn proto(name: &'static str, client: Option<Hook>, server: Option<Hook>) -> Protocol {
+    Protocol {
+        name,
+        client_before_tls: client,
+        server_before_relay: server,
+    }
+}
+
+/// Looks a protocol up by name (case-insensitive).
+pub fn find(name: &str) -> Option<&'static Protocol> {
+    PROTOCOLS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+}
+
+/// Why a protocol cannot be used on a side, for the configuration check.
+pub fn unsupported_on(protocol: &Protocol, client: bool) -> Option<String> {
+    let hook = if client {
+        protocol.client_before_tls
+    } else {
+        protocol.server_before_relay
+    };
+    hook.is_none().then(|| {
+        format!(
+            "protocol = {} is not supported {} yet",
+            protocol.name,
+            if client {
+                "on the client side (client = yes)"
+            } else {
+                "on the server side"
+            }
+        )
+    })
+}
+
+/// Longest line accepted from a peer during an exchange: a longer one is an error, not
+/// a memory sink.
+const MAX_LINE: usize = 4096;
+
+/// Reads one line ending in LF (CR LF kept out), one byte at a time so that nothing after
+/// it (the peer's TLS records) is consumed.
+fn read_line(stream: &Stream) -> Result<String, String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match (&*stream).read(&mut byte) {
+            Ok(0) => return Err("connection closed during protocol negotiation".into()),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if line.len() >= MAX_LINE => return Err("protocol line too long".into()),
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("protocol negotiation: {e}")),
+        }
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+fn send(stream: &Stream, text: &str) -> Result<(), String> {
+    (&*stream)
+        .write_all(text.as_bytes())
+        .map_err(|e| format!("protocol negotiation: {e}"))
+}
+
+/// Reads a (possibly multi-line, `CODE-…` … `CODE …`) reply of a line-based protocol
+/// such as SMTP; returns its lines.
+fn read_reply(stream: &Stream) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    loop {
+        let line = read_line(stream)?;
+        let last = line.as_bytes().get(3) != Some(&b'-');
+        lines.push(line);
+        if last {
+            return Ok(lines);
+        }
+    }
+}
+
+fn expect_code(lines: &[String], code: &str, what: &str) -> Result<(), String> {
+    match lines.last() {
+        Some(last) if last.starts_with(code) => Ok(()),
+        Some(last) => Err(format!("{what}: unexpected reply: {last}")),
+        None => Err(format!("{what}: no reply")),
+    }
+}
+
+fn forward_lines(local: &Stream, lines: &[String]) -> Result<(), String> {
+    let text: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+    send(local, &text)
+}
+
+/// SMTP: the server's greeting goes to the local client; EHLO and STARTTLS are ours.
+fn smtp_client(x: &Exchange<'_>) -> Result<(), String> {
+    let greeting = read_reply(x.far)?;
+    expect_code(&greeting, "220", "SMTP greeting")?;
+    forward_lines(x.local, &greeting)?;
+    let helo = x.opts.protocol_host.as_deref().unwrap_or("localhost");
+    send(x.far, &format!("EHLO {helo}\r\n"))?;
+    expect_code(&read_reply(x.far)?, "250", "SMTP EHLO")?;
+    send(x.far, "STARTTLS\r\n")?;
+    expect_code(&read_reply(x.far)?, "220", "SMTP STARTTLS")
+}
+
+/// POP3 (RFC 2595): greeting forwarded, then STLS.
+fn pop3_client(x: &Exchange<'_>) -> Result<(), String> {
+    let greeting = read_line(x.far)?;
+    if !greeting.starts_with("+OK") {
+        return Err(format!("POP3 greeting: unexpected reply: {greeting}"));
+    }
+    forward_lines(x.local, &[greeting])?;
+    send(x.far, "STLS\r\n")?;
+    let reply = read_line(x.far)?;
+    if reply.starts_with("+OK") {
+        Ok(())
+    } else {
+        Err(format!("POP3 STLS: unexpected reply: {reply}"))
+    }
+}
+
+/// IMAP (RFC 3501): greeting forwarded, then a tagged STARTTLS.
+fn imap_client(x: &Exchange<'_>) -> Result<(), String> {
+    let greeting = read_line(x.far)?;
+    if !greeting.starts_with("* OK") {
+        return Err(format!("IMAP greeting: unexpected reply: {greeting}"));
+    }
+    forward_lines(x.local, &[greeting])?;
+    send(x.far, "rstunnel STARTTLS\r\n")?;
+    loop {
+        let line = read_line(x.far)?;
+        if let Some(status) = line.strip_prefix("rstunnel ") {
+            return if status.starts_with("OK") {
+                Ok(())
+            } else {
+                Err(format!("IMAP STARTTLS: {line}"))
+            };
+        }
+        // Untagged lines (capabilities) before the tagged answer are skipped.
+    }
+}
+
+/// NNTP (RFC 4642): greeting forwarded, then STARTTLS, answered 382.
+fn nntp_client(x: &Exchange<'_>) -> Result<(), String> {
+    let greeting = read_line(x.far)?;
+    if !(greeting.starts_with("200") || greeting.starts_with("201")) {
+        return Err(format!("NNTP greeting: unexpected reply: {greeting}"));
+    }
+    forward_lines(x.local, &[greeting])?;
+    send(x.far, "STARTTLS\r\n")?;
+    let reply = read_line(x.far)?;
+    if reply.starts_with("382") {
+        Ok(())
+    } else {
+        Err(format!("NNTP STARTTLS: unexpected reply: {reply}"))
+    }
+}
+
+/// PostgreSQL: the 8-byte SSLRequest; the server answers `S` to go on with TLS.
+fn pgsql_client(x: &Exchange<'_>) -> Result<(), String> {
+    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    (&*x.far)
+        .write_all(&SSL_REQUEST)
+        .map_err(|e| format!("pgsql SSLRequest: {e}"))?;
+    let mut answer = [0u8; 1];
+    (&*x.far)
+        .read_exact(&mut answer)
+        .map_err(|e| format!("pgsql SSLRequest: {e}"))?;
+    match answer[0] {
+        b'S' => Ok(()),
+        other => Err(format!(
+            "pgsql: the server refused TLS (answered {:?})",
+            other as char
+        )),
+    }
+}
+
+/// The OID of LDAP's StartTLS extended operation (RFC 4511, 4513).
+const LDAP_STARTTLS_OID: &[u8] = b"1.3.6.1.4.1.1466.20037";
+
+/// LDAP: an ExtendedRequest for StartTLS (message id 1); the ExtendedResponse's
+/// resultCode must be success (0).
+fn ldap_client(x: &Exchange<'_>) -> Result<(), String> {
+    let oid_len = LDAP_STARTTLS_OID.len() as u8; // 22
+    let mut request = vec![
+        0x30,
+        5 + 2 + oid_len,
+        0x02,
+        0x01,
+        0x01,
+        0x77,
+        2 + oid_len,
+        0x80,
+        oid_len,
+    ];
+    request.extend_from_slice(LDAP_STARTTLS_OID);
+    (&*x.far)
+        .write_all(&request)
+        .map_err(|e| format!("LDAP StartTLS: {e}"))?;
+    let response = read_ber_message(x.far)?;
+    // SEQUENCE { INTEGER msgid, [APPLICATION 24] { ENUMERATED resultCode, … } }
+    let code = response
+        .windows(3)
+        .position(|w| w[0] == 0x0a && w[1] == 0x01)
+        .and_then(|i| response.get(i + 2).copied())
+        .ok_or("LDAP StartTLS: no resultCode in the response")?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "LDAP StartTLS: the server answered resultCode {code}"
+        ))
+    }
+}
+
+/// Reads one BER-encoded LDAP message (tag, length, content), at most 64 KiB.
+fn read_ber_message(stream: &Stream) -> Result<Vec<u8>, String> {
+    let read = |buf: &mut [u8]| (&*stream).read_exact(buf).map_err(|e| format!("LDAP: {e}"));
+    let mut head = [0u8; 2];
+    read(&mut head)?;
+    if head[0] != 0x30 {
+        return Err("LDAP: the response is not a message".into());
+    }
+    let len = if head[1] & 0x80 == 0 {
+        usize::from(head[1])
+    } else {
+        let count = usize::from(head[1] & 0x7f);
+        if count == 0 || count > 2 {
+            return Err("LDAP: response length out of range".into());
+        }
+        let mut bytes = [0u8; 2];
+        read(&mut bytes[..count])?;
+        bytes[..count]
+            .iter()
+            .fold(0usize, |n, b| (n << 8) | usize::from(*b))
+    };
+    let mut body = vec![0u8; len];
+    read(&mut body)?;
+    Ok(body)
+}
+
+/// HTTP CONNECT (client side): `connect` is the proxy, `protocolHost` the destination.
+fn http_connect(x: &Exchange<'_>) -> Result<(), String> {
+    let target = x
+        .opts
+        .protocol_host
+        .as_deref()
+        .ok_or("protocol = connect needs protocolHost = host:port")?;
+    let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    if let Some(user) = &x.opts.protocol_username {
+        let password = x.opts.protocol_password.as_deref().unwrap_or("");
+        let token = openssl::base64::encode_block(format!("{user}:{password}").as_bytes());
+        request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+    }
+    for header in &x.opts.protocol_headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    send(x.far, &request)?;
+    let status = read_line(x.far)?;
+    let ok = status.starts_with("HTTP/") && status.split_whitespace().nth(1) == Some("200");
+    // Headers up to the blank line belong to the proxy's answer.
+    loop {
+        if read_line(x.far)?.is_empty() {
+            break;
+        }
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("CONNECT {target}: the proxy answered: {status}"))
+    }
+}
+
+/// PROXY protocol v1 (server side): tells the target who the client really is.
+fn proxy_header(x: &Exchange<'_>) -> Result<(), String> {
+    let header = match (x.local.peer_addr(), x.local.local_addr()) {
+        (Some(src), Some(dst)) if src.is_ipv4() == dst.is_ipv4() => format!(
+            "PROXY {} {} {} {} {}\r\n",
+            if src.is_ipv4() { "TCP4" } else { "TCP6" },
+            src.ip(),
+            dst.ip(),
+            src.port(),
+            dst.port()
+        ),
+        _ => "PROXY UNKNOWN\r\n".to_string(),
+    };
+    send(x.far, &header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_protocol_of_stunnel_is_known() {
+        for name in [
+            "cifs",
+            "capwin",
+            "capwinctrl",
+            "connect",
+            "imap",
+            "ldap",
+            "nntp",
+            "pgsql",
+            "pop3",
+            "proxy",
+            "smtp",
+            "socks",
+        ] {
+            assert!(find(name).is_some(), "{name}");
+        }
+        assert!(find("SMTP").is_some());
+        assert!(find("http").is_none());
+    }
+
+    #[test]
+    fn sides_without_a_hook_are_refused() {
+        let smtp = find("smtp").unwrap();
+        assert!(unsupported_on(smtp, true).is_none());
+        assert!(unsupported_on(smtp, false).is_some());
+        let proxy = find("proxy").unwrap();
+        assert!(unsupported_on(proxy, false).is_none());
+        assert!(unsupported_on(proxy, true).is_some());
+    }
+
+    fn pair() -> (Stream, Stream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        (Stream::from_unix(a), Stream::from_unix(b))
+    }
+
+    #[test]
+    fn smtp_starttls_exchange() {
+        let (far_ours, far_server) = pair();
+        let (local_ours, local_client) = pair();
+        let server = std::thread::spawn(move || {
+            send(&far_server, "220-mail.example ESMTP\r\n220 ready\r\n").unwrap();
+            assert_eq!(read_line(&far_server).unwrap(), "EHLO localhost");
+            send(&far_server, "250-mail.example\r\n250 STARTTLS\r\n").unwrap();
+            assert_eq!(read_line(&far_server).unwrap(), "STARTTLS");
+            send(&far_server, "220 go ahead\r\n").unwrap();
+        });
+        let opts = ServiceOptions::default();
+        smtp_client(&Exchange {
+            opts: &opts,
+            local: &local_ours,
+            far: &far_ours,
+        })
+        .unwrap();
+        server.join().unwrap();
+        assert_eq!(read_line(&local_client).unwrap(), "220-mail.example ESMTP");
+        assert_eq!(read_line(&local_client).unwrap(), "220 ready");
+    }
+
+    #[test]
+    fn imap_refusal_is_an_error() {
+        let (far_ours, far_server) = pair();
+        let (local_ours, _local_client) = pair();
+        let server = std::thread::spawn(move || {
+            send(&far_server, "* OK IMAP ready\r\n").unwrap();
+            assert_eq!(read_line(&far_server).unwrap(), "rstunnel STARTTLS");
+            send(
+                &far_server,
+                "* CAPABILITY IMAP4rev1\r\nrstunnel NO not now\r\n",
+            )
+            .unwrap();
+        });
+        let opts = ServiceOptions::default();
+        let e = imap_client(&Exchange {
+            opts: &opts,
+            local: &local_ours,
+            far: &far_ours,
+        })
+        .unwrap_err();
+        assert!(e.contains("NO not now"), "{e}");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn ldap_starttls_request_and_success() {
+        let (far_ours, far_server) = pair();
+        let (local_ours, _l) = pair();
+        let server = std::thread::spawn(move || {
+            let mut req = [0u8; 31];
+            (&far_server).read_exact(&mut req).unwrap();
+            assert_eq!(&req[..9], &[0x30, 29, 0x02, 0x01, 0x01, 0x77, 24, 0x80, 22]);
+            assert_eq!(&req[9..], LDAP_STARTTLS_OID);
+            // ExtendedResponse: success, empty matchedDN and message.
+            (&far_server)
+                .write_all(&[
+                    0x30, 0x0c, 0x02, 0x01, 0x01, 0x78, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04,
+                    0x00,
+                ])
+                .unwrap();
+        });
+        let opts = ServiceOptions::default();
+        ldap_client(&Exchange {
+            opts: &opts,
+            local: &local_ours,
+            far: &far_ours,
+        })
+        .unwrap();
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn http_connect_with_basic_auth() {
+        let (far_ours, far_proxy) = pair();
+        let (local_ours, _l) = pair();
+        let proxy = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            loop {
+                let l = read_line(&far_proxy).unwrap();
+                if l.is_empty() {
+                    break;
+                }
+                lines.push(l);
+            }
+            send(
+                &far_proxy,
+                "HTTP/1.1 200 Connection established\r\nX: y\r\n\r\n",
+            )
+            .unwrap();
+            lines
+        });
+        let opts = ServiceOptions {
+            protocol_host: Some("db.example:5432".into()),
+            protocol_username: Some("u".into()),
+            protocol_password: Some("p".into()),
+            ..ServiceOptions::default()
+        };
+        http_connect(&Exchange {
+            opts: &opts,
+            local: &local_ours,
+            far: &far_ours,
+        })
+        .unwrap();
+        let lines = proxy.join().unwrap();
+        assert_eq!(lines[0], "CONNECT db.example:5432 HTTP/1.1");
+        assert!(
+            lines.contains(&"Proxy-Authorization: Basic dTpw".to_string()),
+            "{lines:?}"
+        );
+    }
+}

@@ -1,0 +1,866 @@
+//! The stunnel compatibility corpus: every real-world configuration file in
+//! `<manifest>/../shared/compat/configs/` is run verbatim through
+//! `rstunnel --check --no-files` and the result is compared with the verdict the real
+//! stunnel 5.68 gave (`stunnel4_result` in `SOURCES.tsv`):
+//!
+//! * `parse-ok`: rstunnel exits 0 with `configuration OK`.
+//! * `parse-error: FILE:LINE: "text": message`: rstunnel exits 1 and its error line has the
+//!   same file name (directory aside), line number, quoted text and message.
+//! * `config-error: SCOPE: message [...]`: rstunnel exits 1 naming the same scope
+//!   (`Service [X]`, `Global options`, `Inetd mode`) with stunnel's message (rstunnel may
+//!   append `: detail`).
+//!
+//! Files that use an option rstunnel does not implement yet are listed in [`NOT_YET`]; for
+//! them the test asserts the exact `option 'X' is not supported yet` error, so the row
+//! fails (asking to be removed from the table) once the feature lands. [`NOT_YET_OTHER`]
+//! does the same, by exact error text, for a limitation that is not one option (such as a
+//! mode of operation); it is empty at present.
+//!
+//! Users and groups named by `setuid`/`setgid` are resolved at parse time and `include`
+//! directories are read, so the stunnel harness supplied them (`provided_for_stunnel4_result`).
+//! Here, as root, each file runs in a private mount namespace in which `/etc/passwd` and
+//! `/etc/group` are bind-mounted copies with the missing entries appended, missing
+//! `include` directories are created in an overlay whose upper layer is a private tmpfs,
+//! and `/etc/nsswitch.conf` says `hosts: files` (as in the stunnel harness, so no DNS
+//! waits). Nothing outside the test's temporary directory is changed. Without root, rows
+//! that need such things are skipped with a message and the others run directly.
+//!
+//! The corpus is read in place and never copied into the repository.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Files that use an option rstunnel does not implement yet, and that option as it
+/// appears in rstunnel's `option 'X' is not supported yet` message. When the feature
+/// lands the row fails with "remove FILE from NOT_YET"; then it must match stunnel.
+const NOT_YET: &[(&str, &str)] = &[];
+
+/// Files stopped by an rstunnel limitation that is not one option: the exact error line
+/// rstunnel gives (without `[!] `). Same rule as [`NOT_YET`]: the row fails with "remove
+/// FILE from NOT_YET_OTHER" once the limitation goes.
+const NOT_YET_OTHER: &[(&str, &str)] = &[];
+
+/// Per-run limit; a `--check` normally takes milliseconds.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn corpus_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/compat");
+    assert!(
+        dir.join("SOURCES.tsv").is_file() && dir.join("configs").is_dir(),
+        "stunnel compatibility corpus not found at {} (expected SOURCES.tsv and configs/ \
+         there, i.e. <manifest>/../shared/compat); this test needs it and CI provides it",
+        dir.display()
+    );
+    dir
+}
+
+// ---------------------------------------------------------------------------------------
+// SOURCES.tsv and the verdicts
+
+struct Row {
+    file: String,
+    stunnel: String,
+    provided: String,
+}
+
+fn read_sources(dir: &Path) -> Vec<Row> {
+    let text = fs::read_to_string(dir.join("SOURCES.tsv")).expect("read SOURCES.tsv");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .expect("SOURCES.tsv header")
+        .split('\t')
+        .collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("SOURCES.tsv has no column {name:?}"))
+    };
+    let (file, result, provided) = (
+        col("file"),
+        col("stunnel4_result"),
+        col("provided_for_stunnel4_result"),
+    );
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert!(f.len() == header.len(), "SOURCES.tsv: bad row {l:?}");
+            Row {
+                file: f[file].to_string(),
+                stunnel: f[result].to_string(),
+                provided: f[provided].to_string(),
+            }
+        })
+        .collect()
+}
+
+/// A verdict, from stunnel's column or from rstunnel's output.
+#[derive(Debug, Clone, PartialEq)]
+enum Verdict {
+    Ok,
+    /// `FILE:LINE: "raw": message`, FILE reduced to its base name.
+    Line {
+        file: String,
+        line: u32,
+        raw: String,
+        message: String,
+    },
+    /// `SCOPE: message` with SCOPE `Service [X]`, `Global options` or `Inetd mode`.
+    Scoped {
+        scope: String,
+        message: String,
+    },
+    /// rstunnel failed with a last `[!]` line of no known form.
+    Other(String),
+}
+
+/// Parses `PATH:LINE: "raw": message`.
+fn parse_line_error(s: &str) -> Option<Verdict> {
+    for (i, _) in s.match_indices(':') {
+        let rest = &s[i + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || !rest[digits..].starts_with(": \"") {
+            continue;
+        }
+        let path = &s[..i];
+        let line = rest[..digits].parse().ok()?;
+        let body = &rest[digits + 3..];
+        let (raw, message) = match body.rfind("\": ") {
+            Some(j) => (&body[..j], &body[j + 3..]),
+            None => (body.strip_suffix('"').unwrap_or(body), ""),
+        };
+        let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+        return Some(Verdict::Line {
+            file: file.to_string(),
+            line,
+            raw: raw.to_string(),
+            message: message.to_string(),
+        });
+    }
+    None
+}
+
+/// Parses `Service [X]: msg`, `Global options: msg` or `Inetd mode: msg`.
+fn parse_scoped(s: &str) -> Option<Verdict> {
+    let (scope, message) = if let Some(m) = s.strip_prefix("Global options: ") {
+        ("Global options".to_string(), m)
+    } else if let Some(m) = s.strip_prefix("Inetd mode: ") {
+        ("Inetd mode".to_string(), m)
+    } else if s.starts_with("Service [") {
+        let j = s.find("]: ")?;
+        (s[..=j].to_string(), &s[j + 3..])
+    } else {
+        return None;
+    };
+    Some(Verdict::Scoped {
+        scope,
+        message: message.to_string(),
+    })
+}
+
+/// stunnel's column: `parse-ok`, `parse-error: …` or `config-error: … [detected at …]`,
+/// the root cause after `<=` dropped.
+fn stunnel_verdict(s: &str) -> Verdict {
+    if s == "parse-ok" {
+        return Verdict::Ok;
+    }
+    if let Some(e) = s.strip_prefix("parse-error: ") {
+        return parse_line_error(e).unwrap_or_else(|| panic!("unparsable verdict {s:?}"));
+    }
+    if let Some(e) = s.strip_prefix("config-error: ") {
+        let e = e.find(" [detected at").map_or(e, |i| &e[..i]);
+        let e = e.find(" <= ").map_or(e, |i| &e[..i]).trim_end();
+        return parse_scoped(e).unwrap_or_else(|| panic!("unparsable verdict {s:?}"));
+    }
+    panic!("unknown stunnel4_result {s:?}");
+}
+
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn verdict(&self) -> Verdict {
+        if self.code == Some(0) && self.stdout.starts_with("configuration OK") {
+            return Verdict::Ok;
+        }
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("[!] "))
+            .collect();
+        let main = match errors.split_last() {
+            Some((&"Configuration failed", before)) if self.code == Some(1) => before.last(),
+            _ => None,
+        };
+        match main {
+            Some(m) => parse_line_error(m)
+                .or_else(|| parse_scoped(m))
+                .unwrap_or_else(|| Verdict::Other(m.to_string())),
+            None => Verdict::Other(format!(
+                "exit {:?} without `[!] Configuration failed` last",
+                self.code
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("exit {:?}", self.code);
+        for l in self.stdout.lines() {
+            let _ = write!(s, "\n      stdout: {l}");
+        }
+        for l in self.stderr.lines().filter(|l| l.starts_with("[!]")) {
+            let _ = write!(s, "\n      stderr: {l}");
+        }
+        if !self.stderr.lines().any(|l| l.starts_with("[!]")) {
+            for l in self.stderr.lines() {
+                let _ = write!(s, "\n      stderr: {l}");
+            }
+        }
+        s
+    }
+}
+
+/// `None` when rstunnel's verdict matches stunnel's, else why not.
+fn compare(stunnel: &Verdict, rst: &Verdict) -> Option<String> {
+    match (stunnel, rst) {
+        (Verdict::Ok, Verdict::Ok) => None,
+        (
+            Verdict::Line {
+                file,
+                line,
+                raw,
+                message,
+            },
+            Verdict::Line {
+                file: f2,
+                line: l2,
+                raw: r2,
+                message: m2,
+            },
+        ) => {
+            if (file, line, raw) != (f2, l2, r2) {
+                Some(format!(
+                    "different line error: stunnel {file}:{line}: \"{raw}\", rstunnel {f2}:{l2}: \"{r2}\""
+                ))
+            } else if message != m2 {
+                Some(format!(
+                    "same line, different message: stunnel {message:?}, rstunnel {m2:?}"
+                ))
+            } else {
+                None
+            }
+        }
+        (
+            Verdict::Scoped { scope, message },
+            Verdict::Scoped {
+                scope: s2,
+                message: m2,
+            },
+        ) => {
+            if scope != s2 {
+                Some(format!(
+                    "different scope: stunnel {scope:?}, rstunnel {s2:?}"
+                ))
+            } else if m2 != message && !m2.starts_with(&format!("{message}: ")) {
+                Some(format!(
+                    "same scope, different message: stunnel {message:?}, rstunnel {m2:?}"
+                ))
+            } else {
+                None
+            }
+        }
+        (Verdict::Ok, _) => Some("stunnel accepts the file, rstunnel rejects it".into()),
+        (_, Verdict::Ok) => Some("stunnel rejects the file, rstunnel accepts it".into()),
+        _ => Some("different kind of error".into()),
+    }
+}
+
+fn not_yet_message(option: &str) -> String {
+    format!("option '{option}' is not supported yet")
+}
+
+/// A [`NOT_YET`] or [`NOT_YET_OTHER`] entry: the error rstunnel must give for a file.
+struct NotYetRule {
+    table: &'static str,
+    /// `option 'X' is not supported yet` (a prefix of the line error's message), or the
+    /// whole scoped error line for [`NOT_YET_OTHER`]
+    wanted: String,
+}
+
+impl NotYetRule {
+    fn for_file(file: &str) -> Option<NotYetRule> {
+        if let Some(&(_, option)) = NOT_YET.iter().find(|(f, _)| *f == file) {
+            return Some(NotYetRule {
+                table: "NOT_YET",
+                wanted: not_yet_message(option),
+            });
+        }
+        let &(_, error) = NOT_YET_OTHER.iter().find(|(f, _)| *f == file)?;
+        Some(NotYetRule {
+            table: "NOT_YET_OTHER",
+            wanted: error.to_string(),
+        })
+    }
+
+    fn holds_for(&self, got: &Verdict) -> bool {
+        match (self.table, got) {
+            ("NOT_YET", Verdict::Line { message, .. }) => message.starts_with(&self.wanted),
+            ("NOT_YET_OTHER", Verdict::Scoped { scope, message }) => {
+                format!("{scope}: {message}") == self.wanted
+            }
+            ("NOT_YET_OTHER", Verdict::Other(m)) => *m == self.wanted,
+            _ => false,
+        }
+    }
+}
+
+fn says_not_yet(v: &Verdict) -> bool {
+    match v {
+        Verdict::Line { message, .. } | Verdict::Scoped { message, .. } => {
+            message.contains("is not supported yet")
+        }
+        Verdict::Other(m) => m.contains("is not supported yet"),
+        Verdict::Ok => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What a file needs from the system, and the private environment that supplies it
+
+#[derive(Default)]
+struct Needs {
+    users: Vec<String>,
+    groups: Vec<String>,
+    /// absolute `include` directories that do not exist
+    dirs: Vec<PathBuf>,
+}
+
+impl Needs {
+    fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty() && self.dirs.is_empty()
+    }
+
+    fn describe(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        parts.extend(self.users.iter().map(|u| format!("user:{u}")));
+        parts.extend(self.groups.iter().map(|g| format!("group:{g}")));
+        parts.extend(self.dirs.iter().map(|d| format!("dir:{}", d.display())));
+        parts.join(" ")
+    }
+}
+
+fn names_in(file: &str) -> BTreeSet<String> {
+    fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Splits the `provided_for_stunnel4_result` column (`file:X dir:Y user:Z group:W`, `-`
+/// for none) into items; values may contain spaces (061's `user:{{ __stunnel_user }}`).
+fn provided_items(column: &str) -> Vec<String> {
+    let mut items: Vec<String> = Vec::new();
+    for word in column.split(' ').filter(|w| *w != "-") {
+        let starts_item = ["file:", "dir:", "user:", "group:"]
+            .iter()
+            .any(|p| word.starts_with(p));
+        match items.last_mut() {
+            Some(last) if !starts_item => {
+                last.push(' ');
+                last.push_str(word);
+            }
+            _ => items.push(word.to_string()),
+        }
+    }
+    items
+}
+
+/// Reads the config with stunnel's line rules (as the harness's `envprep.py` does) for
+/// `setuid`, `setgid` and `include`, adds the users and groups of the
+/// `provided_for_stunnel4_result` column, and keeps what this system lacks.
+fn needs_of(
+    config: &Path,
+    provided: &str,
+    host_users: &BTreeSet<String>,
+    host_groups: &BTreeSet<String>,
+) -> Needs {
+    let bytes = fs::read(config).expect("read config");
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut users = BTreeSet::new();
+    let mut groups = BTreeSet::new();
+    let mut dirs = BTreeSet::new();
+    for line in text.split('\n') {
+        let line = line.trim();
+        if line.is_empty()
+            || line.starts_with(['#', ';'])
+            || (line.starts_with('[') && line.ends_with(']'))
+        {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+        if v.is_empty() {
+            continue;
+        }
+        match k.as_str() {
+            "setuid" => drop(users.insert(v)),
+            "setgid" => drop(groups.insert(v)),
+            "include" if v.starts_with('/') => drop(dirs.insert(PathBuf::from(v))),
+            _ => {}
+        }
+    }
+    for item in provided_items(provided) {
+        if let Some(u) = item.strip_prefix("user:") {
+            users.insert(u.to_string());
+        } else if let Some(g) = item.strip_prefix("group:") {
+            groups.insert(g.to_string());
+        }
+    }
+    let wanted = |n: &String, host: &BTreeSet<String>| {
+        !n.bytes().all(|b| b.is_ascii_digit()) && !n.contains([':', '\n']) && !host.contains(n)
+    };
+    Needs {
+        users: users
+            .into_iter()
+            .filter(|u| wanted(u, host_users))
+            .collect(),
+        groups: groups
+            .into_iter()
+            .filter(|g| wanted(g, host_groups))
+            .collect(),
+        dirs: dirs.into_iter().filter(|d| !d.exists()).collect(),
+    }
+}
+
+/// One step run in the child between fork and exec. Every string is prepared before.
+enum Op {
+    Unshare,
+    MakePrivate,
+    Tmpfs(CString),
+    Overlay { target: CString, options: CString },
+    Bind { source: CString, target: CString },
+    Mkdir(CString),
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
+}
+
+/// Writes the files of a private environment into `scratch` and returns the steps that
+/// mount them in a new mount namespace. `Err` says why it cannot be done.
+fn private_env(needs: &Needs, scratch: &Path) -> Result<Vec<Op>, String> {
+    fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let mut ops = vec![Op::Unshare, Op::MakePrivate];
+    // Missing directories: an overlay on their nearest existing parent, with the upper
+    // layer on a tmpfs mounted only in the namespace.
+    for (i, dir) in needs.dirs.iter().enumerate() {
+        let mut base = dir.as_path();
+        while !base.exists() {
+            base = base.parent().ok_or("no existing parent")?;
+        }
+        if base == Path::new("/") {
+            return Err(format!(
+                "cannot supply {}: its nearest existing parent is /",
+                dir.display()
+            ));
+        }
+        let base_str = base.to_str().ok_or("non-UTF-8 path")?;
+        if base_str.contains([',', ':']) {
+            return Err(format!("cannot overlay {base_str}"));
+        }
+        let layer = scratch.join(format!("overlay{i}"));
+        fs::create_dir_all(&layer).map_err(|e| e.to_string())?;
+        ops.push(Op::Tmpfs(cstr(&layer)));
+        ops.push(Op::Mkdir(cstr(&layer.join("upper"))));
+        ops.push(Op::Mkdir(cstr(&layer.join("work"))));
+        let options = format!(
+            "lowerdir={base_str},upperdir={},workdir={}",
+            layer.join("upper").display(),
+            layer.join("work").display()
+        );
+        ops.push(Op::Overlay {
+            target: cstr(base),
+            options: CString::new(options).unwrap(),
+        });
+        let mut path = base.to_path_buf();
+        for part in dir.strip_prefix(base).unwrap().components() {
+            path.push(part);
+            ops.push(Op::Mkdir(cstr(&path)));
+        }
+    }
+    // /etc/passwd and /etc/group with the missing users and groups appended.
+    let mut append = |name: &str, lines: Vec<String>| -> Result<(), String> {
+        let real = Path::new("/etc").join(name);
+        let mut text = fs::read_to_string(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        for l in lines {
+            text.push_str(&l);
+            text.push('\n');
+        }
+        let copy = scratch.join(name);
+        fs::write(&copy, text).map_err(|e| e.to_string())?;
+        ops.push(Op::Bind {
+            source: cstr(&copy),
+            target: cstr(&real),
+        });
+        Ok(())
+    };
+    if !needs.users.is_empty() {
+        let lines = (needs.users.iter().enumerate())
+            .map(|(i, u)| {
+                format!(
+                    "{u}:x:{id}:{id}::/nonexistent:/usr/sbin/nologin",
+                    id = 40000 + i
+                )
+            })
+            .collect();
+        append("passwd", lines)?;
+    }
+    if !needs.groups.is_empty() {
+        let lines = (needs.groups.iter().enumerate())
+            .map(|(i, g)| format!("{g}:x:{}:", 40000 + i))
+            .collect();
+        append("group", lines)?;
+    }
+    // Name resolution from /etc/hosts only, as in the stunnel harness: unknown hosts fail
+    // at once instead of waiting for DNS.
+    if let Ok(text) = fs::read_to_string("/etc/nsswitch.conf") {
+        let mut out: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("hosts:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        out.push_str("hosts: files\n");
+        let copy = scratch.join("nsswitch.conf");
+        fs::write(&copy, out).map_err(|e| e.to_string())?;
+        ops.push(Op::Bind {
+            source: cstr(&copy),
+            target: cstr(Path::new("/etc/nsswitch.conf")),
+        });
+    }
+    Ok(ops)
+}
+
+/// Runs in the forked child: only system calls, no allocation.
+fn apply(ops: &[Op]) -> io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let null = std::ptr::null::<libc::c_char>();
+    for op in ops {
+        // SAFETY: plain system calls with NUL-terminated strings owned by `ops`.
+        unsafe {
+            match op {
+                Op::Unshare => check(libc::unshare(libc::CLONE_NEWNS))?,
+                Op::MakePrivate => check(libc::mount(
+                    null,
+                    c"/".as_ptr(),
+                    null,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?,
+                Op::Tmpfs(target) => check(libc::mount(
+                    c"tmpfs".as_ptr(),
+                    target.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    c"mode=0755".as_ptr().cast(),
+                ))?,
+                Op::Overlay { target, options } => check(libc::mount(
+                    c"overlay".as_ptr(),
+                    target.as_ptr(),
+                    c"overlay".as_ptr(),
+                    0,
+                    options.as_ptr().cast(),
+                ))?,
+                Op::Bind { source, target } => check(libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    null,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?,
+                Op::Mkdir(path) => check(libc::mkdir(path.as_ptr(), 0o755))?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_check(config: &Path, ops: Vec<Op>, scratch: &Path) -> io::Result<Outcome> {
+    fs::create_dir_all(scratch)?;
+    let (out, err) = (scratch.join("stdout"), scratch.join("stderr"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rstunnel"));
+    cmd.arg("--check")
+        .arg("--no-files")
+        .arg(config)
+        .current_dir(scratch)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out)?)
+        .stderr(fs::File::create(&err)?);
+    if !ops.is_empty() {
+        // SAFETY: `apply` makes only async-signal-safe system calls.
+        unsafe {
+            cmd.pre_exec(move || apply(&ops));
+        }
+    }
+    let mut child = cmd.spawn()?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if start.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let mut outcome = Outcome {
+        code: status.and_then(|s| s.code()),
+        stdout: fs::read_to_string(&out).unwrap_or_default(),
+        stderr: fs::read_to_string(&err).unwrap_or_default(),
+    };
+    if status.is_none() {
+        outcome
+            .stderr
+            .push_str(&format!("[!] (test) killed after {RUN_TIMEOUT:?}\n"));
+    }
+    Ok(outcome)
+}
+
+// ---------------------------------------------------------------------------------------
+// The test
+
+enum RowResult {
+    Match,
+    NotYet,
+    Skipped(String),
+    Mismatch(String),
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn check_row(
+    row: &Row,
+    corpus: &Path,
+    scratch: &Path,
+    root: bool,
+    host_users: &BTreeSet<String>,
+    host_groups: &BTreeSet<String>,
+) -> RowResult {
+    let config = corpus.join("configs").join(&row.file);
+    let expected = stunnel_verdict(&row.stunnel);
+    let needs = needs_of(&config, &row.provided, host_users, host_groups);
+    // As root every file runs in a private environment (the same for all files); if that
+    // cannot be set up, files that need nothing still run directly.
+    let mut ops = Vec::new();
+    let mut why_not = String::from("not root");
+    if root {
+        match private_env(&needs, scratch) {
+            Ok(o) => ops = o,
+            Err(e) => why_not = e,
+        }
+    }
+    if ops.is_empty() && !needs.is_empty() {
+        return RowResult::Skipped(format!(
+            "needs {} ({why_not}; run the test as root to supply them in a private mount namespace)",
+            needs.describe()
+        ));
+    }
+    let outcome = match run_check(&config, ops, scratch) {
+        Ok(o) => o,
+        Err(e) if !needs.is_empty() => {
+            return RowResult::Skipped(format!(
+                "needs {}, but the private environment failed: {e}",
+                needs.describe()
+            ))
+        }
+        Err(e) if root => match run_check(&config, Vec::new(), scratch) {
+            Ok(o) => o,
+            Err(e2) => return RowResult::Mismatch(format!("could not run rstunnel: {e}; {e2}")),
+        },
+        Err(e) => return RowResult::Mismatch(format!("could not run rstunnel: {e}")),
+    };
+    let got = outcome.verdict();
+    let report = |why: String| {
+        let mut s = format!(
+            "{}\n    stunnel 5.68: {}\n    problem:      {why}\n    rstunnel:     {}",
+            row.file,
+            row.stunnel,
+            outcome.describe()
+        );
+        if !needs.is_empty() {
+            let _ = write!(s, "\n    supplied:     {}", needs.describe());
+        }
+        s
+    };
+    let stunnel_diff = compare(&expected, &got);
+    if let Some(rule) = NotYetRule::for_file(&row.file) {
+        let (table, wanted) = (rule.table, &rule.wanted);
+        return if rule.holds_for(&got) {
+            RowResult::NotYet
+        } else if says_not_yet(&got) && stunnel_diff.is_some() {
+            RowResult::Mismatch(report(format!(
+                "{table} expects \"{wanted}\" for this file but rstunnel now stops at another \
+                 unsupported feature: update its {table} entry"
+            )))
+        } else {
+            RowResult::Mismatch(report(match &stunnel_diff {
+                None => format!(
+                    "rstunnel no longer fails with \"{wanted}\" and now matches stunnel: \
+                     remove {} from {table}",
+                    row.file
+                ),
+                Some(d) => format!(
+                    "rstunnel no longer fails with \"{wanted}\": remove {} from {table}; \
+                     it does not match stunnel yet: {d}",
+                    row.file
+                ),
+            }))
+        };
+    }
+    match stunnel_diff {
+        None => RowResult::Match,
+        Some(d) => {
+            let hint = match says_not_yet(&got) {
+                true => " (a missing feature? list the file in NOT_YET or NOT_YET_OTHER)",
+                false => "",
+            };
+            RowResult::Mismatch(report(format!("{d}{hint}")))
+        }
+    }
+}
+
+#[test]
+fn corpus_matches_stunnel_5_68() {
+    let corpus = corpus_dir();
+    let rows = read_sources(&corpus);
+
+    // SOURCES.tsv and configs/ must describe the same files.
+    let on_disk: BTreeSet<String> = fs::read_dir(corpus.join("configs"))
+        .expect("read configs/")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let listed: BTreeSet<String> = rows.iter().map(|r| r.file.clone()).collect();
+    assert!(!rows.is_empty(), "SOURCES.tsv lists no files");
+    assert_eq!(on_disk, listed, "configs/ and SOURCES.tsv disagree");
+    assert_eq!(listed.len(), rows.len(), "SOURCES.tsv lists a file twice");
+    for (file, _) in NOT_YET.iter().chain(NOT_YET_OTHER) {
+        assert!(
+            listed.contains(*file),
+            "NOT_YET names {file}, which is not in the corpus"
+        );
+    }
+
+    let tmp = TempDir(
+        std::env::temp_dir().join(format!("rstunnel-compat-corpus-{}", std::process::id())),
+    );
+    let _ = fs::remove_dir_all(&tmp.0);
+    fs::create_dir_all(&tmp.0).expect("create temp dir");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let host_users = names_in("/etc/passwd");
+    let host_groups = names_in("/etc/group");
+
+    let started = Instant::now();
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<RowResult>>> =
+        Mutex::new((0..rows.len()).map(|_| None).collect());
+    let workers = std::thread::available_parallelism()
+        .map_or(4, |n| n.get())
+        .clamp(1, 16);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(row) = rows.get(i) else { break };
+                let scratch = tmp.0.join(&row.file);
+                let r = check_row(row, &corpus, &scratch, root, &host_users, &host_groups);
+                results.lock().unwrap()[i] = Some(r);
+            });
+        }
+    });
+    let results: Vec<RowResult> = results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+
+    let (mut matched, mut not_yet, mut skipped, mut mismatches) = (0, 0, Vec::new(), Vec::new());
+    for (row, r) in rows.iter().zip(results) {
+        match r {
+            RowResult::Match => matched += 1,
+            RowResult::NotYet => not_yet += 1,
+            RowResult::Skipped(why) => skipped.push(format!("{}: {why}", row.file)),
+            RowResult::Mismatch(m) => mismatches.push(m),
+        }
+    }
+    for (file, option) in NOT_YET {
+        println!("not yet supported: {file}: {}", not_yet_message(option));
+    }
+    for (file, error) in NOT_YET_OTHER {
+        println!("not yet supported: {file}: {error}");
+    }
+    for s in &skipped {
+        println!("SKIPPED {s}");
+    }
+    for m in &mismatches {
+        println!("MISMATCH {m}");
+    }
+    let skipped_note = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(", {} skipped (need root)", skipped.len())
+    };
+    let summary = format!(
+        "compat corpus: {} files, {matched} match stunnel 5.68, {not_yet} not yet supported (listed){skipped_note}, {} mismatches ({:.1} s)",
+        rows.len(),
+        mismatches.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{summary}");
+    assert!(
+        mismatches.is_empty(),
+        "{summary}\n\n{}",
+        mismatches
+            .iter()
+            .map(|m| format!("MISMATCH {m}"))
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+}
