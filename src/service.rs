@@ -255,13 +255,25 @@ fn client_sni(opts: &ServiceOptions, first_host: Option<String>) -> Option<Strin
     }
 }
 
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let (ListenSocket::Unix(_), Addr::Unix(path)) = (&self.socket, &self.bound) {
+            match std::fs::remove_file(path) {
+                Ok(()) => log_debug!("Socket removed: {}", path.display()),
+                Err(e) => log_debug!("Socket {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
 /// Port 0 means "any free port": a new one on every bind, so never the same socket.
 fn reusable_address(addr: &Addr) -> bool {
     !matches!(addr, Addr::Inet(inet) if inet.port() == 0)
 }
 
 /// A bound listening socket, shared so that a reload can hand it to the new service
-/// without closing it (no connection is refused during a reload).
+/// without closing it (no connection is refused during a reload). Dropped when no service
+/// uses it any more; a Unix socket's file goes with it, as in stunnel.
 pub struct Listener {
     pub socket: ListenSocket,
     /// The address as configured (port 0 stays 0): what a reload matches on.
