@@ -297,6 +297,9 @@ fn load_identity(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(
     let Some(cert) = &opts.cert else {
         return Ok(());
     };
+    if is_pkcs12(cert) {
+        return load_pkcs12(ctx, cert);
+    }
     ctx.set_certificate_chain_file(cert)
         .map_err(|e| TlsSetupError::new(format!("cert = {}", cert.display()), e))?;
     let key_path = opts.key_file().unwrap_or(cert);
@@ -312,6 +315,53 @@ fn load_identity(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(
             ),
             e,
         )
+    })
+}
+
+/// A `cert` file that is DER rather than PEM, or named `.p12`/`.pfx`, is read as PKCS#12
+/// (certificate, key and chain in one file), as stunnel does.
+fn is_pkcs12(path: &Path) -> bool {
+    let named = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("p12") || e.eq_ignore_ascii_case("pfx"));
+    named
+        || std::fs::read(path).is_ok_and(|bytes| {
+            // PEM files are text starting with "-----BEGIN" (after blanks); PKCS#12 is DER.
+            bytes.first() == Some(&0x30)
+        })
+}
+
+/// Loads a PKCS#12 bundle with an empty password. One with a password is refused with a
+/// clear message: there is no terminal to ask on.
+fn load_pkcs12(ctx: &mut SslContextBuilder, path: &Path) -> Result<(), TlsSetupError> {
+    let what = || format!("cert = {}", path.display());
+    let der = std::fs::read(path).map_err(|e| TlsSetupError::plain(format!("{}: {e}", what())))?;
+    let bundle =
+        openssl::pkcs12::Pkcs12::from_der(&der).map_err(|e| TlsSetupError::new(what(), e))?;
+    let parsed = bundle.parse2("").map_err(|e| {
+        TlsSetupError::new(
+            format!("{}: cannot open the PKCS#12 file without a password (rstunnel needs one with an empty password)", what()),
+            e,
+        )
+    })?;
+    let (Some(cert), Some(key)) = (parsed.cert, parsed.pkey) else {
+        return Err(TlsSetupError::plain(format!(
+            "{}: the PKCS#12 file lacks a certificate or a key",
+            what()
+        )));
+    };
+    super::warn_if_world_readable(path);
+    ctx.set_certificate(&cert)
+        .map_err(|e| TlsSetupError::new(what(), e))?;
+    for ca in parsed.ca.into_iter().flatten() {
+        ctx.add_extra_chain_cert(ca)
+            .map_err(|e| TlsSetupError::new(what(), e))?;
+    }
+    ctx.set_private_key(&key)
+        .map_err(|e| TlsSetupError::new(what(), e))?;
+    ctx.check_private_key().map_err(|e| {
+        TlsSetupError::new(format!("{}: key does not match the certificate", what()), e)
     })
 }
 
