@@ -5,8 +5,11 @@
 //! Client side (`client = yes`), run on the far connection before the handshake:
 //! `smtp`, `imap`, `pop3`, `nntp` (greeting passed to the local client, then STARTTLS),
 //! `pgsql` and `ldap` (their binary StartTLS requests), `connect` (HTTP CONNECT through
-//! a proxy, with Basic authentication). Server side, after the far connection is made:
-//! `proxy` (a PROXY protocol v1 header to the target). Reads exactly what each exchange
+//! a proxy, with Basic authentication). Server side, on the accepted connection before
+//! the handshake: `smtp`, `imap`, `pop3` (rstunnel greets and offers STARTTLS; the
+//! backend's own greeting is consumed once it is connected, since the client already had
+//! one) and `pgsql` (SSLRequest answered `S`); after the far connection is made: `proxy`
+//! (a PROXY protocol v1 header to the target). Reads exactly what each exchange
 //! needs (line by line), so no TLS byte is ever consumed here. Blocking, under
 //! TIMEOUTbusy as a socket timeout.
 
@@ -20,8 +23,15 @@ pub struct Exchange<'a> {
     pub opts: &'a ServiceOptions,
     /// The accepted connection (client side: the local plain client).
     pub local: &'a Stream,
-    /// The far connection, still in clear.
-    pub far: &'a Stream,
+    /// The far connection, still in clear; `None` before it is made (server side, before
+    /// the handshake).
+    pub far: Option<&'a Stream>,
+}
+
+impl Exchange<'_> {
+    fn far(&self) -> Result<&Stream, String> {
+        self.far.ok_or_else(|| "no far connection yet".to_string())
+    }
 }
 
 pub type Hook = fn(&Exchange<'_>) -> Result<(), String>;
@@ -31,32 +41,41 @@ pub struct Protocol {
     pub name: &'static str,
     /// Client side, after connecting, before the TLS handshake on `far`.
     pub client_before_tls: Option<Hook>,
+    /// Server side, on the accepted connection before the TLS handshake.
+    pub server_before_tls: Option<Hook>,
     /// Server side, after the handshake and the far connection, before relaying.
     pub server_before_relay: Option<Hook>,
 }
 
 /// Every protocol stunnel 5.68 knows. Those without a hook for a side are refused for that
 /// side when the configuration is checked.
+#[rustfmt::skip]
 pub static PROTOCOLS: &[Protocol] = &[
-    proto("cifs", None, None),
-    proto("capwin", None, None),
-    proto("capwinctrl", None, None),
-    proto("connect", Some(http_connect), None),
-    proto("imap", Some(imap_client), None),
-    proto("ldap", Some(ldap_client), None),
-    proto("nntp", Some(nntp_client), None),
-    proto("pgsql", Some(pgsql_client), None),
-    proto("pop3", Some(pop3_client), None),
-    proto("proxy", None, Some(proxy_header)),
-    proto("smtp", Some(smtp_client), None),
-    proto("socks", None, None),
+    proto("cifs", None, None, None),
+    proto("capwin", None, None, None),
+    proto("capwinctrl", None, None, None),
+    proto("connect", Some(http_connect), None, None),
+    proto("imap", Some(imap_client), Some(imap_server), Some(skip_imap_greeting)),
+    proto("ldap", Some(ldap_client), None, None),
+    proto("nntp", Some(nntp_client), None, None),
+    proto("pgsql", Some(pgsql_client), Some(pgsql_server), None),
+    proto("pop3", Some(pop3_client), Some(pop3_server), Some(skip_pop3_greeting)),
+    proto("proxy", None, None, Some(proxy_header)),
+    proto("smtp", Some(smtp_client), Some(smtp_server), Some(skip_smtp_greeting)),
+    proto("socks", None, None, None),
 ];
 
-const fn proto(name: &'static str, client: Option<Hook>, server: Option<Hook>) -> Protocol {
+const fn proto(
+    name: &'static str,
+    client: Option<Hook>,
+    server_before_tls: Option<Hook>,
+    server_before_relay: Option<Hook>,
+) -> Protocol {
     Protocol {
         name,
         client_before_tls: client,
-        server_before_relay: server,
+        server_before_tls,
+        server_before_relay,
     }
 }
 
@@ -67,12 +86,12 @@ pub fn find(name: &str) -> Option<&'static Protocol> {
 
 /// Why a protocol cannot be used on a side, for the configuration check.
 pub fn unsupported_on(protocol: &Protocol, client: bool) -> Option<String> {
-    let hook = if client {
-        protocol.client_before_tls
+    let spoken = if client {
+        protocol.client_before_tls.is_some()
     } else {
-        protocol.server_before_relay
+        protocol.server_before_tls.is_some() || protocol.server_before_relay.is_some()
     };
-    hook.is_none().then(|| {
+    (!spoken).then(|| {
         format!(
             "protocol = {} is not supported {} yet",
             protocol.name,
@@ -145,25 +164,27 @@ fn forward_lines(local: &Stream, lines: &[String]) -> Result<(), String> {
 
 /// SMTP: the server's greeting goes to the local client; EHLO and STARTTLS are ours.
 fn smtp_client(x: &Exchange<'_>) -> Result<(), String> {
-    let greeting = read_reply(x.far)?;
+    let far = x.far()?;
+    let greeting = read_reply(far)?;
     expect_code(&greeting, "220", "SMTP greeting")?;
     forward_lines(x.local, &greeting)?;
     let helo = x.opts.protocol_host.as_deref().unwrap_or("localhost");
-    send(x.far, &format!("EHLO {helo}\r\n"))?;
-    expect_code(&read_reply(x.far)?, "250", "SMTP EHLO")?;
-    send(x.far, "STARTTLS\r\n")?;
-    expect_code(&read_reply(x.far)?, "220", "SMTP STARTTLS")
+    send(far, &format!("EHLO {helo}\r\n"))?;
+    expect_code(&read_reply(far)?, "250", "SMTP EHLO")?;
+    send(far, "STARTTLS\r\n")?;
+    expect_code(&read_reply(far)?, "220", "SMTP STARTTLS")
 }
 
 /// POP3 (RFC 2595): greeting forwarded, then STLS.
 fn pop3_client(x: &Exchange<'_>) -> Result<(), String> {
-    let greeting = read_line(x.far)?;
+    let far = x.far()?;
+    let greeting = read_line(far)?;
     if !greeting.starts_with("+OK") {
         return Err(format!("POP3 greeting: unexpected reply: {greeting}"));
     }
     forward_lines(x.local, &[greeting])?;
-    send(x.far, "STLS\r\n")?;
-    let reply = read_line(x.far)?;
+    send(far, "STLS\r\n")?;
+    let reply = read_line(far)?;
     if reply.starts_with("+OK") {
         Ok(())
     } else {
@@ -173,14 +194,15 @@ fn pop3_client(x: &Exchange<'_>) -> Result<(), String> {
 
 /// IMAP (RFC 3501): greeting forwarded, then a tagged STARTTLS.
 fn imap_client(x: &Exchange<'_>) -> Result<(), String> {
-    let greeting = read_line(x.far)?;
+    let far = x.far()?;
+    let greeting = read_line(far)?;
     if !greeting.starts_with("* OK") {
         return Err(format!("IMAP greeting: unexpected reply: {greeting}"));
     }
     forward_lines(x.local, &[greeting])?;
-    send(x.far, "rstunnel STARTTLS\r\n")?;
+    send(far, "rstunnel STARTTLS\r\n")?;
     loop {
-        let line = read_line(x.far)?;
+        let line = read_line(far)?;
         if let Some(status) = line.strip_prefix("rstunnel ") {
             return if status.starts_with("OK") {
                 Ok(())
@@ -194,13 +216,14 @@ fn imap_client(x: &Exchange<'_>) -> Result<(), String> {
 
 /// NNTP (RFC 4642): greeting forwarded, then STARTTLS, answered 382.
 fn nntp_client(x: &Exchange<'_>) -> Result<(), String> {
-    let greeting = read_line(x.far)?;
+    let far = x.far()?;
+    let greeting = read_line(far)?;
     if !(greeting.starts_with("200") || greeting.starts_with("201")) {
         return Err(format!("NNTP greeting: unexpected reply: {greeting}"));
     }
     forward_lines(x.local, &[greeting])?;
-    send(x.far, "STARTTLS\r\n")?;
-    let reply = read_line(x.far)?;
+    send(far, "STARTTLS\r\n")?;
+    let reply = read_line(far)?;
     if reply.starts_with("382") {
         Ok(())
     } else {
@@ -210,12 +233,13 @@ fn nntp_client(x: &Exchange<'_>) -> Result<(), String> {
 
 /// PostgreSQL: the 8-byte SSLRequest; the server answers `S` to go on with TLS.
 fn pgsql_client(x: &Exchange<'_>) -> Result<(), String> {
+    let far = x.far()?;
     const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
-    (&*x.far)
+    (&*far)
         .write_all(&SSL_REQUEST)
         .map_err(|e| format!("pgsql SSLRequest: {e}"))?;
     let mut answer = [0u8; 1];
-    (&*x.far)
+    (&*far)
         .read_exact(&mut answer)
         .map_err(|e| format!("pgsql SSLRequest: {e}"))?;
     match answer[0] {
@@ -233,6 +257,7 @@ const LDAP_STARTTLS_OID: &[u8] = b"1.3.6.1.4.1.1466.20037";
 /// LDAP: an ExtendedRequest for StartTLS (message id 1); the ExtendedResponse's
 /// resultCode must be success (0).
 fn ldap_client(x: &Exchange<'_>) -> Result<(), String> {
+    let far = x.far()?;
     let oid_len = LDAP_STARTTLS_OID.len() as u8; // 22
     let mut request = vec![
         0x30,
@@ -246,10 +271,10 @@ fn ldap_client(x: &Exchange<'_>) -> Result<(), String> {
         oid_len,
     ];
     request.extend_from_slice(LDAP_STARTTLS_OID);
-    (&*x.far)
+    (&*far)
         .write_all(&request)
         .map_err(|e| format!("LDAP StartTLS: {e}"))?;
-    let response = read_ber_message(x.far)?;
+    let response = read_ber_message(far)?;
     // SEQUENCE { INTEGER msgid, [APPLICATION 24] { ENUMERATED resultCode, … } }
     let code = response
         .windows(3)
@@ -293,6 +318,7 @@ fn read_ber_message(stream: &Stream) -> Result<Vec<u8>, String> {
 
 /// HTTP CONNECT (client side): `connect` is the proxy, `protocolHost` the destination.
 fn http_connect(x: &Exchange<'_>) -> Result<(), String> {
+    let far = x.far()?;
     let target = x
         .opts
         .protocol_host
@@ -309,12 +335,12 @@ fn http_connect(x: &Exchange<'_>) -> Result<(), String> {
         request.push_str("\r\n");
     }
     request.push_str("\r\n");
-    send(x.far, &request)?;
-    let status = read_line(x.far)?;
+    send(far, &request)?;
+    let status = read_line(far)?;
     let ok = status.starts_with("HTTP/") && status.split_whitespace().nth(1) == Some("200");
     // Headers up to the blank line belong to the proxy's answer.
     loop {
-        if read_line(x.far)?.is_empty() {
+        if read_line(far)?.is_empty() {
             break;
         }
     }
@@ -327,6 +353,7 @@ fn http_connect(x: &Exchange<'_>) -> Result<(), String> {
 
 /// PROXY protocol v1 (server side): tells the target who the client really is.
 fn proxy_header(x: &Exchange<'_>) -> Result<(), String> {
+    let far = x.far()?;
     let header = match (x.local.peer_addr(), x.local.local_addr()) {
         (Some(src), Some(dst)) if src.is_ipv4() == dst.is_ipv4() => format!(
             "PROXY {} {} {} {} {}\r\n",
@@ -338,7 +365,131 @@ fn proxy_header(x: &Exchange<'_>) -> Result<(), String> {
         ),
         _ => "PROXY UNKNOWN\r\n".to_string(),
     };
-    send(x.far, &header)
+    send(far, &header)
+}
+
+/// The name we greet with: `protocolHost`, else `localhost`.
+fn greeting_host(opts: &ServiceOptions) -> &str {
+    opts.protocol_host.as_deref().unwrap_or("localhost")
+}
+
+/// Commands a client may send before STARTTLS; more are refused and end the session.
+const MAX_COMMANDS_BEFORE_TLS: usize = 16;
+
+/// SMTP server side (RFC 3207): greet, answer EHLO/HELO offering STARTTLS, refuse
+/// anything else until STARTTLS.
+fn smtp_server(x: &Exchange<'_>) -> Result<(), String> {
+    let host = greeting_host(x.opts);
+    send(x.local, &format!("220 {host} ESMTP\r\n"))?;
+    for _ in 0..MAX_COMMANDS_BEFORE_TLS {
+        let line = read_line(x.local)?;
+        let verb = line
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        match verb.as_str() {
+            "EHLO" => send(x.local, &format!("250-{host}\r\n250 STARTTLS\r\n"))?,
+            "HELO" => send(x.local, &format!("250 {host}\r\n"))?,
+            "NOOP" | "RSET" => send(x.local, "250 OK\r\n")?,
+            "STARTTLS" => return send(x.local, "220 Go ahead\r\n"),
+            "QUIT" => {
+                send(x.local, "221 Bye\r\n")?;
+                return Err("the client quit before STARTTLS".into());
+            }
+            _ => send(x.local, "530 Must issue a STARTTLS command first\r\n")?,
+        }
+    }
+    Err("no STARTTLS from the client".into())
+}
+
+fn skip_smtp_greeting(x: &Exchange<'_>) -> Result<(), String> {
+    expect_code(&read_reply(x.far()?)?, "220", "SMTP backend greeting")
+}
+
+/// POP3 server side (RFC 2595): greet, offer STLS in CAPA, refuse the rest until STLS.
+fn pop3_server(x: &Exchange<'_>) -> Result<(), String> {
+    send(x.local, "+OK POP3 server ready\r\n")?;
+    for _ in 0..MAX_COMMANDS_BEFORE_TLS {
+        let line = read_line(x.local)?;
+        match line
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase()
+            .as_str()
+        {
+            "CAPA" => send(x.local, "+OK Capability list follows\r\nSTLS\r\n.\r\n")?,
+            "STLS" => return send(x.local, "+OK Begin TLS negotiation\r\n"),
+            "QUIT" => {
+                send(x.local, "+OK Bye\r\n")?;
+                return Err("the client quit before STLS".into());
+            }
+            _ => send(x.local, "-ERR Must issue STLS first\r\n")?,
+        }
+    }
+    Err("no STLS from the client".into())
+}
+
+fn skip_pop3_greeting(x: &Exchange<'_>) -> Result<(), String> {
+    let greeting = read_line(x.far()?)?;
+    if greeting.starts_with("+OK") {
+        Ok(())
+    } else {
+        Err(format!("POP3 backend greeting: {greeting}"))
+    }
+}
+
+/// IMAP server side (RFC 3501): greet with STARTTLS in the capabilities, answer
+/// CAPABILITY and NOOP, refuse the rest until STARTTLS.
+fn imap_server(x: &Exchange<'_>) -> Result<(), String> {
+    send(
+        x.local,
+        "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n",
+    )?;
+    for _ in 0..MAX_COMMANDS_BEFORE_TLS {
+        let line = read_line(x.local)?;
+        let mut words = line.split_whitespace();
+        let tag = words.next().unwrap_or("*");
+        match words.next().unwrap_or("").to_ascii_uppercase().as_str() {
+            "CAPABILITY" => send(
+                x.local,
+                &format!("* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\n{tag} OK CAPABILITY completed\r\n"),
+            )?,
+            "NOOP" => send(x.local, &format!("{tag} OK NOOP completed\r\n"))?,
+            "STARTTLS" => return send(x.local, &format!("{tag} OK Begin TLS negotiation now\r\n")),
+            "LOGOUT" => {
+                send(x.local, &format!("* BYE\r\n{tag} OK LOGOUT completed\r\n"))?;
+                return Err("the client logged out before STARTTLS".into());
+            }
+            _ => send(x.local, &format!("{tag} BAD STARTTLS first\r\n"))?,
+        }
+    }
+    Err("no STARTTLS from the client".into())
+}
+
+fn skip_imap_greeting(x: &Exchange<'_>) -> Result<(), String> {
+    let greeting = read_line(x.far()?)?;
+    if greeting.starts_with("* OK") || greeting.starts_with("* PREAUTH") {
+        Ok(())
+    } else {
+        Err(format!("IMAP backend greeting: {greeting}"))
+    }
+}
+
+/// PostgreSQL server side: the client's SSLRequest is answered `S`; what follows is TLS.
+fn pgsql_server(x: &Exchange<'_>) -> Result<(), String> {
+    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let mut request = [0u8; 8];
+    (&*x.local)
+        .read_exact(&mut request)
+        .map_err(|e| format!("pgsql: {e}"))?;
+    if request != SSL_REQUEST {
+        return Err("pgsql: the client did not ask for TLS (no SSLRequest)".into());
+    }
+    (&*x.local)
+        .write_all(b"S")
+        .map_err(|e| format!("pgsql: {e}"))
 }
 
 #[cfg(test)]
@@ -371,7 +522,9 @@ mod tests {
     fn sides_without_a_hook_are_refused() {
         let smtp = find("smtp").unwrap();
         assert!(unsupported_on(smtp, true).is_none());
-        assert!(unsupported_on(smtp, false).is_some());
+        assert!(unsupported_on(smtp, false).is_none());
+        let nntp = find("nntp").unwrap();
+        assert!(unsupported_on(nntp, false).is_some());
         let proxy = find("proxy").unwrap();
         assert!(unsupported_on(proxy, false).is_none());
         assert!(unsupported_on(proxy, true).is_some());
@@ -397,7 +550,7 @@ mod tests {
         smtp_client(&Exchange {
             opts: &opts,
             local: &local_ours,
-            far: &far_ours,
+            far: Some(&far_ours),
         })
         .unwrap();
         server.join().unwrap();
@@ -422,7 +575,7 @@ mod tests {
         let e = imap_client(&Exchange {
             opts: &opts,
             local: &local_ours,
-            far: &far_ours,
+            far: Some(&far_ours),
         })
         .unwrap_err();
         assert!(e.contains("NO not now"), "{e}");
@@ -450,7 +603,7 @@ mod tests {
         ldap_client(&Exchange {
             opts: &opts,
             local: &local_ours,
-            far: &far_ours,
+            far: Some(&far_ours),
         })
         .unwrap();
         server.join().unwrap();
@@ -485,7 +638,7 @@ mod tests {
         http_connect(&Exchange {
             opts: &opts,
             local: &local_ours,
-            far: &far_ours,
+            far: Some(&far_ours),
         })
         .unwrap();
         let lines = proxy.join().unwrap();

@@ -136,6 +136,9 @@ fn server_session(
     accepted: Stream,
     live: &Arc<LiveSession>,
 ) -> Result<Summary, SessionError> {
+    // STARTTLS-style protocols talk in clear on the accepted connection first.
+    negotiate(svc, &accepted, None, |p| p.server_before_tls)
+        .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     let tls = handshake(svc, accepted, None)?;
     // A client that named a virtual host (server `sni`) is served by that section: its
     // target, timeouts and logging level.
@@ -153,7 +156,7 @@ fn server_session(
     }
     let far =
         far_side(svc, &peer).inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
-    negotiate(svc, tls.get_ref(), &far, |p| p.server_before_relay)
+    negotiate(svc, tls.get_ref(), Some(&far), |p| p.server_before_relay)
         .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
     Ok(relay_session(svc, tls, far, live))
 }
@@ -165,7 +168,7 @@ fn client_session(
 ) -> Result<Summary, SessionError> {
     let far = far_side(svc, &PeerInfo::from_peer(&live.peer))
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
-    negotiate(svc, &accepted, &far, |p| p.client_before_tls)
+    negotiate(svc, &accepted, Some(&far), |p| p.client_before_tls)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     let tls = handshake(svc, far, svc.sni.as_deref())
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
@@ -173,23 +176,24 @@ fn client_session(
 }
 
 /// Runs the `protocol` hook that `pick` selects for this side, if any, with TIMEOUTbusy
-/// bounding every read of the exchange.
+/// bounding every read of the exchange. `far` is `None` before the far side exists.
 fn negotiate(
     svc: &ServiceCtx,
     local: &Stream,
-    far: &Stream,
+    far: Option<&Stream>,
     pick: fn(&protocol::Protocol) -> Option<protocol::Hook>,
 ) -> Result<(), SessionError> {
     let Some(hook) = svc.opts.protocol.and_then(protocol::find).and_then(pick) else {
         return Ok(());
     };
-    far.set_read_timeout(Some(svc.opts.timeouts.busy));
+    let reader = far.unwrap_or(local);
+    reader.set_read_timeout(Some(svc.opts.timeouts.busy));
     let result = hook(&protocol::Exchange {
         opts: &svc.opts,
         local,
         far,
     });
-    far.set_read_timeout(None);
+    reader.set_read_timeout(None);
     let name = svc.opts.protocol.unwrap_or("");
     result.map_err(|e| SessionError::Handshake(format!("protocol {name}: {e}")))?;
     log_info!("Protocol {name} negotiated");

@@ -889,8 +889,8 @@ fn not_yet_built_options_fail_with_their_own_message() {
     );
     // A protocol known to stunnel but not spoken on this side is refused by the section check.
     assert_eq!(
-        err("cert = /c.pem\n[a]\naccept = 1\nconnect = 2\nprotocol = smtp\n"),
-        "Service [a]: protocol = smtp is not supported on the server side yet"
+        err("cert = /c.pem\n[a]\naccept = 1\nconnect = 2\nprotocol = nntp\n"),
+        "Service [a]: protocol = nntp is not supported on the server side yet"
     );
     assert_eq!(
         err("client = yes\n[a]\naccept = 1\nconnect = 2\nprotocol = gopher\n"),
