@@ -7,6 +7,7 @@
 //! anything a peer sends; every failure ends this session only and is logged once.
 
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -149,13 +150,14 @@ fn server_session(
         }
         None => svc,
     };
+    let redirected = needs_redirect(svc, tls.ssl());
     let mut peer = PeerInfo::from_peer(&live.peer);
     if let Some(cert) = tls.ssl().peer_certificate() {
         peer.subject = Some(crate::tls::verify::name_line(cert.subject_name()));
         peer.issuer = Some(crate::tls::verify::name_line(cert.issuer_name()));
     }
-    let far =
-        far_side(svc, &peer).inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
+    let far = far_side(svc, &peer, redirected)
+        .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
     negotiate(svc, tls.get_ref(), Some(&far), |p| p.server_before_relay)
         .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
     Ok(relay_session(svc, tls, far, live))
@@ -166,13 +168,26 @@ fn client_session(
     accepted: Stream,
     live: &Arc<LiveSession>,
 ) -> Result<Summary, SessionError> {
-    let far = far_side(svc, &PeerInfo::from_peer(&live.peer))
+    let far = far_side(svc, &PeerInfo::from_peer(&live.peer), false)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     negotiate(svc, &accepted, Some(&far), |p| p.client_before_tls)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     let tls = handshake(svc, far, svc.sni.as_deref())
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     Ok(relay_session(svc, tls, accepted, live))
+}
+
+/// A `redirect` service whose client failed verification (or sent no certificate when
+/// one is required) is sent to the redirect targets instead of `connect`.
+fn needs_redirect(svc: &ServiceCtx, ssl: &openssl::ssl::SslRef) -> bool {
+    if svc.opts.redirect.is_empty() {
+        return false;
+    }
+    let failed = crate::tls::verify::redirect_index()
+        .and_then(|index| ssl.ex_data(index))
+        .is_none_or(|flag| flag.load(Ordering::SeqCst));
+    let missing = svc.opts.verify.require_cert && ssl.peer_certificate().is_none();
+    failed || missing
 }
 
 /// Runs the `protocol` hook that `pick` selects for this side, if any, with TIMEOUTbusy
@@ -202,8 +217,8 @@ fn negotiate(
 
 /// The other end of the session: the `exec` program, or the first `connect` target that
 /// answers.
-fn far_side(svc: &ServiceCtx, peer: &PeerInfo) -> Result<Stream, SessionError> {
-    if svc.opts.exec.is_some() && svc.opts.connect.is_empty() {
+fn far_side(svc: &ServiceCtx, peer: &PeerInfo, redirected: bool) -> Result<Stream, SessionError> {
+    if !redirected && svc.opts.exec.is_some() && svc.opts.connect.is_empty() {
         return exec::spawn(&svc.opts, peer).map_err(|e| {
             SessionError::Setup(format!(
                 "exec {}: {e}",
@@ -215,7 +230,14 @@ fn far_side(svc: &ServiceCtx, peer: &PeerInfo) -> Result<Stream, SessionError> {
             ))
         });
     }
-    let addrs = svc.target_addrs().ok_or(SessionError::ConnectFailed)?;
+    let addrs = if redirected {
+        log_notice!("Redirecting connection: the client failed authentication");
+        crate::service::resolve_all(&svc.opts.redirect)
+            .inspect_err(|e| log_err!("{e}"))
+            .map_err(|_| SessionError::ConnectFailed)?
+    } else {
+        svc.target_addrs().ok_or(SessionError::ConnectFailed)?
+    };
     let (stream, from) = net::connect::connect_first(
         &addrs,
         svc.opts.timeouts.connect,
@@ -262,6 +284,11 @@ fn handshake(
     let op = if server { "SSL_accept" } else { "SSL_connect" };
     let mut ssl =
         Ssl::new(&svc.tls.ctx).map_err(|e| SessionError::Setup(format!("SSL_new: {e}")))?;
+    if !svc.opts.redirect.is_empty() {
+        if let Some(index) = crate::tls::verify::redirect_index() {
+            ssl.set_ex_data(index, AtomicBool::new(false));
+        }
+    }
     if let Some(name) = sni {
         ssl.set_hostname(name)
             .map_err(|e| SessionError::Setup(format!("SNI {name}: {e}")))?;

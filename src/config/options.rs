@@ -141,7 +141,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("PSKidentity", Service, Set(set_psk_identity), None, "identity for PSK authentication"),
     row("PSKsecrets", Service, Set(set_psk_secrets), None, "secrets for PSK authentication"),
     row("pty", Service, Set(set_pty), Some("no"), "yes|no allocate pseudo terminal for 'exec' option"),
-    row("redirect", Service, NotYet, None, "[host:]port to redirect on authentication failures"),
+    row("redirect", Service, Set(add_redirect), None, "[host:]port to redirect on authentication failures"),
     row("renegotiation", Service, Set(set_renegotiation), Some("no"), "yes|no support renegotiation (rstunnel always refuses it)"),
     row("requireCert", Service, Set(set_require_cert), Some("no"), "yes|no require client certificate"),
     row("reset", Service, Set(set_reset), Some("yes"), "yes|no send TCP RST on error"),
@@ -399,6 +399,11 @@ fn set_protocol_password(t: &mut Target<'_>, value: &str) -> Result<(), String> 
 
 fn set_protocol_username(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     t.service.protocol_username = Some(value.to_string());
+    Ok(())
+}
+
+fn add_redirect(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.redirect.push(value.to_string());
     Ok(())
 }
 

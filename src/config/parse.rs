@@ -217,6 +217,14 @@ fn check_service(
             )),
             None => false,
         };
+    if !service.redirect.is_empty() {
+        if service.client {
+            return Err(error("\"redirect\" is only available in server mode"));
+        }
+        if !service.verify.any_check() {
+            return Err(error(r#""redirect" needs "verifyChain" or "verifyPeer""#));
+        }
+    }
     if let Some(message) = protocol_problem(&service) {
         return Err(ConfigError::Service {
             name: service.name.clone(),

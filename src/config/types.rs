@@ -137,6 +137,9 @@ pub struct ServiceOptions {
     pub accept: Vec<String>,
     /// Target addresses, as written, in file order.
     pub connect: Vec<String>,
+    /// `redirect` (server): where sessions whose client certificate fails verification go
+    /// instead of `connect`, as written, in file order.
+    pub redirect: Vec<String>,
     /// `delay = yes`: resolve `connect` for each connection, not at startup.
     pub delay: bool,
     /// `failover = rr`: each connection starts at the next target (else in file order).
@@ -225,6 +228,7 @@ impl Default for ServiceOptions {
             accept: Vec::new(),
             connect: Vec::new(),
             delay: false,
+            redirect: Vec::new(),
             failover_rr: false,
             local: None,
             reset: true,

@@ -456,7 +456,11 @@ fn verify_mode(opts: &ServiceOptions) -> SslVerifyMode {
         mode |= SslVerifyMode::PEER;
     }
     if v.require_cert {
-        mode |= SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+        mode |= SslVerifyMode::PEER;
+        // With `redirect` a client without a certificate is redirected, not refused.
+        if opts.redirect.is_empty() {
+            mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+        }
     }
     mode
 }

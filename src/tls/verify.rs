@@ -4,8 +4,13 @@
 //! callback, which also writes stunnel's `Certificate accepted` / `Rejected by CERT` lines.
 
 use foreign_types::ForeignTypeRef;
+use openssl::ex_data::Index;
+use openssl::ssl::Ssl;
+use openssl::x509::X509StoreContext;
 use openssl::x509::{X509NameRef, X509Ref, X509StoreContextRef, X509};
 use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use super::context::TlsSetupError;
 use crate::config::ServiceOptions;
@@ -13,6 +18,9 @@ use crate::config::ServiceOptions;
 pub struct VerifyPolicy {
     chain: bool,
     peer: bool,
+    /// `redirect`: a failed check does not fail the handshake; it is noted on the
+    /// connection (`redirect_index`) and the session goes to the redirect target.
+    redirect: bool,
     /// SHA-256 of every certificate in CAfile, for `verifyPeer`.
     pinned: Vec<[u8; 32]>,
     hosts: Vec<CString>,
@@ -50,6 +58,7 @@ impl VerifyPolicy {
         Ok(VerifyPolicy {
             chain: opts.verify.chain,
             peer: opts.verify.peer,
+            redirect: !opts.redirect.is_empty(),
             pinned,
             hosts: c_strings(&opts.check_host)?,
             emails: c_strings(&opts.check_email)?,
@@ -93,8 +102,35 @@ fn sha256_of(cert: &X509Ref) -> [u8; 32] {
         .unwrap_or([0; 32])
 }
 
-/// The verify callback. Returns whether the handshake may go on.
+/// Where a connection records that its peer failed verification (`redirect` services).
+pub fn redirect_index() -> Option<Index<Ssl, AtomicBool>> {
+    static INDEX: OnceLock<Option<Index<Ssl, AtomicBool>>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().ok())
+}
+
+/// The verify callback. Returns whether the handshake may go on: the verdict, or always
+/// true for a `redirect` service, which notes a failed verdict on the connection instead.
 pub fn check(policy: &VerifyPolicy, preverified: bool, store: &mut X509StoreContextRef) -> bool {
+    if !policy.redirect {
+        return verdict(policy, preverified, store);
+    }
+    let Some(failed) = X509StoreContext::ssl_idx()
+        .ok()
+        .and_then(|idx| store.ex_data(idx))
+        .zip(redirect_index())
+        .and_then(|(ssl, idx)| ssl.ex_data(idx))
+    else {
+        // Without a place to note a failure it must fail the handshake.
+        return verdict(policy, preverified, store);
+    };
+    // Once failed, OpenSSL's later calls for this chain change nothing (and log nothing).
+    if !failed.load(Ordering::SeqCst) && !verdict(policy, preverified, store) {
+        failed.store(true, Ordering::SeqCst);
+    }
+    true
+}
+
+fn verdict(policy: &VerifyPolicy, preverified: bool, store: &mut X509StoreContextRef) -> bool {
     let depth = store.error_depth();
     let Some(cert) = store.current_cert() else {
         return preverified;
