@@ -114,20 +114,27 @@ pub fn check(policy: &VerifyPolicy, preverified: bool, store: &mut X509StoreCont
     if !policy.redirect {
         return verdict(policy, preverified, store);
     }
-    let Some(failed) = X509StoreContext::ssl_idx()
-        .ok()
-        .and_then(|idx| store.ex_data(idx))
-        .zip(redirect_index())
-        .and_then(|(ssl, idx)| ssl.ex_data(idx))
-    else {
-        // Without a place to note a failure it must fail the handshake.
-        return verdict(policy, preverified, store);
-    };
     // Once failed, OpenSSL's later calls for this chain change nothing (and log nothing).
-    if !failed.load(Ordering::SeqCst) && !verdict(policy, preverified, store) {
-        failed.store(true, Ordering::SeqCst);
+    if redirect_flag(store).is_some_and(|failed| failed.load(Ordering::SeqCst)) {
+        return true;
     }
-    true
+    if verdict(policy, preverified, store) {
+        return true;
+    }
+    match redirect_flag(store) {
+        Some(failed) => {
+            failed.store(true, Ordering::SeqCst);
+            true
+        }
+        // Without a place to note the failure it must fail the handshake.
+        None => false,
+    }
+}
+
+/// The connection's "failed verification" flag, set up by the session for `redirect`.
+fn redirect_flag(store: &X509StoreContextRef) -> Option<&AtomicBool> {
+    let ssl = store.ex_data(X509StoreContext::ssl_idx().ok()?)?;
+    ssl.ex_data(redirect_index()?)
 }
 
 fn verdict(policy: &VerifyPolicy, preverified: bool, store: &mut X509StoreContextRef) -> bool {
