@@ -1,9 +1,11 @@
-//! `exec` / `execArgs`: a local program as a session's far side. The program gets one end
-//! of a socketpair as stdin and stdout (stderr stays the process's: the terminal in the
-//! foreground, /dev/null as a daemon) and the environment stunnel sets: REMOTE_HOST,
-//! REMOTE_PORT, SSL_CLIENT_DN, SSL_CLIENT_I_DN. Spawns and reaps; never relays.
+//! `exec` / `execArgs`: a local program as one side of a session. The program gets one end
+//! of a socketpair as stdin and stdout — or, with `pty = yes`, a pseudo-terminal as its
+//! controlling terminal — (stderr stays the process's: the terminal in the foreground,
+//! /dev/null as a daemon) and the environment stunnel sets: REMOTE_HOST, REMOTE_PORT,
+//! SSL_CLIENT_DN, SSL_CLIENT_I_DN. Spawns and reaps; never relays.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -45,17 +47,42 @@ pub fn spawn(opts: &ServiceOptions, peer: &PeerInfo) -> io::Result<Stream> {
         .exec
         .as_ref()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no exec program"))?;
-    let (ours, theirs) = UnixStream::pair()?;
-    let theirs_out = theirs.try_clone()?;
+    let (ours, theirs, theirs_out) = if opts.pty {
+        let (master, slave) = open_pty()?;
+        let master_out = master.try_clone()?;
+        let slave_out = slave.try_clone()?;
+        (Stream::from_pair(master, master_out), slave, slave_out)
+    } else {
+        let (ours, theirs) = UnixStream::pair()?;
+        let theirs_out = theirs.try_clone()?;
+        (
+            Stream::from_unix(ours),
+            OwnedFd::from(theirs),
+            OwnedFd::from(theirs_out),
+        )
+    };
     let mut command = Command::new(program);
+    if opts.pty {
+        // SAFETY: between fork and exec only async-signal-safe calls: setsid() makes the
+        // child a session leader, TIOCSCTTY makes its stdin (the pty slave) the
+        // controlling terminal.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let mut args = opts.exec_args.iter();
     if let Some(arg0) = args.next() {
         command.arg0(arg0);
     }
     command.args(args);
     command
-        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-        .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs_out)));
+        .stdin(Stdio::from(theirs))
+        .stdout(Stdio::from(theirs_out));
     for (name, value) in [
         ("REMOTE_HOST", &peer.host),
         ("REMOTE_PORT", &peer.port),
@@ -80,7 +107,34 @@ pub fn spawn(opts: &ServiceOptions, peer: &PeerInfo) -> io::Result<Stream> {
     if let Err(e) = reaper {
         log_warning!("Child process {pid} will not be reaped: {e}");
     }
-    Ok(Stream::from_unix(ours))
+    Ok(ours)
+}
+
+/// A new pseudo-terminal: (master, slave), both close-on-exec (the slave is handed to the
+/// program as its stdio, which clears that flag there).
+fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the integers we pass; the name, termios
+    // and window size arguments may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both are new descriptors owned by nobody else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&master, &slave] {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok((master, slave))
 }
 
 #[cfg(test)]

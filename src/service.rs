@@ -298,6 +298,14 @@ pub fn bind_all(
     let mut bound = Vec::new();
     for ctx in services {
         let mut listeners = Vec::new();
+        if ctx.opts.accept.is_empty() {
+            // exec+connect: no socket to listen on; `start` runs it instead.
+            bound.push(BoundService {
+                ctx: Arc::clone(ctx),
+                listeners,
+            });
+            continue;
+        }
         for addr in &ctx.accept_addrs {
             let reusable = reusable_address(addr)
                 .then(|| reuse.iter().position(|l| l.configured == *addr))
@@ -389,18 +397,47 @@ pub fn start(services: Vec<BoundService>) -> io::Result<Vec<RunningService>> {
         let thread_stop = Arc::clone(&stop);
         let ctx = Arc::clone(&service.ctx);
         let listeners = service.listeners.clone();
+        let exec_connect = service.listeners.is_empty();
         let thread = std::thread::Builder::new()
-            .name(format!("listen {}", service.ctx.opts.name))
+            .name(format!("service {}", service.ctx.opts.name))
             .stack_size(256 * 1024)
-            .spawn(move || accept_loop(&service, &thread_stop))?;
+            .spawn(move || {
+                if exec_connect {
+                    exec_connect_loop(&service.ctx, &thread_stop);
+                } else {
+                    accept_loop(&service, &thread_stop);
+                }
+            })?;
         running.push(RunningService {
             ctx,
             listeners,
             stop,
-            thread: Some(thread),
+            // An exec+connect session may run for ever: stopping must not wait for it.
+            thread: (!exec_connect).then_some(thread),
         });
     }
     Ok(running)
+}
+
+/// An exec+connect service (`exec` and `connect`, no `accept`): the program is one side,
+/// the target the other, for one session; with `retry` it starts again after the delay,
+/// until the process stops.
+fn exec_connect_loop(ctx: &Arc<ServiceCtx>, stop: &WakeFd) {
+    loop {
+        match crate::exec::spawn(&ctx.opts, &crate::exec::PeerInfo::default()) {
+            Ok(program) => spawn_session_here(ctx, program, "local program".into()),
+            Err(e) => log_err!("Service [{}]: exec: {e}", ctx.opts.name),
+        }
+        let Some(delay) = ctx.opts.retry else {
+            log_info!("Service [{}] finished (no retry)", ctx.opts.name);
+            return;
+        };
+        let mut fds = [wake::pollfd(stop.as_raw_fd(), libc::POLLIN)];
+        if matches!(wake::poll(&mut fds, Some(delay)), Ok(n) if n > 0) {
+            return;
+        }
+        log_info!("Service [{}]: retrying", ctx.opts.name);
+    }
 }
 
 /// Back-off after EMFILE/ENFILE, doubling up to a second, so that a full fd table does

@@ -145,7 +145,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("renegotiation", Service, Set(set_renegotiation), Some("no"), "yes|no support renegotiation (rstunnel always refuses it)"),
     row("requireCert", Service, Set(set_require_cert), Some("no"), "yes|no require client certificate"),
     row("reset", Service, Set(set_reset), Some("yes"), "yes|no send TCP RST on error"),
-    row("retry", Service, NotYet, Some("no"), "yes|no retry connect+exec section"),
+    row("retry", Service, Set(set_retry), Some("no"), "yes|no|milliseconds retry connect+exec section"),
     row("securityLevel", Service, Set(set_security_level), Some("2"), "set the security level"),
     row("service", Service, Set(set_service), Some("stunnel"), "service name"),
     row("sessionCacheSize", Service, Set(set_session_cache_size), Some("1000"), "session cache size"),
@@ -350,12 +350,24 @@ fn set_exec_args(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Only `no` until pseudo-terminals exist: `yes` changes what the program sees.
-fn set_pty(_: &mut Target<'_>, value: &str) -> Result<(), String> {
-    match values::yes_no(value)? {
-        false => Ok(()),
-        true => Err("option 'pty = yes' is not supported yet".into()),
-    }
+fn set_pty(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.pty = values::yes_no(value)?;
+    Ok(())
+}
+
+/// `retry = yes` (1000 ms), `no`, or a delay in milliseconds (stunnel 5.7x).
+fn set_retry(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.retry = match values::yes_no(value) {
+        Ok(true) => Some(Duration::from_millis(1000)),
+        Ok(false) => None,
+        Err(_) => {
+            let ms = values::integer(value)
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or("The argument needs to be either 'yes', 'no' or a number of milliseconds")?;
+            Some(Duration::from_millis(ms))
+        }
+    };
+    Ok(())
 }
 
 fn set_protocol(t: &mut Target<'_>, value: &str) -> Result<(), String> {

@@ -905,8 +905,8 @@ fn not_yet_built_options_fail_with_their_own_message() {
         )
     );
     assert_eq!(
-        err("client = yes\n[a]\npty = yes\n"),
-        at(3, "pty = yes", "option 'pty = yes' is not supported yet")
+        err("client = yes\n[a]\nsessiond = 1\n"),
+        at(3, "sessiond = 1", "option 'sessiond' is not supported yet")
     );
 }
 

@@ -165,6 +165,11 @@ pub struct ServiceOptions {
     pub exec: Option<PathBuf>,
     /// `execArgs`: argv, including argv[0].
     pub exec_args: Vec<String>,
+    /// `pty = yes`: the program gets a pseudo-terminal instead of a socket.
+    pub pty: bool,
+    /// `retry`: an exec+connect service (no `accept`) starts again this long after its
+    /// session ends; `None` runs it once.
+    pub retry: Option<Duration>,
     /// Section `setuid`/`setgid`: owner of the service's Unix `accept` sockets.
     pub unix_owner: (Option<libc::uid_t>, Option<libc::gid_t>),
     /// `maxConnections` (rstunnel extension): live sessions allowed for this service;
@@ -245,6 +250,8 @@ impl Default for ServiceOptions {
             protocol_headers: Vec::new(),
             exec: None,
             exec_args: Vec::new(),
+            pty: false,
+            retry: None,
             client: false,
             cert: None,
             key: None,
