@@ -45,9 +45,18 @@ pub struct Protocol {
     pub server_before_tls: Option<Hook>,
     /// Server side, after the handshake and the far connection, before relaying.
     pub server_before_relay: Option<Hook>,
+    /// Server side, after the handshake: the client names the target inside TLS (SOCKS);
+    /// the hook connects there and answers. Replaces `connect`.
+    pub server_chooses_target: Option<TargetHook>,
 }
 
-/// Every protocol stunnel 5.68 knows. Those without a hook for a side are refused for that
+/// A blocking byte stream over the TLS session (reads and writes wait as needed).
+pub trait Channel: Read + Write {}
+impl<T: Read + Write> Channel for T {}
+
+pub type TargetHook = fn(&ServiceOptions, &mut dyn Channel) -> Result<Stream, String>;
+
+/// Every protocol stunnel 5.68 knows but `socks` (below: its hook has another shape). Those without a hook for a side are refused for that
 /// side when the configuration is checked.
 #[rustfmt::skip]
 pub static PROTOCOLS: &[Protocol] = &[
@@ -62,8 +71,16 @@ pub static PROTOCOLS: &[Protocol] = &[
     proto("pop3", Some(pop3_client), Some(pop3_server), Some(skip_pop3_greeting)),
     proto("proxy", None, None, Some(proxy_header)),
     proto("smtp", Some(smtp_client), Some(smtp_server), Some(skip_smtp_greeting)),
-    proto("socks", None, None, None),
 ];
+
+/// SOCKS (server side) is the one protocol that picks the target itself.
+pub static SOCKS: Protocol = Protocol {
+    name: "socks",
+    client_before_tls: None,
+    server_before_tls: None,
+    server_before_relay: None,
+    server_chooses_target: Some(socks_server),
+};
 
 const fn proto(
     name: &'static str,
@@ -76,11 +93,15 @@ const fn proto(
         client_before_tls: client,
         server_before_tls,
         server_before_relay,
+        server_chooses_target: None,
     }
 }
 
 /// Looks a protocol up by name (case-insensitive).
 pub fn find(name: &str) -> Option<&'static Protocol> {
+    if SOCKS.name.eq_ignore_ascii_case(name) {
+        return Some(&SOCKS);
+    }
     PROTOCOLS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
 }
 
@@ -89,7 +110,9 @@ pub fn unsupported_on(protocol: &Protocol, client: bool) -> Option<String> {
     let spoken = if client {
         protocol.client_before_tls.is_some()
     } else {
-        protocol.server_before_tls.is_some() || protocol.server_before_relay.is_some()
+        protocol.server_before_tls.is_some()
+            || protocol.server_before_relay.is_some()
+            || protocol.server_chooses_target.is_some()
     };
     (!spoken).then(|| {
         format!(
@@ -490,6 +513,146 @@ fn pgsql_server(x: &Exchange<'_>) -> Result<(), String> {
     (&*x.local)
         .write_all(b"S")
         .map_err(|e| format!("pgsql: {e}"))
+}
+
+/// SOCKS 4, 4a and 5 (CONNECT only, no authentication) inside the TLS session: read the
+/// request, connect to the named target within TIMEOUTconnect, answer, and hand the
+/// connection back as the session's far side.
+fn socks_server(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, String> {
+    let io = |e: io::Error| format!("SOCKS: {e}");
+    let mut version = [0u8; 1];
+    channel.read_exact(&mut version).map_err(io)?;
+    match version[0] {
+        4 => socks4(opts, channel),
+        5 => socks5(opts, channel),
+        v => Err(format!("SOCKS: unknown version {v}")),
+    }
+}
+
+fn read_until_nul(channel: &mut dyn Channel, what: &str) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        channel
+            .read_exact(&mut byte)
+            .map_err(|e| format!("SOCKS: {e}"))?;
+        if byte[0] == 0 {
+            return Ok(bytes);
+        }
+        if bytes.len() >= 255 {
+            return Err(format!("SOCKS: {what} too long"));
+        }
+        bytes.push(byte[0]);
+    }
+}
+
+fn connect_target(opts: &ServiceOptions, host: &str, port: u16) -> Result<Stream, String> {
+    let endpoint = crate::net::Endpoint::Tcp {
+        host: Some(host.to_string()),
+        port,
+    };
+    let addrs = endpoint.resolve_connect()?;
+    crate::net::connect::connect_first(
+        &addrs,
+        opts.timeouts.connect,
+        &opts.socket_options,
+        opts.local,
+    )
+    .map(|(stream, _)| stream)
+    .ok_or_else(|| format!("SOCKS: cannot connect to {host}:{port}"))
+}
+
+fn socks4(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, String> {
+    let io = |e: io::Error| format!("SOCKS4: {e}");
+    let mut head = [0u8; 7]; // command, port, IPv4
+    channel.read_exact(&mut head).map_err(io)?;
+    let port = u16::from_be_bytes([head[1], head[2]]);
+    let ip = std::net::Ipv4Addr::new(head[3], head[4], head[5], head[6]);
+    read_until_nul(channel, "user id")?;
+    // SOCKS 4a: 0.0.0.x (x ≠ 0) means "the host name follows".
+    let host = if head[3..6] == [0, 0, 0] && head[6] != 0 {
+        String::from_utf8_lossy(&read_until_nul(channel, "host name")?).into_owned()
+    } else {
+        ip.to_string()
+    };
+    let answer = |granted: bool| {
+        let code = if granted { 0x5a } else { 0x5b };
+        [
+            0, code, head[1], head[2], head[3], head[4], head[5], head[6],
+        ]
+    };
+    if head[0] != 1 {
+        let _ = channel.write_all(&answer(false));
+        return Err("SOCKS4: only CONNECT is supported".into());
+    }
+    match connect_target(opts, &host, port) {
+        Ok(stream) => {
+            channel.write_all(&answer(true)).map_err(io)?;
+            Ok(stream)
+        }
+        Err(e) => {
+            let _ = channel.write_all(&answer(false));
+            Err(e)
+        }
+    }
+}
+
+fn socks5(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, String> {
+    let io = |e: io::Error| format!("SOCKS5: {e}");
+    let mut count = [0u8; 1];
+    channel.read_exact(&mut count).map_err(io)?;
+    let mut methods = vec![0u8; usize::from(count[0])];
+    channel.read_exact(&mut methods).map_err(io)?;
+    if !methods.contains(&0) {
+        let _ = channel.write_all(&[5, 0xff]);
+        return Err("SOCKS5: the client offers no method without authentication".into());
+    }
+    channel.write_all(&[5, 0]).map_err(io)?;
+    let mut head = [0u8; 4]; // version, command, reserved, address type
+    channel.read_exact(&mut head).map_err(io)?;
+    let host = match head[3] {
+        1 => {
+            let mut ip = [0u8; 4];
+            channel.read_exact(&mut ip).map_err(io)?;
+            std::net::Ipv4Addr::from(ip).to_string()
+        }
+        3 => {
+            let mut len = [0u8; 1];
+            channel.read_exact(&mut len).map_err(io)?;
+            let mut name = vec![0u8; usize::from(len[0])];
+            channel.read_exact(&mut name).map_err(io)?;
+            String::from_utf8_lossy(&name).into_owned()
+        }
+        4 => {
+            let mut ip = [0u8; 16];
+            channel.read_exact(&mut ip).map_err(io)?;
+            std::net::Ipv6Addr::from(ip).to_string()
+        }
+        _ => {
+            let _ = channel.write_all(&[5, 8, 0, 1, 0, 0, 0, 0, 0, 0]);
+            return Err("SOCKS5: unknown address type".into());
+        }
+    };
+    let mut port = [0u8; 2];
+    channel.read_exact(&mut port).map_err(io)?;
+    let port = u16::from_be_bytes(port);
+    if head[1] != 1 {
+        let _ = channel.write_all(&[5, 7, 0, 1, 0, 0, 0, 0, 0, 0]);
+        return Err("SOCKS5: only CONNECT is supported".into());
+    }
+    match connect_target(opts, &host, port) {
+        Ok(stream) => {
+            // The bound address is not something clients use; zeros are allowed.
+            channel
+                .write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+                .map_err(io)?;
+            Ok(stream)
+        }
+        Err(e) => {
+            let _ = channel.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]);
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -140,7 +140,7 @@ fn server_session(
     // STARTTLS-style protocols talk in clear on the accepted connection first.
     negotiate(svc, &accepted, None, |p| p.server_before_tls)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
-    let tls = handshake(svc, accepted, None)?;
+    let mut tls = handshake(svc, accepted, None)?;
     // A client that named a virtual host (server `sni`) is served by that section: its
     // target, timeouts and logging level.
     let svc = match svc.virtual_host_for(tls.ssl()) {
@@ -156,8 +156,27 @@ fn server_session(
         peer.subject = Some(crate::tls::verify::name_line(cert.subject_name()));
         peer.issuer = Some(crate::tls::verify::name_line(cert.issuer_name()));
     }
-    let far = far_side(svc, &peer, redirected)
-        .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
+    let chooser = svc
+        .opts
+        .protocol
+        .and_then(protocol::find)
+        .and_then(|p| p.server_chooses_target);
+    let far = match chooser {
+        // SOCKS: the client names the target inside TLS.
+        Some(choose) if !redirected => {
+            let deadline = Instant::now().checked_add(svc.opts.timeouts.busy);
+            choose(
+                &svc.opts,
+                &mut BlockingTls {
+                    tls: &mut tls,
+                    deadline,
+                },
+            )
+            .map_err(SessionError::Handshake)
+        }
+        _ => far_side(svc, &peer, redirected),
+    }
+    .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
     negotiate(svc, tls.get_ref(), Some(&far), |p| p.server_before_relay)
         .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
     Ok(relay_session(svc, tls, far, live))
@@ -188,6 +207,63 @@ fn needs_redirect(svc: &ServiceCtx, ssl: &openssl::ssl::SslRef) -> bool {
         .is_none_or(|flag| flag.load(Ordering::SeqCst));
     let missing = svc.opts.verify.require_cert && ssl.peer_certificate().is_none();
     failed || missing
+}
+
+/// Blocking reads and writes over the (non-blocking) TLS session before the relay starts,
+/// each waiting at most until `deadline` (TIMEOUTbusy), for protocols spoken inside TLS.
+struct BlockingTls<'a> {
+    tls: &'a mut SslStream<Stream>,
+    deadline: Option<Instant>,
+}
+
+impl BlockingTls<'_> {
+    fn wait(&self, code: ErrorCode) -> std::io::Result<()> {
+        let stream = self.tls.get_ref();
+        let (fd, events) = if code == ErrorCode::WANT_WRITE {
+            (stream.write_fd(), libc::POLLOUT)
+        } else {
+            (stream.read_fd(), libc::POLLIN)
+        };
+        let left = self
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        match wake::poll(&mut [wake::pollfd(fd, events)], left)? {
+            0 => Err(std::io::ErrorKind::TimedOut.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Repeats a non-blocking SSL call until it moves bytes; close_notify reads as 0.
+    fn retry(
+        &mut self,
+        mut op: impl FnMut(&mut SslStream<Stream>) -> Result<usize, openssl::ssl::Error>,
+    ) -> std::io::Result<usize> {
+        loop {
+            match op(self.tls) {
+                Ok(n) => return Ok(n),
+                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {
+                    self.wait(e.code())?
+                }
+                Err(e) if e.code() == ErrorCode::ZERO_RETURN => return Ok(0),
+                Err(e) => return Err(std::io::Error::other(describe_ssl_error(&e))),
+            }
+        }
+    }
+}
+
+impl std::io::Read for BlockingTls<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.retry(|tls| tls.ssl_read(buf))
+    }
+}
+
+impl std::io::Write for BlockingTls<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.retry(|tls| tls.ssl_write(buf))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Runs the `protocol` hook that `pick` selects for this side, if any, with TIMEOUTbusy

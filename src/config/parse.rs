@@ -234,7 +234,9 @@ fn check_service(
     // Endpoints (spec §1.5): accept (or a virtual host's sni line) on one side, connect
     // or exec on the other; exec + connect without accept is the exec+connect form.
     let local = !service.accept.is_empty() || virtual_host;
-    let remote = !service.connect.is_empty() || service.exec.is_some();
+    // A SOCKS server learns its target from each client.
+    let socks = !service.client && service.protocol == Some("socks");
+    let remote = !service.connect.is_empty() || service.exec.is_some() || socks;
     let exec_connect = service.exec.is_some() && !service.connect.is_empty();
     if !((local && remote) || exec_connect) {
         return Err(error("Each service must define two endpoints"));
