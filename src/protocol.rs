@@ -556,7 +556,10 @@ fn connect_target(opts: &ServiceOptions, host: &str, port: u16) -> Result<Stream
         &addrs,
         opts.timeouts.connect,
         &opts.socket_options,
-        opts.local,
+        opts.local.map(|ip| crate::net::connect::Source {
+            ip,
+            transparent: false,
+        }),
     )
     .map(|(stream, _)| stream)
     .ok_or_else(|| format!("SOCKS: cannot connect to {host}:{port}"))

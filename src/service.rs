@@ -321,7 +321,12 @@ pub fn bind_all(
                 listeners.push(listener);
                 continue;
             }
-            match net::listen::bind(addr, &ctx.opts.socket_options, ctx.opts.unix_owner) {
+            match net::listen::bind(
+                addr,
+                &ctx.opts.socket_options,
+                ctx.opts.unix_owner,
+                ctx.opts.transparent_destination,
+            ) {
                 Ok((socket, real)) => {
                     log_info!(
                         "Service [{}] (FD={}) bound to {}",

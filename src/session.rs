@@ -174,7 +174,7 @@ fn server_session(
             )
             .map_err(SessionError::Handshake)
         }
-        _ => far_side(svc, &peer, redirected),
+        _ => far_side(svc, &peer, redirected, tls.get_ref()),
     }
     .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
     negotiate(svc, tls.get_ref(), Some(&far), |p| p.server_before_relay)
@@ -187,7 +187,7 @@ fn client_session(
     accepted: Stream,
     live: &Arc<LiveSession>,
 ) -> Result<Summary, SessionError> {
-    let far = far_side(svc, &PeerInfo::from_peer(&live.peer), false)
+    let far = far_side(svc, &PeerInfo::from_peer(&live.peer), false, &accepted)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     negotiate(svc, &accepted, Some(&far), |p| p.client_before_tls)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
@@ -293,7 +293,12 @@ fn negotiate(
 
 /// The other end of the session: the `exec` program, or the first `connect` target that
 /// answers.
-fn far_side(svc: &ServiceCtx, peer: &PeerInfo, redirected: bool) -> Result<Stream, SessionError> {
+fn far_side(
+    svc: &ServiceCtx,
+    peer: &PeerInfo,
+    redirected: bool,
+    accepted: &Stream,
+) -> Result<Stream, SessionError> {
     if !redirected && svc.opts.exec.is_some() && svc.opts.connect.is_empty() {
         return exec::spawn(&svc.opts, peer).map_err(|e| {
             SessionError::Setup(format!(
@@ -311,14 +316,33 @@ fn far_side(svc: &ServiceCtx, peer: &PeerInfo, redirected: bool) -> Result<Strea
         crate::service::resolve_all(&svc.opts.redirect)
             .inspect_err(|e| log_err!("{e}"))
             .map_err(|_| SessionError::ConnectFailed)?
+    } else if svc.opts.transparent_destination {
+        // transparent = destination: where the client meant to go before the firewall
+        // sent it here.
+        let original = accepted.original_destination().ok_or_else(|| {
+            SessionError::Setup("transparent = destination: no original destination".into())
+        })?;
+        log_info!("Transparent destination: {}", net::display_addr(&original));
+        vec![net::Addr::Inet(original)]
     } else {
         svc.target_addrs().ok_or(SessionError::ConnectFailed)?
+    };
+    // transparent = source: the target sees the client's address, not ours.
+    let source = match accepted.peer_addr() {
+        Some(client) if svc.opts.transparent_source => Some(net::connect::Source {
+            ip: client.ip(),
+            transparent: true,
+        }),
+        _ => svc.opts.local.map(|ip| net::connect::Source {
+            ip,
+            transparent: false,
+        }),
     };
     let (stream, from) = net::connect::connect_first(
         &addrs,
         svc.opts.timeouts.connect,
         &svc.opts.socket_options,
-        svc.opts.local,
+        source,
     )
     .ok_or(SessionError::ConnectFailed)?;
     log_notice!(

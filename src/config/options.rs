@@ -167,7 +167,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("TIMEOUTconnect", Service, Set(set_timeout_connect), Some("10"), "seconds to connect remote host"),
     row("TIMEOUTidle", Service, Set(set_timeout_idle), Some("43200"), "seconds to keep an idle connection"),
     row("TIMEOUTocsp", Service, Set(set_timeout_ocsp), Some("5"), "seconds to wait for an OCSP responder (stunnel 5.70+)"),
-    row("transparent", Service, NotYet, Some("none"), "none|source|destination|both transparent proxy mode"),
+    row("transparent", Service, Set(set_transparent), Some("none"), "none|source|destination|both transparent proxy mode"),
     row("verify", Service, Set(set_verify), None, "level of peer certificate verification"),
     row("verifyChain", Service, Set(set_verify_chain), Some("no"), "yes|no verify certificate chain"),
     row("verifyPeer", Service, Set(set_verify_peer), Some("no"), "yes|no verify peer certificate"),
@@ -416,6 +416,20 @@ fn set_protocol_username(t: &mut Target<'_>, value: &str) -> Result<(), String> 
 
 fn add_redirect(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     t.service.redirect.push(value.to_string());
+    Ok(())
+}
+
+/// `transparent = none|source|destination|both` (`no` = none, `yes` = source).
+fn set_transparent(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    let (source, destination) = match value.to_ascii_lowercase().as_str() {
+        "none" | "no" => (false, false),
+        "source" | "yes" => (true, false),
+        "destination" => (false, true),
+        "both" => (true, true),
+        _ => return Err("Selected transparent proxy mode is not available".into()),
+    };
+    t.service.transparent_source = source;
+    t.service.transparent_destination = destination;
     Ok(())
 }
 

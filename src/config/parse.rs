@@ -236,7 +236,10 @@ fn check_service(
     let local = !service.accept.is_empty() || virtual_host;
     // A SOCKS server learns its target from each client.
     let socks = !service.client && service.protocol == Some("socks");
-    let remote = !service.connect.is_empty() || service.exec.is_some() || socks;
+    let remote = !service.connect.is_empty()
+        || service.exec.is_some()
+        || socks
+        || service.transparent_destination;
     let exec_connect = service.exec.is_some() && !service.connect.is_empty();
     if !((local && remote) || exec_connect) {
         return Err(error("Each service must define two endpoints"));

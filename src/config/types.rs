@@ -137,6 +137,11 @@ pub struct ServiceOptions {
     pub accept: Vec<String>,
     /// Target addresses, as written, in file order.
     pub connect: Vec<String>,
+    /// `transparent = source|both`: outgoing connections come from the client's address.
+    pub transparent_source: bool,
+    /// `transparent = destination|both`: the target is the address the client connected
+    /// to (redirected here by the firewall), instead of `connect`.
+    pub transparent_destination: bool,
     /// `redirect` (server): where sessions whose client certificate fails verification go
     /// instead of `connect`, as written, in file order.
     pub redirect: Vec<String>,
@@ -234,6 +239,8 @@ impl Default for ServiceOptions {
             connect: Vec::new(),
             delay: false,
             redirect: Vec::new(),
+            transparent_source: false,
+            transparent_destination: false,
             failover_rr: false,
             local: None,
             reset: true,

@@ -22,7 +22,7 @@ pub fn connect_first(
     addrs: &[Addr],
     timeout: Duration,
     options: &[SocketOption],
-    local: Option<IpAddr>,
+    local: Option<Source>,
 ) -> Option<(Stream, String)> {
     for addr in addrs {
         log_info!("s_connect: connecting {addr}");
@@ -59,7 +59,7 @@ fn connect_inet(
     addr: &SocketAddr,
     timeout: Duration,
     options: &[SocketOption],
-    local: Option<IpAddr>,
+    local: Option<Source>,
 ) -> std::io::Result<(Stream, String)> {
     let socket = Socket::new(
         Domain::for_address(*addr),
@@ -67,9 +67,12 @@ fn connect_inet(
         Some(Protocol::TCP),
     )?;
     sockopt::apply_all(socket.as_raw_fd(), options, Which::Remote);
-    if let Some(ip) = local {
-        // `local`: the source address; the kernel picks the port.
-        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    if let Some(source) = local {
+        if source.transparent {
+            set_transparent(socket.as_raw_fd(), addr.is_ipv6())?;
+        }
+        // The source address; the kernel picks the port.
+        socket.bind(&SocketAddr::new(source.ip, 0).into())?;
     }
     socket.connect_timeout(&(*addr).into(), timeout)?;
     let stream: TcpStream = socket.into();
@@ -78,6 +81,40 @@ fn connect_inet(
         .map(|a| display_addr(&a))
         .unwrap_or_else(|_| "unknown".into());
     Ok((Stream::from_tcp(stream), from))
+}
+
+/// Where an outgoing connection comes from: `local = IP`, or (transparent = source) the
+/// client's own address, which needs IP_TRANSPARENT (CAP_NET_ADMIN) to bind.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    pub ip: IpAddr,
+    pub transparent: bool,
+}
+
+/// IP_TRANSPARENT / IPV6_TRANSPARENT: bind to (or accept for) an address that is not
+/// local, for transparent proxying (Linux, CAP_NET_ADMIN).
+pub fn set_transparent(fd: std::os::fd::RawFd, ipv6: bool) -> std::io::Result<()> {
+    let (level, name) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_TRANSPARENT)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_TRANSPARENT)
+    };
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The C library's text for an errno, as stunnel prints it (`Connection refused`).

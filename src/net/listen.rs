@@ -55,6 +55,7 @@ pub fn bind(
     addr: &Addr,
     options: &[SocketOption],
     owner: (Option<libc::uid_t>, Option<libc::gid_t>),
+    transparent: bool,
 ) -> io::Result<(ListenSocket, Addr)> {
     match addr {
         Addr::Inet(inet) => {
@@ -64,6 +65,10 @@ pub fn bind(
                 Some(Protocol::TCP),
             )?;
             sockopt::apply_all(socket.as_raw_fd(), options, Which::Accept);
+            if transparent {
+                // TPROXY delivers connections for addresses that are not ours.
+                super::connect::set_transparent(socket.as_raw_fd(), inet.is_ipv6())?;
+            }
             socket.bind(&(*inet).into())?;
             socket.listen(libc::SOMAXCONN)?;
             socket.set_nonblocking(true)?;

@@ -180,6 +180,36 @@ impl Stream {
         }
     }
 
+    /// Where the client meant to connect before the firewall sent it here: the NAT
+    /// original destination (iptables REDIRECT/DNAT, SO_ORIGINAL_DST), else the socket's
+    /// own address (which is the original one under TPROXY).
+    pub fn original_destination(&self) -> Option<std::net::SocketAddr> {
+        let Kind::Tcp(s) = &self.kind else {
+            return None;
+        };
+        const SO_ORIGINAL_DST: libc::c_int = 80; // linux/netfilter_ipv4.h
+                                                 // SAFETY: getsockopt writes at most `len` bytes into a zeroed sockaddr_in.
+        unsafe {
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                s.as_raw_fd(),
+                libc::SOL_IP,
+                SO_ORIGINAL_DST,
+                (&mut addr as *mut libc::sockaddr_in).cast(),
+                &mut len,
+            );
+            if rc == 0 && addr.sin_family == libc::AF_INET as libc::sa_family_t {
+                let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+                return Some(std::net::SocketAddr::from((
+                    ip,
+                    u16::from_be(addr.sin_port),
+                )));
+            }
+        }
+        s.local_addr().ok()
+    }
+
     /// The peer's address as logs show it, when there is one.
     pub fn peer_description(&self) -> String {
         match &self.kind {
