@@ -147,11 +147,17 @@ fn build_service(
             .map_err(|detail| resolve_error("accept", detail))?;
         accept_addrs.extend(addrs);
     }
+    // The default SNI name: the host of protocolHost (the real destination behind a
+    // proxy), else of the first connect target.
     let first_host = opts
-        .connect
-        .first()
-        .and_then(|value| Endpoint::parse(value).ok())
-        .and_then(|e| e.host().map(str::to_string));
+        .protocol_host
+        .iter()
+        .chain(opts.connect.first())
+        .find_map(|value| {
+            Endpoint::parse(value)
+                .ok()
+                .and_then(|e| e.host().map(str::to_string))
+        });
     let connect_addrs = if opts.delay {
         None
     } else {
@@ -242,8 +248,9 @@ fn random_index() -> usize {
     usize::from_ne_bytes(bytes) % 1024
 }
 
-/// The SNI name a client sends: `sni` if set (empty: none), else the first `connect`
-/// host when it is a name (an IP literal is not a valid SNI name), else none.
+/// The SNI name a client sends: `sni` if set (empty: none), else the host of
+/// `protocolHost` or of the first `connect` when it is a name (an IP literal is not a
+/// valid SNI name), else none.
 fn client_sni(opts: &ServiceOptions, first_host: Option<String>) -> Option<String> {
     if !opts.client {
         return None;
