@@ -162,13 +162,17 @@ pub fn build_context(
     ctx.set_verify_callback(mode, move |preverified, store| {
         verify::check(&ctx_policy, preverified, store)
     });
+    let in_sni_group = !virtual_hosts.is_empty() || opts.server_sni().is_some();
     if !virtual_hosts.is_empty() {
         ctx.set_servername_callback(move |ssl, _alert| {
             select_virtual_host(ssl, &virtual_hosts);
             Ok(())
         });
     }
-    configure_sessions(&mut ctx, opts)?;
+    // OpenSSL settles resumption before the SNI callback can switch to a virtual host,
+    // so a session of one section could be resumed under another and skip its client
+    // checks: sections that take part in SNI virtual hosting never resume.
+    configure_sessions(&mut ctx, opts, in_sni_group)?;
     let resumable = Arc::new(Mutex::new(None));
     if opts.client && opts.session_resume {
         let slot = Arc::clone(&resumable);
@@ -468,10 +472,13 @@ fn verify_mode(opts: &ServiceOptions) -> SslVerifyMode {
 fn configure_sessions(
     ctx: &mut SslContextBuilder,
     opts: &ServiceOptions,
+    in_sni_group: bool,
 ) -> Result<(), TlsSetupError> {
-    if !opts.session_resume {
+    if !opts.session_resume || in_sni_group {
         ctx.set_session_cache_mode(SslSessionCacheMode::OFF);
         ctx.set_options(openssl::ssl::SslOptions::NO_TICKET);
+        // TLS 1.3 servers still send tickets unless told to send none.
+        let _ = ctx.set_num_tickets(0);
     } else if opts.client {
         ctx.set_session_cache_mode(SslSessionCacheMode::CLIENT);
     } else {
