@@ -546,12 +546,31 @@ fn read_until_nul(channel: &mut dyn Channel, what: &str) -> Result<Vec<u8>, Stri
     }
 }
 
-fn connect_target(opts: &ServiceOptions, host: &str, port: u16) -> Result<Stream, String> {
+/// Why a SOCKS target was refused before connecting.
+enum SocksRefusal {
+    /// 127.0.0.0/8 or ::1: the tunnel host's own local services are not for its clients.
+    Loopback(String),
+    Failed(String),
+}
+
+fn connect_target(opts: &ServiceOptions, host: &str, port: u16) -> Result<Stream, SocksRefusal> {
     let endpoint = crate::net::Endpoint::Tcp {
         host: Some(host.to_string()),
         port,
     };
-    let addrs = endpoint.resolve_connect()?;
+    let addrs = endpoint.resolve_connect().map_err(SocksRefusal::Failed)?;
+    let loopback =
+        |a: &crate::net::Addr| matches!(a, crate::net::Addr::Inet(ip) if ip.ip().is_loopback());
+    if addrs.iter().any(loopback) {
+        let family = if addrs.iter().any(|a| a.is_ipv6() && loopback(a)) {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
+        return Err(SocksRefusal::Loopback(format!(
+            "SOCKS connection to the {family} loopback rejected"
+        )));
+    }
     crate::net::connect::connect_first(
         &addrs,
         opts.timeouts.connect,
@@ -562,7 +581,7 @@ fn connect_target(opts: &ServiceOptions, host: &str, port: u16) -> Result<Stream
         }),
     )
     .map(|(stream, _)| stream)
-    .ok_or_else(|| format!("SOCKS: cannot connect to {host}:{port}"))
+    .ok_or_else(|| SocksRefusal::Failed(format!("SOCKS: cannot connect to {host}:{port}")))
 }
 
 fn socks4(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, String> {
@@ -593,7 +612,7 @@ fn socks4(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, St
             channel.write_all(&answer(true)).map_err(io)?;
             Ok(stream)
         }
-        Err(e) => {
+        Err(SocksRefusal::Loopback(e) | SocksRefusal::Failed(e)) => {
             let _ = channel.write_all(&answer(false));
             Err(e)
         }
@@ -651,7 +670,12 @@ fn socks5(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, St
                 .map_err(io)?;
             Ok(stream)
         }
-        Err(e) => {
+        // Reply 2: "connection not allowed by ruleset".
+        Err(SocksRefusal::Loopback(e)) => {
+            let _ = channel.write_all(&[5, 2, 0, 1, 0, 0, 0, 0, 0, 0]);
+            Err(e)
+        }
+        Err(SocksRefusal::Failed(e)) => {
             let _ = channel.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]);
             Err(e)
         }

@@ -319,9 +319,9 @@ fn far_side(
     } else if svc.opts.transparent_destination {
         // transparent = destination: where the client meant to go before the firewall
         // sent it here.
-        let original = accepted.original_destination().ok_or_else(|| {
-            SessionError::Setup("transparent = destination: no original destination".into())
-        })?;
+        let original = accepted
+            .original_destination()
+            .map_err(|e| SessionError::Setup(format!("getsockopt SO_ORIGINAL_DST: {e}")))?;
         log_info!("Transparent destination: {}", net::display_addr(&original));
         vec![net::Addr::Inet(original)]
     } else {

@@ -69,7 +69,14 @@ fn connect_inet(
     sockopt::apply_all(socket.as_raw_fd(), options, Which::Remote);
     if let Some(source) = local {
         if source.transparent {
-            set_transparent(socket.as_raw_fd(), addr.is_ipv6())?;
+            // Needed to bind a foreign address; bind() itself says whether it works.
+            if let Err(e) = set_transparent(socket.as_raw_fd(), addr.is_ipv6()) {
+                log_err!(
+                    "setsockopt IP_TRANSPARENT: {} ({})",
+                    describe(&e),
+                    e.raw_os_error().unwrap_or(0)
+                );
+            }
         }
         // The source address; the kernel picks the port.
         socket.bind(&SocketAddr::new(source.ip, 0).into())?;

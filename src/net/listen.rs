@@ -66,8 +66,12 @@ pub fn bind(
             )?;
             sockopt::apply_all(socket.as_raw_fd(), options, Which::Accept);
             if transparent {
-                // TPROXY delivers connections for addresses that are not ours.
-                super::connect::set_transparent(socket.as_raw_fd(), inet.is_ipv6())?;
+                // For TPROXY; NAT redirection (the common case) does not need it, so
+                // without CAP_NET_ADMIN this is only a warning.
+                if let Err(e) = super::connect::set_transparent(socket.as_raw_fd(), inet.is_ipv6())
+                {
+                    log_warning!("setsockopt IP_TRANSPARENT on {addr}: {e}");
+                }
             }
             socket.bind(&(*inet).into())?;
             socket.listen(libc::SOMAXCONN)?;

@@ -181,11 +181,11 @@ impl Stream {
     }
 
     /// Where the client meant to connect before the firewall sent it here: the NAT
-    /// original destination (iptables REDIRECT/DNAT, SO_ORIGINAL_DST), else the socket's
-    /// own address (which is the original one under TPROXY).
-    pub fn original_destination(&self) -> Option<std::net::SocketAddr> {
+    /// original destination (iptables REDIRECT/DNAT, SO_ORIGINAL_DST). A connection that
+    /// was not redirected has none (the error says why).
+    pub fn original_destination(&self) -> io::Result<std::net::SocketAddr> {
         let Kind::Tcp(s) = &self.kind else {
-            return None;
+            return Err(io::ErrorKind::Unsupported.into());
         };
         const SO_ORIGINAL_DST: libc::c_int = 80; // linux/netfilter_ipv4.h
                                                  // SAFETY: getsockopt writes at most `len` bytes into a zeroed sockaddr_in.
@@ -199,15 +199,15 @@ impl Stream {
                 (&mut addr as *mut libc::sockaddr_in).cast(),
                 &mut len,
             );
-            if rc == 0 && addr.sin_family == libc::AF_INET as libc::sa_family_t {
-                let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
-                return Some(std::net::SocketAddr::from((
-                    ip,
-                    u16::from_be(addr.sin_port),
-                )));
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
             }
+            let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+            Ok(std::net::SocketAddr::from((
+                ip,
+                u16::from_be(addr.sin_port),
+            )))
         }
-        s.local_addr().ok()
     }
 
     /// The peer's address as logs show it, when there is one.

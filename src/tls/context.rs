@@ -162,7 +162,10 @@ pub fn build_context(
     ctx.set_verify_callback(mode, move |preverified, store| {
         verify::check(&ctx_policy, preverified, store)
     });
-    let in_sni_group = !virtual_hosts.is_empty() || opts.server_sni().is_some();
+    // Likewise `redirect`: a resumed session would skip the check that decides where the
+    // client goes.
+    let in_sni_group =
+        !virtual_hosts.is_empty() || opts.server_sni().is_some() || !opts.redirect.is_empty();
     if !virtual_hosts.is_empty() {
         ctx.set_servername_callback(move |ssl, _alert| {
             select_virtual_host(ssl, &virtual_hosts);
