@@ -77,7 +77,8 @@ SED_PATHS := sed -e 's|/usr/bin/rstunnel|$(BINDIR)/rstunnel|g' \
                  -e 's|/etc/stunnel/|$(CONFDIR)/|g' \
                  -e 's|/etc/logrotate.d/|$(LOGROTATEDIR)/|g'
 
-.PHONY: all build test test-unit test-scripts test-install demo bench fmt fmt-check clippy \
+.PHONY: all build test test-unit test-scripts test-install test-openssl111 test-debian11 \
+        demo bench fmt fmt-check clippy \
         install uninstall check-layout check-bin deb rpm clean deps help
 
 all: build
@@ -92,6 +93,8 @@ help:
 	@echo "make deb        target/deb/rstunnel_$(VERSION)_ARCH.deb (dpkg-deb)"
 	@echo "make rpm        target/rpm/RPMS/ARCH/rstunnel-$(VERSION)-1.ARCH.rpm (rpmbuild)"
 	@echo "make test-install   scripts/test-install.sh: install layouts, .deb, .rpm"
+	@echo "make test-openssl111  build against OpenSSL 1.1.1 (openssl-src), run the tests with it"
+	@echo "make test-debian11    build, install, package and test in a Debian 11 chroot (debootstrap)"
 	@echo "make clean"
 
 build:
@@ -118,6 +121,15 @@ test-scripts: build
 # (the script installs Debian's "rpm" package if rpmbuild is missing).
 test-install:
 	scripts/test-install.sh
+
+# Old OpenSSL and an old distribution (README "Old distributions"). Both cache what they
+# build under target/ (target/openssl-1.1.1 + target/ossl111; target/debian11-root and
+# target/debian11-rootfs.tar.gz), so a second run is quick.
+test-openssl111:
+	scripts/test-openssl111.sh
+
+test-debian11:
+	scripts/test-debian11.sh
 
 demo: build
 	RSTUNNEL=$(RELEASE_BIN) scripts/demo.sh

@@ -21,6 +21,7 @@ PACKAGES=(
     bsdutils       # logger(1)
     tcpdump        # e2e-syslog.sh proves the wire is encrypted
     iproute2       # ip netns / veth for e2e-syslog.sh
+    iptables       # REDIRECT / socket-mark rules in the transparent-proxy tests (tests/transport_extras.rs)
     procps         # pgrep/ps for scripts
     python3        # fallback syslog sink in demo.sh
     rpm            # rpmbuild for `make rpm` (test-install.sh)

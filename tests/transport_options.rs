@@ -25,7 +25,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use openssl::ssl::{SslConnector, SslMethod, SslOptions, SslStream, SslVerifyMode};
+use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use common::*;
@@ -108,7 +108,9 @@ fn pid_of(t: &Tunnel) -> u32 {
 fn tls_connect(addr: SocketAddr) -> SslStream<TcpStream> {
     let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
     b.set_verify(SslVerifyMode::NONE);
-    b.set_options(SslOptions::IGNORE_UNEXPECTED_EOF);
+    // OpenSSL 1.1.1 reads such an EOF as EOF already, and has no IGNORE_UNEXPECTED_EOF.
+    #[cfg(ossl300)]
+    b.set_options(openssl::ssl::SslOptions::IGNORE_UNEXPECTED_EOF);
     let c = b.build();
     let mut cfg = c.configure().unwrap();
     cfg.set_verify_hostname(false);

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslOptions, SslStream, SslVerifyMode};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
 
 use common::daemon::{parse_close_line, rstunnel_bin, START_TIMEOUT};
 use common::tools::{find_program, ChildGuard};
@@ -172,7 +172,9 @@ fn tls_over<S: Read + Write + std::fmt::Debug>(
 ) -> SslStream<S> {
     let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
     b.set_verify(SslVerifyMode::NONE);
-    b.set_options(SslOptions::IGNORE_UNEXPECTED_EOF);
+    // OpenSSL 1.1.1 reads such an EOF as EOF already, and has no IGNORE_UNEXPECTED_EOF.
+    #[cfg(ossl300)]
+    b.set_options(openssl::ssl::SslOptions::IGNORE_UNEXPECTED_EOF);
     if let Some(c) = client {
         b.set_certificate_file(&c.cert, SslFiletype::PEM).unwrap();
         b.set_private_key_file(&c.key, SslFiletype::PEM).unwrap();

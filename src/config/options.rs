@@ -550,7 +550,7 @@ fn add_ssl_option(t: &mut Target<'_>, value: &str) -> Result<(), String> {
         Some(name) => (false, name),
         None => (true, value),
     };
-    let name = crate::tls::compat::ssl_option_name(name).ok_or("Illegal TLS option")?;
+    let name = crate::tls::compat::ssl_option(name)?;
     t.service.ssl_options.push(SslOptionEdit { name, set });
     Ok(())
 }

@@ -1,18 +1,33 @@
 //! Everything that differs between OpenSSL versions, in one place (STYLE.md practice 9):
-//! option bits by stunnel's names, how an EOF without close_notify is reported, the FFI
-//! calls the `openssl` crate does not wrap. The rest of the code calls plain functions.
+//! option bits by stunnel's names, how an EOF without close_notify is reported, TLS 1.3
+//! (1.1.1+), the FFI calls the `openssl` crate does not wrap. The rest of the code calls
+//! plain functions.
+//!
+//! The `#[cfg]`s are set by build.rs from the headers openssl-sys found: `ossl110`,
+//! `ossl110h`, `ossl111`, `ossl300` (OpenSSL at or above that version) and `libressl`.
+//! Built and tested: OpenSSL 3.0 (Debian 12) and 1.1.1 (`make test-openssl111`,
+//! `make test-debian11`). 1.1.0 is gated here but not tested; LibreSSL is gated as far
+//! as the `openssl` crate's own gates show, and never built. openssl-sys 0.9.118 refuses
+//! anything older than 1.1.0.
 
 use foreign_types::ForeignTypeRef;
-use openssl::ssl::{ErrorCode, SslOptions};
+use openssl::error::ErrorStack;
+use openssl::ssl::{ErrorCode, SslContextBuilder, SslOptions, SslVersion};
 use openssl_sys as ffi;
+
+use crate::config::values::TlsVersion;
 
 /// OpenSSL option names as `options =` accepts them (stunnel lists them with `-options`),
 /// with their bits in the linked OpenSSL. Obsolete names that OpenSSL keeps as 0 are
-/// accepted and do nothing, as in stunnel.
+/// accepted and do nothing, as in stunnel. Names the linked OpenSSL does not have are left
+/// out (as stunnel compiles them out) and listed in `SSL_OPTIONS_NEWER` instead; the raw
+/// bits are those of `ssl.h` where openssl-sys only binds the constant for newer versions.
 #[allow(clippy::unnecessary_cast)] // the constants' type differs between OpenSSL versions
 pub const SSL_OPTION_NAMES: &[(&str, u64)] = &[
     ("ALL", ffi::SSL_OP_ALL as u64),
+    #[cfg(ossl300)]
     ("ALLOW_CLIENT_RENEGOTIATION", 0x0000_0100),
+    #[cfg(ossl111)]
     ("ALLOW_NO_DHE_KEX", 0x0000_0400),
     (
         "ALLOW_UNSAFE_LEGACY_RENEGOTIATION",
@@ -23,27 +38,29 @@ pub const SSL_OPTION_NAMES: &[(&str, u64)] = &[
         ffi::SSL_OP_CIPHER_SERVER_PREFERENCE as u64,
     ),
     ("CISCO_ANYCONNECT", ffi::SSL_OP_CISCO_ANYCONNECT as u64),
+    #[cfg(ossl300)]
     ("CLEANSE_PLAINTEXT", 0x0000_0002),
     ("COOKIE_EXCHANGE", ffi::SSL_OP_COOKIE_EXCHANGE as u64),
     (
         "CRYPTOPRO_TLSEXT_BUG",
         ffi::SSL_OP_CRYPTOPRO_TLSEXT_BUG as u64,
     ),
+    #[cfg(ossl300)]
     ("DISABLE_TLSEXT_CA_NAMES", 0x0000_0200),
     (
         "DONT_INSERT_EMPTY_FRAGMENTS",
         ffi::SSL_OP_DONT_INSERT_EMPTY_FRAGMENTS as u64,
     ),
+    #[cfg(ossl300)]
     ("ENABLE_KTLS", 0x0000_0008),
+    #[cfg(ossl111)]
     (
         "ENABLE_MIDDLEBOX_COMPAT",
         ffi::SSL_OP_ENABLE_MIDDLEBOX_COMPAT as u64,
     ),
     ("EPHEMERAL_RSA", 0),
-    (
-        "IGNORE_UNEXPECTED_EOF",
-        ffi::SSL_OP_IGNORE_UNEXPECTED_EOF as u64,
-    ),
+    #[cfg(ossl300)]
+    ("IGNORE_UNEXPECTED_EOF", 0x0000_0080),
     (
         "LEGACY_SERVER_CONNECT",
         ffi::SSL_OP_LEGACY_SERVER_CONNECT as u64,
@@ -67,6 +84,7 @@ pub const SSL_OPTION_NAMES: &[(&str, u64)] = &[
         "NETSCAPE_REUSE_CIPHER_CHANGE_BUG",
         ffi::SSL_OP_NETSCAPE_REUSE_CIPHER_CHANGE_BUG as u64,
     ),
+    #[cfg(ossl111)]
     ("NO_ANTI_REPLAY", 0x0100_0000),
     ("NO_COMPRESSION", ffi::SSL_OP_NO_COMPRESSION as u64),
     (
@@ -75,14 +93,18 @@ pub const SSL_OPTION_NAMES: &[(&str, u64)] = &[
     ),
     ("NO_DTLSv1", ffi::SSL_OP_NO_DTLSv1 as u64),
     ("NO_DTLSv1_2", ffi::SSL_OP_NO_DTLSv1_2 as u64),
+    #[cfg(ossl111)]
     ("NO_ENCRYPT_THEN_MAC", 0x0008_0000),
+    #[cfg(ossl300)]
     ("NO_EXTENDED_MASTER_SECRET", 0x0000_0001),
     ("NO_QUERY_MTU", ffi::SSL_OP_NO_QUERY_MTU as u64),
+    #[cfg(ossl110h)]
     ("NO_RENEGOTIATION", ffi::SSL_OP_NO_RENEGOTIATION as u64),
     (
         "NO_SESSION_RESUMPTION_ON_RENEGOTIATION",
         ffi::SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION as u64,
     ),
+    #[cfg(ossl110)]
     ("NO_SSL_MASK", ffi::SSL_OP_NO_SSL_MASK as u64),
     ("NO_SSLv2", ffi::SSL_OP_NO_SSLv2 as u64),
     ("NO_SSLv3", ffi::SSL_OP_NO_SSLv3 as u64),
@@ -90,10 +112,13 @@ pub const SSL_OPTION_NAMES: &[(&str, u64)] = &[
     ("NO_TLSv1", ffi::SSL_OP_NO_TLSv1 as u64),
     ("NO_TLSv1_1", ffi::SSL_OP_NO_TLSv1_1 as u64),
     ("NO_TLSv1_2", ffi::SSL_OP_NO_TLSv1_2 as u64),
+    #[cfg(any(ossl111, libressl))]
     ("NO_TLSv1_3", ffi::SSL_OP_NO_TLSv1_3 as u64),
     ("PKCS1_CHECK_1", 0),
     ("PKCS1_CHECK_2", 0),
+    #[cfg(ossl111)]
     ("PRIORITIZE_CHACHA", ffi::SSL_OP_PRIORITIZE_CHACHA as u64),
+    #[cfg(ossl110)]
     (
         "SAFARI_ECDHE_ECDSA_BUG",
         ffi::SSL_OP_SAFARI_ECDHE_ECDSA_BUG as u64,
@@ -114,12 +139,156 @@ pub const SSL_OPTION_NAMES: &[(&str, u64)] = &[
     ("TLS_ROLLBACK_BUG", ffi::SSL_OP_TLS_ROLLBACK_BUG as u64),
 ];
 
+/// Option names of newer OpenSSL versions that the linked one does not have, with the
+/// version that brought them (from `ssl.h` of 1.1.1 and 3.0).
+pub const SSL_OPTIONS_NEWER: &[(&str, &str)] = &[
+    #[cfg(not(ossl300))]
+    ("ALLOW_CLIENT_RENEGOTIATION", "OpenSSL 3.0"),
+    #[cfg(not(ossl111))]
+    ("ALLOW_NO_DHE_KEX", "OpenSSL 1.1.1"),
+    #[cfg(not(ossl300))]
+    ("CLEANSE_PLAINTEXT", "OpenSSL 3.0"),
+    #[cfg(not(ossl300))]
+    ("DISABLE_TLSEXT_CA_NAMES", "OpenSSL 3.0"),
+    #[cfg(not(ossl300))]
+    ("ENABLE_KTLS", "OpenSSL 3.0"),
+    #[cfg(not(ossl111))]
+    ("ENABLE_MIDDLEBOX_COMPAT", "OpenSSL 1.1.1"),
+    #[cfg(not(ossl300))]
+    ("IGNORE_UNEXPECTED_EOF", "OpenSSL 3.0"),
+    #[cfg(not(ossl111))]
+    ("NO_ANTI_REPLAY", "OpenSSL 1.1.1"),
+    #[cfg(not(ossl111))]
+    ("NO_ENCRYPT_THEN_MAC", "OpenSSL 1.1.1"),
+    #[cfg(not(ossl300))]
+    ("NO_EXTENDED_MASTER_SECRET", "OpenSSL 3.0"),
+    #[cfg(not(ossl110h))]
+    ("NO_RENEGOTIATION", "OpenSSL 1.1.0h"),
+    #[cfg(not(ossl110))]
+    ("NO_SSL_MASK", "OpenSSL 1.1.0"),
+    #[cfg(not(any(ossl111, libressl)))]
+    ("NO_TLSv1_3", "OpenSSL 1.1.1"),
+    #[cfg(not(ossl111))]
+    ("PRIORITIZE_CHACHA", "OpenSSL 1.1.1"),
+    #[cfg(not(ossl110))]
+    ("SAFARI_ECDHE_ECDSA_BUG", "OpenSSL 1.1.0"),
+];
+
 /// The canonical spelling of an `options` name (case-insensitive), if OpenSSL has it.
 pub fn ssl_option_name(name: &str) -> Option<&'static str> {
     SSL_OPTION_NAMES
         .iter()
         .find(|(known, _)| known.eq_ignore_ascii_case(name))
         .map(|&(known, _)| known)
+}
+
+/// `options = NAME`: the canonical name, or why it cannot be used: unknown ("Illegal TLS
+/// option", stunnel's words), or only in a newer OpenSSL than the linked one (named, with
+/// the version that has it, so an old distribution's user knows it is not a typo).
+pub fn ssl_option(name: &str) -> Result<&'static str, String> {
+    if let Some(known) = ssl_option_name(name) {
+        return Ok(known);
+    }
+    match SSL_OPTIONS_NEWER
+        .iter()
+        .find(|(newer, _)| newer.eq_ignore_ascii_case(name))
+    {
+        Some((newer, since)) => Err(format!(
+            "TLS option {newer} needs {since} or later; rstunnel is linked with {}",
+            running_version()
+        )),
+        None => Err("Illegal TLS option".to_string()),
+    }
+}
+
+/// `sslVersion*`, `ciphersuites`: whether the linked library speaks TLS 1.3.
+pub const HAS_TLS13: bool = cfg!(any(ossl111, libressl));
+
+/// stunnel's default `curves`: X448 only exists from OpenSSL 1.1.1 on.
+#[cfg(any(ossl111, libressl))]
+pub const DEFAULT_CURVES: &str = "X25519:P-256:X448:P-521:P-384";
+#[cfg(not(any(ossl111, libressl)))]
+pub const DEFAULT_CURVES: &str = "X25519:P-256:P-521:P-384";
+
+/// The protocol version of a `sslVersion*` value; `None` where the linked library does not
+/// have it (TLS 1.3 before OpenSSL 1.1.1).
+pub fn ssl_version(version: TlsVersion) -> Option<SslVersion> {
+    match version {
+        TlsVersion::Ssl3 => Some(SslVersion::SSL3),
+        TlsVersion::Tls1 => Some(SslVersion::TLS1),
+        TlsVersion::Tls1_1 => Some(SslVersion::TLS1_1),
+        TlsVersion::Tls1_2 => Some(SslVersion::TLS1_2),
+        #[cfg(any(ossl111, libressl))]
+        TlsVersion::Tls1_3 => Some(SslVersion::TLS1_3),
+        #[cfg(not(any(ossl111, libressl)))]
+        TlsVersion::Tls1_3 => None,
+    }
+}
+
+/// The TLS 1.3 suites (`ciphersuites`). Without TLS 1.3 in the library there is nothing to
+/// set; the caller refuses an explicit `ciphersuites` first (`HAS_TLS13`).
+pub fn set_ciphersuites(ctx: &mut SslContextBuilder, suites: &str) -> Result<(), ErrorStack> {
+    #[cfg(any(ossl111, libressl))]
+    return ctx.set_ciphersuites(suites);
+    #[cfg(not(any(ossl111, libressl)))]
+    {
+        let _ = (ctx, suites);
+        Ok(())
+    }
+}
+
+/// SSL_CTRL_SET_CURVES_LIST (1.1.0 ssl.h), SSL_CTRL_SET_GROUPS_LIST from 1.1.1 on.
+#[cfg(not(any(ossl111, libressl)))]
+const SSL_CTRL_SET_CURVES_LIST: libc::c_int = 92;
+
+/// `curves`: SSL_CTX_set1_groups_list, which OpenSSL 1.1.0 calls SSL_CTX_set1_curves_list
+/// (the same SSL_CTX_ctrl number, 92); the `openssl` crate wraps it from 1.1.1 on only.
+pub fn set_groups_list(ctx: &mut SslContextBuilder, groups: &str) -> Result<(), ErrorStack> {
+    #[cfg(any(ossl111, libressl))]
+    return ctx.set_groups_list(groups);
+    #[cfg(not(any(ossl111, libressl)))]
+    {
+        let groups = std::ffi::CString::new(groups).map_err(|_| ErrorStack::get())?;
+        // SAFETY: a valid SSL_CTX and a NUL-terminated list that OpenSSL copies.
+        let ok = unsafe {
+            ffi::SSL_CTX_ctrl(
+                ctx.as_ptr(),
+                SSL_CTRL_SET_CURVES_LIST,
+                0,
+                groups.as_ptr() as *mut libc::c_void,
+            )
+        };
+        if ok == 1 {
+            Ok(())
+        } else {
+            Err(ErrorStack::get())
+        }
+    }
+}
+
+/// A TLS 1.3 server sends session tickets unless told to send none (SSL_CTX_set_num_tickets,
+/// 1.1.1+). Before 1.1.1 there is no TLS 1.3, and NO_TICKET covers TLS 1.2.
+pub fn send_no_tickets(ctx: &mut SslContextBuilder) {
+    #[cfg(ossl111)]
+    let _ = ctx.set_num_tickets(0);
+    #[cfg(not(ossl111))]
+    let _ = ctx;
+}
+
+/// `securityLevel` (OpenSSL 1.1.0+, LibreSSL 3.6+; ignored by older LibreSSL).
+pub fn set_security_level(ctx: &mut SslContextBuilder, level: u32) {
+    #[cfg(any(ossl110, libressl360))]
+    ctx.set_security_level(level);
+    #[cfg(not(any(ossl110, libressl360)))]
+    let _ = (ctx, level);
+}
+
+/// The error for a setting that needs TLS 1.3 when the linked library lacks it.
+pub fn tls13_missing(setting: &str) -> String {
+    format!(
+        "{setting} needs TLS 1.3, which needs OpenSSL 1.1.1 or later; rstunnel is linked with {}",
+        running_version()
+    )
 }
 
 /// The bits of a canonical option name.
@@ -145,31 +314,61 @@ pub enum ReadEnd {
 }
 
 /// Classifies a failed `ssl_read` that was not WANT_READ/WANT_WRITE.
+///
+/// Before 3.0 the EOF is SSL_ERROR_SYSCALL with an empty error queue and no errno (the
+/// `openssl` crate then has neither an I/O nor an SSL error to report); SYSCALL with
+/// either is a real failure. 3.x reports SSL_ERROR_SSL with reason 294 from the SSL
+/// library; the number must not be matched before 3.0, where reason 294 of the SSL
+/// library is SSL_R_OCSP_CALLBACK_FAILURE. See SSL_get_error(3), "BUGS" (3.0) and
+/// <https://github.com/openssl/openssl/issues/17004> (why 1.1.1 keeps SYSCALL).
 pub fn classify_read_end(error: &openssl::ssl::Error) -> ReadEnd {
     match error.code() {
         ErrorCode::ZERO_RETURN => ReadEnd::CloseNotify,
-        ErrorCode::SYSCALL if error.io_error().is_none() => ReadEnd::Truncated,
+        ErrorCode::SYSCALL if error.io_error().is_none() && error.ssl_error().is_none() => {
+            ReadEnd::Truncated
+        }
         ErrorCode::SSL if is_unexpected_eof(error) => ReadEnd::Truncated,
         _ => ReadEnd::Failed,
     }
 }
 
-/// OpenSSL 3's reason code for an EOF without close_notify (ssl/sslerr.h).
+/// OpenSSL 3's reason code for an EOF without close_notify (ssl/sslerr.h), from the SSL
+/// library (ERR_LIB_SSL, err.h).
+#[cfg(ossl300)]
 const SSL_R_UNEXPECTED_EOF_WHILE_READING: libc::c_int = 294;
+#[cfg(ossl300)]
+const ERR_LIB_SSL: libc::c_int = 20;
 
+#[cfg(ossl300)]
 fn is_unexpected_eof(error: &openssl::ssl::Error) -> bool {
     error.ssl_error().is_some_and(|stack| {
-        stack
-            .errors()
-            .iter()
-            .any(|e| e.reason_code() == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+        stack.errors().iter().any(|e| {
+            e.library_code() == ERR_LIB_SSL && e.reason_code() == SSL_R_UNEXPECTED_EOF_WHILE_READING
+        })
     })
+}
+
+/// Before 3.0 an EOF is never an SSL_ERROR_SSL.
+#[cfg(not(ossl300))]
+fn is_unexpected_eof(_error: &openssl::ssl::Error) -> bool {
+    false
 }
 
 /// Options rstunnel always sets: no renegotiation (DESIGN.md relay rule 7), no SSLv2/3 as
 /// stunnel's default set.
 pub fn baseline_options() -> SslOptions {
-    SslOptions::NO_RENEGOTIATION | SslOptions::NO_SSLV2 | SslOptions::NO_SSLV3
+    no_renegotiation() | SslOptions::NO_SSLV2 | SslOptions::NO_SSLV3
+}
+
+/// SSL_OP_NO_RENEGOTIATION (OpenSSL 1.1.0h and later, which is every OpenSSL that
+/// openssl-sys accepts in practice: 1.1.0 before h is in no maintained distribution).
+/// Without it (LibreSSL, 1.1.0 before h) nothing is set: unverified configurations.
+pub fn no_renegotiation() -> SslOptions {
+    #[cfg(ossl110h)]
+    let options = SslOptions::NO_RENEGOTIATION;
+    #[cfg(not(ossl110h))]
+    let options = SslOptions::empty();
+    options
 }
 
 /// Runtime OpenSSL version text, for `-version`.
@@ -177,15 +376,34 @@ pub fn running_version() -> &'static str {
     openssl::version::version()
 }
 
-/// The OpenSSL version the crate was built against.
+/// The OpenSSL version the crate was built against (the headers' OPENSSL_VERSION_NUMBER,
+/// passed on by build.rs), as "OpenSSL 1.1.1w" or "OpenSSL 3.0.19".
 pub fn built_version() -> String {
-    let n = u64::from_str_radix(env!("RSTUNNEL_OPENSSL_VERSION_NUMBER"), 16).unwrap_or(0);
+    let number = |text: &str| u64::from_str_radix(text, 16).unwrap_or(0);
+    let libressl = number(env!("RSTUNNEL_LIBRESSL_VERSION_NUMBER"));
+    if libressl != 0 {
+        return format!("LibreSSL {}", version_text(libressl, false));
+    }
     format!(
-        "OpenSSL {}.{}.{}",
-        (n >> 28) & 0xf,
-        (n >> 20) & 0xff,
-        (n >> 12) & 0xff
+        "OpenSSL {}",
+        version_text(number(env!("RSTUNNEL_OPENSSL_VERSION_NUMBER")), true)
     )
+}
+
+/// OPENSSL_VERSION_NUMBER as text. From 3.0 on it is 0xMNN00PP0 (major, minor, patch);
+/// before, and in LibreSSL, 0xMNNFFPPS (major, minor, fix, then the patch letter that
+/// OpenSSL 1.x appends: 1 is "a").
+fn version_text(n: u64, openssl: bool) -> String {
+    let (major, minor) = (n >> 28, (n >> 20) & 0xff);
+    if openssl && major >= 3 {
+        return format!("{major}.{minor}.{}", (n >> 4) & 0xff);
+    }
+    let fix = (n >> 12) & 0xff;
+    let letter = (n >> 4) & 0xff;
+    match u8::try_from(letter) {
+        Ok(l @ 1..=26) if openssl => format!("{major}.{minor}.{fix}{}", char::from(b'a' + l - 1)),
+        _ => format!("{major}.{minor}.{fix}"),
+    }
 }
 
 extern "C" {
@@ -212,8 +430,89 @@ pub fn has_pending(ssl: &openssl::ssl::SslRef) -> bool {
     unsafe { SSL_has_pending(ssl.as_ptr()) == 1 }
 }
 
+/// Every certificate in a trust store (for finding an issuer among them).
+pub fn store_certificates(store: &openssl::x509::store::X509StoreRef) -> Vec<openssl::x509::X509> {
+    #[cfg(ossl300)]
+    let certs = store.all_certificates().into_iter().collect();
+    // X509_STORE_get1_all_certs is 3.0+. `objects()` (X509_STORE_get0_objects) is
+    // deprecated by the `openssl` crate because another thread could add to the store
+    // while the stack is read; rstunnel's stores are complete before the first handshake
+    // and never changed afterwards.
+    #[cfg(not(ossl300))]
+    #[allow(deprecated)]
+    let certs = store
+        .objects()
+        .iter()
+        .filter_map(|object| object.x509().map(openssl::x509::X509Ref::to_owned))
+        .collect();
+    certs
+}
+
 /// Whether a handshake (or a post-handshake exchange) is in progress on `ssl`.
 pub fn in_handshake(ssl: &openssl::ssl::SslRef) -> bool {
     // SAFETY: a valid SSL pointer for the duration of the call.
     unsafe { ffi::SSL_is_init_finished(ssl.as_ptr()) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_numbers_as_text() {
+        assert_eq!(version_text(0x1010_117f, true), "1.1.1w");
+        assert_eq!(version_text(0x1010_009f, true), "1.1.0i");
+        assert_eq!(version_text(0x1010_1000, true), "1.1.1");
+        assert_eq!(version_text(0x3000_0130, true), "3.0.19");
+        assert_eq!(version_text(0x3050_0010, true), "3.5.1");
+        assert_eq!(version_text(0x3080_200f, false), "3.8.2");
+    }
+
+    #[test]
+    fn built_version_is_the_running_major_and_minor() {
+        // The same library at build and run time (a distribution's libssl1.1 and libssl3
+        // have different sonames), so major.minor always agree.
+        let built = built_version();
+        let major_minor = built.rsplit_once('.').map_or(built.as_str(), |(mm, _)| mm);
+        assert!(
+            running_version().starts_with(&format!("{major_minor}.")),
+            "built {built}, running {}",
+            running_version()
+        );
+    }
+
+    #[test]
+    fn option_tables_are_disjoint_and_unique() {
+        let mut names: Vec<&str> = SSL_OPTION_NAMES.iter().map(|(n, _)| *n).collect();
+        names.extend(SSL_OPTIONS_NEWER.iter().map(|(n, _)| *n));
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "a name is listed twice");
+    }
+
+    #[test]
+    fn option_lookup() {
+        assert_eq!(ssl_option("no_tlsv1"), Ok("NO_TLSv1"));
+        assert_eq!(ssl_option("NO_TLSv1.1"), Err("Illegal TLS option".into()));
+        #[cfg(ossl300)]
+        assert_eq!(ssl_option("enable_ktls"), Ok("ENABLE_KTLS"));
+        #[cfg(not(ossl300))]
+        {
+            let e = ssl_option("enable_ktls").unwrap_err();
+            assert!(
+                e.contains("ENABLE_KTLS") && e.contains("OpenSSL 3.0"),
+                "{e}"
+            );
+            assert!(e.contains(running_version()), "{e}");
+        }
+        #[cfg(ossl111)]
+        assert_eq!(ssl_option("NO_TLSv1_3"), Ok("NO_TLSv1_3"));
+    }
+
+    #[test]
+    fn tls13_where_the_library_has_it() {
+        assert_eq!(ssl_version(TlsVersion::Tls1_3).is_some(), HAS_TLS13);
+        assert!(ssl_version(TlsVersion::Tls1_2).is_some());
+    }
 }

@@ -23,7 +23,7 @@ use crate::config::ServiceOptions;
 pub const DEFAULT_CIPHERS: &str = "HIGH:!aNULL:!SSLv2:!DH:!kDHEPSK";
 pub const DEFAULT_CIPHERSUITES: &str =
     "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256";
-pub const DEFAULT_CURVES: &str = "X25519:P-256:X448:P-521:P-384";
+pub const DEFAULT_CURVES: &str = compat::DEFAULT_CURVES;
 pub const DEFAULT_SECURITY_LEVEL: u32 = 2;
 
 /// Why a service's TLS context could not be built. Displayed as one line naming the file
@@ -63,14 +63,11 @@ impl fmt::Display for TlsSetupError {
 
 impl std::error::Error for TlsSetupError {}
 
-fn openssl_version(v: TlsVersion) -> SslVersion {
-    match v {
-        TlsVersion::Ssl3 => SslVersion::SSL3,
-        TlsVersion::Tls1 => SslVersion::TLS1,
-        TlsVersion::Tls1_1 => SslVersion::TLS1_1,
-        TlsVersion::Tls1_2 => SslVersion::TLS1_2,
-        TlsVersion::Tls1_3 => SslVersion::TLS1_3,
-    }
+/// `setting = version` as OpenSSL's version; an error where the linked OpenSSL lacks it.
+fn openssl_version(v: TlsVersion, setting: &str) -> Result<SslVersion, TlsSetupError> {
+    compat::ssl_version(v).ok_or_else(|| {
+        TlsSetupError::plain(compat::tls13_missing(&format!("{setting} = {}", v.name())))
+    })
 }
 
 /// A service's TLS state: its context and, on the client side, the last session the
@@ -231,7 +228,7 @@ fn apply_protocol_settings(
         }
     }
     // Renegotiation stays refused even if an `options = -NO_RENEGOTIATION` line asks.
-    options |= openssl::ssl::SslOptions::NO_RENEGOTIATION;
+    options |= compat::no_renegotiation();
     ctx.clear_options(!options);
     ctx.set_options(options);
     // Partial writes and moving buffers let the relay retry a write from any buffer;
@@ -241,20 +238,31 @@ fn apply_protocol_settings(
             | SslMode::ACCEPT_MOVING_WRITE_BUFFER
             | SslMode::RELEASE_BUFFERS,
     );
-    ctx.set_min_proto_version(opts.ssl_version_min.map(openssl_version))
+    let min = opts
+        .ssl_version_min
+        .map(|v| openssl_version(v, "sslVersionMin"));
+    ctx.set_min_proto_version(min.transpose()?)
         .map_err(|e| TlsSetupError::new("sslVersionMin", e))?;
-    ctx.set_max_proto_version(opts.ssl_version_max.map(openssl_version))
+    let max = opts
+        .ssl_version_max
+        .map(|v| openssl_version(v, "sslVersionMax"));
+    ctx.set_max_proto_version(max.transpose()?)
         .map_err(|e| TlsSetupError::new("sslVersionMax", e))?;
     let ciphers = opts.ciphers.as_deref().unwrap_or(DEFAULT_CIPHERS);
     ctx.set_cipher_list(ciphers)
         .map_err(|e| TlsSetupError::new(format!("ciphers = {ciphers}"), e))?;
+    if let (Some(suites), false) = (&opts.ciphersuites, compat::HAS_TLS13) {
+        return Err(TlsSetupError::plain(compat::tls13_missing(&format!(
+            "ciphersuites = {suites}"
+        ))));
+    }
     let suites = opts.ciphersuites.as_deref().unwrap_or(DEFAULT_CIPHERSUITES);
-    ctx.set_ciphersuites(suites)
+    compat::set_ciphersuites(ctx, suites)
         .map_err(|e| TlsSetupError::new(format!("ciphersuites = {suites}"), e))?;
     let curves = opts.curves.as_deref().unwrap_or(DEFAULT_CURVES);
-    ctx.set_groups_list(curves)
+    compat::set_groups_list(ctx, curves)
         .map_err(|e| TlsSetupError::new(format!("curves = {curves}"), e))?;
-    ctx.set_security_level(opts.security_level.unwrap_or(DEFAULT_SECURITY_LEVEL));
+    compat::set_security_level(ctx, opts.security_level.unwrap_or(DEFAULT_SECURITY_LEVEL));
     Ok(())
 }
 
@@ -481,7 +489,7 @@ fn configure_sessions(
         ctx.set_session_cache_mode(SslSessionCacheMode::OFF);
         ctx.set_options(openssl::ssl::SslOptions::NO_TICKET);
         // TLS 1.3 servers still send tickets unless told to send none.
-        let _ = ctx.set_num_tickets(0);
+        compat::send_no_tickets(ctx);
     } else if opts.client {
         ctx.set_session_cache_mode(SslSessionCacheMode::CLIENT);
     } else {

@@ -690,7 +690,7 @@ fn find_issuer(cert: &X509Ref, untrusted: &StackRef<X509>, trust: &X509StoreRef)
     untrusted
         .iter()
         .map(X509Ref::to_owned)
-        .chain(trust.all_certificates())
+        .chain(super::compat::store_certificates(trust))
         .find(|candidate| candidate.issued(cert) == X509VerifyResult::OK)
 }
 
