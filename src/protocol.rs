@@ -191,7 +191,7 @@ fn smtp_client(x: &Exchange<'_>) -> Result<(), String> {
     let greeting = read_reply(far)?;
     expect_code(&greeting, "220", "SMTP greeting")?;
     forward_lines(x.local, &greeting)?;
-    let helo = x.opts.protocol_host.as_deref().unwrap_or("localhost");
+    let helo = greeting_host(x.opts);
     send(far, &format!("EHLO {helo}\r\n"))?;
     expect_code(&read_reply(far)?, "250", "SMTP EHLO")?;
     send(far, "STARTTLS\r\n")?;
@@ -391,7 +391,7 @@ fn proxy_header(x: &Exchange<'_>) -> Result<(), String> {
     send(far, &header)
 }
 
-/// The name we greet with: `protocolHost`, else `localhost`.
+/// The name we greet (or say EHLO) with: `protocolHost`, else `localhost`.
 fn greeting_host(opts: &ServiceOptions) -> &str {
     opts.protocol_host.as_deref().unwrap_or("localhost")
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::accounting::{registry, ServiceSlots, TooManyClients};
+use crate::accounting::{registry, ServiceSlots, SessionGuard, TooManyClients};
 use crate::config::{Config, ConfigError, ServiceOptions};
 use crate::net::{self, Endpoint};
 use crate::tls::{self, ServiceTls, TlsSetupError, VirtualHost};
@@ -501,29 +501,33 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
     }
 }
 
-/// Serves one connection on the calling thread (inetd mode).
-pub fn spawn_session_here(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
+/// Takes a slot for a connection from `peer`, or logs the refusal (dropping `conn`
+/// closes it).
+fn admit(ctx: &ServiceCtx, peer: String) -> Option<SessionGuard> {
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-    match registry().admit(id, &ctx.opts.name, &ctx.slots, peer) {
-        Ok(guard) => crate::session::run(Arc::clone(ctx), conn, guard),
-        Err(TooManyClients { cap }) => {
-            log_warning!("connection rejected: too many clients (>={cap})")
-        }
-    }
-}
-
-/// Takes a slot and hands the connection to a new session thread (or refuses it).
-pub fn spawn_session(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
-    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-    let guard = match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone()) {
-        Ok(guard) => guard,
+    match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone()) {
+        Ok(guard) => Some(guard),
         Err(TooManyClients { cap }) => {
             log_warning!(
                 "Service [{}]: connection from {peer} rejected: too many clients (>={cap})",
                 ctx.opts.name,
             );
-            return; // dropping `conn` closes it
+            None
         }
+    }
+}
+
+/// Serves one connection on the calling thread (inetd mode, exec+connect services).
+pub fn spawn_session_here(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
+    if let Some(guard) = admit(ctx, peer) {
+        crate::session::run(Arc::clone(ctx), conn, guard);
+    }
+}
+
+/// Takes a slot and hands the connection to a new session thread (or refuses it).
+pub fn spawn_session(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
+    let Some(guard) = admit(ctx, peer) else {
+        return;
     };
     let ctx_for_thread = Arc::clone(ctx);
     let spawned = std::thread::Builder::new()
