@@ -92,7 +92,7 @@ struct Shared {
     /// This session's entry in the registry: byte counters, drain wake-up.
     live: Arc<LiveSession>,
     reset_reason: Mutex<Option<String>>,
-    timeouts: RelaySettings,
+    settings: RelaySettings,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,7 +134,7 @@ impl Shared {
                 *slot = Some(reason);
             }
         }
-        if self.timeouts.reset {
+        if self.settings.reset {
             crate::net::set_linger_reset(self.plain.as_raw_fd());
             crate::net::set_linger_reset(self.tls_fds.0);
         }
@@ -142,7 +142,7 @@ impl Shared {
         // shutdown() sends a FIN, which a peer may read as a clean end before the RST of
         // `reset = yes`; it is only needed to free a reader blocked writing to the plain
         // socket (whose peer then has unread data queued ahead of that FIN anyway).
-        if !self.timeouts.reset || self.writing_plain.load(SeqCst) {
+        if !self.settings.reset || self.writing_plain.load(SeqCst) {
             self.plain.shutdown_both();
         }
         self.wake[READER].kick();
@@ -164,9 +164,9 @@ impl Shared {
     /// TIMEOUTidle otherwise (rule 8).
     fn limit(&self, awaiting_input: bool) -> Duration {
         if awaiting_input && self.closing.load(SeqCst) {
-            self.timeouts.close
+            self.settings.close
         } else {
-            self.timeouts.idle
+            self.settings.idle
         }
     }
 
@@ -263,14 +263,14 @@ impl Shared {
 pub fn relay(
     tls: SslStream<Stream>,
     plain: Stream,
-    timeouts: RelaySettings,
+    settings: RelaySettings,
     stack: usize,
     log_context: (String, crate::log::Level),
     live: Arc<LiveSession>,
 ) -> Summary {
     let tls_fds = (tls.get_ref().read_fd(), tls.get_ref().write_fd());
     // Rule 8: a plain peer that stops reading cannot hold the session past TIMEOUTidle.
-    plain.set_write_timeout(timeouts.idle);
+    plain.set_write_timeout(settings.idle);
     let make_wake = || WakeFd::new().map(Arc::new);
     let (Ok(wake_reader), Ok(wake_writer)) = (make_wake(), make_wake()) else {
         return Summary {
@@ -295,7 +295,7 @@ pub fn relay(
         writing_plain: AtomicBool::new(false),
         live,
         reset_reason: Mutex::new(None),
-        timeouts,
+        settings,
     };
     std::thread::scope(|scope| {
         let writer = std::thread::Builder::new()
@@ -315,7 +315,7 @@ pub fn relay(
     };
     // A clean end closes with FIN; a reset one (with `reset = yes`) is closed by the
     // caller's drop with the RST that `fail` armed.
-    if outcome == Outcome::Closed || !shared.timeouts.reset {
+    if outcome == Outcome::Closed || !shared.settings.reset {
         shared.plain.shutdown_both();
     }
     Summary {
