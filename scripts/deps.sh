@@ -27,6 +27,8 @@ PACKAGES=(
     rpm            # rpmbuild for `make rpm` (test-install.sh)
     groff-base     # renders the man page (test-install.sh)
     systemd        # systemd-analyze verify of the units (test-install.sh)
+    g++            # libfuzzer-sys compiles libFuzzer (scripts/fuzz.sh, make test-faults)
+    gnuplot-nox    # the ratio chart of scripts/bench.sh
 )
 
 check_only=0

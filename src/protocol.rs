@@ -131,6 +131,13 @@ pub fn unsupported_on(protocol: &Protocol, client: bool) -> Option<String> {
 /// a memory sink.
 const MAX_LINE: usize = 4096;
 
+/// Most lines accepted in one reply (a multi-line SMTP reply, IMAP's untagged lines
+/// before the tagged answer, a proxy's headers). TIMEOUTbusy only limits silence, so
+/// without a count a peer that keeps talking would hold the session (and, for SMTP,
+/// grow its memory) for ever.
+const MAX_REPLY_LINES: usize = 128;
+const TOO_MANY_LINES: &str = "protocol negotiation: too many lines in one reply";
+
 /// Reads one line ending in LF (CR LF kept out), one byte at a time so that nothing after
 /// it (the peer's TLS records) is consumed.
 fn read_line(stream: &Stream) -> Result<String, String> {
@@ -162,7 +169,7 @@ fn send(stream: &Stream, text: &str) -> Result<(), String> {
 /// such as SMTP; returns its lines.
 fn read_reply(stream: &Stream) -> Result<Vec<String>, String> {
     let mut lines = Vec::new();
-    loop {
+    while lines.len() < MAX_REPLY_LINES {
         let line = read_line(stream)?;
         let last = line.as_bytes().get(3) != Some(&b'-');
         lines.push(line);
@@ -170,6 +177,7 @@ fn read_reply(stream: &Stream) -> Result<Vec<String>, String> {
             return Ok(lines);
         }
     }
+    Err(TOO_MANY_LINES.into())
 }
 
 fn expect_code(lines: &[String], code: &str, what: &str) -> Result<(), String> {
@@ -224,7 +232,7 @@ fn imap_client(x: &Exchange<'_>) -> Result<(), String> {
     }
     forward_lines(x.local, &[greeting])?;
     send(far, "rstunnel STARTTLS\r\n")?;
-    loop {
+    for _ in 0..MAX_REPLY_LINES {
         let line = read_line(far)?;
         if let Some(status) = line.strip_prefix("rstunnel ") {
             return if status.starts_with("OK") {
@@ -235,6 +243,7 @@ fn imap_client(x: &Exchange<'_>) -> Result<(), String> {
         }
         // Untagged lines (capabilities) before the tagged answer are skipped.
     }
+    Err(format!("IMAP STARTTLS: {TOO_MANY_LINES}"))
 }
 
 /// NNTP (RFC 4642): greeting forwarded, then STARTTLS, answered 382.
@@ -362,9 +371,11 @@ fn http_connect(x: &Exchange<'_>) -> Result<(), String> {
     let status = read_line(far)?;
     let ok = status.starts_with("HTTP/") && status.split_whitespace().nth(1) == Some("200");
     // Headers up to the blank line belong to the proxy's answer.
-    loop {
-        if read_line(far)?.is_empty() {
-            break;
+    let mut headers = 0;
+    while !read_line(far)?.is_empty() {
+        headers += 1;
+        if headers >= MAX_REPLY_LINES {
+            return Err(format!("CONNECT {target}: {TOO_MANY_LINES}"));
         }
     }
     if ok {
@@ -797,6 +808,43 @@ mod tests {
         })
         .unwrap();
         server.join().unwrap();
+    }
+
+    /// A far server that never ends its reply is cut off after MAX_REPLY_LINES lines
+    /// instead of being read (and, for SMTP, kept in memory) for ever. Found while
+    /// writing the fuzz targets (fuzz/, issue 8).
+    #[test]
+    fn endless_replies_are_refused() {
+        let endless = |line: &'static str| {
+            let (ours, theirs) = pair();
+            let writer = std::thread::spawn(move || {
+                // Stops when the negotiator gives up and the socket closes.
+                while send(&theirs, line).is_ok() {}
+            });
+            (ours, writer)
+        };
+        let opts = ServiceOptions {
+            protocol_host: Some("db.example:5432".into()),
+            ..ServiceOptions::default()
+        };
+        let cases: [(&'static str, Hook, &'static str); 3] = [
+            ("220-more\r\n", skip_smtp_greeting, "too many lines"),
+            ("* OK ready\r\n", imap_client, "too many lines"),
+            ("HTTP/1.1 200 OK\r\n", http_connect, "too many lines"),
+        ];
+        for (line, hook, expected) in cases {
+            let (far, writer) = endless(line);
+            let (local, _client) = pair();
+            let e = hook(&Exchange {
+                opts: &opts,
+                local: &local,
+                far: Some(&far),
+            })
+            .unwrap_err();
+            assert!(e.contains(expected), "{line:?}: {e}");
+            drop(far);
+            writer.join().unwrap();
+        }
     }
 
     #[test]
