@@ -25,6 +25,7 @@
 
 pub mod certs;
 pub mod daemon;
+pub mod faults;
 pub mod net;
 pub mod tools;
 
