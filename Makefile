@@ -78,6 +78,7 @@ SED_PATHS := sed -e 's|/usr/bin/rstunnel|$(BINDIR)/rstunnel|g' \
                  -e 's|/etc/logrotate.d/|$(LOGROTATEDIR)/|g'
 
 .PHONY: all build test test-unit test-scripts test-install test-openssl111 test-debian11 \
+        test-faults soak \
         demo bench fmt fmt-check clippy \
         install uninstall check-layout check-bin deb rpm clean deps help
 
@@ -130,6 +131,16 @@ test-openssl111:
 
 test-debian11:
 	scripts/test-debian11.sh
+
+# Issue 8's fault suite: the soak (background) + tests/faults_*.rs + scripts/fuzz.sh, one
+# summary table (target/faults-summary.md); about 11-12 min. See scripts/test-faults.sh.
+test-faults:
+	scripts/test-faults.sh
+
+# The soak alone: SOAK_SECONDS (default 600) of 20 streams + 200 churning sessions through a
+# tunnel pair (tests/soak.rs; `make soak SOAK_SECONDS=60` for a short run).
+soak:
+	$(CARGO) test --release --test soak -- --ignored --nocapture
 
 demo: build
 	RSTUNNEL=$(RELEASE_BIN) scripts/demo.sh
