@@ -269,10 +269,31 @@ pub fn set_groups_list(ctx: &mut SslContextBuilder, groups: &str) -> Result<(), 
 /// A TLS 1.3 server sends session tickets unless told to send none (SSL_CTX_set_num_tickets,
 /// 1.1.1+). Before 1.1.1 there is no TLS 1.3, and NO_TICKET covers TLS 1.2.
 pub fn send_no_tickets(ctx: &mut SslContextBuilder) {
+    send_tickets(ctx, 0);
+}
+
+/// The size of the buffer OpenSSL reads ahead into (OpenSSL 1.1.0+; older versions
+/// read at most one record at a time).
+pub fn set_read_buffer_len(ctx: &mut SslContextBuilder, len: usize) {
+    #[cfg(all(ossl110, not(libressl)))]
+    {
+        extern "C" {
+            fn SSL_CTX_set_default_read_buffer_len(ctx: *mut ffi::SSL_CTX, len: usize);
+        }
+        // SAFETY: a valid SSL_CTX pointer owned by the builder; the call only stores `len`.
+        unsafe { SSL_CTX_set_default_read_buffer_len(ctx.as_ptr(), len) };
+    }
+    #[cfg(not(all(ossl110, not(libressl))))]
+    let _ = (ctx, len);
+}
+
+/// How many TLS 1.3 tickets a server sends after a full handshake (OpenSSL 1.1.1+;
+/// older versions have no TLS 1.3).
+pub fn send_tickets(ctx: &mut SslContextBuilder, count: usize) {
     #[cfg(ossl111)]
-    let _ = ctx.set_num_tickets(0);
+    let _ = ctx.set_num_tickets(count);
     #[cfg(not(ossl111))]
-    let _ = ctx;
+    let _ = (ctx, count);
 }
 
 /// `securityLevel` (OpenSSL 1.1.0+, LibreSSL 3.6+; ignored by older LibreSSL).

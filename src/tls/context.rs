@@ -238,6 +238,11 @@ fn apply_protocol_settings(
             | SslMode::ACCEPT_MOVING_WRITE_BUFFER
             | SslMode::RELEASE_BUFFERS,
     );
+    // Read ahead: one read(2) takes whatever records have arrived (up to the relay's
+    // buffer size), not a 5-byte header and then the body of each record. The relay
+    // already treats data buffered inside OpenSSL as readable (relay rule 3).
+    ctx.set_read_ahead(true);
+    compat::set_read_buffer_len(ctx, crate::relay::BUFFER_SIZE);
     let min = opts
         .ssl_version_min
         .map(|v| openssl_version(v, "sslVersionMin"));
@@ -491,9 +496,17 @@ fn configure_sessions(
         // TLS 1.3 servers still send tickets unless told to send none.
         compat::send_no_tickets(ctx);
     } else if opts.client {
-        ctx.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+        // The new-session callback keeps the one session a client tunnel offers next;
+        // OpenSSL's own client-side store would only pile up every ticket received (up
+        // to sessionCacheSize of them, each with the peer's chain), never to be looked up.
+        ctx.set_session_cache_mode(
+            SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL_STORE,
+        );
     } else {
         ctx.set_session_cache_mode(SslSessionCacheMode::SERVER);
+        // One TLS 1.3 ticket per handshake, not OpenSSL's two: a client tunnel keeps only
+        // the newest, and each ticket costs the server an encryption and the client a parse.
+        compat::send_tickets(ctx, 1);
         // Resumed sessions must belong to this service: a session from another service
         // (other CA, other checks) would skip this one's verification.
         let id = openssl::sha::sha256(opts.name.as_bytes());
