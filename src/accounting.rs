@@ -1,17 +1,18 @@
 //! Connection accounting: which sessions are live (for SIGUSR2 and draining), the
 //! connection cap, and the RAII `SessionGuard` that holds a session's slot (STYLE.md
 //! practice 8). Knows nothing about sockets or TLS; the relay reports bytes into the
-//! `LiveSession` it is handed and registers the fd that wakes it for a drain.
+//! `LiveSession` it is handed and registers what wakes it for a drain.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::wake::WakeFd;
+use crate::wake::ThreadWaker;
 
-/// File descriptors one session holds: two sockets and the relay's two wake fds.
-pub const FDS_PER_SESSION: usize = 4;
+/// File descriptors one session holds: its two sockets (the relay wakes its pumps with
+/// signals, not descriptors; see `wake::ThreadWaker`).
+pub const FDS_PER_SESSION: usize = 2;
 /// Descriptors kept back for listeners, logs, signals and reloads.
 const RESERVED_FDS: usize = 64;
 
@@ -24,12 +25,12 @@ pub struct LiveSession {
     pub sent_to_tls: AtomicU64,
     pub sent_to_socket: AtomicU64,
     /// Kicked to make the relay notice a drain.
-    wake: Mutex<Option<Arc<WakeFd>>>,
+    wake: Mutex<Option<Arc<ThreadWaker>>>,
 }
 
 impl LiveSession {
-    /// The relay registers the fd that wakes its plain→TLS pump.
-    pub fn set_drain_wake(&self, wake: Arc<WakeFd>) {
+    /// The relay registers what wakes its plain→TLS pump.
+    pub fn set_drain_wake(&self, wake: Arc<ThreadWaker>) {
         *lock(&self.wake) = Some(wake);
     }
 }

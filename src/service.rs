@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::accounting::{registry, ServiceSlots, SessionGuard, TooManyClients};
 use crate::config::{Config, ConfigError, ServiceOptions};
 use crate::net::{self, Endpoint};
+use crate::session::Completion;
 use crate::tls::{self, ServiceTls, TlsSetupError, VirtualHost};
 use crate::wake::{self, WakeFd};
 
@@ -520,7 +521,7 @@ fn admit(ctx: &ServiceCtx, peer: String) -> Option<SessionGuard> {
 /// Serves one connection on the calling thread (inetd mode, exec+connect services).
 pub fn spawn_session_here(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
     if let Some(guard) = admit(ctx, peer) {
-        crate::session::run(Arc::clone(ctx), conn, guard);
+        crate::session::run(Arc::clone(ctx), conn, guard, Completion::Wait);
     }
 }
 
@@ -532,7 +533,7 @@ pub fn spawn_session(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
     let ctx_for_thread = Arc::clone(ctx);
     let spawned = std::thread::Builder::new()
         .stack_size(ctx.opts.stack)
-        .spawn(move || crate::session::run(ctx_for_thread, conn, guard));
+        .spawn(move || crate::session::run(ctx_for_thread, conn, guard, Completion::HandOff));
     if let Err(e) = spawned {
         log_err!(
             "Service [{}]: cannot create a thread for a connection: {e}",

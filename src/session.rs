@@ -19,7 +19,7 @@ use crate::exec::{self, PeerInfo};
 use crate::net::sockopt::Which;
 use crate::net::{self, Stream};
 use crate::protocol;
-use crate::relay::{self, describe_ssl_error, Outcome, RelaySettings, Summary};
+use crate::relay::{self, describe_ssl_error, Finish, Outcome, RelaySettings, Summary};
 use crate::service::ServiceCtx;
 use crate::wake;
 
@@ -43,9 +43,20 @@ impl std::fmt::Display for SessionError {
     }
 }
 
-/// Serves one accepted connection to completion. `guard` holds the session's slot and
-/// counters; it is released after the closing line is written.
-pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard) {
+/// Whether [`run`] returns once the relay threads own the session, or only when it ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// A session thread: hand the relay to its two pump threads and exit, so the memory
+    /// the handshake left behind (this thread's stack pages and glibc's per-thread cache
+    /// of freed blocks) goes back while the session lives on.
+    HandOff,
+    /// inetd mode and exec+connect services: the caller moves on only after the session.
+    Wait,
+}
+
+/// Serves one accepted connection: protocol, handshake, target, then the relay. `guard`
+/// holds the session's slot and counters; it is released after the closing line.
+pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completion: Completion) {
     let live = Arc::clone(guard.session());
     let log_id = connection_log_id(svc.opts.log_id, live.id);
     crate::log::set_thread_context(&log_id, svc.opts.debug_level);
@@ -56,25 +67,40 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard) {
     );
     net::sockopt::apply_all(accepted.as_raw_fd(), &svc.opts.socket_options, Which::Local);
     let _ = accepted.set_nonblocking(false);
+    let (ended_tx, ended_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let closing_svc = Arc::clone(&svc);
+    let mut finish: Option<Finish> = Some(Box::new(move |summary| {
+        log_session_end(&closing_svc, &guard, &summary);
+        drop(guard);
+        let _ = ended_tx.send(());
+    }));
     let result = if svc.opts.client {
-        client_session(&svc, accepted, &live)
+        client_session(&svc, accepted, &live, &mut finish)
     } else {
-        server_session(&svc, accepted, &live)
+        server_session(&svc, accepted, &live, &mut finish)
     };
-    let summary = match result {
-        Ok(summary) => summary,
-        Err(e) => {
-            match &e {
-                SessionError::ConnectFailed => {}
-                SessionError::Handshake(msg) | SessionError::Setup(msg) => log_err!("{msg}"),
-            }
-            Summary {
+    if let Err(e) = result {
+        match &e {
+            SessionError::ConnectFailed => {}
+            SessionError::Handshake(msg) | SessionError::Setup(msg) => log_err!("{msg}"),
+        }
+        if let Some(finish) = finish.take() {
+            finish(Summary {
                 sent_to_tls: 0,
                 sent_to_socket: 0,
                 outcome: Outcome::Reset(e.to_string()),
-            }
+            });
         }
-    };
+    }
+    if completion == Completion::Wait {
+        // Err only if the closure was dropped uncalled, which also means the end.
+        let _ = ended_rx.recv();
+    }
+}
+
+/// The closing lines of a session, in stunnel's words, and rstunnel's one-line summary.
+fn log_session_end(svc: &ServiceCtx, guard: &SessionGuard, summary: &Summary) {
+    let live = guard.session();
     // As stunnel words it: "reset" when the session ended with a TCP reset, which only
     // `reset = yes` (the default) sends; a failed session is "closed" otherwise.
     let how = match &summary.outcome {
@@ -98,7 +124,6 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard) {
         summary.sent_to_socket,
         live.started.elapsed().as_secs_f64()
     );
-    drop(guard);
 }
 
 /// The id in this connection's log lines, by `logId`.
@@ -136,7 +161,8 @@ fn server_session(
     svc: &ServiceCtx,
     accepted: Stream,
     live: &Arc<LiveSession>,
-) -> Result<Summary, SessionError> {
+    finish: &mut Option<Finish>,
+) -> Result<(), SessionError> {
     // STARTTLS-style protocols talk in clear on the accepted connection first.
     negotiate(svc, &accepted, None, |p| p.server_before_tls)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
@@ -179,21 +205,24 @@ fn server_session(
     .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
     negotiate(svc, tls.get_ref(), Some(&far), |p| p.server_before_relay)
         .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
-    Ok(relay_session(svc, tls, far, live))
+    relay_session(svc, tls, far, live, finish);
+    Ok(())
 }
 
 fn client_session(
     svc: &ServiceCtx,
     accepted: Stream,
     live: &Arc<LiveSession>,
-) -> Result<Summary, SessionError> {
+    finish: &mut Option<Finish>,
+) -> Result<(), SessionError> {
     let far = far_side(svc, &PeerInfo::from_peer(&live.peer), false, &accepted)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     negotiate(svc, &accepted, Some(&far), |p| p.client_before_tls)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     let tls = handshake(svc, far, svc.sni.as_deref())
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
-    Ok(relay_session(svc, tls, accepted, live))
+    relay_session(svc, tls, accepted, live, finish);
+    Ok(())
 }
 
 /// A `redirect` service whose client failed verification (or sent no certificate when
@@ -352,12 +381,17 @@ fn far_side(
     Ok(stream)
 }
 
+/// Hands the session to the relay's pump threads; `finish` goes with it.
 fn relay_session(
     svc: &ServiceCtx,
     tls: SslStream<Stream>,
     plain: Stream,
     live: &Arc<LiveSession>,
-) -> Summary {
+    finish: &mut Option<Finish>,
+) {
+    let Some(finish) = finish.take() else {
+        return;
+    };
     let settings = RelaySettings {
         idle: svc.opts.timeouts.idle,
         close: svc.opts.timeouts.close,
@@ -370,7 +404,8 @@ fn relay_session(
         svc.opts.stack,
         (crate::log::thread_log_id(), svc.opts.debug_level),
         Arc::clone(live),
-    )
+        finish,
+    );
 }
 
 /// Runs the TLS handshake on `stream` within TIMEOUTbusy (DESIGN.md relay rule 1): the

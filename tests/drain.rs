@@ -224,7 +224,7 @@ fn connection_cap_follows_the_fd_limit() {
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
     let prlimit = common::tools::find_program("prlimit");
-    // RLIMIT_NOFILE 96: (96 - 64) / 4 = 8 concurrent sessions.
+    // RLIMIT_NOFILE 80: (80 - 64) / 2 = 8 concurrent sessions.
     let conf = dir.write(
         "cap.conf",
         format!(
@@ -235,7 +235,7 @@ fn connection_cap_follows_the_fd_limit() {
     let bin = rstunnel_bin();
     let mut t = Tunnel::spawn(
         &prlimit,
-        &["--nofile=96:96".as_ref(), bin.as_os_str(), conf.as_os_str()],
+        &["--nofile=80:80".as_ref(), bin.as_os_str(), conf.as_os_str()],
         "cap",
         conf.clone(),
     );

@@ -7,8 +7,8 @@
 //!    tunnels. Both must exit 0 within TIMEOUTclose (+ margin), remove their pid files, and
 //!    every byte sent before the signal must reach the backend. The same load is then put on
 //!    stunnel4 and what it does is recorded (never asserted).
-//! 2. `fd_exhaustion_refuses_cleanly_without_spinning`: under `prlimit --nofile=128` the
-//!    tunnel's cap is (128 - 64) / 4 = 16 sessions; 32 clients arrive and then keep retrying.
+//! 2. `fd_exhaustion_refuses_cleanly_without_spinning`: under `prlimit --nofile=96` the
+//!    tunnel's cap is (96 - 64) / 2 = 16 sessions; 32 clients arrive and then keep retrying.
 //!    The excess is closed and logged, the process stays under 10 % of a core, and sessions
 //!    are served again once load drops. Then the descriptor table is really exhausted (the
 //!    soft limit is lowered on the running process with `prlimit --pid`): accept fails with
@@ -541,10 +541,10 @@ fn sigterm_with_2000_sessions_open_or_closing() {
     let _serial = serial();
     let limit = raise_nofile();
     // The test process holds two sockets per session (client and backend side); each
-    // tunnel four descriptors per session, within its cap of (limit - 64) / 4.
+    // tunnel two descriptors per session, within its cap of (limit - 64) / 2.
     let n = 2000
         .min((limit as usize).saturating_sub(256) / 2)
-        .min(((limit as usize).saturating_sub(64) / 4).saturating_sub(16));
+        .min(((limit as usize).saturating_sub(64) / 2).saturating_sub(16));
     if n < 2000 {
         println!("note: RLIMIT_NOFILE hard limit {limit} allows only {n} sessions");
     }
@@ -689,7 +689,7 @@ fn fd_exhaustion_refuses_cleanly_without_spinning() {
     let dir = TestDir::new("fd-exhaustion");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    const LIMIT: u64 = 128;
+    const LIMIT: u64 = 96;
     let conf = dir.write(
         "fdx.conf",
         format!(
@@ -715,7 +715,7 @@ fn fd_exhaustion_refuses_cleanly_without_spinning() {
         .unwrap_or_else(|| t.fail(&format!("cannot read the cap from {cap_line:?}")));
     assert_eq!(
         cap,
-        (LIMIT as usize - 64) / 4,
+        (LIMIT as usize - 64) / 2,
         "cap from RLIMIT_NOFILE {LIMIT}"
     );
     let pid = pid_of(&conf);

@@ -223,6 +223,66 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// read(2) into memory that need not be initialised; returns how many bytes of the
+    /// front of `buf` it wrote.
+    pub fn read_uninit(&self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+        loop {
+            // SAFETY: the pointer and length describe `buf`, which the kernel only writes.
+            let n = unsafe { libc::read(self.read_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(n.unsigned_abs());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+impl Stream {
+    /// Reads what is waiting without blocking: `Ok(None)` when nothing is, `Ok(Some(0))`
+    /// at end of stream. Returns how many bytes of the front of `buf` it wrote.
+    pub fn try_read_uninit(
+        &self,
+        buf: &mut [std::mem::MaybeUninit<u8>],
+    ) -> io::Result<Option<usize>> {
+        let fd = self.read_fd();
+        loop {
+            let n = match &self.kind {
+                // SAFETY: the pointer and length describe `buf`, which the kernel only writes.
+                Kind::Tcp(_) | Kind::Unix(_) => unsafe {
+                    libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+                },
+                // A pipe has no per-call non-blocking flag: ask poll first.
+                Kind::Pair { .. } => {
+                    let mut fds = [libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    }];
+                    // SAFETY: one valid pollfd, zero timeout.
+                    if unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) } == 0 {
+                        return Ok(None);
+                    }
+                    // SAFETY: as for recv above.
+                    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }
+                }
+            };
+            if n >= 0 {
+                return Ok(Some(n.unsigned_abs()));
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(err),
+            }
+        }
+    }
+}
+
 impl AsRawFd for Stream {
     /// The read descriptor (the only one for sockets), for socket options.
     fn as_raw_fd(&self) -> RawFd {
