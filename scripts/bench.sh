@@ -136,7 +136,7 @@ hard="$(ulimit -Hn)"
 FD_NOTE=""
 if [ "$hard" != unlimited ] && [ "$hard" -lt "$want_fds" ]; then
     # Raising the hard limit needs CAP_SYS_RESOURCE (missing in some containers).
-    FD_NOTE="the hard open-file limit is $hard here and cannot be raised (no CAP_SYS_RESOURCE), below the $want_fds the largest level wants: a tunnel process can hold at most about $((hard / 4)) sessions at rstunnel's 4 descriptors per session (its connection cap says so in its log) and about $((hard / 2)) at stunnel's 2; refusals above that are this machine's limit, not the implementation's"
+    FD_NOTE="the hard open-file limit is $hard here and cannot be raised (no CAP_SYS_RESOURCE), below the $want_fds the largest level wants: a tunnel process holds two descriptors per session (both implementations), so neither can hold more than about $((hard / 2)) sessions (rstunnel's connection cap, logged at startup, keeps 64 in reserve); refusals above that are this machine's limit, not the implementation's"
     log "WARNING: $FD_NOTE"
 fi
 if [ "$hard" != unlimited ] && [ "$hard" -lt "$want_fds" ]; then want_fds="$hard"; fi

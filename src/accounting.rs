@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crate::wake::ThreadWaker;
 
 /// File descriptors one session holds: its two sockets (the relay wakes its pumps with
-/// signals, not descriptors; see `wake::ThreadWaker`).
+/// signals, not descriptors; see `wake::ThreadWaker`). A `pty` exec session holds one
+/// more (the pty and its clone); the EMFILE back-off on accept covers that overshoot.
 pub const FDS_PER_SESSION: usize = 2;
 /// Descriptors kept back for listeners, logs, signals and reloads.
 const RESERVED_FDS: usize = 64;

@@ -154,7 +154,8 @@ struct Shared {
     settings: RelaySettings,
     /// Pumps not yet stopped; the one that takes it to zero ends the session.
     pumps_running: AtomicUsize,
-    finish: Mutex<Option<Finish>>,
+    /// Must stay the last field (see [`Closer`]).
+    closer: Closer,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -350,7 +351,10 @@ pub fn relay(
         reset_reason: Mutex::new(None),
         settings,
         pumps_running: AtomicUsize::new(2),
-        finish: Mutex::new(Some(finish)),
+        closer: Closer {
+            finish: Mutex::new(Some(finish)),
+            summary: Mutex::new(None),
+        },
     });
     let spawn_pump = |me: usize, pump: fn(&Shared)| {
         let shared = Arc::clone(&shared);
@@ -377,6 +381,7 @@ pub fn relay(
 /// stacks of exited threads, still holding whatever the previous owner (often a session
 /// thread deep in a handshake) touched; a pump needs a few KiB, and would otherwise keep
 /// up to 16 KiB resident for as long as its session is open.
+#[inline(never)] // its own frame must be the deepest live one (see MARGIN)
 fn release_unused_stack() {
     // Below the current frame, leave room for the calls made from here (madvise's own
     // frame included): nothing lives there.
@@ -412,12 +417,20 @@ fn release_unused_stack() {
 
 /// Runs one pump on the calling thread, attached to its waker for the duration.
 fn run_pump(s: &Shared, me: usize, pump: fn(&Shared)) {
+    /// Detaches the waker and counts the pump out even if the pump unwinds: a waker left
+    /// attached to an exited thread would be signalled by the next drain.
+    struct Stopped<'a>(&'a Shared, usize);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            self.0.wake[self.1].detach();
+            pump_ended(self.0);
+        }
+    }
+    let _stopped = Stopped(s, me);
     match s.wake[me].attach() {
         Ok(()) => pump(s),
         Err(e) => s.fail(format!("cannot set up the wake signal: {e}")),
     }
-    s.wake[me].detach();
-    pump_ended(s);
 }
 
 /// Called once by each pump as it stops; the second one closes the session.
@@ -439,8 +452,28 @@ fn pump_ended(s: &Shared) {
         sent_to_socket: s.live.sent_to_socket.load(SeqCst),
         outcome,
     };
-    if let Some(finish) = lock(&s.finish).take() {
-        finish(summary);
+    *lock(&s.closer.summary) = Some(summary);
+}
+
+/// Calls the session's `finish` once the shared state is dropped. It is the last field of
+/// [`Shared`], so by then the SSL object and both sockets are closed: the closing lines
+/// follow the FIN or RST, and a released slot never still holds descriptors.
+struct Closer {
+    finish: Mutex<Option<Finish>>,
+    summary: Mutex<Option<Summary>>,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        let finish = lock(&self.finish).take();
+        let summary = lock(&self.summary).take().unwrap_or(Summary {
+            sent_to_tls: 0,
+            sent_to_socket: 0,
+            outcome: Outcome::Reset("relay ended abnormally".into()),
+        });
+        if let Some(finish) = finish {
+            finish(summary);
+        }
     }
 }
 
@@ -509,6 +542,12 @@ fn tls_to_plain(s: &Shared) {
         if n > 0 {
             s.touch();
             s.writing_plain.store(true, SeqCst);
+            if s.stop.load(SeqCst) {
+                // `fail` may have looked at `writing_plain` just before it was set and
+                // left the socket open: a blocking write now could outlive the session.
+                s.writing_plain.store(false, SeqCst);
+                return;
+            }
             let written = (&s.plain).write_all(buf.filled());
             s.writing_plain.store(false, SeqCst);
             if let Err(e) = written {
@@ -632,6 +671,7 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
             if s.ssl_dead.load(SeqCst) {
                 return false;
             }
+            let pending_before = compat::has_pending(tls.ssl());
             let result = tls.ssl_write(&data[offset..]);
             if result
                 .as_ref()
@@ -639,8 +679,10 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
             {
                 s.ssl_dead.store(true, SeqCst);
             }
+            // Only news wakes the reader: read-ahead often leaves part of a record buffered,
+            // which the reader knew about when it parked.
             let pending = compat::has_pending(tls.ssl());
-            s.notify_other(WRITER, pending);
+            s.notify_other(WRITER, pending && !pending_before);
             result
         };
         match result {

@@ -58,6 +58,9 @@ pub struct ThreadWaker {
     /// `kick` signals under this lock, and `detach` clears it, so a thread that has
     /// exited is never signalled.
     waiter: std::sync::Mutex<Option<(libc::pthread_t, libc::sigset_t)>>,
+    /// Whether `attach` added the wake signal to the thread's blocked set, so `detach`
+    /// gives the thread its mask back as it was.
+    blocked_by_attach: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: pthread_t and sigset_t are plain values; they are only read and written under
@@ -95,6 +98,7 @@ impl ThreadWaker {
     pub fn new() -> ThreadWaker {
         ThreadWaker {
             waiter: std::sync::Mutex::new(None),
+            blocked_by_attach: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -118,6 +122,9 @@ impl ThreadWaker {
             if rc != 0 {
                 return Err(io::Error::from_raw_os_error(rc));
             }
+            let was_blocked = libc::sigismember(&previous, WAKE_SIGNAL) == 1;
+            self.blocked_by_attach
+                .store(!was_blocked, std::sync::atomic::Ordering::SeqCst);
             // Waits run with the thread's usual mask, the wake signal let through.
             libc::sigdelset(&mut previous, WAKE_SIGNAL);
             *self.waiter() = Some((libc::pthread_self(), previous));
@@ -125,9 +132,25 @@ impl ThreadWaker {
         Ok(())
     }
 
-    /// Ends the attachment; kicks after this do nothing.
+    /// Ends the attachment; kicks after this do nothing. Must be called by the attached
+    /// thread, which gets its signal mask back (a pump may have run on a thread that
+    /// lives on, when no thread could be spawned for it).
     pub fn detach(&self) {
-        *self.waiter() = None;
+        let attached = self.waiter().take().is_some();
+        if attached
+            && self
+                .blocked_by_attach
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            // SAFETY: a valid sigset_t built by sigemptyset/sigaddset; a pending kick is
+            // delivered to the no-op handler, which is harmless.
+            unsafe {
+                let mut unblock: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut unblock);
+                libc::sigaddset(&mut unblock, WAKE_SIGNAL);
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &unblock, std::ptr::null_mut());
+            }
+        }
     }
 
     /// Wakes the attached thread from its current or next `poll`.

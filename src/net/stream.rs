@@ -263,11 +263,15 @@ impl Stream {
                         revents: 0,
                     }];
                     // SAFETY: one valid pollfd, zero timeout.
-                    if unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) } == 0 {
-                        return Ok(None);
+                    match unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) } {
+                        0 => return Ok(None),
+                        // Interrupted: ask again rather than fall into a blocking read.
+                        rc if rc < 0 => -1,
+                        _ => {
+                            // SAFETY: as for recv above.
+                            unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }
+                        }
                     }
-                    // SAFETY: as for recv above.
-                    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }
                 }
             };
             if n >= 0 {
