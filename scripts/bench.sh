@@ -488,7 +488,9 @@ idle_level() {
         why="$(grep -h -m1 -o 'rejected: too many clients.*\|Connection cap:.*' "$impl-idle$n-client.log" "$impl-idle$n-server.log" 2>/dev/null | grep -m1 rejected || true)"
         [ -z "$why" ] || state="$state (tunnel log: $why)"
         if [ -n "$est" ] && [ "$est" -gt 0 ] && alive "$SRV_PID" && alive "$CLI_PID"; then
-            sleep 1 # let both tunnels settle (session tickets, buffers released)
+            # Idle means idle: both tunnels get 2.5 s after the last echo (session tickets
+            # parsed, buffers released; rstunnel's pumps trim their stacks after 1 s quiet).
+            sleep 2.5
             after="$(rss_kib "$SRV_PID" "$CLI_PID")"
             threads="$(threads_of "$SRV_PID" "$CLI_PID")"
             rss="$(calc %.1f "($after - $before) / $est")"
@@ -675,7 +677,7 @@ report() {
     echo "  loadgen, both tunnels and the echo server all pinned to CPU 0 (\`taskset -c 0\`)."
     echo "- **idle**: fresh tunnels per level; after one warm-up session, N sessions opened (100 at a time,"
     echo "  one byte echoed each), then a second echo on every one (\"answering\"); RSS is VmRSS of both"
-    echo "  tunnels then, minus before, divided by N. Churn = RSS of both tunnels after all N closed and"
+    echo "  tunnels 2.5 s after that, minus before, divided by N. Churn = RSS of both tunnels after all N closed and"
     echo "  the threads are gone, minus before (KiB in total). fd limit $(ulimit -n); kernel.pid_max, threads-max and"
     echo "  vm.max_map_count raised for the run when lower than the largest level needs."
     [ -z "$FD_NOTE" ] || echo "- **Limit of this machine**: $FD_NOTE."

@@ -97,6 +97,9 @@ impl RecordBuf {
     }
 }
 
+/// How long a pump waits with nothing to do before it trims its stack (see `Shared::wait`).
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
+
 const READER: usize = 0; // TLS → plain
 const WRITER: usize = 1; // plain → TLS
 
@@ -152,6 +155,8 @@ struct Shared {
     live: Arc<LiveSession>,
     reset_reason: Mutex<Option<String>>,
     settings: RelaySettings,
+    /// Per pump: its stack was trimmed since it last had work (see `wait`).
+    stack_settled: [AtomicBool; 2],
     /// Pumps not yet stopped; the one that takes it to zero ends the session.
     pumps_running: AtomicUsize,
     /// Must stay the last field (see [`Closer`]).
@@ -266,8 +271,15 @@ impl Shared {
             self.parked_on_ssl[me].store(false, SeqCst);
             return Woke::Stop;
         }
+        let mut timeout = self.poll_timeout(awaiting_input);
+        // The first second of each quiet spell is waited out on its own, so that a pump
+        // going idle can hand back the stack pages its last burst of work touched.
+        let settling = awaiting_input && !self.stack_settled[me].load(SeqCst);
+        if settling {
+            timeout = timeout.min(IDLE_SETTLE);
+        }
         let mut fds = [wake::pollfd(fd, events)];
-        let result = self.wake[me].poll(&mut fds, Some(self.poll_timeout(awaiting_input)));
+        let result = self.wake[me].poll(&mut fds, Some(timeout));
         self.parked_on_ssl[me].store(false, SeqCst);
         if self.stop.load(SeqCst) {
             return Woke::Stop;
@@ -277,8 +289,17 @@ impl Shared {
                 self.fail(format!("poll: {e}"));
                 Woke::Stop
             }
-            Ok(_) if fds[0].revents != 0 => Woke::Ready,
-            Ok(_) => self.check_timers(awaiting_input),
+            Ok(_) if fds[0].revents != 0 => {
+                self.stack_settled[me].store(false, SeqCst);
+                Woke::Ready
+            }
+            Ok(_) => {
+                if settling {
+                    release_unused_stack();
+                    self.stack_settled[me].store(true, SeqCst);
+                }
+                self.check_timers(awaiting_input)
+            }
         }
     }
 
@@ -350,6 +371,7 @@ pub fn relay(
         live,
         reset_reason: Mutex::new(None),
         settings,
+        stack_settled: [AtomicBool::new(false), AtomicBool::new(false)],
         pumps_running: AtomicUsize::new(2),
         closer: Closer {
             finish: Mutex::new(Some(finish)),
@@ -379,8 +401,9 @@ pub fn relay(
 
 /// Gives back the pages of this thread's stack below the current frame. glibc reuses the
 /// stacks of exited threads, still holding whatever the previous owner (often a session
-/// thread deep in a handshake) touched; a pump needs a few KiB, and would otherwise keep
-/// up to 16 KiB resident for as long as its session is open.
+/// thread deep in a handshake) touched, and a pump's own deepest moments (parsing TLS 1.3
+/// tickets, logging) touch more than its idle self needs: called when a pump starts and
+/// when it settles into a quiet spell, this keeps an idle pump at two or three pages.
 #[inline(never)] // its own frame must be the deepest live one (see MARGIN)
 fn release_unused_stack() {
     // Below the current frame, leave room for the calls made from here (madvise's own
@@ -496,9 +519,6 @@ fn want_events(code: ErrorCode) -> Option<libc::c_short> {
 /// The TLS→plain pump (rule 3). Returns when the TLS side has ended or the session stops.
 fn tls_to_plain(s: &Shared) {
     let mut buf = RecordBuf::new();
-    // TLS 1.3 session tickets arrive in a client's first reads, and parsing them runs
-    // deep; after the first few waits nothing here goes as deep again.
-    let mut stack_trims_left = 3u8;
     loop {
         if s.stop.load(SeqCst) {
             return;
@@ -571,10 +591,6 @@ fn tls_to_plain(s: &Shared) {
             ReadStatus::Full => continue,
             ReadStatus::Want(events) => {
                 buf.release();
-                if stack_trims_left > 0 {
-                    stack_trims_left -= 1;
-                    release_unused_stack();
-                }
                 match s.wait(READER, s.tls_fd(events), events, Some(seq_before), true) {
                     Woke::Ready | Woke::Retry => continue,
                     Woke::Stop => return,
