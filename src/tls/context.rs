@@ -103,14 +103,23 @@ impl VirtualHost {
 
 /// Whether the SNI `name` matches a virtual host's `pattern`: equal ignoring case, or for
 /// `*.example.org` any name ending in `.example.org` with something before it.
+///
+/// Compared as bytes: the name comes from the peer and may hold any bytes, so it is never
+/// sliced as a `str` (a cut inside a multi-byte character would panic, and this runs in
+/// OpenSSL's servername callback, where a panic aborts the process).
 pub fn sni_matches(pattern: &str, name: &str) -> bool {
+    let name = name.as_bytes();
     match pattern.strip_prefix("*.") {
         Some(suffix) => {
-            name.len() > suffix.len() + 1
-                && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-                && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+            let suffix = suffix.as_bytes();
+            match name.len().checked_sub(suffix.len() + 1) {
+                Some(dot) if dot > 0 => {
+                    name[dot] == b'.' && name[dot + 1..].eq_ignore_ascii_case(suffix)
+                }
+                _ => false,
+            }
         }
-        None => pattern.eq_ignore_ascii_case(name),
+        None => pattern.as_bytes().eq_ignore_ascii_case(name),
     }
 }
 
@@ -199,6 +208,8 @@ fn select_virtual_host(ssl: &mut SslRef, virtual_hosts: &[VirtualHost]) {
     else {
         return;
     };
+    // Peer-supplied: the logger neutralises control characters.
+    log_info!("SNI: requested servername: {name}");
     let Some(host) = virtual_hosts
         .iter()
         .find(|v| sni_matches(&v.pattern, &name))
@@ -558,5 +569,9 @@ mod tests {
         assert!(!sni_matches("*.example.org", "example.org"));
         assert!(!sni_matches("*.example.org", ".example.org"));
         assert!(!sni_matches("*.example.org", "aexample.org"));
+        // A peer's name cut inside a multi-byte character must not panic.
+        assert!(!sni_matches("*.example.org", "a\u{9b}xample.org"));
+        assert!(!sni_matches("*.example.org", "\u{9b}"));
+        assert!(sni_matches("*.example.org", "\u{e9}.example.org"));
     }
 }
