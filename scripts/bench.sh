@@ -488,9 +488,10 @@ idle_level() {
         why="$(grep -h -m1 -o 'rejected: too many clients.*\|Connection cap:.*' "$impl-idle$n-client.log" "$impl-idle$n-server.log" 2>/dev/null | grep -m1 rejected || true)"
         [ -z "$why" ] || state="$state (tunnel log: $why)"
         if [ -n "$est" ] && [ "$est" -gt 0 ] && alive "$SRV_PID" && alive "$CLI_PID"; then
-            # Idle means idle: both tunnels get 2.5 s after the last echo (session tickets
-            # parsed, buffers released; rstunnel's pumps trim their stacks after 1 s quiet).
-            sleep 2.5
+            # Idle means idle: both tunnels get 4 s after the last echo (session tickets
+            # parsed, buffers released; rstunnel's pumps let go of their buffers and stacks
+            # after 1 s quiet and free heap pages go back at most every 2 s).
+            sleep 4
             after="$(rss_kib "$SRV_PID" "$CLI_PID")"
             threads="$(threads_of "$SRV_PID" "$CLI_PID")"
             rss="$(calc %.1f "($after - $before) / $est")"
@@ -677,7 +678,7 @@ report() {
     echo "  loadgen, both tunnels and the echo server all pinned to CPU 0 (\`taskset -c 0\`)."
     echo "- **idle**: fresh tunnels per level; after one warm-up session, N sessions opened (100 at a time,"
     echo "  one byte echoed each), then a second echo on every one (\"answering\"); RSS is VmRSS of both"
-    echo "  tunnels 2.5 s after that, minus before, divided by N. Churn = RSS of both tunnels after all N closed and"
+    echo "  tunnels 4 s after that, minus before, divided by N. Churn = RSS of both tunnels after all N closed and"
     echo "  the threads are gone, minus before (KiB in total). fd limit $(ulimit -n); kernel.pid_max, threads-max and"
     echo "  vm.max_map_count raised for the run when lower than the largest level needs."
     [ -z "$FD_NOTE" ] || echo "- **Limit of this machine**: $FD_NOTE."
@@ -766,6 +767,12 @@ report() {
     echo "Settings: BENCH_ROUNDS=$ROUNDS BENCH_IDLE_ROUNDS=$IDLE_ROUNDS BENCH_BYTES=$BYTES BENCH_LINES=$LINES"
     echo "BENCH_BATCH=$BATCH BENCH_SESSIONS=$SESSIONS BENCH_HANDSHAKES=$HANDSHAKES BENCH_CLIENTS=$CLIENTS"
     echo "BENCH_PINGS=$PINGS BENCH_IDLE_LEVELS=\"${LEVELS[*]}\"; total run time $runtime_txt."
+    # The written analysis (profiles, what each change bought, what would close a missed
+    # goal) lives in docs/bench-analysis.md so that a new run keeps it.
+    if [ -f "$ROOT/docs/bench-analysis.md" ]; then
+        echo
+        cat "$ROOT/docs/bench-analysis.md"
+    fi
 }
 echo
 report | tee "$OUT"

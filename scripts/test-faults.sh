@@ -28,6 +28,8 @@
 #
 # Environment:
 #   SOAK_SECONDS (600) and the other SOAK_* knobs of tests/soak.rs are passed through.
+#   FUZZ_SECONDS (10 here) per fuzz target: enough to replay the committed corpus and
+#                explore a little in CI; longer runs: FUZZ_SECONDS=300 scripts/fuzz.sh
 #   FAULTS_ALLOW_MISSING=1  a missing tests/faults_*.rs or scripts/fuzz.sh is a skipped row,
 #                           not a failure (only while those files are being written)
 set -euo pipefail
@@ -195,7 +197,7 @@ if [ "${#present[@]}" -gt 0 ]; then
     run_part faults "$CARGO" test --release "${args[@]}" -- --nocapture --test-threads=1
 fi
 if [ -e scripts/fuzz.sh ]; then
-    run_part fuzz bash scripts/fuzz.sh
+    run_part fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz.sh
 fi
 
 log "waiting for the soak (until about $(date -d "@$(( $(cat "$OUT/soak.started") + SOAK_SECONDS ))" +%H:%M:%S))"

@@ -222,6 +222,27 @@ impl Drop for SessionGuard {
     }
 }
 
+/// Hands free heap pages back to the system when sessions go quiet, at most once per
+/// `QUIET_TRIM_INTERVAL_MS`: a relay pump idle for a second has given back its buffer and
+/// stack, and glibc (with the high trim threshold `runtime` sets) would keep the pages.
+pub fn trim_memory_after_quiet() {
+    const QUIET_TRIM_INTERVAL_MS: u64 = 2000;
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let now = u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(QUIET_TRIM_INTERVAL_MS);
+    let last = LAST_MS.load(Ordering::SeqCst);
+    if now.saturating_sub(last) >= QUIET_TRIM_INTERVAL_MS
+        && LAST_MS
+            .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    {
+        // SAFETY: malloc_trim has no preconditions; it only returns free pages.
+        unsafe { libc::malloc_trim(0) };
+    }
+}
+
 /// The live count at the last heap trim (or the peak since): memory is handed back each
 /// time the count halves from there.
 static TRIM_MARK: AtomicUsize = AtomicUsize::new(0);

@@ -297,6 +297,7 @@ impl Shared {
                 if settling {
                     release_unused_stack();
                     self.stack_settled[me].store(true, SeqCst);
+                    crate::accounting::trim_memory_after_quiet();
                 }
                 self.check_timers(awaiting_input)
             }
