@@ -1163,6 +1163,9 @@ fn transparent_source_without_cap_net_admin_logs_the_failure() {
     ended.unwrap();
     assert!(got.is_empty(), "nothing may come back: {got:?}");
     assert!(echo.peers().is_empty(), "the backend must not be reached");
+    // The session's end reaches the client before the tunnel's stderr reader has passed
+    // the lines on: wait for them rather than read the log at once.
+    tunnel.wait_for_log("Connection reset", T);
     let problems = tunnel.connection_problems(3);
     assert!(
         problems
