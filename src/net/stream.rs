@@ -224,24 +224,6 @@ impl Stream {
 }
 
 impl Stream {
-    /// read(2) into memory that need not be initialised; returns how many bytes of the
-    /// front of `buf` it wrote.
-    pub fn read_uninit(&self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
-        loop {
-            // SAFETY: the pointer and length describe `buf`, which the kernel only writes.
-            let n = unsafe { libc::read(self.read_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n >= 0 {
-                return Ok(n.unsigned_abs());
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
-    }
-}
-
-impl Stream {
     /// Reads what is waiting without blocking: `Ok(None)` when nothing is, `Ok(Some(0))`
     /// at end of stream. Returns how many bytes of the front of `buf` it wrote.
     pub fn try_read_uninit(
@@ -268,7 +250,7 @@ impl Stream {
                         // Interrupted: ask again rather than fall into a blocking read.
                         rc if rc < 0 => -1,
                         _ => {
-                            // SAFETY: as for recv above.
+                            // SAFETY: as for recv above: the kernel only writes `buf`.
                             unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }
                         }
                     }
