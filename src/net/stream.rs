@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug)]
 enum Kind {
@@ -26,6 +27,10 @@ enum Kind {
 #[derive(Debug)]
 pub struct Stream {
     kind: Kind,
+    /// Reads through `Read` that found input (bytes, EOF or an error; not EAGAIN). OpenSSL
+    /// reads a TLS socket through `Read`, so the relay compares this before and after an
+    /// SSL call to learn whether that call took input off the socket (relay rule 5).
+    input_reads: AtomicU64,
 }
 
 fn shutdown_fd(fd: RawFd, how: libc::c_int) {
@@ -53,26 +58,32 @@ fn set_fd_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
 }
 
 impl Stream {
-    pub fn from_tcp(tcp: TcpStream) -> Stream {
+    fn of(kind: Kind) -> Stream {
         Stream {
-            kind: Kind::Tcp(tcp),
+            kind,
+            input_reads: AtomicU64::new(0),
         }
     }
 
+    /// How many reads through `Read` have found input so far (see the field).
+    pub fn input_reads(&self) -> u64 {
+        self.input_reads.load(Relaxed)
+    }
+
+    pub fn from_tcp(tcp: TcpStream) -> Stream {
+        Stream::of(Kind::Tcp(tcp))
+    }
+
     pub fn from_unix(unix: UnixStream) -> Stream {
-        Stream {
-            kind: Kind::Unix(unix),
-        }
+        Stream::of(Kind::Unix(unix))
     }
 
     /// A stream that reads from `input` and writes to `output`.
     pub fn from_pair(input: OwnedFd, output: OwnedFd) -> Stream {
-        Stream {
-            kind: Kind::Pair {
-                input: File::from(input),
-                output: File::from(output),
-            },
-        }
+        Stream::of(Kind::Pair {
+            input: File::from(input),
+            output: File::from(output),
+        })
     }
 
     /// The descriptor to poll for input.
@@ -269,6 +280,52 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Makes writes to the output descriptor of a descriptor pair non-blocking, so that
+    /// [`try_write`](Self::try_write) never sleeps in the kernel. Sockets need nothing:
+    /// `try_write` asks for a non-blocking send per call. Pipes and pseudo-terminals have
+    /// no per-call flag, no send timeout and no `shutdown()`, so a blocking write to one
+    /// whose reader has stopped could never be interrupted (relay rule 8).
+    pub fn set_output_nonblocking(&self) -> io::Result<()> {
+        match &self.kind {
+            Kind::Pair { output, .. } => set_fd_nonblocking(output.as_raw_fd(), true),
+            Kind::Tcp(_) | Kind::Unix(_) => Ok(()),
+        }
+    }
+
+    /// Writes what fits without blocking: `Ok(None)` when nothing does now. A descriptor
+    /// pair must have been made non-blocking first ([`set_output_nonblocking`]).
+    ///
+    /// [`set_output_nonblocking`]: Self::set_output_nonblocking
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<Option<usize>> {
+        let fd = self.write_fd();
+        loop {
+            let n = match &self.kind {
+                // SAFETY: the pointer and length describe `buf`, which the kernel only reads.
+                Kind::Tcp(_) | Kind::Unix(_) => unsafe {
+                    libc::send(
+                        fd,
+                        buf.as_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                },
+                // SAFETY: as above.
+                Kind::Pair { .. } => unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) },
+            };
+            if n >= 0 {
+                return Ok(Some(n.unsigned_abs()));
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(err),
+            }
+        }
+    }
+}
+
 impl AsRawFd for Stream {
     /// The read descriptor (the only one for sockets), for socket options.
     fn as_raw_fd(&self) -> RawFd {
@@ -278,11 +335,15 @@ impl AsRawFd for Stream {
 
 impl Read for &Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &self.kind {
+        let result = match &self.kind {
             Kind::Tcp(s) => (&*s).read(buf),
             Kind::Unix(s) => (&*s).read(buf),
             Kind::Pair { input, .. } => (&*input).read(buf),
+        };
+        if !matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.input_reads.fetch_add(1, Relaxed);
         }
+        result
     }
 }
 
