@@ -1,34 +1,48 @@
 //! The relay: moves bytes both ways between a plain socket and a TLS stream after the
-//! handshake, with one thread per direction sharing one SSL object (DESIGN.md).
+//! handshake, with one thread per direction sharing one SSL object.
 //!
-//! Invariants, numbered as DESIGN.md's relay rules; tests and comments cite them:
+//! Invariants, the relay rules (tests and comments cite them by number):
 //! 1. The handshake is done before `relay` is called; the TLS socket is non-blocking for good.
 //! 2. The `SslStream` sits behind a mutex held only around single non-blocking SSL calls —
 //!    never across `poll`, never across plain-side I/O.
 //! 3. TLS→plain: `ssl_read` until WANT_*, or the buffer is full (then again without
 //!    polling, since OpenSSL may hold more than `poll` can see); write it out unlocked.
-//! 4. plain→TLS: poll the plain socket, read outside the lock, `ssl_write` the same bytes
-//!    until all are taken, polling for what WANT_READ/WANT_WRITE asks in between.
-//! 5. No lost wake-ups: each pump has a `ThreadWaker` (a signal, no fd). Before sleeping on an SSL condition a pump
-//!    raises `parked_on_ssl` and re-checks `ssl_seq`, which the other pump bumps (and kicks)
-//!    after any SSL call that may have changed that condition: for the reader, data left
-//!    buffered inside OpenSSL (`SSL_has_pending`); for the writer, any progress by a read.
+//! 4. plain→TLS: read the plain side (poll only when nothing is waiting), outside the lock;
+//!    `ssl_write` the same bytes until all are taken, polling for what WANT_READ/WANT_WRITE
+//!    asks in between.
+//! 5. No lost wake-ups: each pump has a `ThreadWaker` (a signal, no fd). Before sleeping on
+//!    an SSL condition a pump raises `parked_on_ssl` and re-checks `ssl_seq`, which the
+//!    other pump bumps (and kicks) after any SSL call that may have changed that condition:
+//!    for the reader, any call of the writer's that took input off the TLS socket (counted
+//!    by `Stream::input_reads`; SSL_write reads while a post-handshake message is in
+//!    progress and may pull application records in behind it, which the reader's poll can
+//!    no longer see); for the writer, any progress by a read.
 //! 6. Closing: plain EOF → close_notify once; TLS close_notify or EOF → SHUT_WR on the
-//!    plain socket. Either way the other direction keeps running (half-close), and from then
+//!    plain side. Either way the other direction keeps running (half-close), and from then
 //!    on TIMEOUTclose, not TIMEOUTidle, limits how long it may wait for input with no
-//!    traffic, as stunnel does: a slow but live half-closed transfer is never cut. EOF without close_notify (OpenSSL 1.1.1 and 3.x
-//!    report it differently, see `tls::compat::classify_read_end`) ends the stream and is
-//!    logged once; after an SSL error `shutdown()` is never called.
+//!    traffic, as stunnel does: counted from the moment closing started and restarted by
+//!    any traffic, so neither a quiet spell before the close nor a slow but live
+//!    half-closed transfer is ever cut. SSL_shutdown refused while a post-handshake message
+//!    is half received is retried when the reader completes it (rule 5), and logged if it
+//!    never is. EOF without close_notify (OpenSSL 1.1.1 and 3.x report it differently, see
+//!    `tls::compat::classify_read_end`) ends the stream and is logged once. After a fatal
+//!    SSL error no SSL call of any kind is made: `ssl_dead` is set and tested under the SSL
+//!    lock, by every pump, before every call.
 //! 7. Renegotiation is refused by the context (`tls::context`), not here.
 //! 8. TIMEOUTidle: a shared last-activity stamp; a pump that wakes with no traffic for that
-//!    long stops the session. Writes to the plain socket block (back-pressure) but time out
-//!    after TIMEOUTidle (SO_SNDTIMEO). Either pump stopping for an error wakes the other and
-//!    shuts the plain socket down, which also frees a pump blocked writing to it.
+//!    long stops the session. No pump ever blocks outside `Shared::wait`: plain-side reads
+//!    and writes are non-blocking (sockets per call, pipes and pseudo-terminals by
+//!    O_NONBLOCK, since those have no send timeout and ignore `shutdown()`), and a write
+//!    that does not fit waits for room like any other wait, under TIMEOUTidle. So an error
+//!    on either direction, a timeout or a drain always ends both pumps: `fail` sets `stop`
+//!    and kicks them.
 //! 9. One 64 KiB buffer per direction (four TLS records), held only while data moves: a pump
 //!    lets go of it before it sleeps waiting for input, so an idle session owns no buffer
 //!    and memory follows the active sessions, not the open ones. Never zero-filled.
+//!
+//! A pump that has waited out a whole quiet second (not one cut short by a kick) gives
+//! back the stack pages its last burst touched and lets the heap be trimmed.
 
-use std::io::Write;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -149,8 +163,6 @@ struct Shared {
     closing: AtomicBool,
     last_activity_ms: AtomicU64,
     started: Instant,
-    /// The reader is inside a (blocking) write to the plain socket.
-    writing_plain: AtomicBool,
     /// This session's entry in the registry: byte counters, drain wake-up.
     live: Arc<LiveSession>,
     reset_reason: Mutex<Option<String>>,
@@ -177,6 +189,41 @@ enum Woke {
 }
 
 impl Shared {
+    fn new(
+        tls: SslStream<Stream>,
+        plain: Stream,
+        settings: RelaySettings,
+        live: Arc<LiveSession>,
+        finish: Finish,
+    ) -> Arc<Shared> {
+        let tls_fds = (tls.get_ref().read_fd(), tls.get_ref().write_fd());
+        let (wake_reader, wake_writer) =
+            (Arc::new(ThreadWaker::new()), Arc::new(ThreadWaker::new()));
+        live.set_drain_wake(Arc::clone(&wake_writer));
+        Arc::new(Shared {
+            tls: Mutex::new(tls),
+            tls_fds,
+            plain,
+            wake: [wake_reader, wake_writer],
+            parked_on_ssl: [AtomicBool::new(false), AtomicBool::new(false)],
+            ssl_seq: [AtomicU64::new(0), AtomicU64::new(0)],
+            stop: AtomicBool::new(false),
+            ssl_dead: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            last_activity_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            live,
+            reset_reason: Mutex::new(None),
+            settings,
+            stack_settled: [AtomicBool::new(false), AtomicBool::new(false)],
+            pumps_running: AtomicUsize::new(2),
+            closer: Closer {
+                finish: Mutex::new(Some(finish)),
+                summary: Mutex::new(None),
+            },
+        })
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -208,9 +255,8 @@ impl Shared {
         }
         self.stop.store(true, SeqCst);
         // shutdown() sends a FIN, which a peer may read as a clean end before the RST of
-        // `reset = yes`; it is only needed to free a reader blocked writing to the plain
-        // socket (whose peer then has unread data queued ahead of that FIN anyway).
-        if !self.settings.reset || self.writing_plain.load(SeqCst) {
+        // `reset = yes`. No pump needs it to be freed: neither ever blocks outside `wait`.
+        if !self.settings.reset {
             self.plain.shutdown_both();
         }
         self.wake[READER].kick();
@@ -279,6 +325,7 @@ impl Shared {
             timeout = timeout.min(IDLE_SETTLE);
         }
         let mut fds = [wake::pollfd(fd, events)];
+        let slept_from = Instant::now();
         let result = self.wake[me].poll(&mut fds, Some(timeout));
         self.parked_on_ssl[me].store(false, SeqCst);
         if self.stop.load(SeqCst) {
@@ -294,7 +341,9 @@ impl Shared {
                 Woke::Ready
             }
             Ok(_) => {
-                if settling {
+                // Only a second that really passed in quiet settles the pump: a kick or
+                // a signal ends the poll early and says nothing about the spell's length.
+                if settling && quiet_spell_over(slept_from.elapsed()) {
                     release_unused_stack();
                     self.stack_settled[me].store(true, SeqCst);
                     crate::accounting::trim_memory_after_quiet();
@@ -329,14 +378,26 @@ impl Shared {
     }
 
     /// Marks one direction finished and wakes the other so that it re-arms its timer.
+    /// TIMEOUTclose counts from now (and from any later traffic), never from the last data
+    /// before the close: a session quiet for longer than TIMEOUTclose before it started
+    /// closing must still get the reply its close asked for (rule 6). The stamp is moved
+    /// before `closing` is set, so a pump that sees `closing` also sees the new stamp.
     fn start_closing(&self, other: usize) {
+        self.touch();
         self.closing.store(true, SeqCst);
         self.wake[other].kick();
     }
 }
 
+/// Whether a wait that lasted `slept` was the whole quiet second a pump waits out before it
+/// gives back its stack (`Shared::wait`).
+fn quiet_spell_over(slept: Duration) -> bool {
+    slept >= IDLE_SETTLE
+}
+
 /// Starts relaying until both directions are done or the session is cut. `tls` must have
-/// finished its handshake on a non-blocking socket (rule 1); `plain` must be blocking.
+/// finished its handshake on a non-blocking socket (rule 1); `plain` may be in either mode
+/// (its reads and writes here never block, rule 8).
 /// Each direction gets a new thread with `stack` bytes, and the caller returns at once:
 /// the thread that did the handshake can exit, and with it the stack pages and glibc's
 /// per-thread cache of freed blocks that the handshake left behind (about 17 KiB a
@@ -351,34 +412,20 @@ pub fn relay(
     live: Arc<LiveSession>,
     finish: Finish,
 ) {
-    let tls_fds = (tls.get_ref().read_fd(), tls.get_ref().write_fd());
-    // Rule 8: a plain peer that stops reading cannot hold the session past TIMEOUTidle.
-    plain.set_write_timeout(settings.idle);
-    let (wake_reader, wake_writer) = (Arc::new(ThreadWaker::new()), Arc::new(ThreadWaker::new()));
-    live.set_drain_wake(Arc::clone(&wake_writer));
-    let shared = Arc::new(Shared {
-        tls: Mutex::new(tls),
-        tls_fds,
-        plain,
-        wake: [wake_reader, wake_writer],
-        parked_on_ssl: [AtomicBool::new(false), AtomicBool::new(false)],
-        ssl_seq: [AtomicU64::new(0), AtomicU64::new(0)],
-        stop: AtomicBool::new(false),
-        ssl_dead: AtomicBool::new(false),
-        closing: AtomicBool::new(false),
-        last_activity_ms: AtomicU64::new(0),
-        started: Instant::now(),
-        writing_plain: AtomicBool::new(false),
-        live,
-        reset_reason: Mutex::new(None),
-        settings,
-        stack_settled: [AtomicBool::new(false), AtomicBool::new(false)],
-        pumps_running: AtomicUsize::new(2),
-        closer: Closer {
-            finish: Mutex::new(Some(finish)),
-            summary: Mutex::new(None),
-        },
-    });
+    // Rule 8: plain-side writes never block, so a plain peer that stops reading cannot
+    // hold the session past TIMEOUTidle, whatever the descriptor is.
+    if let Err(e) = plain.set_output_nonblocking() {
+        log_err!("Cannot make the plain side non-blocking: {e}");
+        // The closing lines come after the descriptors are closed, as in `Closer`.
+        drop((tls, plain));
+        finish(Summary {
+            sent_to_tls: 0,
+            sent_to_socket: 0,
+            outcome: Outcome::Reset(format!("non-blocking plain side: {e}")),
+        });
+        return;
+    }
+    let shared = Shared::new(tls, plain, settings, live, finish);
     let spawn_pump = |me: usize, pump: fn(&Shared)| {
         let shared = Arc::clone(&shared);
         let log_context = log_context.clone();
@@ -528,6 +575,11 @@ fn tls_to_plain(s: &Shared) {
         buf.clear();
         let status = {
             let mut tls = lock(&s.tls);
+            // The writer may have failed between our last look at `stop` and this lock:
+            // after a fatal error no SSL call of any kind (rule 6).
+            if s.ssl_dead.load(SeqCst) {
+                return;
+            }
             // A post-handshake message that completes here may be what a writer parked on
             // WANT_READ is waiting for (rule 5).
             let was_in_handshake = compat::in_handshake(tls.ssl());
@@ -559,34 +611,11 @@ fn tls_to_plain(s: &Shared) {
             s.notify_other(READER, progressed);
             status
         };
-        let n = buf.filled().len();
-        if n > 0 {
+        if !buf.filled().is_empty() {
             s.touch();
-            s.writing_plain.store(true, SeqCst);
-            if s.stop.load(SeqCst) {
-                // `fail` may have looked at `writing_plain` just before it was set and
-                // left the socket open: a blocking write now could outlive the session.
-                s.writing_plain.store(false, SeqCst);
+            if !write_all_plain(s, buf.filled()) {
                 return;
             }
-            let written = (&s.plain).write_all(buf.filled());
-            s.writing_plain.store(false, SeqCst);
-            if let Err(e) = written {
-                let timed_out = matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                );
-                if timed_out {
-                    log_info!("TIMEOUTidle exceeded: sending reset");
-                }
-                s.fail(if timed_out {
-                    "TIMEOUTidle exceeded (socket not reading)".into()
-                } else {
-                    format!("write to socket: {e}")
-                });
-                return;
-            }
-            s.live.sent_to_socket.fetch_add(n as u64, SeqCst);
         }
         match status {
             ReadStatus::Full => continue,
@@ -622,6 +651,39 @@ fn tls_to_plain(s: &Shared) {
             }
         }
     }
+}
+
+/// Writes `data` to the plain side without ever blocking in the kernel (rule 8): what does
+/// not fit now waits in `wait` for room, a kick or TIMEOUTidle, like every other wait, so
+/// an error on the other direction, a timeout or a drain always ends it — also on a pipe
+/// or a pseudo-terminal, where no send timeout and no `shutdown()` could. Returns false
+/// when the session is ending.
+fn write_all_plain(s: &Shared, data: &[u8]) -> bool {
+    let fd = s.plain.write_fd();
+    let mut offset = 0;
+    while offset < data.len() {
+        if s.stop.load(SeqCst) {
+            return false;
+        }
+        match s.plain.try_write(&data[offset..]) {
+            Ok(Some(k)) => {
+                offset += k;
+                // A plain peer that reads slowly is still live (rule 8).
+                s.touch();
+                s.live.sent_to_socket.fetch_add(k as u64, SeqCst);
+            }
+            Ok(None) => {
+                if let Woke::Stop = s.wait(READER, fd, libc::POLLOUT, None, false) {
+                    return false;
+                }
+            }
+            Err(e) => {
+                s.fail(format!("write to socket: {e}"));
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The plain→TLS pump (rule 4).
@@ -688,7 +750,7 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
             if s.ssl_dead.load(SeqCst) {
                 return false;
             }
-            let pending_before = compat::has_pending(tls.ssl());
+            let reads_before = tls.get_ref().input_reads();
             let result = tls.ssl_write(&data[offset..]);
             if result
                 .as_ref()
@@ -696,10 +758,12 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
             {
                 s.ssl_dead.store(true, SeqCst);
             }
-            // Only news wakes the reader: read-ahead often leaves part of a record buffered,
-            // which the reader knew about when it parked.
-            let pending = compat::has_pending(tls.ssl());
-            s.notify_other(WRITER, pending && !pending_before);
+            // SSL_write reads the socket while a post-handshake message is in progress,
+            // and with read-ahead it can pull in application records behind it. The
+            // reader parks only after OpenSSL asked it for more input and then polls the
+            // socket, which no longer shows what this call took: so any input taken here
+            // wakes it. Whether data was already buffered says nothing (rule 5).
+            s.notify_other(WRITER, tls.get_ref().input_reads() != reads_before);
             result
         };
         match result {
@@ -729,33 +793,59 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
 
 /// Sends close_notify once (rule 6), then lets the reader finish under TIMEOUTclose.
 fn send_close_notify(s: &Shared) {
+    // Set once SSL_shutdown was refused for a post-handshake message in progress.
+    let mut deferred = false;
     loop {
         if s.stop.load(SeqCst) {
+            if deferred {
+                log_info!("TLS close_notify not sent: the session ended before the peer's post-handshake message was complete");
+            }
             break;
         }
         let seq_before = s.ssl_seq[WRITER].load(SeqCst);
-        let result = {
+        let (result, in_handshake) = {
             let mut tls = lock(&s.tls);
             if s.ssl_dead.load(SeqCst) {
                 break;
             }
-            tls.shutdown()
+            let result = tls.shutdown();
+            (result, compat::in_handshake(tls.ssl()))
         };
         match result {
             Ok(_) => {
                 log_debug!("TLS close_notify sent");
                 break;
             }
-            Err(e) => match want_events(e.code()) {
-                Some(events) => {
-                    if let Woke::Stop =
-                        s.wait(WRITER, s.tls_fd(events), events, Some(seq_before), false)
-                    {
+            Err(e) => {
+                match want_events(e.code()) {
+                    Some(events) => {
+                        if let Woke::Stop =
+                            s.wait(WRITER, s.tls_fd(events), events, Some(seq_before), false)
+                        {
+                            break;
+                        }
+                    }
+                    None if in_handshake => {
+                        // OpenSSL refuses SSL_shutdown while a post-handshake message (a
+                        // session ticket, a KeyUpdate) is half received. Only the reader may
+                        // read on, and it bumps our `ssl_seq` when the message completes
+                        // (rule 5): wait for that, under TIMEOUTclose, then try again.
+                        if !deferred {
+                            log_debug!("TLS close_notify deferred: a post-handshake message is in progress");
+                            deferred = true;
+                            s.start_closing(READER);
+                        }
+                        if let Woke::Stop = s.wait(WRITER, -1, 0, Some(seq_before), true) {
+                            log_info!("TLS close_notify not sent: the peer's post-handshake message did not complete");
+                            break;
+                        }
+                    }
+                    None => {
+                        log_info!("TLS close_notify not sent: {}", describe_ssl_error(&e));
                         break;
                     }
                 }
-                None => break,
-            },
+            }
         }
     }
     s.start_closing(READER);
@@ -777,5 +867,352 @@ pub fn describe_ssl_error(e: &openssl::ssl::Error) -> String {
         Some(io) => io.to_string(),
         None if e.code() == ErrorCode::SYSCALL => "Peer suddenly disconnected".into(),
         None => format!("{e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::ServiceSlots;
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::ssl::ErrorCode;
+    use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
+    use openssl::x509::{X509Name, X509};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    /// A finished TLS session over a socketpair: the relay's side (a client, non-blocking
+    /// as rule 1 requires) and its peer (a blocking server).
+    fn tls_session() -> (SslStream<Stream>, SslStream<UnixStream>) {
+        let key = EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap())
+            .and_then(PKey::from_ec_key)
+            .unwrap();
+        let mut name = X509Name::builder().unwrap();
+        name.append_entry_by_text("CN", "relay unit test").unwrap();
+        let name = name.build();
+        let mut cert = X509::builder().unwrap();
+        cert.set_version(2).unwrap();
+        cert.set_subject_name(&name).unwrap();
+        cert.set_issuer_name(&name).unwrap();
+        cert.set_pubkey(&key).unwrap();
+        cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        cert.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        let cert = cert.build();
+
+        let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+        acceptor.set_certificate(&cert).unwrap();
+        acceptor.set_private_key(&key).unwrap();
+        let acceptor = acceptor.build();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || acceptor.accept(theirs).unwrap());
+        let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+        connector.set_verify(SslVerifyMode::NONE);
+        let client = connector
+            .build()
+            .configure()
+            .unwrap()
+            .verify_hostname(false)
+            .use_server_name_indication(false)
+            .connect("unit", Stream::from_unix(ours))
+            .unwrap();
+        let server = server.join().unwrap();
+        client.get_ref().set_nonblocking(true).unwrap();
+        (client, server)
+    }
+
+    /// Relay state for a session whose plain peer is the returned socket. The session's
+    /// slot is held by the returned guard.
+    fn relay_state(
+        tls: SslStream<Stream>,
+    ) -> (Arc<Shared>, UnixStream, crate::accounting::SessionGuard) {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(u64::MAX / 2);
+        let slots = Arc::new(ServiceSlots::new(0));
+        let guard = registry()
+            .admit(NEXT_ID.fetch_add(1, SeqCst), "unit", &slots, "unit".into())
+            .unwrap();
+        let (plain, plain_peer) = UnixStream::pair().unwrap();
+        let settings = RelaySettings {
+            idle: Duration::from_secs(2),
+            close: Duration::from_secs(2),
+            reset: false,
+        };
+        let shared = Shared::new(
+            tls,
+            Stream::from_unix(plain),
+            settings,
+            Arc::clone(guard.session()),
+            Box::new(|_| {}),
+        );
+        (shared, plain_peer, guard)
+    }
+
+    fn wait_readable(fd: i32) {
+        let mut fds = [wake::pollfd(fd, libc::POLLIN)];
+        assert_eq!(
+            wake::poll(&mut fds, Some(Duration::from_secs(5))).unwrap(),
+            1
+        );
+    }
+
+    /// Rule 6 (relay-defects issue, defect 5): once an SSL call has failed fatally, the
+    /// reader makes no SSL call, even though it looks at `stop` only before taking the lock.
+    #[test]
+    fn rule_6_reader_makes_no_ssl_call_after_a_fatal_error() {
+        let (tls, mut peer) = tls_session();
+        peer.write_all(b"sent after the failure").unwrap();
+        let (shared, plain_peer, _slot) = relay_state(tls);
+        wait_readable(shared.tls_fds.0);
+        // What the writer does, under the lock, when its SSL_write fails; `fail` (which
+        // sets `stop`) comes after it has let go of the lock.
+        shared.ssl_dead.store(true, SeqCst);
+        tls_to_plain(&shared);
+
+        plain_peer.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let delivered = (&plain_peer).read(&mut buf);
+        assert!(
+            matches!(&delivered, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the reader called SSL_read after the fatal error and delivered {delivered:?}"
+        );
+        let mut peek = [0u8; 1];
+        // SAFETY: a valid one-byte buffer and our own socket.
+        let waiting = unsafe {
+            libc::recv(
+                shared.tls_fds.0,
+                peek.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        assert_eq!(waiting, 1, "the record was read off the TLS socket");
+    }
+
+    /// A self-signed certificate for `cn` with a new key (RSA makes it large).
+    fn self_signed(cn: &str, rsa: bool) -> (X509, PKey<openssl::pkey::Private>) {
+        let key = if rsa {
+            PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap()
+        } else {
+            EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap())
+                .and_then(PKey::from_ec_key)
+                .unwrap()
+        };
+        let mut name = X509Name::builder().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let mut cert = X509::builder().unwrap();
+        cert.set_version(2).unwrap();
+        cert.set_subject_name(&name).unwrap();
+        cert.set_issuer_name(&name).unwrap();
+        cert.set_pubkey(&key).unwrap();
+        cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        cert.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        (cert.build(), key)
+    }
+
+    /// Moves what `from` has to read into `to` (both non-blocking); returns the bytes.
+    fn pass(from: &UnixStream, to: Option<&UnixStream>) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match (&*from).read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        if let Some(to) = to {
+            (&*to).write_all(&all).unwrap();
+        }
+        all
+    }
+
+    /// The TLS records in `bytes`, whole.
+    fn records(bytes: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 5 <= bytes.len() {
+            let len = 5 + usize::from(u16::from_be_bytes([bytes[at + 3], bytes[at + 4]]));
+            out.push(&bytes[at..at + len]);
+            at += len;
+        }
+        out
+    }
+
+    /// Rule 5 (relay-defects issue, defect 2): a TLS 1.3 session ticket arrives in several
+    /// records; the reader has taken the first (the client is now inside a post-handshake
+    /// message) and the start of the second's header, and parked. The rest arrives with an application
+    /// record behind it, and the writer's SSL_write, which reads the socket to finish the
+    /// message, pulls it all in. The socket is now empty and the record sits in OpenSSL's
+    /// buffer, as something was buffered before: only a wake-up can get the reader to it.
+    #[test]
+    fn rule_5_records_the_writer_pulls_in_wake_the_reader() {
+        use openssl::ssl::{Ssl, SslContext};
+        // The server: TLS 1.3, records of at most 512 bytes, a client certificate
+        // required, so each ticket (which carries the certificate) spans several records.
+        let (server_cert, server_key) = self_signed("server", false);
+        let mut server_ctx = SslContext::builder(SslMethod::tls()).unwrap();
+        server_ctx.set_certificate(&server_cert).unwrap();
+        server_ctx.set_private_key(&server_key).unwrap();
+        server_ctx
+            .set_min_proto_version(Some(openssl::ssl::SslVersion::TLS1_3))
+            .unwrap();
+        server_ctx.set_verify_callback(
+            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+            |_, _| true,
+        );
+        server_ctx.set_session_id_context(b"unit").unwrap();
+        const SSL_CTRL_SET_MAX_SEND_FRAGMENT: libc::c_int = 52;
+        // SAFETY: a valid SSL_CTX; this control takes a length and no pointer.
+        let ok = unsafe {
+            openssl_sys::SSL_CTX_ctrl(
+                server_ctx.as_ptr(),
+                SSL_CTRL_SET_MAX_SEND_FRAGMENT,
+                512,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(ok, 1);
+        let server_ctx = server_ctx.build();
+        // The relay's side: a client with read-ahead, as `tls::context` makes it.
+        let (client_cert, client_key) = self_signed("client", true);
+        let mut client_ctx = SslContext::builder(SslMethod::tls()).unwrap();
+        client_ctx.set_certificate(&client_cert).unwrap();
+        client_ctx.set_private_key(&client_key).unwrap();
+        client_ctx.set_verify(SslVerifyMode::NONE);
+        client_ctx.set_read_ahead(true);
+        let client_ctx = client_ctx.build();
+
+        // client ⇄ wire_c … (this test) … wire_s ⇄ server: nothing passes unless moved here.
+        let (client_sock, wire_c) = UnixStream::pair().unwrap();
+        let (server_sock, wire_s) = UnixStream::pair().unwrap();
+        for s in [&client_sock, &wire_c, &server_sock, &wire_s] {
+            s.set_nonblocking(true).unwrap();
+        }
+        let mut client = SslStream::new(
+            Ssl::new(&client_ctx).unwrap(),
+            Stream::from_unix(client_sock),
+        )
+        .unwrap();
+        let mut server = SslStream::new(Ssl::new(&server_ctx).unwrap(), server_sock).unwrap();
+        let (mut client_done, mut server_done) = (false, false);
+        for _ in 0..100 {
+            if !client_done {
+                client_done = client.connect().is_ok();
+            }
+            pass(&wire_c, Some(&wire_s));
+            if !server_done {
+                server_done = server.accept().is_ok();
+            }
+            if client_done && server_done {
+                break;
+            }
+            // The server's output reaches the client only during the handshake.
+            pass(&wire_s, Some(&wire_c));
+        }
+        assert!(client_done && server_done, "the handshake did not finish");
+        let tickets = pass(&wire_s, None);
+        server.ssl_write(b"TAIL").unwrap();
+        let tail = pass(&wire_s, None);
+        let held = records(&tickets);
+        assert!(
+            held.len() >= 2 && held[0].len() + held[1].len() <= tickets.len(),
+            "expected a ticket over several records, got {} record(s), {} bytes",
+            held.len(),
+            tickets.len()
+        );
+        // Record 1 and two bytes of record 2's header. OpenSSL reads the rest of a record
+        // body it has begun exactly, but a header with read-ahead: as much as has arrived.
+        let split = held[0].len() + 2;
+
+        let (shared, _plain_peer, _slot) = relay_state(client);
+        (&wire_c).write_all(&tickets[..split]).unwrap();
+        wait_readable(shared.tls_fds.0);
+        let seen_by_reader = shared.ssl_seq[READER].load(SeqCst);
+        {
+            // The reader's SSL_read: nothing for it yet, and it would park.
+            let mut tls = lock(&shared.tls);
+            let mut buf = [0u8; 64];
+            let err = tls.ssl_read(&mut buf).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::WANT_READ);
+            assert!(compat::in_handshake(tls.ssl()), "not inside the ticket");
+            assert!(compat::has_pending(tls.ssl()), "no partial record buffered");
+        }
+        (&wire_c).write_all(&tickets[split..]).unwrap();
+        (&wire_c).write_all(&tail).unwrap();
+        wait_readable(shared.tls_fds.0);
+
+        assert!(write_all_tls(&shared, b"from the plain side"));
+
+        let mut peek = [0u8; 1];
+        // SAFETY: a valid one-byte buffer and our own socket.
+        let on_socket = unsafe {
+            libc::recv(
+                shared.tls_fds.0,
+                peek.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        assert_eq!(
+            on_socket, -1,
+            "the writer left input on the socket: no stall possible"
+        );
+        assert_ne!(
+            shared.ssl_seq[READER].load(SeqCst),
+            seen_by_reader,
+            "the writer pulled the reader's records in and did not wake it"
+        );
+        let mut buf = [0u8; 64];
+        let n = lock(&shared.tls).ssl_read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"TAIL", "the record was not in OpenSSL's buffer");
+    }
+
+    /// The stack is trimmed only after a whole quiet second: a kick in that second ends the
+    /// wait early and must not count as settled (relay-defects issue, "Also").
+    #[test]
+    fn a_kick_in_the_first_quiet_second_does_not_settle_the_pump() {
+        let (tls, _peer) = tls_session();
+        let (shared, _plain_peer, _slot) = relay_state(tls);
+        let plain_fd = shared.plain.read_fd();
+        shared.wake[READER].attach().unwrap();
+        let kicker = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                shared.wake[READER].kick();
+            })
+        };
+        let woke = shared.wait(READER, plain_fd, libc::POLLIN, None, true);
+        kicker.join().unwrap();
+        assert!(matches!(woke, Woke::Retry));
+        assert!(
+            !shared.stack_settled[READER].load(SeqCst),
+            "a wait cut short by a kick counted as a quiet second"
+        );
+        let woke = shared.wait(READER, plain_fd, libc::POLLIN, None, true);
+        shared.wake[READER].detach();
+        assert!(matches!(woke, Woke::Retry));
+        assert!(
+            shared.stack_settled[READER].load(SeqCst),
+            "a whole quiet second did not settle the pump"
+        );
+    }
+
+    #[test]
+    fn a_quiet_spell_is_a_whole_second() {
+        assert!(!quiet_spell_over(Duration::from_millis(999)));
+        assert!(quiet_spell_over(IDLE_SETTLE));
     }
 }
