@@ -26,16 +26,18 @@
 //!    is half received is retried when the reader completes it (rule 5), and logged if it
 //!    never is. EOF without close_notify (OpenSSL 1.1.1 and 3.x report it differently, see
 //!    `tls::compat::classify_read_end`) ends the stream and is logged once. After a fatal
-//!    SSL error no SSL call of any kind is made: `ssl_dead` is set and tested under the SSL
-//!    lock, by every pump, before every call.
+//!    SSL error (of SSL_read, SSL_write or SSL_shutdown; not the in-init refusal above, which
+//!    leaves the session usable) no SSL call of any kind is made: `ssl_dead` is set and
+//!    tested under the SSL lock, by every pump, before every call.
 //! 7. Renegotiation is refused by the context (`tls::context`), not here.
 //! 8. TIMEOUTidle: a shared last-activity stamp; a pump that wakes with no traffic for that
 //!    long stops the session. No pump ever blocks outside `Shared::wait`: plain-side reads
 //!    and writes are non-blocking (sockets per call, pipes and pseudo-terminals by
 //!    O_NONBLOCK, since those have no send timeout and ignore `shutdown()`), and a write
 //!    that does not fit waits for room like any other wait, under TIMEOUTidle. So an error
-//!    on either direction, a timeout or a drain always ends both pumps: `fail` sets `stop`
-//!    and kicks them.
+//!    on either direction or a timeout always ends both pumps (`fail` sets `stop` and kicks
+//!    them), and a drain always reaches them (the writer is kicked, closes, and kicks the
+//!    reader, which then ends under TIMEOUTclose or TIMEOUTidle).
 //! 9. One 64 KiB buffer per direction (four TLS records), held only while data moves: a pump
 //!    lets go of it before it sleeps waiting for input, so an idle session owns no buffer
 //!    and memory follows the active sessions, not the open ones. Never zero-filled.
@@ -412,8 +414,8 @@ pub fn relay(
     live: Arc<LiveSession>,
     finish: Finish,
 ) {
-    // Rule 8: plain-side writes never block, so a plain peer that stops reading cannot
-    // hold the session past TIMEOUTidle, whatever the descriptor is.
+    // Rule 8: plain-side writes never block, so a plain peer that stops reading (and sends
+    // nothing) cannot hold the session past TIMEOUTidle, whatever the descriptor is.
     if let Err(e) = plain.set_output_nonblocking() {
         log_err!("Cannot make the plain side non-blocking: {e}");
         // The closing lines come after the descriptors are closed, as in `Closer`.
@@ -798,7 +800,9 @@ fn send_close_notify(s: &Shared) {
     loop {
         if s.stop.load(SeqCst) {
             if deferred {
-                log_info!("TLS close_notify not sent: the session ended before the peer's post-handshake message was complete");
+                log_info!(
+                    "TLS close_notify not sent: the session ended inside a post-handshake message"
+                );
             }
             break;
         }
@@ -809,43 +813,48 @@ fn send_close_notify(s: &Shared) {
                 break;
             }
             let result = tls.shutdown();
-            (result, compat::in_handshake(tls.ssl()))
+            let in_handshake = compat::in_handshake(tls.ssl());
+            if result
+                .as_ref()
+                .is_err_and(|e| want_events(e.code()).is_none() && !in_handshake)
+            {
+                s.ssl_dead.store(true, SeqCst);
+            }
+            (result, in_handshake)
         };
-        match result {
+        let e = match result {
             Ok(_) => {
                 log_debug!("TLS close_notify sent");
                 break;
             }
-            Err(e) => {
-                match want_events(e.code()) {
-                    Some(events) => {
-                        if let Woke::Stop =
-                            s.wait(WRITER, s.tls_fd(events), events, Some(seq_before), false)
-                        {
-                            break;
-                        }
-                    }
-                    None if in_handshake => {
-                        // OpenSSL refuses SSL_shutdown while a post-handshake message (a
-                        // session ticket, a KeyUpdate) is half received. Only the reader may
-                        // read on, and it bumps our `ssl_seq` when the message completes
-                        // (rule 5): wait for that, under TIMEOUTclose, then try again.
-                        if !deferred {
-                            log_debug!("TLS close_notify deferred: a post-handshake message is in progress");
-                            deferred = true;
-                            s.start_closing(READER);
-                        }
-                        if let Woke::Stop = s.wait(WRITER, -1, 0, Some(seq_before), true) {
-                            log_info!("TLS close_notify not sent: the peer's post-handshake message did not complete");
-                            break;
-                        }
-                    }
-                    None => {
-                        log_info!("TLS close_notify not sent: {}", describe_ssl_error(&e));
-                        break;
-                    }
-                }
+            Err(e) => e,
+        };
+        if let Some(events) = want_events(e.code()) {
+            if let Woke::Stop = s.wait(WRITER, s.tls_fd(events), events, Some(seq_before), false) {
+                break;
             }
+        } else if in_handshake {
+            // OpenSSL refuses SSL_shutdown while a post-handshake message (a session
+            // ticket, a KeyUpdate) is half received, an error that leaves the session
+            // usable. Only the reader may read on, and it bumps our `ssl_seq` when the
+            // message completes (rule 5): wait for that (no descriptor, only the kick),
+            // then try again. Not a wait for input: a peer that never ends the message is
+            // the reader's to time out under TIMEOUTclose, and the reader may still be
+            // delivering data under TIMEOUTidle meanwhile.
+            if !deferred {
+                log_debug!("TLS close_notify deferred: a post-handshake message is in progress");
+                deferred = true;
+                s.start_closing(READER);
+            }
+            if let Woke::Stop = s.wait(WRITER, -1, 0, Some(seq_before), false) {
+                log_info!(
+                    "TLS close_notify not sent: the session ended inside a post-handshake message"
+                );
+                break;
+            }
+        } else {
+            log_info!("TLS close_notify not sent: {}", describe_ssl_error(&e));
+            break;
         }
     }
     s.start_closing(READER);
@@ -939,8 +948,8 @@ mod tests {
             .unwrap();
         let (plain, plain_peer) = UnixStream::pair().unwrap();
         let settings = RelaySettings {
-            idle: Duration::from_secs(2),
-            close: Duration::from_secs(2),
+            idle: Duration::from_secs(10),
+            close: Duration::from_secs(10),
             reset: false,
         };
         let shared = Shared::new(

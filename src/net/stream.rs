@@ -31,6 +31,11 @@ pub struct Stream {
     /// reads a TLS socket through `Read`, so the relay compares this before and after an
     /// SSL call to learn whether that call took input off the socket (relay rule 5).
     input_reads: AtomicU64,
+    /// The output descriptor's status flags before `set_output_nonblocking` changed them
+    /// (-1: unchanged), given back on drop: a descriptor pair may be inherited (inetd
+    /// mode's stdin and stdout), and its open file description shared with other
+    /// processes, which must not find it non-blocking after we are gone.
+    output_flags_before: std::sync::atomic::AtomicI32,
 }
 
 fn shutdown_fd(fd: RawFd, how: libc::c_int) {
@@ -62,6 +67,7 @@ impl Stream {
         Stream {
             kind,
             input_reads: AtomicU64::new(0),
+            output_flags_before: std::sync::atomic::AtomicI32::new(-1),
         }
     }
 
@@ -148,21 +154,6 @@ impl Stream {
                 shutdown_fd(output.as_raw_fd(), libc::SHUT_RDWR);
             }
         }
-    }
-
-    /// Bounds how long one blocking write may wait for the peer to read (SO_SNDTIMEO);
-    /// a zero duration leaves writes unbounded. Not possible on pipes.
-    pub fn set_write_timeout(&self, timeout: std::time::Duration) {
-        if timeout.is_zero() {
-            return;
-        }
-        let _ = match &self.kind {
-            Kind::Tcp(s) => s.set_write_timeout(Some(timeout)),
-            Kind::Unix(s) => s.set_write_timeout(Some(timeout)),
-            Kind::Pair { output, .. } => {
-                socket2::SockRef::from(output).set_write_timeout(Some(timeout))
-            }
-        };
     }
 
     /// Bounds how long one blocking read may wait (SO_RCVTIMEO); `None` waits forever.
@@ -287,10 +278,19 @@ impl Stream {
     /// no per-call flag, no send timeout and no `shutdown()`, so a blocking write to one
     /// whose reader has stopped could never be interrupted (relay rule 8).
     pub fn set_output_nonblocking(&self) -> io::Result<()> {
-        match &self.kind {
-            Kind::Pair { output, .. } => set_fd_nonblocking(output.as_raw_fd(), true),
-            Kind::Tcp(_) | Kind::Unix(_) => Ok(()),
+        let Kind::Pair { output, .. } = &self.kind else {
+            return Ok(());
+        };
+        let fd = output.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own, with plain integer arguments.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
         }
+        if flags & libc::O_NONBLOCK == 0 {
+            self.output_flags_before.store(flags, Relaxed);
+        }
+        set_fd_nonblocking(fd, true)
     }
 
     /// Writes what fits without blocking: `Ok(None)` when nothing does now. A descriptor
@@ -313,6 +313,10 @@ impl Stream {
                 // SAFETY: as above.
                 Kind::Pair { .. } => unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) },
             };
+            if n == 0 && !buf.is_empty() {
+                // Never seen on Linux; looping on it would spin.
+                return Err(io::ErrorKind::WriteZero.into());
+            }
             if n >= 0 {
                 return Ok(Some(n.unsigned_abs()));
             }
@@ -322,6 +326,16 @@ impl Stream {
                 io::ErrorKind::WouldBlock => return Ok(None),
                 _ => return Err(err),
             }
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let flags = self.output_flags_before.load(Relaxed);
+        if flags >= 0 {
+            // SAFETY: fcntl on a descriptor we still own (it closes after this).
+            unsafe { libc::fcntl(self.write_fd(), libc::F_SETFL, flags) };
         }
     }
 }
