@@ -37,7 +37,7 @@ use openssl::ssl::{
     SslVersion,
 };
 
-use common::daemon::parse_close_line;
+use common::daemon::{parse_close_line, rstunnel_bin};
 use common::*;
 
 const LOG_TIMEOUT: Duration = Duration::from_secs(15);
@@ -404,7 +404,7 @@ const STALL_TRIALS: usize = 12;
 const STALL_RIGS: usize = 2;
 /// Far above a loopback round trip, far below the stall (until the peer sends more or
 /// TIMEOUTidle, 12 h by default).
-const STALL_LIMIT: Duration = Duration::from_secs(3);
+const STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// Piece sizes that cut `bytes` (whole TLS records) two bytes into each record's header.
 fn header_split_pieces(bytes: &[u8]) -> Vec<usize> {
@@ -462,7 +462,7 @@ fn stall_trial(
                 if out.write_all(b"client keeps writing\n").is_err() {
                     break;
                 }
-                spin(Duration::from_micros(200));
+                std::thread::sleep(Duration::from_micros(200));
             }
         })
     };
@@ -524,7 +524,7 @@ fn records_pulled_in_by_the_writer_wake_the_reader() {
                     let _ = go_rx.lock().unwrap().recv();
                     tls.ssl_write(TAIL).unwrap();
                     let _ = tx.send("TAIL sent".into());
-                    // Keep the session open (and read nothing) until the client goes.
+                    // Keep the session open, taking what the client sends, until it goes.
                     let mut buf = [0u8; 4096];
                     while tls.ssl_read(&mut buf).is_ok_and(|n| n > 0) {}
                 });
@@ -699,4 +699,82 @@ fn program_that_never_reads_its_pty_cannot_hold_the_session() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Kills the child on drop (a failed test leaves nothing running).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The same in inetd mode with pipes for stdin and stdout (as from a shell pipeline or a
+/// supervisor): the client tunnel's plain side is a pipe nobody reads.
+#[test]
+fn inetd_stdout_pipe_nobody_reads_cannot_hold_the_session() {
+    let dir = TestDir::new("inetd-pipe-never-read");
+    let pki = Pki::new(&dir);
+    let source = Backend::source(5, 16 * MIB);
+    let server = Tunnel::start(
+        &dir,
+        "server",
+        &server_body(source.addr(), &pki.server.combined, ""),
+    );
+    let output = dir.join("inetd.log");
+    let conf = dir.write(
+        "inetd.conf",
+        format!(
+            "syslog = no\noutput = {}\ndebug = 7\nclient = yes\nconnect = {}\nCAfile = {}\nverifyChain = yes\nTIMEOUTidle = 3\n",
+            output.display(),
+            server.addr("srv"),
+            pki.ca_file.display()
+        ),
+    );
+    let pipe = || {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two new descriptors into `fds`, which we then own.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both are new descriptors owned by nobody else.
+        unsafe {
+            use std::os::fd::FromRawFd;
+            (
+                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        }
+    };
+    let (stdin_read, _stdin_write) = pipe();
+    let (_stdout_read, stdout_write) = pipe();
+    let started = Instant::now();
+    let mut child = KillOnDrop(
+        std::process::Command::new(rstunnel_bin())
+            .arg(&conf)
+            .stdin(std::process::Stdio::from(stdin_read))
+            .stdout(std::process::Stdio::from(stdout_write))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning rstunnel in inetd mode"),
+    );
+    let exited = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(&output).unwrap_or_default();
+    assert!(
+        exited.is_some(),
+        "inetd mode still runs 20 s after a session with TIMEOUTidle = 3 whose stdout \
+         nobody reads:\n{log}"
+    );
+    assert!(
+        log.contains("TIMEOUTidle exceeded"),
+        "the session ended, but not by TIMEOUTidle:\n{log}"
+    );
 }
