@@ -896,24 +896,7 @@ mod tests {
     /// A finished TLS session over a socketpair: the relay's side (a client, non-blocking
     /// as rule 1 requires) and its peer (a blocking server).
     fn tls_session() -> (SslStream<Stream>, SslStream<UnixStream>) {
-        let key = EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap())
-            .and_then(PKey::from_ec_key)
-            .unwrap();
-        let mut name = X509Name::builder().unwrap();
-        name.append_entry_by_text("CN", "relay unit test").unwrap();
-        let name = name.build();
-        let mut cert = X509::builder().unwrap();
-        cert.set_version(2).unwrap();
-        cert.set_subject_name(&name).unwrap();
-        cert.set_issuer_name(&name).unwrap();
-        cert.set_pubkey(&key).unwrap();
-        cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-            .unwrap();
-        cert.sign(&key, openssl::hash::MessageDigest::sha256())
-            .unwrap();
-        let cert = cert.build();
+        let (cert, key) = self_signed("relay unit test", false);
 
         let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
         acceptor.set_certificate(&cert).unwrap();

@@ -184,6 +184,44 @@ impl Held {
         }
     }
 
+    /// Waits until the client has read everything sent to it so far: the receive queue of
+    /// its socket, as /proc/net/tcp shows it, is empty.
+    fn wait_client_read(&self, timeout: Duration) {
+        let (ours, theirs) = (
+            self.client.local_addr().unwrap(),
+            self.client.peer_addr().unwrap(),
+        );
+        let hex = |a: SocketAddr| match a {
+            SocketAddr::V4(a) => format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(a.ip().octets()),
+                a.port()
+            ),
+            SocketAddr::V6(_) => unreachable!("the proxy listens on 127.0.0.1"),
+        };
+        let (local, remote) = (hex(theirs), hex(ours));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+            let queued = table.lines().find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 4 && f[1] == local && f[2] == remote)
+                    .then(|| f[4].split(':').nth(1).unwrap_or("0").to_string())
+            });
+            if queued
+                .as_deref()
+                .is_some_and(|q| u64::from_str_radix(q, 16) == Ok(0))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the client tunnel did not read what the proxy sent ({queued:?} queued)"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends everything held and everything the server sends later straight on.
     fn release_all(&self, pieces: &[usize], gap: Duration) {
         self.release(usize::MAX, pieces, gap);
@@ -600,7 +638,10 @@ fn close_notify_waits_for_a_post_handshake_message() {
     // The first record of the first ticket and part of the second: the client is now inside
     // a post-handshake message.
     held.release(700, &[700], Duration::ZERO);
-    std::thread::sleep(Duration::from_millis(300));
+    // The client tunnel has read them (and its reader taken the first record: both happen
+    // in one SSL_read, under its lock), however slow the machine is.
+    held.wait_client_read(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(100));
     plain.shutdown(Shutdown::Write).unwrap();
     tunnel.wait_for_log("close_notify deferred", LOG_TIMEOUT);
     std::thread::sleep(Duration::from_millis(300));
@@ -618,7 +659,8 @@ fn close_notify_waits_for_a_post_handshake_message() {
              would come with TIMEOUTclose's FIN, 30 s later); released at {released:?}"
         )),
     }
-    assert!(tunnel.has_log("TLS close_notify sent"));
+    // The server has it, so the line is written; the log is read from a pipe.
+    tunnel.wait_for_log("TLS close_notify sent", LOG_TIMEOUT);
 }
 
 // ---------------------------------------------------------------------------------------

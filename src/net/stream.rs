@@ -258,14 +258,8 @@ impl Stream {
                     }
                 }
             };
-            if n >= 0 {
-                return Ok(Some(n.unsigned_abs()));
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(None),
-                _ => return Err(err),
+            if let Some(result) = settle(n) {
+                return result;
             }
         }
     }
@@ -317,16 +311,24 @@ impl Stream {
                 // Never seen on Linux; looping on it would spin.
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            if n >= 0 {
-                return Ok(Some(n.unsigned_abs()));
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(None),
-                _ => return Err(err),
+            if let Some(result) = settle(n) {
+                return result;
             }
         }
+    }
+}
+
+/// What a non-blocking read(2) or write(2) result `n` means: a count, "nothing now"
+/// (EAGAIN), an error, or `None` when it was interrupted and must be made again.
+fn settle(n: isize) -> Option<io::Result<Option<usize>>> {
+    if n >= 0 {
+        return Some(Ok(Some(n.unsigned_abs())));
+    }
+    let err = io::Error::last_os_error();
+    match err.kind() {
+        io::ErrorKind::Interrupted => None,
+        io::ErrorKind::WouldBlock => Some(Ok(None)),
+        _ => Some(Err(err)),
     }
 }
 
