@@ -1,7 +1,7 @@
 //! Connection accounting: which sessions are live (for SIGUSR2 and draining), the
-//! connection cap, and the RAII `SessionGuard` that holds a session's slot (STYLE.md
-//! practice 8). Knows nothing about sockets or TLS; the relay reports bytes into the
-//! `LiveSession` it is handed and registers what wakes it for a drain.
+//! connection cap, and the RAII `SessionGuard` that holds a session's slot. Knows nothing
+//! about sockets or TLS; the relay reports bytes into the `LiveSession` it is handed and
+//! registers what wakes it for a drain.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -1,5 +1,6 @@
-//! Process-level steps of startup (spec §4.1): going into the background and the pid file.
-//! `daemonize` must run before any thread exists (fork copies only the calling thread).
+//! Process-level steps of startup (docs/ARCHITECTURE.md, Startup): going into the
+//! background and the pid file. `daemonize` must run before any thread exists (fork copies
+//! only the calling thread).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
-//! Logging in stunnel's format (spec §4.2): `YYYY.MM.DD HH:MM:SS LOG<n>[<id>]: text` to
-//! stderr (foreground) and/or the `output` file, and `LOG<n>[<id>]: text` to syslog.
+//! Logging in stunnel's format: `YYYY.MM.DD HH:MM:SS LOG<n>[<id>]: text` to stderr
+//! (foreground) and/or the `output` file, and `LOG<n>[<id>]: text` to syslog.
 //!
 //! Owns the eight syslog levels, the sinks, and the per-thread context (the connection id
 //! and that service's debug level, set by session threads). It formats and writes; it never

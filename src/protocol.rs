@@ -1,6 +1,5 @@
-//! `protocol = NAME`: what is said in clear before TLS starts (STARTTLS and proxies),
-//! as one table of hooks per protocol (STYLE.md practice 4): no `if protocol == …`
-//! anywhere else.
+//! `protocol = NAME`: what is said in clear before TLS starts (STARTTLS and proxies), as
+//! one table of hooks per protocol: no `if protocol == …` anywhere else.
 //!
 //! Client side (`client = yes`), run on the far connection before the handshake:
 //! `smtp`, `imap`, `pop3`, `nntp` (greeting passed to the local client, then STARTTLS),

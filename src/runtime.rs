@@ -1,4 +1,4 @@
-//! The process lifecycle (DESIGN.md "Lifecycle rules", spec §4.1 and §4.3): startup in
+//! The process lifecycle (docs/ARCHITECTURE.md, Startup, Reload and Drain): startup in
 //! stunnel's order, then the main thread waits for signals on a channel:
 //! SIGHUP reloads (keeping unchanged listening sockets), SIGUSR1 reopens the log file,
 //! SIGUSR2 lists live sessions, SIGTERM/SIGINT/SIGQUIT drain and exit 0.

@@ -102,7 +102,7 @@ impl From<ConfigError> for StartupError {
 /// `load_files` is false) and addresses.
 pub fn build(config: &Config, load_files: bool) -> Result<Vec<Arc<ServiceCtx>>, StartupError> {
     if config.is_inetd_mode() {
-        // The global part is the one service, served on stdin/stdout (spec §1.3).
+        // The global part is the one service, served on stdin/stdout (inetd mode).
         let mut opts = config.defaults.clone();
         opts.name = config.global.service_name.clone();
         return Ok(vec![Arc::new(build_service(
@@ -454,7 +454,7 @@ fn exec_connect_loop(ctx: &Arc<ServiceCtx>, stop: &WakeFd) {
 }
 
 /// Back-off after EMFILE/ENFILE, doubling up to a second, so that a full fd table does
-/// not turn into a busy loop (STYLE.md practice 8).
+/// not turn into a busy loop.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 

@@ -1,4 +1,4 @@
-//! One connection from accept to close, as a straight pipeline (STYLE.md practice 4):
+//! One connection from accept to close, as a straight pipeline:
 //! server mode `handshake → far side → relay`, client mode `far side → handshake → relay`;
 //! then the closing lines. The far side is a `connect` target or an `exec` program.
 //!
@@ -408,7 +408,7 @@ fn relay_session(
     );
 }
 
-/// Runs the TLS handshake on `stream` within TIMEOUTbusy (DESIGN.md relay rule 1): the
+/// Runs the TLS handshake on `stream` within TIMEOUTbusy (relay rule 1, src/relay.rs): the
 /// stream is made non-blocking here and stays so. `sni` (client side) is the name to send.
 fn handshake(
     svc: &ServiceCtx,

@@ -1,5 +1,5 @@
-//! Configuration errors, typed, each displayed the way stunnel prints it (spec §1.5), so that
-//! users and scripts that grep stunnel's messages find the same text.
+//! Configuration errors, typed, each displayed the way stunnel prints it, so that users and
+//! scripts that grep stunnel's messages find the same text.
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,9 +1,9 @@
 //! Stage 1 of the configuration: bytes of one file → `RawLine`s.
 //!
-//! Owns the line rules of stunnel.conf (spec §1.1): CRs dropped anywhere, a UTF-8 BOM at
-//! the start of the file skipped, 16383-byte line limit, trimming, `;`/`#` comment lines,
-//! `[section]` headers taken verbatim, `name = value` split at the first `=`.
-//! It knows nothing about option names or sections' meaning, and reads no files itself.
+//! Owns the line rules of stunnel.conf: CRs dropped anywhere, a UTF-8 BOM at the start of
+//! the file skipped, 16383-byte line limit, trimming, `;`/`#` comment lines, `[section]`
+//! headers taken verbatim, `name = value` split at the first `=`. It knows nothing about
+//! option names or sections' meaning, and reads no files itself.
 
 use std::sync::Arc;
 

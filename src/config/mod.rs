@@ -1,10 +1,10 @@
 //! Configuration: stunnel.conf text in, a typed `Config` out.
 //!
-//! Three named stages (DESIGN.md): `lexer` turns bytes into `RawLine`s, `parse` applies the
-//! option table (`options`) into `types::Config` with inheritance and stunnel's checks, and
-//! the runtime (in `service`/`tls`) builds sockets and TLS contexts from it. This module
-//! reads the configuration file and its include directories and nothing else: no OpenSSL,
-//! no sockets, no certificates.
+//! Three named stages (docs/ARCHITECTURE.md, Modules): `lexer` turns bytes into `RawLine`s,
+//! `parse` applies the option table (`options`) into `types::Config` with inheritance and
+//! stunnel's checks, and the runtime (in `service`/`tls`) builds sockets and TLS contexts
+//! from it. This module reads the configuration file and its include directories and
+//! nothing else: no OpenSSL, no sockets, no certificates.
 
 pub mod error;
 pub mod lexer;

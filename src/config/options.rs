@@ -679,7 +679,7 @@ fn set_timeout_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `verify = 0..4`, stunnel's legacy level that sets all four flags (spec §2.4).
+/// `verify = 0..4`, stunnel's legacy level that sets all four flags.
 fn set_verify(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     let (request_cert, require_cert, chain, peer) = match values::integer(value) {
         Some(0) => (true, false, false, false),

@@ -1,6 +1,6 @@
 //! Stage 2 of the configuration: `RawLine`s → `Config`. Applies the option table in file
 //! order, copies the global part's service-level values into every section, expands
-//! `include = DIR`, and runs stunnel's end-of-section checks (spec §1.2–1.5).
+//! `include = DIR`, and runs stunnel's end-of-section checks.
 //! Reads the include directories; touches nothing else on disk.
 
 use std::path::Path;
@@ -231,7 +231,7 @@ fn check_service(
             message,
         });
     }
-    // Endpoints (spec §1.5): accept (or a virtual host's sni line) on one side, connect
+    // Endpoints: accept (or a virtual host's sni line) on one side, connect
     // or exec on the other; exec + connect without accept is the exec+connect form.
     let local = !service.accept.is_empty() || virtual_host;
     // A SOCKS server learns its target from each client.
@@ -262,7 +262,7 @@ fn protocol_problem(service: &ServiceOptions) -> Option<String> {
     }
 }
 
-/// Checks of a file without sections (spec §1.3). The certificate check comes first, as
+/// Checks of a file without sections (inetd mode). The certificate check comes first, as
 /// in stunnel; endpoints count by kind (several `connect` addresses are one endpoint).
 fn check_inetd(defaults: &ServiceOptions) -> Result<(), ConfigError> {
     let error = |message: &str| ConfigError::Inetd {

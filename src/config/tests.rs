@@ -1,6 +1,6 @@
 //! Parser tests: stunnel.conf text in, a typed `Config` or stunnel's exact error text out.
 //!
-//! Each test follows one rule of spec §1 (file syntax) or §2 (options) and asserts exact
+//! Each test follows one rule of the file syntax or of one option and asserts exact
 //! values or the exact message, with the line number stunnel would print. Include tests
 //! write real directories under the system temp dir (unique per process and test) and
 //! remove them when the test ends, pass or fail.
@@ -122,7 +122,7 @@ impl Drop for TempDir {
 }
 
 // ---------------------------------------------------------------------------------------
-// §1.1 comments, blank lines, trimming
+// comments, blank lines, trimming
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -290,7 +290,7 @@ fn overlong_line_is_split_and_the_rest_is_the_next_line() {
 }
 
 // ---------------------------------------------------------------------------------------
-// §1.1 section headers
+// section headers
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -329,7 +329,7 @@ fn half_brackets_are_not_headers() {
 }
 
 // ---------------------------------------------------------------------------------------
-// §1.1 name = value
+// name = value
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -561,7 +561,7 @@ fn unknown_option_names_are_fatal() {
 }
 
 // ---------------------------------------------------------------------------------------
-// §1.2 global part, sections, inheritance
+// global part, sections, inheritance
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -814,7 +814,7 @@ fn service_sets_the_global_ident_and_is_not_copied_into_sections() {
 }
 
 // ---------------------------------------------------------------------------------------
-// §2.5 debug
+// debug
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -911,7 +911,7 @@ fn not_yet_built_options_fail_with_their_own_message() {
 }
 
 // ---------------------------------------------------------------------------------------
-// §1.3 inetd mode
+// inetd mode
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -1028,7 +1028,7 @@ fn inetd_mode_runs_the_tls_checks() {
 }
 
 // ---------------------------------------------------------------------------------------
-// §1.5 section checks
+// section checks
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -1195,7 +1195,7 @@ fn version_range_check_comes_before_the_ca_check() {
 }
 
 // ---------------------------------------------------------------------------------------
-// §1.5 global checks
+// global checks
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -1251,7 +1251,7 @@ fn global_checks_run_at_the_first_header() {
 }
 
 // ---------------------------------------------------------------------------------------
-// §6 the classic syslog files
+// the classic syslog files
 // ---------------------------------------------------------------------------------------
 
 const SYSLOG_SERVER: &str = "; Certificate/key is needed in server mode
@@ -1372,7 +1372,7 @@ fn load_of_a_directory_is_an_empty_file() {
 }
 
 // ---------------------------------------------------------------------------------------
-// §1.4 include = DIR
+// include = DIR
 // ---------------------------------------------------------------------------------------
 
 #[test]

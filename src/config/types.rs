@@ -61,7 +61,7 @@ impl Default for GlobalOptions {
     }
 }
 
-/// The four verification switches that `verify = N` sets together (spec §2.4).
+/// The four verification switches that `verify = N` sets together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VerifyFlags {
     /// Ask the peer for a certificate (server side).
@@ -330,7 +330,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// A file without any `[section]` runs one session on stdin/stdout (spec §1.3).
+    /// A file without any `[section]` runs one session on stdin/stdout (inetd mode).
     pub fn is_inetd_mode(&self) -> bool {
         self.services.is_empty()
     }

@@ -1,6 +1,6 @@
 //! Value syntax shared by many options: yes/no, numbers, seconds, log levels and
 //! facilities, TLS protocol versions. Each parser returns stunnel's own error text so that
-//! messages match what users already search for (spec §1.5).
+//! messages match what users already search for.
 
 use crate::log::Level;
 

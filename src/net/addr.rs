@@ -1,6 +1,6 @@
-//! Address values of `accept`, `connect` and `redirect` (spec §2.3): `PORT`, `HOST:PORT`
-//! split at the last `:` (so `::1:443` is IPv6 loopback, without brackets), `/path` for a
-//! Unix socket, and service names for ports. Resolution uses the system resolver.
+//! Address values of `accept`, `connect` and `redirect`: `PORT`, `HOST:PORT` split at the
+//! last `:` (so `::1:443` is IPv6 loopback, without brackets), `/path` for a Unix socket,
+//! and service names for ports. Resolution uses the system resolver.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;

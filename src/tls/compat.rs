@@ -1,4 +1,4 @@
-//! Everything that differs between OpenSSL versions, in one place (STYLE.md practice 9):
+//! Everything that differs between OpenSSL versions, in one place:
 //! option bits by stunnel's names, how an EOF without close_notify is reported, TLS 1.3
 //! (1.1.1+), the FFI calls the `openssl` crate does not wrap. The rest of the code calls
 //! plain functions.
@@ -375,7 +375,7 @@ fn is_unexpected_eof(_error: &openssl::ssl::Error) -> bool {
     false
 }
 
-/// Options rstunnel always sets: no renegotiation (DESIGN.md relay rule 7), no SSLv2/3 as
+/// Options rstunnel always sets: no renegotiation (relay rule 7, src/relay.rs), no SSLv2/3 as
 /// stunnel's default set.
 pub fn baseline_options() -> SslOptions {
     no_renegotiation() | SslOptions::NO_SSLV2 | SslOptions::NO_SSLV3

@@ -1,6 +1,6 @@
 //! Builds one `SslContext` per service from its options. Defaults follow stunnel 5.68:
 //! ciphers `HIGH:!aNULL:!SSLv2:!DH:!kDHEPSK`, its TLS 1.3 suites and curves, security
-//! level 2, no SSLv2/SSLv3; renegotiation is always refused (DESIGN.md relay rule 7).
+//! level 2, no SSLv2/SSLv3; renegotiation is always refused (relay rule 7, src/relay.rs).
 
 use std::fmt;
 use std::path::Path;
