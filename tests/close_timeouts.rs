@@ -1,4 +1,4 @@
-//! Regression tests for three session-shutdown defects (DESIGN.md relay rules 6 and 8):
+//! Regression tests for three session-shutdown defects (relay rules 6 and 8, src/relay.rs):
 //!
 //! * D1: `TIMEOUTclose` is an *inactivity* limit once a session is half-closed, not a
 //!   deadline: a slow but live transfer after one side's close_notify is never cut.

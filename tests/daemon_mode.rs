@@ -1,4 +1,4 @@
-//! Daemon mode (spec §4.1, DESIGN.md "Lifecycle rules"): with `foreground = no` the command
+//! Daemon mode (docs/ARCHITECTURE.md, Startup): with `foreground = no` the command
 //! returns 0 at once, the background process writes `PID\n` to the pid file, serves TLS, and
 //! on SIGTERM exits 0 and removes the pid file. As root: `setuid`/`setgid` drop all three
 //! ids and the supplementary groups (the pid and output files are created after the drop),
@@ -408,7 +408,7 @@ fn bind_failure_exits_1_with_the_reason_on_stderr_and_no_daemon() {
         "stderr must say which service failed to bind\n{}",
         parent.describe()
     );
-    // stunnel prints the buffered log on a startup failure (spec §1.5), so the reason
+    // stunnel prints the buffered log on a startup failure, so the reason
     // (`Binding service [srv] to 127.0.0.1:PORT: Address already in use (98)`) is there too.
     assert!(
         parent.stderr.contains("Address already in use"),
@@ -459,9 +459,9 @@ fn pid_file_in_missing_directory_fails_the_start() {
     );
     assert!(fg_guard.live().is_empty());
 
-    // Daemon mode: the pid file is written after the fork (spec §4.1), so stunnel's parent
-    // has already exited 0 (spec §1.5). Either way the daemon must not stay up without its
-    // pid file, and the reason must be logged somewhere a person will look.
+    // Daemon mode: the pid file is written after the fork (docs/ARCHITECTURE.md, Startup),
+    // so stunnel's parent has already exited 0. Either way the daemon must not stay up
+    // without its pid file, and the reason must be logged somewhere a person will look.
     let port = free_port();
     let log = dir.join("pidfail.log");
     let bg_conf = dir.write(
@@ -482,7 +482,7 @@ fn pid_file_in_missing_directory_fails_the_start() {
             bg.describe()
         ),
         Some(0) => println!(
-            "note: daemon mode with a bad pid path: parent exited 0 (stunnel-compatible, spec §1.5)"
+            "note: daemon mode with a bad pid path: parent exited 0 (stunnel-compatible)"
         ),
         _ => panic!("unexpected parent status\n{}", bg.describe()),
     }

@@ -1,4 +1,4 @@
-//! Live sessions at the process level (spec §4.3, DESIGN.md "Lifecycle rules"):
+//! Live sessions at the process level (docs/ARCHITECTURE.md, Drain):
 //!
 //! * SIGUSR2 lists them: `Active connections:`, one `Active connection N: Service [S]...`
 //!   line each, then `Listed N active connection(s)`.

@@ -1,4 +1,4 @@
-//! Half-close passes through both tunnels in both directions (DESIGN.md relay rule 6): a
+//! Half-close passes through both tunnels in both directions (relay rule 6, src/relay.rs): a
 //! side that has finished sending still receives, and the other side can keep sending.
 //!
 //! ```text

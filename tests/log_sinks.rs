@@ -1,6 +1,6 @@
-//! Where log lines go (spec §4.2, §4.3): the `output` file (`log = append` keeps what was
-//! there, `log = overwrite` truncates it), SIGUSR1 reopening it after a rotation, and
-//! syslog with the configured ident and facility.
+//! Where log lines go: the `output` file (`log = append` keeps what was there,
+//! `log = overwrite` truncates it), SIGUSR1 reopening it after a rotation, and syslog with
+//! the configured ident and facility.
 //!
 //! The syslog test runs the binary in a private mount namespace whose `/dev/log` leads to a
 //! datagram socket the test owns, so nothing reaches (or needs) the machine's syslog daemon.

@@ -20,7 +20,7 @@
 //!   `Host` header, `Proxy-Authorization: Basic …` and `protocolHeader` lines, answers 200
 //!   and splices to the real target (a TLS echo server, or an rstunnel server tunnel); a
 //!   `407` answer ends the session with the status in the log and nothing more sent. The
-//!   target behind the proxy gets the `protocolHost` name as SNI (spec §2.2 `sni`).
+//!   target behind the proxy gets the `protocolHost` name as SNI.
 //! * `protocol = proxy` (server side): the backend's first line is exactly
 //!   `PROXY TCP4 127.0.0.1 127.0.0.1 <client port> <tunnel port>\r\n`; the data after it is
 //!   intact (also when it looks like a PROXY header itself). IPv6: `PROXY TCP6 ::1 ::1 …`.
@@ -773,7 +773,7 @@ fn ldap_refused_starttls_ends_the_session() {
     starttls_refused(&LDAP);
 }
 
-/// `protocolHost` is the SMTP HELO name (spec §2.2).
+/// `protocolHost` is the SMTP HELO name.
 #[test]
 fn smtp_ehlo_uses_protocol_host() {
     let dir = TestDir::new("smtp-ehlo-name");
@@ -1371,7 +1371,7 @@ fn connect_proxy_407_ends_the_session() {
     tunnel.wait_close_counts(1, T);
 }
 
-/// Spec §2.2 `sni`: a client's default SNI is the host of `protocolHost`, else of the first
+/// `sni`: a client's default SNI is the host of `protocolHost`, else of the first
 /// `connect`. Behind a proxy (`connect` = the proxy's IP) the target must see the name of
 /// `protocolHost`.
 #[test]

@@ -1,4 +1,4 @@
-//! SIGHUP reload (spec §4.3, DESIGN.md "Lifecycle rules"): the file is parsed and built
+//! SIGHUP reload (docs/ARCHITECTURE.md, Reload): the file is parsed and built
 //! first; a bad one is logged (`Failed to reload the configuration file`) and the old
 //! configuration keeps running; a good one swaps in new TLS contexts on the *same* listening
 //! sockets, so no connection is ever refused and live sessions are never cut. Sections added

@@ -1,6 +1,6 @@
 //! Timeouts end sessions that would otherwise hold resources forever:
 //!
-//! * `TIMEOUTidle` (DESIGN.md relay rule 8): an established session with no traffic is closed
+//! * `TIMEOUTidle` (relay rule 8, src/relay.rs): an established session with no traffic is closed
 //!   after that many seconds, not before;
 //! * `TIMEOUTbusy` (relay rule 1): a client that connects to a TLS port and never completes
 //!   the handshake is dropped after that many seconds.

@@ -1,4 +1,4 @@
-//! The TLS options of stunnel.conf §2.2/§2.4, each checked against foreign peers: OpenSSL's
+//! The TLS options of stunnel.conf, each checked against foreign peers: OpenSSL's
 //! `s_client`/`s_server` and the reference `stunnel4` (Debian 12, 5.68). Every group has a
 //! case that must work and one that must be refused:
 //!
@@ -7,7 +7,7 @@
 //!    certificate gets through, the revoked one is refused and the server logs
 //!    `certificate revoked`; the same on the client side against `s_server`/stunnel4.
 //! 2. `verifyPeer` (pinning) on both sides: the pinned certificate works, another one
-//!    from the same CA is refused; `verify = 0…4` mapped as in §2.4.
+//!    from the same CA is refused; `verify = 0…4` mapped as stunnel maps it.
 //! 3. `checkHost` (several lines, one matching), `checkIP`, `checkEmail` (client and
 //!    server side).
 //! 4. `sni`: a server virtual host (`sni = primary:*.example.org`) picked by `s_client
@@ -939,7 +939,7 @@ fn verify_peer_server_pins_the_client_certificate() {
         srv.fail("the refusal of the unpinned s_client must be logged (`Rejected by CERT`)");
     }
 }
-/// `verify = 0…4` (spec §2.4) on the server, against s_client presenting no certificate,
+/// `verify = 0…4` on the server, against s_client presenting no certificate,
 /// the pinned client certificate, another one from the same CA, or one from another CA.
 #[test]
 fn verify_levels_map_to_chain_peer_and_require() {
@@ -1570,7 +1570,7 @@ fn client_sni_name_is_sent_and_empty_sni_sends_none() {
     }
     drop((cli, ss));
 
-    // Without an `sni` line the host of `connect` is sent (spec §2.2).
+    // Without an `sni` line the host of `connect` is sent.
     let (mut ss, port) = s_server(&dir, "s_server3", &args);
     let cli = Tunnel::start(
         &dir,
