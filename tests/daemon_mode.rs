@@ -481,9 +481,9 @@ fn pid_file_in_missing_directory_fails_the_start() {
             "exit 1 must come with the reason on stderr\n{}",
             bg.describe()
         ),
-        Some(0) => println!(
-            "note: daemon mode with a bad pid path: parent exited 0 (stunnel-compatible)"
-        ),
+        Some(0) => {
+            println!("note: daemon mode with a bad pid path: parent exited 0 (stunnel-compatible)")
+        }
         _ => panic!("unexpected parent status\n{}", bg.describe()),
     }
     let deadline = Instant::now() + Duration::from_secs(5);
