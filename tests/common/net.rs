@@ -443,8 +443,23 @@ pub struct Probe {
 
 /// Connects to `addr`, writes `data` (write errors are ignored: the peer may already have
 /// closed) without shutting down, then reads until EOF, error or `timeout`.
+///
+/// A tunnel that resets a session within a millisecond of accepting it can have its RST reach
+/// the client before the client's non-blocking connect has been polled: the connect itself
+/// then reports the reset, and that is an end like any other, not a failure to connect.
 pub fn probe(addr: SocketAddr, data: &[u8], timeout: Duration) -> Probe {
-    let mut s = connect(addr);
+    let mut s = match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+            return Probe {
+                received: Vec::new(),
+                end: End::Closed(e.kind()),
+            }
+        }
+        Err(e) => panic!("connect {addr}: {e}"),
+    };
+    set_timeouts(&s);
+    let _ = s.set_nodelay(true);
     s.set_read_timeout(Some(timeout)).unwrap();
     let _ = s.write_all(data);
     let mut received = Vec::new();
