@@ -160,7 +160,7 @@ check_tree() {
         grep -qx "ExecStart=/usr/bin/rstunnel /etc/stunnel/stunnel.conf" "$1/rstunnel.service"
         for u in "$1/rstunnel.service" "$1/rstunnel@.service"; do
             grep -qx "Type=notify" "$u"
-            grep -qx "ExecReload=/bin/kill -HUP \$MAINPID" "$u"
+            grep -qxF "ExecReload=+/bin/sh -c '\''kill -HUP \"\$MAINPID\"'\''" "$u"
             grep -qx "LimitNOFILE=65536" "$u"
             grep -qx "Restart=on-failure" "$u"
             grep -qx "NoNewPrivileges=yes" "$u"
