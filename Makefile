@@ -78,7 +78,7 @@ SED_PATHS := sed -e 's|/usr/bin/rstunnel|$(BINDIR)/rstunnel|g' \
                  -e 's|/etc/logrotate.d/|$(LOGROTATEDIR)/|g'
 
 .PHONY: all build test test-unit test-scripts test-install test-openssl111 test-debian11 \
-        test-faults soak \
+        test-systemd test-faults soak \
         demo bench fmt fmt-check clippy \
         install uninstall check-layout check-bin deb rpm clean deps help
 
@@ -96,6 +96,7 @@ help:
 	@echo "make test-install   scripts/test-install.sh: install layouts, .deb, .rpm"
 	@echo "make test-openssl111  build against OpenSSL 1.1.1 (openssl-src), run the tests with it"
 	@echo "make test-debian11    build, install, package and test in a Debian 11 chroot (debootstrap)"
+	@echo "make test-systemd     the .deb in a minimal Debian 12 root booted by systemd-nspawn: units, reload, logrotate"
 	@echo "make clean"
 
 build:
@@ -131,6 +132,13 @@ test-openssl111:
 
 test-debian11:
 	scripts/test-debian11.sh
+
+# The .deb (`make deb` first) and its units under a booted systemd: a minimal Debian 12 root
+# (target/systemd-root, cached like test-debian11's; every run boots a throwaway overlay of
+# it) under systemd-nspawn. Start, reload, logrotate, setuid/chroot, restart, stop, the
+# systemd-analyze security score. See scripts/test-systemd.sh.
+test-systemd:
+	scripts/test-systemd.sh
 
 # Issue 8's fault suite: the soak (background) + tests/faults_*.rs + scripts/fuzz.sh, one
 # summary table (target/faults-summary.md); about 11-12 min. See scripts/test-faults.sh.
