@@ -19,11 +19,21 @@
 #      The container is entered with nsenter (its pid 1 is found in the cgroup made for
 #      it); client and backend programs are this host's python3 and openssl, run in the
 #      container's network namespace only.
-#   4. Inside: dpkg -i, then the checks below, one PASS/FAIL line each. PID 1 logs at
-#      debug level, so the journal has "Got notification message from PID N (READY=1)"
-#      for every sd_notify state; those lines are printed at the end. rstunnel's own lines
-#      are found by _PID (journald attributes a new process's first lines to init.scope
-#      for a few seconds, so -u would miss them).
+#   4. Inside: dpkg -i, then the checks, one PASS/FAIL line each:
+#        rstunnel@syslog-server: start (READY=1), a TLS session, reload with a new
+#        certificate while a session stays open (RELOADING=1, READY=1), reload with a
+#        broken file (logged, the old configuration serves), logrotate -f with the
+#        package's file (SIGUSR1, each of 60 sessions around it logged exactly once),
+#        restart while 4 sessions stream (sent = received, old process exit 0), stop
+#        (STOPPING=1, exit 0, pid file gone);
+#        rstunnel.service with setuid, setgid, chroot and port 465 (CapBnd = the unit's
+#        set, no capability left after setuid), its reload, and the same reload without
+#        the "+" of ExecReload failing with EPERM (why the "+" is there); its stop;
+#        systemd-analyze security rstunnel@syslog-server.service at most 2.8.
+#      PID 1 logs at debug level, so the journal has "Got notification message from PID
+#      N (READY=1)" for every sd_notify state; those lines are printed at the end.
+#      rstunnel's own lines are found by _PID (journald attributes a new process's first
+#      lines to init.scope for a few seconds, so -u would miss them).
 #
 # Needs root (debootstrap, namespaces, cgroups), and debootstrap, systemd-nspawn
 # (systemd-container), nsenter and unshare (util-linux), openssl, python3, dpkg-deb.
