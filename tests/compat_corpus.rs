@@ -785,7 +785,7 @@ fn judge(dir: &Path, cases: Cases) -> String {
         }
     }
     for s in &skipped {
-        println!("SKIPPED {s}");
+        say(&format!("SKIPPED {s}"));
     }
     for m in &mismatches {
         println!("MISMATCH {m}");
