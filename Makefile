@@ -80,13 +80,14 @@ SED_PATHS := sed -e 's|/usr/bin/rstunnel|$(BINDIR)/rstunnel|g' \
 .PHONY: all build test test-unit test-scripts test-install test-openssl111 test-debian11 \
         test-systemd test-faults soak \
         demo bench fmt fmt-check clippy \
-        install uninstall check-layout check-bin deb rpm clean deps help
+        install uninstall check-layout check-bin deb rpm clean deps check-deps help
 
 all: build
 
 help:
 	@echo "make build      cargo build --release"
-	@echo "make test       deps check/install, cargo test --release, scripts/e2e-syslog.sh"
+	@echo "make test       deps install + check, cargo test --release, e2e-syslog.sh, test-install.sh"
+	@echo "make check-deps every command the scripts and tests run is installed by deps.sh"
 	@echo "make demo       syslog over TLS on this machine (scripts/demo.sh)"
 	@echo "make bench      rstunnel vs stunnel4 (scripts/bench.sh, writes BENCHMARKS.md)"
 	@echo "make fmt | fmt-check | clippy"
@@ -105,9 +106,17 @@ build:
 deps:
 	scripts/deps.sh
 
-# Sequential on purpose (also under make -j): deps, unit/integration, scripts.
+# Every external command of scripts/, tests/, .ci/run and this Makefile is installed by
+# deps.sh or Essential (scripts/check-deps.py; --static: without asking dpkg).
+check-deps:
+	python3 scripts/check-deps.py
+
+# Sequential on purpose (also under make -j): deps, the deps check, unit/integration,
+# scripts. check-deps.py runs after deps.sh (which installs python3 and the packages it
+# checks the COMMANDS table against).
 test:
 	scripts/deps.sh
+	python3 scripts/check-deps.py
 	$(CARGO) test --release
 	$(CARGO) build --release
 	RSTUNNEL=$(RELEASE_BIN) scripts/e2e-syslog.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh - make sure the Debian packages that the build, the tests, the demo and
-# the benchmark need are installed.
+# the benchmark need are installed, and that the Rust toolchain has clippy and
+# rustfmt (.ci/run's lint steps).
 #
 # Idempotent: each package is checked with `dpkg -s`; only missing ones are
 # installed, with a single `apt-get update` first. Nothing is started: if the
@@ -12,30 +13,86 @@
 #   --check   only report what is missing; exit 1 if anything is.
 set -euo pipefail
 
+# What is installed, and why. Libraries and packages whose commands are listed in
+# COMMANDS below.
 PACKAGES=(
-    libssl-dev     # openssl-sys links against it
-    pkg-config     # openssl-sys finds libssl with it
-    openssl        # make-cert.sh, bench.sh certificates
-    stunnel4       # interop tests and the benchmark baseline
-    rsyslog        # demo.sh and e2e-syslog.sh syslog endpoints
-    bsdutils       # logger(1)
-    tcpdump        # e2e-syslog.sh proves the wire is encrypted
-    iproute2       # ip netns / veth for e2e-syslog.sh
-    iptables       # REDIRECT / socket-mark rules in the transparent-proxy tests (tests/transport_extras.rs)
-    procps         # pgrep/ps for scripts
-    python3        # fallback syslog sink in demo.sh
-    rpm            # rpmbuild for `make rpm` (test-install.sh)
-    groff-base     # renders the man page (test-install.sh)
-    systemd        # systemd-analyze verify of the units (test-install.sh)
-    g++            # libfuzzer-sys compiles libFuzzer (scripts/fuzz.sh, make test-faults)
-    gnuplot-nox    # the ratio chart of scripts/bench.sh
+    libssl-dev         # openssl-sys links against it
+    pkg-config         # openssl-sys finds libssl with it
+    gcc                # cc: links the crates, builds OpenSSL 1.1.1 (test-openssl111.sh)
+    g++                # libfuzzer-sys compiles libFuzzer (scripts/fuzz.sh, make test-faults)
+    make               # the Makefile; OpenSSL 1.1.1's build
+    binutils           # objdump: the .deb's Depends (make deb)
+    git                # the commit in target/faults-summary.md (test-faults.sh)
+    openssl            # certificates for tests, make-cert.sh, bench.sh; s_client/s_server interop
+    stunnel4           # interop tests and the benchmark baseline
+    rsyslog            # demo.sh and e2e-syslog.sh syslog endpoints, fault tests
+    tcpdump            # e2e-syslog.sh and the fault tests prove the wire is encrypted
+    iproute2           # ip netns / veth (e2e-syslog.sh, tests), ss (port checks)
+    iptables           # REDIRECT / socket-mark rules in the transparent-proxy tests (tests/transport_extras.rs)
+    procps             # sysctl (bench.sh)
+    mawk               # awk (not Essential: only "required", so absent from minimal roots)
+    mount              # mount/umount (test-debian11.sh, the tests' private mount namespaces)
+    python3            # fallback syslog sink in demo.sh, e2e-syslog.sh helpers, check-deps.py
+    rpm                # rpmbuild for `make rpm` (test-install.sh)
+    groff-base         # renders the man page (test-install.sh)
+    man-db             # manpath for systemd-analyze verify's man page lookup (test-install.sh)
+    systemd            # systemd-analyze verify of the units (test-install.sh)
+    systemd-container  # systemd-nspawn: boots the .deb under a real systemd (make test-systemd)
+    logrotate          # the logrotate file, run for real (test-install.sh)
+    debootstrap        # the Debian 11 and minimal Debian 12 roots (test-debian11.sh, test-systemd)
+    gnuplot-nox        # the ratio chart of scripts/bench.sh
+    apt                # apt-get: this script, bench.sh, test-install.sh, test-debian11.sh
 )
+
+# Every external command that scripts/*.sh, .ci/run, the Makefile and tests/ run, and the
+# package that provides it ("(rustup)": the Rust toolchain, see below). Commands of
+# Debian's Essential packages (coreutils, util-linux, dpkg, ...) are not listed.
+# scripts/check-deps.py (run by `make test`) finds the commands in those files and fails
+# if one is neither here nor Essential, or if a row's package is not in PACKAGES.
+COMMANDS=(
+    "apt-get          apt"
+    "awk              mawk"
+    "cc               gcc"
+    "gcc              gcc"
+    "c++              g++"
+    "make             make"
+    "objdump          binutils"
+    "git              git"
+    "openssl          openssl"
+    "stunnel4         stunnel4"
+    "rsyslogd         rsyslog"
+    "tcpdump          tcpdump"
+    "ip               iproute2"
+    "ss               iproute2"
+    "iptables         iptables"
+    "sysctl           procps"
+    "mount            mount"
+    "umount           mount"
+    "python3          python3"
+    "rpm              rpm"
+    "rpmbuild         rpm"
+    "groff            groff-base"
+    "manpath          man-db"
+    "systemd-analyze  systemd"
+    "systemd-nspawn   systemd-container"
+    "logrotate        logrotate"
+    "debootstrap      debootstrap"
+    "gnuplot          gnuplot-nox"
+    "cargo            (rustup)"
+    "rustc            (rustup)"
+    "rustup           (rustup)"
+)
+
+# The Rust toolchain is not a Debian package here (Debian 12's cargo is older than
+# Cargo.toml's rust-version): it comes from rustup, with the clippy and rustfmt
+# components that .ci/run's lint steps use.
+RUST_COMPONENTS=(clippy rustfmt)
 
 check_only=0
 case "${1:-}" in
     --check) check_only=1 ;;
     "") ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "deps.sh: unknown argument: $1" >&2; exit 2 ;;
 esac
 
@@ -45,55 +102,88 @@ if ! command -v dpkg >/dev/null 2>&1; then
     exit 1
 fi
 
+# --- Debian packages -------------------------------------------------------------------
+installed_ok() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
+
 missing=()
 for p in "${PACKAGES[@]}"; do
     # dpkg -s succeeds for removed-but-not-purged packages too; check the status.
-    if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
-        :
-    else
-        missing+=("$p")
-    fi
+    installed_ok "$p" || missing+=("$p")
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
     echo "deps.sh: all ${#PACKAGES[@]} packages present"
-    exit 0
-fi
-
-echo "deps.sh: missing: ${missing[*]}"
-if [ "$check_only" -eq 1 ]; then
+elif [ "$check_only" -eq 1 ]; then
+    echo "deps.sh: missing: ${missing[*]}"
     exit 1
-fi
-
-if [ "$(id -u)" -ne 0 ]; then
+elif [ "$(id -u)" -ne 0 ]; then
+    echo "deps.sh: missing: ${missing[*]}"
     echo "deps.sh: not root; cannot install. Run as root, or:" >&2
     echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
     exit 1
+else
+    echo "deps.sh: missing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+
+    # Keep the packages' maintainer scripts from starting system services
+    # (rsyslog would otherwise take over /dev/log): the standard Debian
+    # policy-rc.d hook, exit 101 = "action forbidden". Only when no policy is in
+    # place already, and removed again whatever happens.
+    POLICY=/usr/sbin/policy-rc.d
+    if [ ! -e "$POLICY" ]; then
+        printf '#!/bin/sh\n# temporary, from rstunnel scripts/deps.sh\nexit 101\n' >"$POLICY"
+        chmod 0755 "$POLICY"
+        trap 'rm -f "$POLICY"' EXIT
+    fi
+
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+
+    # Verify: a package that apt could not find would otherwise pass silently.
+    still=()
+    for p in "${missing[@]}"; do
+        installed_ok "$p" || still+=("$p")
+    done
+    if [ "${#still[@]}" -ne 0 ]; then
+        echo "deps.sh: still missing after install: ${still[*]}" >&2
+        exit 1
+    fi
+    echo "deps.sh: installed: ${missing[*]}"
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-
-# Keep the packages' maintainer scripts from starting system services
-# (rsyslog would otherwise take over /dev/log): the standard Debian
-# policy-rc.d hook, exit 101 = "action forbidden". Only when no policy is in
-# place already, and removed again whatever happens.
-POLICY=/usr/sbin/policy-rc.d
-if [ ! -e "$POLICY" ]; then
-    printf '#!/bin/sh\n# temporary, from rstunnel scripts/deps.sh\nexit 101\n' >"$POLICY"
-    chmod 0755 "$POLICY"
-    trap 'rm -f "$POLICY"' EXIT
-fi
-
-apt-get update
-apt-get install -y --no-install-recommends "${missing[@]}"
-
-# Verify: a package that apt could not find would otherwise pass silently.
-still=()
-for p in "${missing[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || still+=("$p")
+# --- the Rust toolchain and its lint components ----------------------------------------
+for c in cargo rustc; do
+    if ! command -v "$c" >/dev/null 2>&1; then
+        echo "deps.sh: $c not found: install Rust with rustup (https://rustup.rs; Debian 12's" >&2
+        echo "  cargo is older than Cargo.toml's rust-version), then run this again" >&2
+        exit 1
+    fi
 done
-if [ "${#still[@]}" -ne 0 ]; then
-    echo "deps.sh: still missing after install: ${still[*]}" >&2
-    exit 1
+want=()
+if command -v rustup >/dev/null 2>&1; then
+    have=$(rustup component list --installed 2>/dev/null || true)
+    for c in "${RUST_COMPONENTS[@]}"; do
+        grep -q "^$c-" <<<"$have" || want+=("$c")
+    done
+    if [ "${#want[@]}" -ne 0 ]; then
+        if [ "$check_only" -eq 1 ]; then
+            echo "deps.sh: missing Rust components: ${want[*]} (rustup component add ${want[*]})"
+            exit 1
+        fi
+        echo "deps.sh: rustup component add ${want[*]}"
+        if ! rustup component add "${want[@]}"; then
+            echo "deps.sh: rustup could not install ${want[*]} (is static.rust-lang.org reachable?);" >&2
+            echo "  .ci/run's cargo fmt / cargo clippy steps need them" >&2
+            exit 1
+        fi
+    fi
 fi
-echo "deps.sh: installed: ${missing[*]}"
+# With or without rustup, the subcommands must run.
+for sub in clippy fmt; do
+    if ! cargo "$sub" --version >/dev/null 2>&1; then
+        echo "deps.sh: 'cargo $sub' does not run: install the ${sub/fmt/rustfmt} component" >&2
+        echo "  (rustup component add ${sub/fmt/rustfmt}, or your distribution's package)" >&2
+        exit 1
+    fi
+done
+echo "deps.sh: $(cargo --version), clippy and rustfmt present"

@@ -36,7 +36,7 @@ fn command() -> Command {
                 .long("no-files")
                 .action(ArgAction::SetTrue)
                 .requires("check")
-                .help("with --check: do not read certificates, keys or CA files"),
+                .help("with --check: do not read certificates, keys or CA files, nor look up setuid/setgid names"),
         )
         .arg(
             Arg::new("fd")
@@ -118,13 +118,19 @@ pub fn run(args: Vec<OsString>) -> i32 {
         );
         return 0;
     }
+    // `--no-files` checks a config away from its host: user and group names are host
+    // state like certificate files, so they are not looked up either (config::Names).
+    let names = match matches.get_flag("no-files") {
+        true => config::Names::Skip,
+        false => config::Names::LookUp,
+    };
     let loaded = match matches.get_one::<String>("fd") {
-        Some(fd) => load_from_fd(fd),
+        Some(fd) => load_from_fd(fd, names),
         None => {
             let file = matches
                 .get_one::<String>("file")
                 .map_or(DEFAULT_CONFIG, String::as_str);
-            config::load(Path::new(file)).map_err(StartupError::from)
+            config::load_with(Path::new(file), names).map_err(StartupError::from)
         }
     };
     let config = match loaded {
@@ -141,7 +147,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     crate::runtime::run(config, source)
 }
 
-fn load_from_fd(fd: &str) -> Result<Config, StartupError> {
+fn load_from_fd(fd: &str, names: config::Names) -> Result<Config, StartupError> {
     use std::io::Read;
     use std::os::fd::FromRawFd;
     let number: i32 = fd
@@ -158,9 +164,10 @@ fn load_from_fd(fd: &str) -> Result<Config, StartupError> {
             what: format!("Reading configuration from descriptor {number}"),
             error,
         })?;
-    Ok(config::parse_bytes(
+    Ok(config::parse_bytes_with(
         &format!("descriptor {number}"),
         &bytes,
+        names,
     )?)
 }
 
@@ -176,8 +183,12 @@ pub(crate) fn configuration_failed(e: &StartupError) -> i32 {
     1
 }
 
-/// `--check`: everything short of binding. Prints `configuration OK` or the error.
+/// `--check`: everything short of binding. Prints `configuration OK` or the error; with
+/// `--no-files`, first one `note:` line on stderr per user or group name not looked up.
 fn run_check(config: &Config, load_files: bool) -> i32 {
+    for note in &config.not_checked {
+        eprintln!("note: {note}");
+    }
     log::install_bridge();
     let _ = log::configure(&LogSetup {
         stderr: true,

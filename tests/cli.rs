@@ -205,3 +205,99 @@ fn version_exits_0() {
         "-version printed nothing"
     );
 }
+
+/// A user and a group that exist on no host, in the global part (the process identity)
+/// and in a section (the owner of a Unix accept socket).
+fn foreign_names_config(dir: &TestDir, cert: &Path) -> std::path::PathBuf {
+    dir.write(
+        "foreign.conf",
+        format!(
+            "foreground = yes\n\
+             setuid = rstunnel-no-such-user\n\
+             setgid = rstunnel-no-such-group\n\
+             [srv]\n\
+             accept = {}\n\
+             connect = 127.0.0.1:9\n\
+             cert = {}\n\
+             setuid = 0\n\
+             setgid = rstunnel-no-such-group\n",
+            dir.join("srv.sock").display(),
+            cert.display()
+        ),
+    )
+}
+
+/// Without `--no-files` user and group names are looked up as stunnel does: an unknown
+/// one is `Illegal UID` on its line.
+#[test]
+fn check_looks_up_setuid_names_on_this_host() {
+    let dir = TestDir::new("check-names");
+    let pki = Pki::new(&dir);
+    let conf = foreign_names_config(&dir, &pki.server.combined);
+    let r = rstunnel(&["--check", path_str(&conf)]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
+    let expected = format!(
+        "[!] {}:2: \"setuid = rstunnel-no-such-user\": Illegal UID",
+        path_str(&conf)
+    );
+    assert!(
+        r.stderr.lines().any(|l| l == expected),
+        "stderr must have {expected:?}\n{}",
+        r.describe()
+    );
+    assert!(!r.stdout.contains("configuration OK"), "{}", r.describe());
+}
+
+/// `--check --no-files` checks a config away from its host: names are host state like
+/// files, so each is reported as not checked (one `note:` line with file and line) and the
+/// check passes; a numeric id needs no lookup and gets no note.
+#[test]
+fn check_no_files_notes_setuid_names_instead_of_looking_them_up() {
+    let dir = TestDir::new("check-names-no-files");
+    let conf = foreign_names_config(&dir, &dir.join("no-such-cert.pem"));
+    let r = rstunnel(&["--check", "--no-files", path_str(&conf)]);
+    assert_eq!(r.status.code(), Some(0), "{}", r.describe());
+    assert!(
+        r.stdout.starts_with("configuration OK: 1 service(s) in "),
+        "{}",
+        r.describe()
+    );
+    let p = path_str(&conf);
+    let expected = vec![
+        format!(
+            "note: {p}:2: \"setuid = rstunnel-no-such-user\": user 'rstunnel-no-such-user' \
+             not checked: not looked up on this host"
+        ),
+        format!(
+            "note: {p}:3: \"setgid = rstunnel-no-such-group\": group 'rstunnel-no-such-group' \
+             not checked: not looked up on this host"
+        ),
+        format!(
+            "note: {p}:9: \"setgid = rstunnel-no-such-group\": group 'rstunnel-no-such-group' \
+             not checked: not looked up on this host"
+        ),
+    ];
+    let notes: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("note: "))
+        .collect();
+    assert_eq!(notes, expected, "{}", r.describe());
+    assert!(!r.stderr.contains("Illegal"), "{}", r.describe());
+
+    // The other errors of the file are still found.
+    let bad = dir.write(
+        "foreign-bad.conf",
+        "setuid = rstunnel-no-such-user\nclient = maybe\n[x]\naccept = 1\nconnect = 2\n",
+    );
+    let r = rstunnel(&["--check", "--no-files", path_str(&bad)]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
+    assert!(
+        r.stderr.contains(&format!(
+            "{}:2: \"client = maybe\": The argument needs to be either 'yes' or 'no'",
+            path_str(&bad)
+        )),
+        "{}",
+        r.describe()
+    );
+}

@@ -213,9 +213,9 @@ fn syslog_uses_service_ident_and_facility() {
         return;
     }
     if !can_unshare_mounts() {
-        println!(
-            "SKIPPED syslog_uses_service_ident_and_facility: cannot make a private mount \
-             namespace here (unshare --mount / mount -t tmpfs failed)"
+        skipped(
+            "syslog_uses_service_ident_and_facility: cannot make a private mount \
+             namespace here (unshare --mount / mount -t tmpfs failed)",
         );
         return;
     }

@@ -60,7 +60,10 @@ fn a_black_holed_target_is_given_up_after_timeout_connect_and_others_still_work(
     let pki = Pki::new(&dir);
     let hole = BlackHole::new();
     if !hole.hangs() {
-        println!("SKIPPED: this kernel answers SYNs to a full accept queue; no black hole");
+        skipped(
+            "a_black_holed_target_is_given_up_after_timeout_connect_and_others_still_work: \
+             this kernel answers SYNs to a full accept queue; no black hole",
+        );
         return;
     }
     let echo = Backend::echo();

@@ -1488,7 +1488,7 @@ fn proxy_protocol_header_tcp4() {
 #[test]
 fn proxy_protocol_header_tcp6() {
     if TcpListener::bind("[::1]:0").is_err() {
-        println!("SKIPPED proxy_protocol_header_tcp6: no IPv6 loopback");
+        skipped("proxy_protocol_header_tcp6: no IPv6 loopback (::1) on this host");
         return;
     }
     let (expected, (header, _)) = proxy_header_session("proxy-v1-tcp6", "::1:0", "::1", "TCP6");

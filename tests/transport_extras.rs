@@ -570,7 +570,9 @@ fn host_ipv4(test: &str) -> Option<Ipv4Addr> {
         }
     })();
     if found.is_none() {
-        println!("SKIPPED {test}: this host has no non-loopback IPv4 address for SOCKS targets");
+        skipped(&format!(
+            "{test}: this host has no non-loopback IPv4 address for SOCKS targets"
+        ));
     }
     found
 }

@@ -568,7 +568,10 @@ fn unix_accept_socket_file_is_removed_on_sigterm() {
 fn section_setuid_setgid_own_the_unix_accept_socket() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: chown of the socket file needs root");
+        common::skipped(
+            "section_setuid_setgid_own_the_unix_accept_socket: chown of the socket file \
+             needs root; run the tests as root, as CI does",
+        );
         return;
     }
     let dir = TestDir::new("unix-owner");

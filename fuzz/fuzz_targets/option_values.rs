@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rstunnel::config::options::{self, Handler, Target};
+use rstunnel::config::options::{self, Handler, Names, Target};
 use rstunnel::config::{GlobalOptions, ServiceOptions};
 
 fuzz_target!(|data: &[u8]| {
@@ -37,6 +37,8 @@ fuzz_target!(|data: &[u8]| {
         global: &mut global,
         service: &mut service,
         in_global_part: scope == b'g',
+        names: Names::LookUp,
+        not_checked: None,
     };
     if setter(&mut target, value).is_ok() {
         rstunnel_fuzz::exercise_service(&service);

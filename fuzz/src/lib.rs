@@ -177,11 +177,12 @@ pub fn scripted_peer(bytes: &[u8]) -> (Stream, UnixStream) {
     theirs
         .shutdown(std::net::Shutdown::Write)
         .expect("shut the peer's write side");
-    let stream = Stream::from_unix(ours);
     // A safety net for the harness itself: a negotiator that writes more than the peer's
     // buffer holds fails instead of blocking. Reads never wait: EOF is already queued.
-    stream.set_write_timeout(Duration::from_secs(2));
-    (stream, theirs)
+    // (Set on the socket: `Stream` has no write timeout of its own.)
+    ours.set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("SO_SNDTIMEO on the socket pair");
+    (Stream::from_unix(ours), theirs)
 }
 
 /// A byte stream over memory for negotiators that take `Read + Write` (SOCKS): reads the

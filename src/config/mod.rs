@@ -17,6 +17,7 @@ pub mod values;
 mod tests;
 
 pub use error::ConfigError;
+pub use options::Names;
 pub use types::{Config, Foreground, GlobalOptions, ServiceOptions};
 
 use std::path::Path;
@@ -24,6 +25,12 @@ use std::path::Path;
 /// Reads and parses the configuration file at `path`. Errors name the file as given,
 /// made absolute (stunnel prints the realpath).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, Names::LookUp)
+}
+
+/// `load`, choosing whether `setuid`/`setgid` names are looked up on this host
+/// (`Names::Skip` for `--check --no-files`).
+pub fn load_with(path: &Path, names: Names) -> Result<Config, ConfigError> {
     let invalid = |e: std::io::Error| ConfigError::File {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -35,10 +42,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     } else {
         std::fs::read(&absolute).map_err(invalid)?
     };
-    parse::parse(&absolute.to_string_lossy(), &bytes)
+    parse::parse(&absolute.to_string_lossy(), &bytes, names)
 }
 
 /// Parses configuration text that did not come from a file (`-fd N`, tests).
 pub fn parse_bytes(name: &str, bytes: &[u8]) -> Result<Config, ConfigError> {
-    parse::parse(name, bytes)
+    parse_bytes_with(name, bytes, Names::LookUp)
+}
+
+/// `parse_bytes` with a choice of `Names`.
+pub fn parse_bytes_with(name: &str, bytes: &[u8], names: Names) -> Result<Config, ConfigError> {
+    parse::parse(name, bytes, names)
 }

@@ -27,6 +27,22 @@ pub struct Target<'a> {
     pub global: &'a mut GlobalOptions,
     pub service: &'a mut ServiceOptions,
     pub in_global_part: bool,
+    /// Whether `setuid`/`setgid` names are looked up in this host's user database.
+    pub names: Names,
+    /// Set by a setter that skipped a host lookup (`Names::Skip`): what went unchecked,
+    /// for the parser's note.
+    pub not_checked: Option<String>,
+}
+
+/// `setuid`/`setgid` take a number or a name; a name is resolved while the line is read,
+/// as stunnel does (`Illegal UID`/`Illegal GID` when it is unknown). A user database is
+/// host state like a certificate file, so `--check --no-files`, which checks a config
+/// away from its host, parses with `Skip`: numbers are still checked, names are noted as
+/// not checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    LookUp,
+    Skip,
 }
 
 pub type Setter = fn(&mut Target<'_>, &str) -> Result<(), String>;
@@ -234,22 +250,37 @@ fn set_chroot(t: &mut Target<'_>, value: &str) -> Result<(), String> {
 
 /// In the global part `setuid`/`setgid` are the user and group the process switches to;
 /// in a section they own the service's Unix `accept` sockets.
+/// With `Names::Skip` a name leaves the value unset (nothing runs under `--check`).
 fn set_setuid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    let uid = values::user_id(value)?;
+    let uid = match (t.names, values::numeric_id(value)) {
+        (_, Some(n)) => Some(n),
+        (Names::LookUp, None) => Some(values::user_id(value)?),
+        (Names::Skip, None) => {
+            t.not_checked = Some(format!("user '{value}'"));
+            None
+        }
+    };
     if t.in_global_part {
-        t.global.setuid = Some(uid);
+        t.global.setuid = uid;
     } else {
-        t.service.unix_owner.0 = Some(uid);
+        t.service.unix_owner.0 = uid;
     }
     Ok(())
 }
 
 fn set_setgid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    let gid = values::group_id(value)?;
+    let gid = match (t.names, values::numeric_id(value)) {
+        (_, Some(n)) => Some(n),
+        (Names::LookUp, None) => Some(values::group_id(value)?),
+        (Names::Skip, None) => {
+            t.not_checked = Some(format!("group '{value}'"));
+            None
+        }
+    };
     if t.in_global_part {
-        t.global.setgid = Some(gid);
+        t.global.setgid = gid;
     } else {
-        t.service.unix_owner.1 = Some(gid);
+        t.service.unix_owner.1 = gid;
     }
     Ok(())
 }
@@ -733,6 +764,8 @@ mod tests {
                 global: &mut global,
                 service: &mut service,
                 in_global_part: true,
+                names: Names::LookUp,
+                not_checked: None,
             },
             value,
         )?;
@@ -945,6 +978,8 @@ mod tests {
             global: &mut global,
             service: &mut service,
             in_global_part: false,
+            names: Names::LookUp,
+            not_checked: None,
         };
         add_ocsp_flag(&mut t, "NOCERTS").unwrap();
         add_ocsp_flag(&mut t, "TRUSTOTHER").unwrap();

@@ -8,19 +8,22 @@ use std::sync::Arc;
 
 use super::error::ConfigError;
 use super::lexer::{self, LineKind, RawLine};
-use super::options::{self, Handler, Scope, Target};
+use super::options::{self, Handler, Names, Scope, Target};
 use super::types::{Config, Foreground, GlobalOptions, ServiceOptions};
 
 /// `include` inside included files is allowed; this bounds a directory that includes itself.
 const MAX_INCLUDE_DEPTH: usize = 16;
 
 /// Parses the text of the main configuration file named `file` (as errors should name it).
-pub fn parse(file: &str, bytes: &[u8]) -> Result<Config, ConfigError> {
+/// `names` says whether `setuid`/`setgid` names are looked up (see `options::Names`).
+pub fn parse(file: &str, bytes: &[u8], names: Names) -> Result<Config, ConfigError> {
     let mut parser = Parser {
         global: GlobalOptions::default(),
         defaults: ServiceOptions::default(),
         current: None,
         services: Vec::new(),
+        names,
+        not_checked: Vec::new(),
     };
     parser.feed_all(&lexer::lex(&Arc::from(file), bytes), 0)?;
     parser.finish(file)
@@ -33,6 +36,9 @@ struct Parser {
     /// The section being read, once the first header has been seen.
     current: Option<ServiceOptions>,
     services: Vec<ServiceOptions>,
+    names: Names,
+    /// Notes for values not checked against this host (`Config::not_checked`).
+    not_checked: Vec<String>,
 }
 
 fn line_error(line: &RawLine, message: impl Into<String>) -> ConfigError {
@@ -95,8 +101,17 @@ impl Parser {
                     global: &mut self.global,
                     service,
                     in_global_part,
+                    names: self.names,
+                    not_checked: None,
                 };
-                setter(&mut target, value).map_err(|message| line_error(line, message))
+                setter(&mut target, value).map_err(|message| line_error(line, message))?;
+                if let Some(what) = target.not_checked {
+                    self.not_checked.push(format!(
+                        "{}:{}: \"{}\": {what} not checked: not looked up on this host",
+                        line.file, line.number, line.text
+                    ));
+                }
+                Ok(())
             }
         }
     }
@@ -143,6 +158,7 @@ impl Parser {
             global: self.global,
             defaults: self.defaults,
             services: self.services,
+            not_checked: self.not_checked,
         })
     }
 }

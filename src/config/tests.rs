@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::values::TlsVersion;
-use super::{load, parse_bytes, Config, ConfigError, Foreground};
+use super::{load, parse_bytes, parse_bytes_with, Config, ConfigError, Foreground, Names};
 use crate::log::Level;
 
 /// The name the main file has in error messages.
@@ -596,6 +596,44 @@ fn privilege_options_in_the_global_part() {
         ok("cert = /c.pem\n[a]\naccept = /run/a.sock\nconnect = 2\nsetuid = 0\nsetgid = 65534\n");
     assert_eq!(config.services[0].unix_owner, (Some(0), Some(65534)));
     assert_eq!(config.global.setuid, None);
+}
+
+/// `Names::Skip` (`--check --no-files`): names are not looked up, each leaves its value
+/// unset and one note; numbers are taken as they are, with no note.
+#[test]
+fn privilege_names_are_noted_not_looked_up_with_names_skip() {
+    let text = "setuid = no-such-user-rstunnel\nsetgid = 65534\ncert = /c.pem\n\
+                [a]\naccept = /run/a.sock\nconnect = 2\nsetuid = 0\nsetgid = no-such-group-rstunnel\n";
+    let config = parse_bytes_with(F, text.as_bytes(), Names::Skip)
+        .unwrap_or_else(|e| panic!("unexpected error: {e}"));
+    assert_eq!(config.global.setuid, None);
+    assert_eq!(config.global.setgid, Some(65534));
+    assert_eq!(config.services[0].unix_owner, (Some(0), None));
+    assert_eq!(
+        config.not_checked,
+        strings(&[
+            &at(
+                1,
+                "setuid = no-such-user-rstunnel",
+                "user 'no-such-user-rstunnel' not checked: not looked up on this host"
+            ),
+            &at(
+                8,
+                "setgid = no-such-group-rstunnel",
+                "group 'no-such-group-rstunnel' not checked: not looked up on this host"
+            ),
+        ])
+    );
+    // The default looks names up and records nothing.
+    assert_eq!(
+        err(text),
+        at(1, "setuid = no-such-user-rstunnel", "Illegal UID")
+    );
+    assert!(
+        ok("setuid = 0\n[a]\naccept = 1\nconnect = 2\nclient = yes\n")
+            .not_checked
+            .is_empty()
+    );
 }
 
 #[test]

@@ -327,6 +327,9 @@ pub struct Config {
     pub defaults: ServiceOptions,
     /// The sections in file order; empty in inetd mode.
     pub services: Vec<ServiceOptions>,
+    /// One note per value that was not checked against this host (`setuid`/`setgid`
+    /// names when parsed with `options::Names::Skip`), as `FILE:LINE: "RAW": what`.
+    pub not_checked: Vec<String>,
 }
 
 impl Config {

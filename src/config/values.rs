@@ -93,9 +93,14 @@ pub fn debug(value: &str, facility_allowed: bool) -> Result<(Option<libc::c_int>
     }
 }
 
+/// A numeric `setuid`/`setgid` value (a uid or gid needs no lookup).
+pub fn numeric_id(value: &str) -> Option<u32> {
+    integer(value).and_then(|n| u32::try_from(n).ok())
+}
+
 /// A user by name or number (`setuid`), from the system's user database.
 pub fn user_id(value: &str) -> Result<libc::uid_t, String> {
-    if let Some(n) = integer(value).and_then(|n| libc::uid_t::try_from(n).ok()) {
+    if let Some(n) = numeric_id(value) {
         return Ok(n);
     }
     let name = std::ffi::CString::new(value).map_err(|_| String::from("Illegal UID"))?;
@@ -121,7 +126,7 @@ pub fn user_id(value: &str) -> Result<libc::uid_t, String> {
 
 /// A group by name or number (`setgid`), from the system's group database.
 pub fn group_id(value: &str) -> Result<libc::gid_t, String> {
-    if let Some(n) = integer(value).and_then(|n| libc::gid_t::try_from(n).ok()) {
+    if let Some(n) = numeric_id(value) {
         return Ok(n);
     }
     let name = std::ffi::CString::new(value).map_err(|_| String::from("Illegal GID"))?;

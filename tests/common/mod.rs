@@ -36,6 +36,13 @@ pub use certs::{Ca, KeyKind, Leaf, LeafFiles, Pki};
 pub use daemon::{client_body, server_body, Program, Tunnel, TunnelPair};
 pub use net::*;
 
+/// Prints `SKIPPED <why>` straight to stderr: libtest captures `println!` of a passing test,
+/// and `make test` must show every skip and its reason (README, Tests and benchmarks).
+pub fn skipped(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {why}");
+}
+
 /// A directory of its own for one test, under `std::env::temp_dir()`.
 ///
 /// The name carries the pid and a process-wide counter, so tests running in parallel (threads

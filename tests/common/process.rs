@@ -25,7 +25,9 @@ pub fn require_root(test: &str) -> bool {
     if is_root() {
         return true;
     }
-    println!("SKIPPED {test}: needs root (setuid/chroot/mount); CI runs the tests as root");
+    crate::common::skipped(&format!(
+        "{test}: needs root (setuid/chroot/mount); run the tests as root, as CI does"
+    ));
     false
 }
 
