@@ -344,19 +344,34 @@ def split_shell(src):
     return commands
 
 
+def function_body(src, name):
+    """The body of shell function `name`: the rest of its line for a one-line definition
+    (`f() { ...; }`), else every line up to the `}` at the definition's own indentation.
+    Functions defined inside an indented block (a subshell's helpers) end there, not at the
+    first `}` in column 0, which would take in the functions after them."""
+    m = re.search(r"^([ \t]*)(?:function\s+)?%s\s*\(\)\s*\{(.*)$" % re.escape(name), src, re.M)
+    if not m:
+        return None
+    indent, first = m.group(1), m.group(2)
+    if re.search(r"\}\s*(#.*)?$", first):
+        return first
+    end = re.compile(r"^%s\}" % re.escape(indent), re.M).search(src, m.end())
+    return src[m.end():end.start()] if end else src[m.end():]
+
+
 def functions_in(src):
     """Shell functions defined in `src`, and those that run their arguments ("$@")."""
     names = set(re.findall(r"(?:^|[;{&|]|\s)(?:function\s+)?([A-Za-z_][A-Za-z0-9_-]*)\s*\(\)\s*\{", src, re.M))
     names |= set(re.findall(r"^\s*function\s+([A-Za-z_][A-Za-z0-9_-]*)", src, re.M))
     runners = {}
     for name in names:
-        m = re.search(r"^\s*(?:function\s+)?%s\s*\(\)\s*\{(.*?)^\}" % re.escape(name), src, re.M | re.S)
-        if not m:
+        body = function_body(src, name)
+        if body is None:
             continue
-        run = re.search(r'^\s*(if\s+!?\s*)?"\$@"', m.group(1), re.M)
+        run = re.search(r'^\s*(if\s+!?\s*)?"\$@"', body, re.M)
         if run:
             # the arguments it shifts away before running "$@" are not the command
-            before = m.group(1)[:run.start()]
+            before = body[:run.start()]
             runners[name] = sum(int(n or 1) for n in re.findall(r"\bshift(?:\s+(\d+))?\b", before))
     return names, runners
 
