@@ -32,7 +32,7 @@
 #   restart-near-tunnel  SIGTERM to the client tunnel, started again once it exited
 #   restart-far-tunnel   the same for the server tunnel
 #   hup-near-tunnel, hup-far-tunnel   SIGHUP (reload, same file)
-#   black-hole         B drops every SYN to its TLS port (nft) for BLACKHOLE seconds; the
+#   black-hole         B drops every SYN to its TLS port (iptables) for BLACKHOLE seconds; the
 #                      server tunnel is killed and restarted as it begins, so the client
 #                      tunnel's next connects go into the hole
 #   tail               no fault: proves the chain recovered
@@ -59,7 +59,7 @@
 # run whose tail window (no fault) lost a line. Lines lost to faults are reported, not
 # failures, unless OUTAGES_GOALS=1: today's tunnels lose them (issue 14).
 # About 80 s per run, 5-6 min for all four. Needs root (namespaces); otherwise SKIPPED, exit 0.
-# Packages: rsyslog rsyslog-relp stunnel4 nftables iproute2 openssl python3.
+# Packages: rsyslog rsyslog-relp stunnel4 iptables iproute2 openssl python3.
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -114,8 +114,8 @@ for t in $TRANSPORTS; do
     case "$t" in tcp|relp) ;; *) die "unknown transport '$t' (tcp or relp)" ;; esac
     [ -e "$ROOT/conf/rsyslog/client-forward-$t.conf" ] || die "conf/rsyslog/client-forward-$t.conf missing"
 done
-for tool in ip nft rsyslogd openssl python3 ss; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (packages: iproute2 nftables rsyslog openssl python3)"
+for tool in ip iptables rsyslogd openssl python3 ss; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (packages: iproute2 iptables rsyslog openssl python3)"
 done
 if [[ " $TRANSPORTS " == *" relp "* ]] && [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so ] \
     && ! find /usr/lib -name imrelp.so 2>/dev/null | grep -q .; then
@@ -210,9 +210,12 @@ wait_gone() { # wait_gone NAME SECONDS: 0 once NAME's process is gone
     done
     return 1
 }
+# kill9 NAME: SIGKILL, then reap it at once with wait (stderr to /dev/null: otherwise bash
+# reports each killed job on the terminal; SIGKILL cannot be caught, so the wait is short).
 kill9() {
-    kill -KILL "${PID[$1]}" 2>/dev/null || true
-    wait_gone "$1" 5 || die "$RUN: $1 survived kill -9"
+    { kill -KILL "${PID[$1]}"; wait "${PID[$1]}"; } 2>/dev/null || true
+    alive "$1" && die "$RUN: $1 survived kill -9"
+    return 0
 }
 # graceful NAME: SIGTERM, and the seconds it took to exit into STOP_SECS. One that outlives
 # STOP_WAIT is killed and noted (a restart must not wait forever).
@@ -419,17 +422,11 @@ run_one() {
     # so the far tunnel is restarted at once to end that session; every reconnect from then
     # on meets a host that does not answer.
     mark black-hole
-    ip netns exec "$NS_B" nft -f - <<EOF
-table inet rst_outages {
-    chain input {
-        type filter hook input priority 0; policy accept;
-        tcp dport ${TLS_PORT[$T]} tcp flags & (syn | ack) == syn drop
-    }
-}
-EOF
+    local hole=(INPUT -p tcp --dport "${TLS_PORT[$T]}" --tcp-flags SYN,ACK SYN -j DROP)
+    ip netns exec "$NS_B" iptables -A "${hole[@]}"
     kill9 far-tunnel; start_far_tunnel
     sleep "$BLACKHOLE"
-    ip netns exec "$NS_B" nft delete table inet rst_outages
+    ip netns exec "$NS_B" iptables -D "${hole[@]}"
     sleep "$RECOVERY"; all_alive
 
     mark tail
