@@ -584,9 +584,9 @@ for r in "${RUNS[@]}"; do
     tail_lost="$(awk -F'\t' '$1 == "tail" { print $3 }' "$res")"
     [ "$tail_lost" = 0 ] || { log "$r: $tail_lost line(s) lost with no fault (tail window): the chain did not recover"; status=1; }
     if [ "$GOALS" = 1 ] && [[ "$r" == rstunnel-* ]]; then
-        awk -F'\t' -v relp="$([[ "$r" == *-relp ]] && echo 1 || echo 0)" '
+        awk -F'\t' -v run="$r" -v relp="$([[ "$r" == *-relp ]] && echo 1 || echo 0)" '
             { max = relp ? 0 : (($1 ~ /^kill-/ || $1 == "black-hole") ? 2 : 0) }
-            $3 > max { printf "test-outages: %s: goal missed: %d lost (at most %d)\n", $1, $3, max > "/dev/stderr"; bad = 1 }
+            $3 > max { printf "test-outages: %s: %s: goal missed: %d lost (at most %d)\n", run, $1, $3, max > "/dev/stderr"; bad = 1 }
             END { exit bad }' "$res" || { log "$r: issue 14 goals not met"; status=1; }
     fi
 done
