@@ -177,6 +177,7 @@ teardown() {
     ip netns del "$NS_B" 2>/dev/null || true
     ip link del "$VETH_A" 2>/dev/null || true
 }
+# shellcheck disable=SC2317 # called by the trap
 on_exit() {
     local rc=$?
     trap - EXIT INT TERM
@@ -442,6 +443,7 @@ run_one() {
     # so the far tunnel is restarted at once to end that session; every reconnect from then
     # on meets a host that does not answer.
     mark black-hole
+    # shellcheck disable=SC2054 # SYN,ACK is one iptables argument
     local hole=(INPUT -p tcp --dport "${TLS_PORT[$T]}" --tcp-flags SYN,ACK SYN -j DROP)
     ip netns exec "$NS_B" iptables -A "${hole[@]}"
     kill9 far-tunnel; start_far_tunnel
@@ -468,11 +470,12 @@ run_one() {
     done
     log "$RUN: $got of $sent distinct lines arrived"
     grep -a -o -- "$mark_id seq=[0-9]*" "$W/received.log" 2>/dev/null | sed 's/.*seq=//' >"$W/received.seq" || true
-    echo "$(grep -c 'accepted connection' "$W/near-tunnel.log" || true)" >"$W/near-accepts"
-    echo "$(grep -c 'accepted connection' "$W/far-tunnel.log" || true)" >"$W/far-accepts"
+    # (grep -c prints 0 and fails when nothing matches)
+    { grep -c 'accepted connection' "$W/near-tunnel.log" || true; } >"$W/near-accepts"
+    { grep -c 'accepted connection' "$W/far-tunnel.log" || true; } >"$W/far-accepts"
     # Issue 14's "Service [X] paused: ..." lines (none before the pause exists).
-    echo "$(grep -c -E 'Service \[[^]]*\] paused' "$W/near-tunnel.log" || true)" >"$W/near-pauses"
-    echo "$(grep -c -E 'Service \[[^]]*\] paused' "$W/far-tunnel.log" || true)" >"$W/far-pauses"
+    { grep -c -E 'Service \[[^]]*\] paused' "$W/near-tunnel.log" || true; } >"$W/near-pauses"
+    { grep -c -E 'Service \[[^]]*\] paused' "$W/far-tunnel.log" || true; } >"$W/far-pauses"
     teardown
     count "$W"
     echo $(( SECONDS - t_start )) >"$W/seconds"
