@@ -78,7 +78,7 @@ SED_PATHS := sed -e 's|/usr/bin/rstunnel|$(BINDIR)/rstunnel|g' \
                  -e 's|/etc/logrotate.d/|$(LOGROTATEDIR)/|g'
 
 .PHONY: all build test test-unit test-scripts test-install test-openssl111 test-debian11 \
-        test-systemd test-faults soak \
+        test-systemd test-faults test-outages soak \
         demo bench fmt fmt-check clippy \
         install uninstall check-layout check-bin deb rpm clean deps check-deps help
 
@@ -98,6 +98,8 @@ help:
 	@echo "make test-openssl111  build against OpenSSL 1.1.1 (openssl-src), run the tests with it"
 	@echo "make test-debian11    build, install, package and test in a Debian 11 chroot (debootstrap)"
 	@echo "make test-systemd     the .deb in a minimal Debian 12 root booted by systemd-nspawn: units, reload, logrotate"
+	@echo "make test-faults      the fault suite (scripts/test-faults.sh), target/faults-summary.md"
+	@echo "make test-outages     lines lost per outage, rstunnel vs stunnel4, TCP and RELP (RSTUNNEL=PATH)"
 	@echo "make clean"
 
 build:
@@ -149,10 +151,19 @@ test-debian11:
 test-systemd:
 	scripts/test-systemd.sh
 
-# Issue 8's fault suite: the soak (background) + tests/faults_*.rs + scripts/fuzz.sh, one
-# summary table (target/faults-summary.md); about 11-12 min. See scripts/test-faults.sh.
+# Issue 8's fault suite: the soak (background) + tests/faults_*.rs + scripts/fuzz.sh +
+# scripts/test-outages.sh, one summary table (target/faults-summary.md); about 11-12 min.
+# See scripts/test-faults.sh.
 test-faults:
 	scripts/test-faults.sh
+
+# Issue 14's outage measurement alone (about 5 min, root): lines lost, duplicated and
+# reordered per fault for rstunnel and stunnel4, plain TCP and RELP, between two network
+# namespaces; table in target/outages-summary.md. RSTUNNEL=PATH measures another build
+# (then nothing is built); OUTAGES_IMPLS / OUTAGES_TRANSPORTS narrow it.
+test-outages:
+	@if [ -z "$(RSTUNNEL)" ]; then echo "$(CARGO) build --release"; $(CARGO) build --release; fi
+	scripts/test-outages.sh
 
 # The soak alone: SOAK_SECONDS (default 600) of 20 streams + 200 churning sessions through a
 # tunnel pair (tests/soak.rs; `make soak SOAK_SECONDS=60` for a short run).

@@ -26,6 +26,7 @@ PACKAGES=(
     openssl            # certificates for tests, make-cert.sh, bench.sh; s_client/s_server interop
     stunnel4           # interop tests and the benchmark baseline
     rsyslog            # demo.sh and e2e-syslog.sh syslog endpoints, fault tests
+    rsyslog-relp       # omrelp/imrelp: test-outages.sh measures the RELP chain
     tcpdump            # e2e-syslog.sh and the fault tests prove the wire is encrypted
     iproute2           # ip netns / veth (e2e-syslog.sh, tests), ss (port checks)
     iptables           # REDIRECT / socket-mark rules in the transparent-proxy tests (tests/transport_extras.rs)
