@@ -95,7 +95,17 @@ if [ "${1:-}" = "--in-namespace" ]; then
     trap cleanup_ns EXIT INT TERM
 
     mount -t tmpfs -o mode=0755 tmpfs /run
+    # A checkout under /tmp (a CI clone often is) would vanish under the new /tmp: keep a
+    # bind of the old /tmp and put the checkout back at its own path on top of the tmpfs.
+    mkdir /run/host-tmp
+    mount --bind /tmp /run/host-tmp
     mount -t tmpfs -o mode=1777 tmpfs /tmp
+    case "$ROOT/" in
+        /tmp/*)
+            mkdir -p "$ROOT"
+            mount --bind "/run/host-tmp/${ROOT#/tmp/}" "$ROOT"
+            ;;
+    esac
     for d in "${CG_DIRS[@]}"; do echo "$$" >"$d/runner/cgroup.procs"; done
 
     PY=/usr/bin/python3
