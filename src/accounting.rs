@@ -243,6 +243,50 @@ pub fn trim_memory_after_quiet() {
     }
 }
 
+/// What the allocator holds, for SIGUSR2's listing and the soak's leak check: `in_use` is
+/// what the program has allocated and not freed; `held` is what glibc keeps for it (in use
+/// plus free chunks in its arenas). RSS alone cannot tell a leak from arena fragmentation:
+/// with a pair of threads per session, freed chunks scatter over glibc's per-thread arenas
+/// and RSS creeps up for a long time while `in_use` stays flat; a leak moves `in_use`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapUsage {
+    pub in_use: u64,
+    pub held: u64,
+}
+
+/// The allocator's totals over all its arenas, or `None` where the C library is not glibc.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn heap_usage() -> Option<HeapUsage> {
+    type Mallinfo2 = unsafe extern "C" fn() -> libc::mallinfo2;
+    // mallinfo2 (size_t fields) is glibc 2.33+; the old distributions this runs on have only
+    // mallinfo, whose int fields wrap at 2 GiB. Look it up at run time so one binary runs on
+    // both. glibc's RTLD_DEFAULT is the null handle.
+    // SAFETY: dlsym with a NUL-terminated name only reads the loaded symbol tables.
+    let sym = unsafe { libc::dlsym(std::ptr::null_mut(), c"mallinfo2".as_ptr()) };
+    let (in_use, mmapped, free) = if sym.is_null() {
+        // SAFETY: mallinfo takes no arguments and only reads the arenas under their locks.
+        #[allow(deprecated)]
+        let m = unsafe { libc::mallinfo() };
+        let n = |v: libc::c_int| u64::from(v as libc::c_uint);
+        (n(m.uordblks), n(m.hblkhd), n(m.fordblks))
+    } else {
+        // SAFETY: the symbol named mallinfo2 in glibc has exactly this signature.
+        let f: Mallinfo2 = unsafe { std::mem::transmute::<*mut libc::c_void, Mallinfo2>(sym) };
+        // SAFETY: as mallinfo: no arguments, reads the arenas under their locks.
+        let m = unsafe { f() };
+        (m.uordblks as u64, m.hblkhd as u64, m.fordblks as u64)
+    };
+    Some(HeapUsage {
+        in_use: in_use + mmapped,
+        held: in_use + mmapped + free,
+    })
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn heap_usage() -> Option<HeapUsage> {
+    None
+}
+
 /// The live count at the last heap trim (or the peak since): memory is handed back each
 /// time the count halves from there.
 static TRIM_MARK: AtomicUsize = AtomicUsize::new(0);

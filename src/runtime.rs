@@ -275,6 +275,14 @@ fn list_sessions() {
         "Listed {} active connection(s)",
         sessions.len()
     );
+    if let Some(h) = crate::accounting::heap_usage() {
+        log_at!(
+            crate::log::Level::Emerg,
+            "Memory: heap {} KiB in use, {} KiB held by the allocator",
+            h.in_use / 1024,
+            h.held / 1024
+        );
+    }
 }
 
 /// What the main thread keeps between signals.

@@ -1,7 +1,7 @@
 //! Live sessions at the process level (docs/ARCHITECTURE.md, Drain):
 //!
 //! * SIGUSR2 lists them: `Active connections:`, one `Active connection N: Service [S]...`
-//!   line each, then `Listed N active connection(s)`.
+//!   line each, then `Listed N active connection(s)` and a `Memory: heap …` line.
 //! * SIGTERM drains: `Terminated`, no new connections, data already sent is delivered, each
 //!   client sees a clean TLS close (close_notify, then EOF), and the process exits 0 within
 //!   TIMEOUTclose even if a client never answers.
@@ -50,6 +50,16 @@ fn sigusr2_lists_active_connections() {
 
     t.signal(libc::SIGUSR2);
     t.wait_for_log("Listed 3 active connection(s)", WAIT);
+    // After the list, what the allocator holds (glibc): the figure a leak would move.
+    let memory = t.wait_for_log("Memory: heap ", WAIT);
+    let kib: Vec<u64> = memory
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        kib.len() >= 2 && kib[0] > 0 && kib[0] <= kib[1],
+        "memory line gives heap in use <= held, in KiB: {memory}"
+    );
     let lines = t.log_lines();
     let header = lines
         .iter()
