@@ -134,6 +134,16 @@ pub struct Summary {
     pub sent_to_tls: u64,
     pub sent_to_socket: u64,
     pub outcome: Outcome,
+    /// The far side (`RelaySettings::far`) ended abnormally, and how: what `pauseWhenDown`
+    /// checks on (`health::Trigger::Broken`).
+    pub far_broke: Option<String>,
+}
+
+/// One of the relay's two streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Tls,
+    Plain,
 }
 
 /// What ends a session: the closing lines, then its slot released. Called exactly once,
@@ -145,6 +155,12 @@ pub struct RelaySettings {
     pub close: Duration,
     /// `reset = yes`: a session that fails ends with RST on both sockets.
     pub reset: bool,
+    /// `pauseWhenDown`: which stream is the far side (TLS in client mode, the plain
+    /// target in server mode). When it ends abnormally (a reset, a write error, TLS
+    /// ended without close_notify) the session is cut at once — the near peer is not
+    /// left writing into a session that cannot deliver — and the summary says so.
+    /// `None`: no such rule (the relay as before `pauseWhenDown`).
+    pub far: Option<Side>,
 }
 
 struct Shared {
@@ -168,6 +184,8 @@ struct Shared {
     /// This session's entry in the registry: byte counters, drain wake-up.
     live: Arc<LiveSession>,
     reset_reason: Mutex<Option<String>>,
+    /// See `Summary::far_broke`.
+    far_broke: Mutex<Option<String>>,
     settings: RelaySettings,
     /// Per pump: its stack was trimmed since it last had work (see `wait`).
     stack_settled: [AtomicBool; 2],
@@ -216,6 +234,7 @@ impl Shared {
             started: Instant::now(),
             live,
             reset_reason: Mutex::new(None),
+            far_broke: Mutex::new(None),
             settings,
             stack_settled: [AtomicBool::new(false), AtomicBool::new(false)],
             pumps_running: AtomicUsize::new(2),
@@ -263,6 +282,13 @@ impl Shared {
         }
         self.wake[READER].kick();
         self.wake[WRITER].kick();
+    }
+
+    /// `side` ended abnormally: if it is the far side, remember how (the first reason).
+    fn broke(&self, side: Side, reason: &str) {
+        if self.settings.far == Some(side) {
+            lock(&self.far_broke).get_or_insert_with(|| reason.to_string());
+        }
     }
 
     /// After an SSL call by `me`: tell the other pump if it may now proceed (rule 5).
@@ -424,6 +450,7 @@ pub fn relay(
             sent_to_tls: 0,
             sent_to_socket: 0,
             outcome: Outcome::Reset(format!("non-blocking plain side: {e}")),
+            far_broke: None,
         });
         return;
     }
@@ -524,6 +551,7 @@ fn pump_ended(s: &Shared) {
         sent_to_tls: s.live.sent_to_tls.load(SeqCst),
         sent_to_socket: s.live.sent_to_socket.load(SeqCst),
         outcome,
+        far_broke: lock(&s.far_broke).take(),
     };
     *lock(&s.closer.summary) = Some(summary);
 }
@@ -543,6 +571,7 @@ impl Drop for Closer {
             sent_to_tls: 0,
             sent_to_socket: 0,
             outcome: Outcome::Reset("relay ended abnormally".into()),
+            far_broke: None,
         });
         if let Some(finish) = finish {
             finish(summary);
@@ -634,6 +663,15 @@ fn tls_to_plain(s: &Shared) {
                 s.start_closing(WRITER);
                 return;
             }
+            ReadStatus::End(ReadEnd::Truncated, _) if s.settings.far == Some(Side::Tls) => {
+                // The far tunnel went away mid-session: cut the plain client off now,
+                // rather than let it write on into a session that cannot deliver.
+                let reason = "TLS socket closed without close_notify (SSL_read)";
+                log_info!("{reason}");
+                s.broke(Side::Tls, reason);
+                s.fail(reason.into());
+                return;
+            }
             ReadStatus::End(ReadEnd::Truncated, _) => {
                 // The SSL object is unusable now; the writer must not touch it (rule 6).
                 log_info!("TLS socket closed without close_notify (SSL_read)");
@@ -648,6 +686,7 @@ fn tls_to_plain(s: &Shared) {
                     |e| format!("SSL_read: {}", describe_ssl_error(&e)),
                 );
                 log_err!("{reason}");
+                s.broke(Side::Tls, &reason);
                 s.fail(reason);
                 return;
             }
@@ -680,7 +719,9 @@ fn write_all_plain(s: &Shared, data: &[u8]) -> bool {
                 }
             }
             Err(e) => {
-                s.fail(format!("write to socket: {e}"));
+                let reason = format!("write to socket: {e}");
+                s.broke(Side::Plain, &reason);
+                s.fail(reason);
                 return false;
             }
         }
@@ -719,7 +760,9 @@ fn plain_to_tls(s: &Shared) {
             Ok(Some(n)) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                s.fail(format!("read from socket: {e}"));
+                let reason = format!("read from socket: {e}");
+                s.broke(Side::Plain, &reason);
+                s.fail(reason);
                 return;
             }
         };
@@ -784,6 +827,7 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
                 None => {
                     let reason = format!("SSL_write: {}", describe_ssl_error(&e));
                     log_err!("{reason}");
+                    s.broke(Side::Tls, &reason);
                     s.fail(reason);
                     return false;
                 }
@@ -934,6 +978,7 @@ mod tests {
             idle: Duration::from_secs(10),
             close: Duration::from_secs(10),
             reset: false,
+            far: None,
         };
         let shared = Shared::new(
             tls,

@@ -275,6 +275,19 @@ fn list_sessions() {
         "Listed {} active connection(s)",
         sessions.len()
     );
+    // pauseWhenDown: services refusing connections now, and why.
+    for (name, state, pauses) in crate::health::not_open() {
+        let (what, since, reason) = match state {
+            crate::health::State::Paused { since, reason } => ("paused", since, reason),
+            crate::health::State::Checking { since, reason } => ("checking", since, reason),
+            _ => continue,
+        };
+        log_at!(
+            crate::log::Level::Emerg,
+            "Service [{name}] {what} for {:.1} s: {reason} ({pauses} pause(s) so far)",
+            since.elapsed().as_secs_f64()
+        );
+    }
     if let Some(h) = crate::accounting::heap_usage() {
         log_at!(
             crate::log::Level::Emerg,

@@ -4,6 +4,12 @@
 //!
 //! Owns listener sockets and the stop signal; never touches a session's sockets after
 //! handing them over. Binding happens before any thread exists (so the caller can fork).
+//!
+//! `pauseWhenDown`: the listener thread also carries out its service's `health` state. While
+//! the state is not open it takes its sockets out of listening (`ListenSocket::pause`, so
+//! connects are refused), probes the far side (`probe`) with back-off and listens again the
+//! moment a probe answers. At startup the first probe runs before the first accept, with
+//! the sockets listening (connections that arrive meanwhile wait in the backlog).
 
 use crate::net::listen::ListenSocket;
 use crate::net::{Addr, Stream};
@@ -17,6 +23,8 @@ use std::time::Duration;
 
 use crate::accounting::{registry, ServiceSlots, SessionGuard, TooManyClients};
 use crate::config::{Config, ConfigError, ServiceOptions};
+use crate::health::{self, Health, Trigger, Verdict};
+use crate::net::listen::Paused;
 use crate::net::{self, Endpoint};
 use crate::session::Completion;
 use crate::tls::{self, ServiceTls, TlsSetupError, VirtualHost};
@@ -40,6 +48,9 @@ pub struct ServiceCtx {
     pub virtual_hosts: Vec<(String, Arc<ServiceCtx>)>,
     /// This service's live sessions against its `maxConnections`.
     pub slots: Arc<ServiceSlots>,
+    /// Whether the far side answers (`pauseWhenDown`); shared by every configuration of
+    /// the service's name, so it outlives a reload.
+    pub health: Arc<Health>,
 }
 
 /// Why the process could not start. Each displays as the one line stunnel would print.
@@ -197,6 +208,7 @@ fn build_service(
         next_target: AtomicUsize::new(random_index()),
         virtual_hosts,
         slots: Arc::new(ServiceSlots::new(opts.max_connections)),
+        health: health::for_service(&opts.name),
     })
 }
 
@@ -210,6 +222,29 @@ pub fn resolve_all(values: &[String]) -> Result<Vec<Addr>, String> {
 }
 
 impl ServiceCtx {
+    /// Whether this service pauses while its far side is down: `pauseWhenDown = yes` and a
+    /// fixed `connect` target behind a listener. Not for `exec` (a local program), not
+    /// where each client picks the target (`transparent = destination`, SOCKS), not for
+    /// inetd mode or exec+connect services (nothing to refuse).
+    pub fn pauses(&self) -> bool {
+        let o = &self.opts;
+        o.pause_when_down
+            && !o.connect.is_empty()
+            && o.exec.is_none()
+            && !o.accept.is_empty()
+            && !o.transparent_destination
+            && o.protocol
+                .and_then(crate::protocol::find)
+                .is_none_or(|p| p.server_chooses_target.is_none())
+    }
+
+    /// What a session of this service saw of its far side (ignored unless it `pauses`).
+    pub fn far_side_news(&self, trigger: Trigger) {
+        if self.pauses() {
+            self.health.report(trigger);
+        }
+    }
+
     /// After a server handshake: the virtual host the client's SNI name selected, if any
     /// (the same match the ClientHello callback made).
     pub fn virtual_host_for(&self, ssl: &openssl::ssl::SslRef) -> Option<&Arc<ServiceCtx>> {
@@ -288,6 +323,33 @@ pub struct Listener {
     pub configured: Addr,
     /// The address the kernel gave it.
     pub bound: Addr,
+    /// Set while a pause holds it (`pauseWhenDown`); kept across a reload with the socket.
+    pub paused: std::sync::Mutex<Option<Paused>>,
+}
+
+impl Listener {
+    fn pause(&self, service: &str) {
+        let mut slot = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return;
+        }
+        match self.socket.pause() {
+            Ok(p) => *slot = Some(p),
+            Err(e) => log_err!("Service [{service}]: cannot pause {}: {e}", self.bound),
+        }
+    }
+
+    fn resume(&self, service: &str) {
+        let mut slot = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = slot.take() {
+            if let Err(e) = self.socket.resume(p) {
+                log_err!(
+                    "Service [{service}]: cannot listen on {} again: {e}",
+                    self.bound
+                );
+            }
+        }
+    }
 }
 
 /// A service with its bound listening sockets.
@@ -346,6 +408,7 @@ pub fn bind_all(
                         socket,
                         configured: addr.clone(),
                         bound: real,
+                        paused: std::sync::Mutex::new(None),
                     }));
                 }
                 Err(e) => log_notice!(
@@ -459,25 +522,48 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 fn accept_loop(service: &BoundService, stop: &WakeFd) {
+    let name = &service.ctx.opts.name;
+    let health = &service.ctx.health;
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
+        if service.ctx.pauses() && !health.is_open() {
+            if !wait_for_far_side(service, stop) {
+                return;
+            }
+        } else {
+            // Not pausing (any more, after a reload that turned it off): listen again.
+            for l in &service.listeners {
+                l.resume(name);
+            }
+        }
         let mut fds: Vec<libc::pollfd> = service
             .listeners
             .iter()
             .map(|l| wake::pollfd(l.socket.as_raw_fd(), libc::POLLIN))
             .collect();
+        let listeners = fds.len();
         fds.push(wake::pollfd(stop.as_raw_fd(), libc::POLLIN));
+        if let Some(fd) = health.wake_fd() {
+            fds.push(wake::pollfd(fd, libc::POLLIN));
+        }
         if let Err(e) = wake::poll(&mut fds, None) {
-            log_err!("Service [{}]: poll: {e}", service.ctx.opts.name);
+            log_err!("Service [{name}]: poll: {e}");
             std::thread::sleep(backoff);
             continue;
         }
-        if fds.last().is_some_and(|p| p.revents != 0) {
+        if fds[listeners].revents != 0 {
             return;
+        }
+        if fds.get(listeners + 1).is_some_and(|p| p.revents != 0) {
+            health.drain();
         }
         for (i, listener) in service.listeners.iter().enumerate() {
             if fds[i].revents == 0 {
                 continue;
+            }
+            // A session may have just reported the far side down: stop accepting at once.
+            if service.ctx.pauses() && !health.is_open() {
+                break;
             }
             match listener.socket.accept() {
                 Ok((conn, peer)) => {
@@ -489,8 +575,7 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
                         || e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log_err!(
-                        "Service [{}]: accept: {} ({})",
-                        service.ctx.opts.name,
+                        "Service [{name}]: accept: {} ({})",
                         net::connect::describe(&e),
                         e.raw_os_error().unwrap_or(0)
                     );
@@ -500,6 +585,80 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
             }
         }
     }
+}
+
+/// While the service is not open: refuse (a check after a broken session or a pause) and
+/// probe with back-off until the far side answers. At startup the first probe runs with
+/// the sockets still listening, so a healthy service never refuses anyone; if it fails,
+/// the service starts paused. Returns false when the listener is to stop (its sockets stay
+/// as they are: a reload's next thread carries on with them).
+fn wait_for_far_side(service: &BoundService, stop: &WakeFd) -> bool {
+    let ctx = &service.ctx;
+    let name = &ctx.opts.name;
+    let starting = ctx.health.state() == health::State::Starting;
+    let refuse = |listeners: &[Arc<Listener>]| {
+        for l in listeners {
+            l.pause(name);
+        }
+    };
+    if !starting {
+        refuse(&service.listeners);
+    }
+    let mut backoff = health::PROBE_BACKOFF_MIN;
+    loop {
+        ctx.health.drain();
+        let result = probe_far_side(ctx, stop.as_raw_fd());
+        if stopping(stop, Duration::ZERO) {
+            return false;
+        }
+        if ctx.health.probed(result) == Verdict::Accept {
+            for l in &service.listeners {
+                l.resume(name);
+            }
+            return true;
+        }
+        refuse(&service.listeners);
+        // A reload (or a stop) ends the wait early.
+        let mut fds = vec![wake::pollfd(stop.as_raw_fd(), libc::POLLIN)];
+        if let Some(fd) = ctx.health.wake_fd() {
+            fds.push(wake::pollfd(fd, libc::POLLIN));
+        }
+        let _ = wake::poll(&mut fds, Some(backoff));
+        if fds[0].revents != 0 {
+            return false;
+        }
+        backoff = (backoff * 2).min(health::PROBE_BACKOFF_MAX);
+    }
+}
+
+fn stopping(stop: &WakeFd, wait: Duration) -> bool {
+    let mut fds = [wake::pollfd(stop.as_raw_fd(), libc::POLLIN)];
+    matches!(wake::poll(&mut fds, Some(wait)), Ok(n) if n > 0)
+}
+
+/// One probe of the service's targets, in the configured order (never rotated: a probe
+/// asks whether any target answers).
+fn probe_far_side(ctx: &ServiceCtx, cancel: std::os::fd::RawFd) -> Result<(), String> {
+    let addrs = match &ctx.connect_addrs {
+        Some(addrs) => addrs.clone(),
+        None => resolve_all(&ctx.opts.connect)?,
+    };
+    // A `protocol` exchange before TLS (STARTTLS…) is not repeated by a probe: for those
+    // the far side answers when it accepts a connection.
+    let tls = (ctx.opts.client && ctx.opts.protocol.is_none())
+        .then(|| (&ctx.tls.ctx, ctx.sni.as_deref()));
+    crate::probe::far_side(&crate::probe::Target {
+        service: &ctx.opts.name,
+        addrs: &addrs,
+        timeout: ctx.opts.timeouts.connect.min(health::PROBE_TIMEOUT_MAX),
+        options: &ctx.opts.socket_options,
+        source: ctx.opts.local.map(|ip| net::connect::Source {
+            ip,
+            transparent: false,
+        }),
+        tls,
+        cancel,
+    })
 }
 
 /// Takes a slot for a connection from `peer`, or logs the refusal (dropping `conn`

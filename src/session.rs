@@ -16,10 +16,11 @@ use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 use crate::accounting::{LiveSession, SessionGuard};
 use crate::config::types::LogId;
 use crate::exec::{self, PeerInfo};
+use crate::health::Trigger;
 use crate::net::sockopt::Which;
 use crate::net::{self, Stream};
 use crate::protocol;
-use crate::relay::{self, describe_ssl_error, Finish, Outcome, RelaySettings, Summary};
+use crate::relay::{self, describe_ssl_error, Finish, Outcome, RelaySettings, Side, Summary};
 use crate::service::ServiceCtx;
 use crate::wake;
 
@@ -28,8 +29,10 @@ use crate::wake;
 pub enum SessionError {
     /// No target address accepted the connection (already logged per address).
     ConnectFailed,
-    /// The TLS handshake failed or timed out.
+    /// The TLS handshake failed (the peer refused it: an alert, a certificate).
     Handshake(String),
+    /// The TLS handshake failed because of the connection: reset, EOF, TIMEOUTbusy.
+    Disconnected(String),
     /// A local resource ran out (fds, memory), or the program could not start.
     Setup(String),
 }
@@ -38,7 +41,9 @@ impl std::fmt::Display for SessionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SessionError::ConnectFailed => write!(f, "no target accepted the connection"),
-            SessionError::Handshake(msg) | SessionError::Setup(msg) => write!(f, "{msg}"),
+            SessionError::Handshake(msg)
+            | SessionError::Disconnected(msg)
+            | SessionError::Setup(msg) => write!(f, "{msg}"),
         }
     }
 }
@@ -69,9 +74,12 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
     let _ = accepted.set_nonblocking(false);
     let (ended_tx, ended_rx) = std::sync::mpsc::sync_channel::<()>(1);
     let closing_svc = Arc::clone(&svc);
-    let mut finish: Option<Finish> = Some(Box::new(move |summary| {
+    let mut finish: Option<Finish> = Some(Box::new(move |summary: Summary| {
         log_session_end(&closing_svc, &guard, &summary);
         drop(guard);
+        if let Some(reason) = summary.far_broke {
+            closing_svc.far_side_news(Trigger::Broken(reason));
+        }
         let _ = ended_tx.send(());
     }));
     let result = if svc.opts.client {
@@ -82,13 +90,16 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
     if let Err(e) = result {
         match &e {
             SessionError::ConnectFailed => {}
-            SessionError::Handshake(msg) | SessionError::Setup(msg) => log_err!("{msg}"),
+            SessionError::Handshake(msg)
+            | SessionError::Disconnected(msg)
+            | SessionError::Setup(msg) => log_err!("{msg}"),
         }
         if let Some(finish) = finish.take() {
             finish(Summary {
                 sent_to_tls: 0,
                 sent_to_socket: 0,
                 outcome: Outcome::Reset(e.to_string()),
+                far_broke: None,
             });
         }
     }
@@ -219,8 +230,14 @@ fn client_session(
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     negotiate(svc, &accepted, Some(&far), |p| p.client_before_tls)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
-    let tls = handshake(svc, far, svc.sni.as_deref())
-        .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
+    let tls = handshake(svc, far, svc.sni.as_deref()).inspect_err(|e| {
+        reset_if_configured(svc, accepted.read_fd());
+        // The far side took the connection but could not hold a handshake: as good as
+        // down. A refusal (certificate, alert) is a configuration problem, no pause.
+        if let SessionError::Disconnected(why) = e {
+            svc.far_side_news(Trigger::Unreachable(why.clone()));
+        }
+    })?;
     relay_session(svc, tls, accepted, live, finish);
     Ok(())
 }
@@ -373,7 +390,12 @@ fn far_side(
         &svc.opts.socket_options,
         source,
     )
-    .ok_or(SessionError::ConnectFailed)?;
+    .map_err(|why| {
+        if !redirected && !svc.opts.transparent_destination {
+            svc.far_side_news(Trigger::Unreachable(why));
+        }
+        SessionError::ConnectFailed
+    })?;
     log_notice!(
         "Service [{}] connected remote server from {from}",
         svc.opts.name
@@ -396,6 +418,11 @@ fn relay_session(
         idle: svc.opts.timeouts.idle,
         close: svc.opts.timeouts.close,
         reset: svc.opts.reset,
+        far: svc.pauses().then_some(if svc.opts.client {
+            Side::Tls
+        } else {
+            Side::Plain
+        }),
     };
     relay::relay(
         tls,
@@ -462,7 +489,7 @@ fn handshake(
                 match wake::poll(&mut poll_fds, left) {
                     Ok(0) => {
                         reset_if_configured(svc, reset_fd);
-                        return Err(SessionError::Handshake(format!(
+                        return Err(SessionError::Disconnected(format!(
                             "{op}: TIMEOUTbusy exceeded"
                         )));
                     }
@@ -472,10 +499,12 @@ fn handshake(
             }
             Err(HandshakeError::Failure(mid)) => {
                 reset_if_configured(svc, reset_fd);
-                return Err(SessionError::Handshake(format!(
-                    "{op}: {}",
-                    describe_ssl_error(mid.error())
-                )));
+                let msg = format!("{op}: {}", describe_ssl_error(mid.error()));
+                return Err(if crate::tls::compat::is_transport_failure(mid.error()) {
+                    SessionError::Disconnected(msg)
+                } else {
+                    SessionError::Handshake(msg)
+                });
             }
             Err(HandshakeError::SetupFailure(e)) => {
                 return Err(SessionError::Setup(format!("{op}: {e}")))

@@ -353,6 +353,13 @@ pub fn classify_read_end(error: &openssl::ssl::Error) -> ReadEnd {
     }
 }
 
+/// Whether a failed handshake failed because of the connection (reset, EOF, an I/O error)
+/// rather than of what the peer said (an alert, a certificate that did not verify): only
+/// the first says the far side is down (`pauseWhenDown`).
+pub fn is_transport_failure(error: &openssl::ssl::Error) -> bool {
+    error.code() == ErrorCode::SYSCALL || classify_read_end(error) == ReadEnd::Truncated
+}
+
 /// OpenSSL 3's reason code for an EOF without close_notify (ssl/sslerr.h), from the SSL
 /// library (ERR_LIB_SSL, err.h).
 #[cfg(ossl300)]
