@@ -134,9 +134,6 @@ pub struct Summary {
     pub sent_to_tls: u64,
     pub sent_to_socket: u64,
     pub outcome: Outcome,
-    /// The far side (`RelaySettings::far`) ended abnormally, and how: what `pauseWhenDown`
-    /// checks on (`health::Trigger::Broken`).
-    pub far_broke: Option<String>,
 }
 
 /// One of the relay's two streams.
@@ -155,12 +152,25 @@ pub struct RelaySettings {
     pub close: Duration,
     /// `reset = yes`: a session that fails ends with RST on both sockets.
     pub reset: bool,
-    /// `pauseWhenDown`: which stream is the far side (TLS in client mode, the plain
-    /// target in server mode). When it ends abnormally (a reset, a write error, TLS
-    /// ended without close_notify) the session is cut at once — the near peer is not
-    /// left writing into a session that cannot deliver — and the summary says so.
-    /// `None`: no such rule (the relay as before `pauseWhenDown`).
-    pub far: Option<Side>,
+    /// `pauseWhenDown`: which stream is the far side, and the state to tell. `None`: no
+    /// such rule (the relay as before `pauseWhenDown`).
+    pub far: Option<FarSide>,
+}
+
+/// The far side of a session whose service pauses while it is down (`health`).
+///
+/// Reported the moment the relay sees it, before the near peer learns anything (so that
+/// the listener refuses before the near peer can reconnect):
+/// * the far side ends abnormally (a reset, a read or write error, TLS ended without
+///   close_notify): the session is also cut at once, so the near peer is not left writing
+///   into a session that cannot deliver;
+/// * the far side ends the session cleanly first, while the near side is still open,
+///   having never sent a byte: a syslog receiver (or the far tunnel in front of it) going
+///   away. A far side that answered before closing (a server's reply) is normal churn.
+pub struct FarSide {
+    /// TLS in client mode, the plain target in server mode.
+    pub side: Side,
+    pub health: Arc<crate::health::Health>,
 }
 
 struct Shared {
@@ -184,8 +194,8 @@ struct Shared {
     /// This session's entry in the registry: byte counters, drain wake-up.
     live: Arc<LiveSession>,
     reset_reason: Mutex<Option<String>>,
-    /// See `Summary::far_broke`.
-    far_broke: Mutex<Option<String>>,
+    /// The far side's news was reported (once per session is enough).
+    far_reported: AtomicBool,
     settings: RelaySettings,
     /// Per pump: its stack was trimmed since it last had work (see `wait`).
     stack_settled: [AtomicBool; 2],
@@ -234,7 +244,7 @@ impl Shared {
             started: Instant::now(),
             live,
             reset_reason: Mutex::new(None),
-            far_broke: Mutex::new(None),
+            far_reported: AtomicBool::new(false),
             settings,
             stack_settled: [AtomicBool::new(false), AtomicBool::new(false)],
             pumps_running: AtomicUsize::new(2),
@@ -284,10 +294,30 @@ impl Shared {
         self.wake[WRITER].kick();
     }
 
-    /// `side` ended abnormally: if it is the far side, remember how (the first reason).
+    /// `side` ended abnormally: if it is the far side, report it (`FarSide`).
     fn broke(&self, side: Side, reason: &str) {
-        if self.settings.far == Some(side) {
-            lock(&self.far_broke).get_or_insert_with(|| reason.to_string());
+        self.far_news(side, || reason.to_string());
+    }
+
+    /// `side` ended cleanly: if it is the far side, the near side is still open and the
+    /// far side never sent a byte, report it (`FarSide`).
+    fn ended(&self, side: Side) {
+        let from_far = match side {
+            Side::Tls => self.live.sent_to_socket.load(SeqCst),
+            Side::Plain => self.live.sent_to_tls.load(SeqCst),
+        };
+        if from_far == 0 && !self.closing.load(SeqCst) {
+            self.far_news(side, || {
+                "the far side closed a session first, having sent nothing".into()
+            });
+        }
+    }
+
+    fn far_news(&self, side: Side, reason: impl FnOnce() -> String) {
+        if let Some(far) = &self.settings.far {
+            if far.side == side && !self.far_reported.swap(true, SeqCst) {
+                far.health.report(crate::health::Trigger::Broken(reason()));
+            }
         }
     }
 
@@ -450,7 +480,6 @@ pub fn relay(
             sent_to_tls: 0,
             sent_to_socket: 0,
             outcome: Outcome::Reset(format!("non-blocking plain side: {e}")),
-            far_broke: None,
         });
         return;
     }
@@ -551,7 +580,6 @@ fn pump_ended(s: &Shared) {
         sent_to_tls: s.live.sent_to_tls.load(SeqCst),
         sent_to_socket: s.live.sent_to_socket.load(SeqCst),
         outcome,
-        far_broke: lock(&s.far_broke).take(),
     };
     *lock(&s.closer.summary) = Some(summary);
 }
@@ -571,7 +599,6 @@ impl Drop for Closer {
             sent_to_tls: 0,
             sent_to_socket: 0,
             outcome: Outcome::Reset("relay ended abnormally".into()),
-            far_broke: None,
         });
         if let Some(finish) = finish {
             finish(summary);
@@ -659,11 +686,14 @@ fn tls_to_plain(s: &Shared) {
             }
             ReadStatus::End(ReadEnd::CloseNotify, _) => {
                 log_debug!("TLS closed (SSL_read)");
+                s.ended(Side::Tls);
                 s.plain.shutdown_write();
                 s.start_closing(WRITER);
                 return;
             }
-            ReadStatus::End(ReadEnd::Truncated, _) if s.settings.far == Some(Side::Tls) => {
+            ReadStatus::End(ReadEnd::Truncated, _)
+                if s.settings.far.as_ref().is_some_and(|f| f.side == Side::Tls) =>
+            {
                 // The far tunnel went away mid-session: cut the plain client off now,
                 // rather than let it write on into a session that cannot deliver.
                 let reason = "TLS socket closed without close_notify (SSL_read)";
@@ -747,6 +777,7 @@ fn plain_to_tls(s: &Shared) {
         let n = match s.plain.try_read_uninit(buf.room()) {
             Ok(Some(0)) => {
                 log_debug!("Socket closed (read)");
+                s.ended(Side::Plain);
                 send_close_notify(s);
                 return;
             }

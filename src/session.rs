@@ -20,7 +20,9 @@ use crate::health::Trigger;
 use crate::net::sockopt::Which;
 use crate::net::{self, Stream};
 use crate::protocol;
-use crate::relay::{self, describe_ssl_error, Finish, Outcome, RelaySettings, Side, Summary};
+use crate::relay::{
+    self, describe_ssl_error, FarSide, Finish, Outcome, RelaySettings, Side, Summary,
+};
 use crate::service::ServiceCtx;
 use crate::wake;
 
@@ -74,12 +76,9 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
     let _ = accepted.set_nonblocking(false);
     let (ended_tx, ended_rx) = std::sync::mpsc::sync_channel::<()>(1);
     let closing_svc = Arc::clone(&svc);
-    let mut finish: Option<Finish> = Some(Box::new(move |summary: Summary| {
+    let mut finish: Option<Finish> = Some(Box::new(move |summary| {
         log_session_end(&closing_svc, &guard, &summary);
         drop(guard);
-        if let Some(reason) = summary.far_broke {
-            closing_svc.far_side_news(Trigger::Broken(reason));
-        }
         let _ = ended_tx.send(());
     }));
     let result = if svc.opts.client {
@@ -99,7 +98,6 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
                 sent_to_tls: 0,
                 sent_to_socket: 0,
                 outcome: Outcome::Reset(e.to_string()),
-                far_broke: None,
             });
         }
     }
@@ -418,10 +416,13 @@ fn relay_session(
         idle: svc.opts.timeouts.idle,
         close: svc.opts.timeouts.close,
         reset: svc.opts.reset,
-        far: svc.pauses().then_some(if svc.opts.client {
-            Side::Tls
-        } else {
-            Side::Plain
+        far: svc.pauses().then(|| FarSide {
+            side: if svc.opts.client {
+                Side::Tls
+            } else {
+                Side::Plain
+            },
+            health: Arc::clone(&svc.health),
         }),
     };
     relay::relay(
