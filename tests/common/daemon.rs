@@ -252,6 +252,12 @@ impl Tunnel {
         if is_reference_stunnel(&path) {
             // Debian's stunnel4: no pid file, no syslog noise.
             conf.push_str("pid =\nsyslog = no\n");
+        } else if !body.contains("pauseWhenDown") {
+            // A pausing service probes its far side (a real connection to the test's
+            // backend, an extra session on a far tunnel) and refuses while it is down;
+            // tests of other things count connections and expect accept-then-fail, so
+            // they run without it. Tests of pausing name the option (tests/pause.rs).
+            conf.push_str("pauseWhenDown = no\n");
         }
         conf.push_str(body);
         conf.push('\n');
