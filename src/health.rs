@@ -219,12 +219,15 @@ pub fn for_service(name: &str) -> Arc<Health> {
     )
 }
 
-/// Every service that is not accepting now, for SIGUSR2: name, state, pauses so far.
-pub fn not_open() -> Vec<(String, State, u64)> {
+/// For SIGUSR2: every service that is paused or checking now, or has paused since the
+/// process started: name, state, pauses so far.
+pub fn listing() -> Vec<(String, State, u64)> {
     let t = table().lock().unwrap_or_else(|e| e.into_inner());
     let mut v: Vec<(String, State, u64)> = t
         .values()
-        .filter(|h| !h.is_open())
+        .filter(|h| {
+            matches!(h.state(), State::Paused { .. } | State::Checking { .. }) || h.pauses() > 0
+        })
         .map(|h| (h.name.clone(), h.state(), h.pauses()))
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));

@@ -275,17 +275,23 @@ fn list_sessions() {
         "Listed {} active connection(s)",
         sessions.len()
     );
-    // pauseWhenDown: services refusing connections now, and why.
-    for (name, state, pauses) in crate::health::not_open() {
-        let (what, since, reason) = match state {
-            crate::health::State::Paused { since, reason } => ("paused", since, reason),
-            crate::health::State::Checking { since, reason } => ("checking", since, reason),
-            _ => continue,
+    // pauseWhenDown: services refusing connections now and why, and every service that
+    // has paused since the start.
+    for (name, state, pauses) in crate::health::listing() {
+        let now = match state {
+            crate::health::State::Paused { since, reason } => format!(
+                "paused for {:.1} s: {reason}",
+                since.elapsed().as_secs_f64()
+            ),
+            crate::health::State::Checking { since, reason } => format!(
+                "checking its far side for {:.1} s: {reason}",
+                since.elapsed().as_secs_f64()
+            ),
+            _ => "accepting".into(),
         };
         log_at!(
             crate::log::Level::Emerg,
-            "Service [{name}] {what} for {:.1} s: {reason} ({pauses} pause(s) so far)",
-            since.elapsed().as_secs_f64()
+            "Service [{name}] {now}; {pauses} pause(s) since the start"
         );
     }
     if let Some(h) = crate::accounting::heap_usage() {

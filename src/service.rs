@@ -646,7 +646,7 @@ fn probe_far_side(ctx: &ServiceCtx, cancel: std::os::fd::RawFd) -> Result<(), St
     // A `protocol` exchange before TLS (STARTTLS…) is not repeated by a probe: for those
     // the far side answers when it accepts a connection.
     let tls = (ctx.opts.client && ctx.opts.protocol.is_none())
-        .then(|| (&ctx.tls.ctx, ctx.sni.as_deref()));
+        .then_some((&ctx.tls.ctx, ctx.sni.as_deref()));
     crate::probe::far_side(&crate::probe::Target {
         service: &ctx.opts.name,
         addrs: &addrs,
