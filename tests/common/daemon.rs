@@ -58,6 +58,22 @@ fn is_reference_stunnel(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Global lines every test config gets in front of `body`, for `program`: for Debian's
+/// stunnel4 no pid file and no syslog noise; for rstunnel `pauseWhenDown = no` unless `body`
+/// names the option. A pausing service probes its far side (a real connection to the test's
+/// backend, an extra session on a far tunnel) and refuses while it is down; tests of other
+/// things count connections and expect accept-then-fail, so they run without it. Tests of
+/// pausing name the option (tests/pause.rs, the soak).
+pub fn test_globals(program: &Path, body: &str) -> String {
+    if is_reference_stunnel(program) {
+        "pid =\nsyslog = no\n".into()
+    } else if body.contains("pauseWhenDown") {
+        String::new()
+    } else {
+        "pauseWhenDown = no\n".into()
+    }
+}
+
 /// Lines captured from a process, with a condition variable to wait for new ones.
 pub struct LogBuf {
     state: Mutex<LogState>,
@@ -249,16 +265,7 @@ impl Tunnel {
         let path = program.path();
         let mut conf =
             format!("; {label}: written by tests/common/daemon.rs\nforeground = yes\ndebug = 7\n");
-        if is_reference_stunnel(&path) {
-            // Debian's stunnel4: no pid file, no syslog noise.
-            conf.push_str("pid =\nsyslog = no\n");
-        } else if !body.contains("pauseWhenDown") {
-            // A pausing service probes its far side (a real connection to the test's
-            // backend, an extra session on a far tunnel) and refuses while it is down;
-            // tests of other things count connections and expect accept-then-fail, so
-            // they run without it. Tests of pausing name the option (tests/pause.rs).
-            conf.push_str("pauseWhenDown = no\n");
-        }
+        conf.push_str(&test_globals(&path, body));
         conf.push_str(body);
         conf.push('\n');
         let conf_path = dir.write(&format!("{label}.conf"), &conf);
