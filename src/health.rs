@@ -291,10 +291,19 @@ mod tests {
         a.report(Trigger::Unreachable("down".into()));
         let again = for_service("health-test-a");
         assert!(matches!(again.state(), State::Paused { .. }));
-        assert!(not_open()
-            .iter()
-            .any(|(n, _, p)| n == "health-test-a" && *p == 1));
+        let listed = |name: &str| listing().into_iter().find(|(n, _, _)| n == name);
+        assert!(matches!(
+            listed("health-test-a"),
+            Some((_, State::Paused { .. }, 1))
+        ));
         again.probed(Ok(()));
-        assert!(!not_open().iter().any(|(n, _, _)| n == "health-test-a"));
+        // Open again, still listed: it paused once since the start.
+        assert_eq!(
+            listed("health-test-a").map(|(_, s, p)| (s, p)),
+            Some((State::Open, 1))
+        );
+        // A service that never paused and is open is not listed.
+        for_service("health-test-b").probed(Ok(()));
+        assert!(listed("health-test-b").is_none());
     }
 }
