@@ -418,7 +418,7 @@ if command -v rpmbuild >/dev/null 2>&1; then
     check "$RPMFILE exists" test -s "$RPMFILE"
     same_list "rpm -qlp: files" "$(expected_files redhat)" \
         "$("${RPMQ[@]}" -qlp "$RPMFILE" 2>/dev/null | while read -r f; do
-            case "$f" in /etc/stunnel|/usr/share/doc/rstunnel|/usr/share/licenses/rstunnel) ;; *) echo "$f" ;; esac
+            case "$f" in /etc/stunnel|/usr/share/doc/rstunnel|/usr/share/doc/rstunnel/examples|/usr/share/doc/rstunnel/examples/rsyslog|/usr/share/licenses/rstunnel) ;; *) echo "$f" ;; esac
         done)"
     check "rpm -qlp: owns /etc/stunnel and its doc directories" bash -c '
         l=$("${@:2}" -qlp "$1") && for x in /etc/stunnel /usr/share/doc/rstunnel /usr/share/licenses/rstunnel; do

@@ -286,3 +286,117 @@ fn sigterm_while_paused_exits_promptly() {
         started.elapsed()
     );
 }
+
+/// A certificate that does not verify is a configuration problem: logged loudly, never a
+/// pause. The client tunnel keeps accepting (and failing) connections.
+#[test]
+fn a_certificate_that_does_not_verify_never_pauses() {
+    let dir = TestDir::new("pause-verify");
+    let pki = Pki::new(&dir);
+    let backend = Target::echo();
+    let server = Tunnel::start(
+        &dir,
+        "server",
+        &server_body(backend.addr(), &pki.server.combined, "pauseWhenDown = yes"),
+    );
+    let client = Tunnel::start(
+        &dir,
+        "client",
+        &client_body(
+            server.addr("srv"),
+            &format!(
+                "verifyChain = yes\nCAfile = {}\npauseWhenDown = yes",
+                pki.wrong_ca_file.display()
+            ),
+        ),
+    );
+    client.wait_for_log("not pausing for it", WAIT);
+    for _ in 0..3 {
+        let p = probe(client.addr("cli"), b"x\n", Duration::from_secs(5));
+        assert_ne!(p.end, End::TimedOut, "the failed session must end");
+    }
+    assert!(
+        wait_until(WAIT, || client
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("SSL_connect:"))
+            .count()
+            >= 3),
+        "three sessions accepted, each failing its handshake"
+    );
+    assert!(
+        !client.has_log("paused"),
+        "verification failures never pause"
+    );
+}
+
+/// kill -9 of the server tunnel under a live session: the client tunnel resets its plain
+/// client at once (no waiting, no FIN to keep writing after) and pauses.
+#[test]
+fn a_far_tunnel_killed_mid_session_resets_the_client_and_pauses() {
+    let dir = TestDir::new("pause-kill");
+    let pki = Pki::new(&dir);
+    let (backend, received) = sink_target();
+    let mut pair = TunnelPair::start(
+        &dir,
+        &pki,
+        backend.addr(),
+        "pauseWhenDown = yes",
+        "pauseWhenDown = yes",
+    );
+    pair.client.wait_for_log("far side answers", WAIT);
+    let mut sender = connect(pair.entry());
+    sender.write_all(b"one\n").unwrap();
+    assert_eq!(received.recv_timeout(WAIT).unwrap(), b"one\n");
+    let entry = pair.entry();
+    let _ = pair.server.stop_with(libc::SIGKILL);
+    sender
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let started = Instant::now();
+    let end = sender.read(&mut buf);
+    assert!(
+        matches!(&end, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+        "the plain client must get a reset, got {end:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "at once");
+    pair.client.wait_for_log("Service [cli] paused: ", WAIT);
+    assert_refused(&pair.client, entry, "server tunnel killed");
+}
+
+/// A reload that turns `pauseWhenDown` off while paused listens again (stunnel's
+/// accept-then-drop), and one that turns it back on pauses again.
+#[test]
+fn a_reload_turning_the_option_off_listens_again() {
+    let dir = TestDir::new("pause-reload-off");
+    let pki = Pki::new(&dir);
+    let port = free_port();
+    let dead = lo(free_port());
+    let body = |on: &str| {
+        format!(
+            "[srv]\naccept = 127.0.0.1:{port}\nconnect = {dead}\ncert = {}\npauseWhenDown = {on}\n",
+            pki.server.combined.display()
+        )
+    };
+    let t = Tunnel::start(&dir, "server", &body("yes"));
+    t.wait_for_log("Service [srv] paused: ", WAIT);
+    assert_refused(&t, lo(port), "paused");
+    let header = std::fs::read_to_string(&t.conf).unwrap();
+    let header = &header[..header.find("[srv]").unwrap()];
+    write_atomic(&t.conf, &format!("{header}{}", body("no")));
+    t.signal(libc::SIGHUP);
+    t.wait_for_log("Configuration reloaded", WAIT);
+    assert!(
+        wait_until(WAIT, || connect_result(lo(port)).is_ok()),
+        "pauseWhenDown = no after the reload: accepting again"
+    );
+    write_atomic(&t.conf, &format!("{header}{}", body("yes")));
+    t.signal(libc::SIGHUP);
+    t.wait_for_logs("Configuration reloaded", 2, WAIT);
+    // Still paused from before (the state outlives the reload): refusing again at once.
+    assert!(
+        wait_until(WAIT, || connect_result(lo(port)).is_err()),
+        "pauseWhenDown = yes again: refusing"
+    );
+}
