@@ -964,8 +964,15 @@ fn soak_streams_and_churn() {
             problems.push(format!("{name} tunnel exited: {st}"));
         }
         // SIGUSR2 lists every service that paused since the start: there must be none.
+        let listings = t
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("Listed "))
+            .count();
         t.signal(libc::SIGUSR2);
-        t.wait_for_log("active connection(s)", Duration::from_secs(10));
+        t.wait_for_logs("Listed ", listings + 1, Duration::from_secs(10));
+        // The service lines follow "Listed"; the Memory line ends the listing.
+        t.wait_for_logs("Memory: heap ", listings + 1, Duration::from_secs(10));
         let paused: Vec<String> = t
             .log_lines()
             .into_iter()
