@@ -5,26 +5,33 @@
 //! Owns listener sockets and the stop signal; never touches a session's sockets after
 //! handing them over. Binding happens before any thread exists (so the caller can fork).
 //!
-//! `pauseWhenDown`: the listener thread also carries out its service's `health` state. While
-//! the state is not open it takes its sockets out of listening (`ListenSocket::pause`, so
-//! connects are refused), probes the far side (`probe`) with back-off and listens again the
-//! moment a probe answers. At startup the first probe runs before the first accept, with
-//! the sockets listening (connections that arrive meanwhile wait in the backlog).
+//! `pauseWhenDown`: the listener thread also carries out its service's `health` state:
+//! * starting: the sockets are bound but do not listen yet (connects are refused, no
+//!   client lands in a backlog a failed probe would reset); the first probe runs at once
+//!   and they listen the moment it answers;
+//! * checking (after one abnormal session end): no accept, but the sockets keep listening,
+//!   so connections wait in the backlog for the length of one probe and are served when it
+//!   answers (the usual case: a failed request of a live backend refuses nobody);
+//! * paused (a probe failed, or a connect did): the sockets stop listening
+//!   (`ListenSocket::pause`, connects refused), the connections already in the backlog are
+//!   held and served on resume, and the far side is probed with back-off.
+//!
+//! A socket that cannot listen again (listen() refused, or accept() says it is not
+//! listening) keeps its pause token and is retried with the probe back-off.
 
-use crate::net::listen::ListenSocket;
+use crate::net::listen::{ListenSocket, Paused};
 use crate::net::{Addr, Stream};
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::accounting::{registry, ServiceSlots, SessionGuard, TooManyClients};
 use crate::config::{Config, ConfigError, ServiceOptions};
 use crate::health::{self, Health, Trigger, Verdict};
-use crate::net::listen::Paused;
 use crate::net::{self, Endpoint};
 use crate::session::Completion;
 use crate::tls::{self, ServiceTls, TlsSetupError, VirtualHost};
@@ -323,32 +330,79 @@ pub struct Listener {
     pub configured: Addr,
     /// The address the kernel gave it.
     pub bound: Addr,
-    /// Set while a pause holds it (`pauseWhenDown`); kept across a reload with the socket.
-    pub paused: std::sync::Mutex<Option<Paused>>,
+    /// Set while it does not listen or is not accepted from (`pauseWhenDown`: paused, or
+    /// bound but not yet listening); kept across a reload with the socket, and kept when
+    /// listen() fails, so that it is retried.
+    pub paused: Mutex<Option<Paused>>,
+    /// Connections taken out of the backlog when it paused (`ListenSocket::pause`), served
+    /// first when the service accepts again. Closed with the listener if a reload removes
+    /// the service meanwhile, as the kernel would close its backlog.
+    held: Mutex<Vec<(Stream, String)>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Listener {
-    fn pause(&self, service: &str) {
-        let mut slot = self.paused.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_some() {
-            return;
-        }
-        match self.socket.pause() {
-            Ok(p) => *slot = Some(p),
-            Err(e) => log_err!("Service [{service}]: cannot pause {}: {e}", self.bound),
+    fn new(socket: ListenSocket, configured: Addr, bound: Addr, paused: Option<Paused>) -> Self {
+        Listener {
+            socket,
+            configured,
+            bound,
+            paused: Mutex::new(paused),
+            held: Mutex::new(Vec::new()),
         }
     }
 
-    fn resume(&self, service: &str) {
-        let mut slot = self.paused.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = slot.take() {
-            if let Err(e) = self.socket.resume(p) {
-                log_err!(
-                    "Service [{service}]: cannot listen on {} again: {e}",
-                    self.bound
-                );
-            }
+    fn pause(&self, service: &str) {
+        let mut slot = locked(&self.paused);
+        if slot.is_some() {
+            return;
         }
+        let mut held = locked(&self.held);
+        let before = held.len();
+        match self.socket.pause(&mut held) {
+            Ok(p) => *slot = Some(p),
+            Err(e) => log_err!("Service [{service}]: cannot pause {}: {e}", self.bound),
+        }
+        if held.len() > before {
+            log_info!(
+                "Service [{service}]: {} connection(s) waiting on {} held until it resumes",
+                held.len() - before,
+                self.bound
+            );
+        }
+    }
+
+    /// Listens (and accepts) again. `Ok(true)` if it was paused; on `Err` it stays paused,
+    /// for the caller to retry.
+    fn resume(&self) -> io::Result<bool> {
+        let mut slot = locked(&self.paused);
+        let Some(p) = *slot else {
+            return Ok(false);
+        };
+        self.socket.resume(p)?;
+        *slot = None;
+        Ok(true)
+    }
+
+    fn listening(&self) -> bool {
+        locked(&self.paused).is_none()
+    }
+
+    /// accept() said EINVAL: the socket is not listening (whatever took it out). Noted as a
+    /// pause, so that `resume` listens again (with back-off) instead of accept() failing
+    /// in a loop.
+    fn lost_listening(&self) {
+        let mut slot = locked(&self.paused);
+        if slot.is_none() {
+            *slot = self.socket.not_listening();
+        }
+    }
+
+    fn take_held(&self) -> Vec<(Stream, String)> {
+        std::mem::take(&mut *locked(&self.held))
     }
 }
 
@@ -391,25 +445,31 @@ pub fn bind_all(
                 listeners.push(listener);
                 continue;
             }
+            // A service that pauses and is not open (new: not probed yet; or paused) binds
+            // without listening: a client must not land in a backlog that a failed probe
+            // would then reset. Its listener thread listens once the far side answers.
+            let listen_now = !ctx.pauses() || ctx.health.is_open();
             match net::listen::bind(
                 addr,
                 &ctx.opts.socket_options,
                 ctx.opts.unix_owner,
                 ctx.opts.transparent_destination,
+                listen_now,
             ) {
-                Ok((socket, real)) => {
+                Ok((socket, real, paused)) => {
+                    if paused.is_some() {
+                        log_debug!(
+                            "Service [{}]: {real} not listening until its far side answers",
+                            ctx.opts.name
+                        );
+                    }
                     log_info!(
                         "Service [{}] (FD={}) bound to {}",
                         ctx.opts.name,
                         socket.as_raw_fd(),
                         real
                     );
-                    listeners.push(Arc::new(Listener {
-                        socket,
-                        configured: addr.clone(),
-                        bound: real,
-                        paused: std::sync::Mutex::new(None),
-                    }));
+                    listeners.push(Arc::new(Listener::new(socket, addr.clone(), real, paused)));
                 }
                 Err(e) => log_notice!(
                     "Binding service [{}] to {}: {} ({})",
@@ -525,19 +585,22 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
     let name = &service.ctx.opts.name;
     let health = &service.ctx.health;
     let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut relisten = Relisten::default();
     loop {
-        if service.ctx.pauses() && !health.is_open() {
-            if !wait_for_far_side(service, stop) {
-                return;
-            }
-        } else {
-            // Not pausing (any more, after a reload that turned it off): listen again.
-            for l in &service.listeners {
-                l.resume(name);
+        if service.ctx.pauses() && !health.is_open() && !wait_for_far_side(service, stop) {
+            return;
+        }
+        // Accepting (or not pausing, any more after a reload that turned it off): every
+        // socket listens, and what a pause held is served first.
+        let retry_in = listen_all(service, &mut relisten);
+        for listener in &service.listeners {
+            for (conn, peer) in listener.take_held() {
+                spawn_session(&service.ctx, conn, peer);
             }
         }
-        let mut fds: Vec<libc::pollfd> = service
-            .listeners
+        let active: Vec<&Arc<Listener>> =
+            service.listeners.iter().filter(|l| l.listening()).collect();
+        let mut fds: Vec<libc::pollfd> = active
             .iter()
             .map(|l| wake::pollfd(l.socket.as_raw_fd(), libc::POLLIN))
             .collect();
@@ -546,7 +609,7 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
         if let Some(fd) = health.wake_fd() {
             fds.push(wake::pollfd(fd, libc::POLLIN));
         }
-        if let Err(e) = wake::poll(&mut fds, None) {
+        if let Err(e) = wake::poll(&mut fds, retry_in) {
             log_err!("Service [{name}]: poll: {e}");
             std::thread::sleep(backoff);
             continue;
@@ -557,7 +620,7 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
         if fds.get(listeners + 1).is_some_and(|p| p.revents != 0) {
             health.drain();
         }
-        for (i, listener) in service.listeners.iter().enumerate() {
+        for (i, listener) in active.iter().enumerate() {
             if fds[i].revents == 0 {
                 continue;
             }
@@ -573,6 +636,13 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
                         || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    log_notice!(
+                        "Service [{name}]: {} is not listening (accept: EINVAL): listening again",
+                        listener.bound
+                    );
+                    listener.lost_listening();
+                }
                 Err(e) => {
                     log_err!(
                         "Service [{name}]: accept: {} ({})",
@@ -587,34 +657,87 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
     }
 }
 
-/// While the service is not open: refuse (a check after a broken session or a pause) and
-/// probe with back-off until the far side answers. At startup the first probe runs with
-/// the sockets still listening, so a healthy service never refuses anyone; if it fails,
-/// the service starts paused. Returns false when the listener is to stop (its sockets stay
-/// as they are: a reload's next thread carries on with them).
+/// Retrying listen() on sockets that could not listen again after a pause (another socket
+/// took the port meanwhile, say): with the probe back-off, the first failure logged as an
+/// error, the rest at debug, the recovery as a notice.
+#[derive(Default)]
+struct Relisten {
+    /// When to try next; `None` while every socket listens.
+    next: Option<Instant>,
+    delay: Duration,
+}
+
+/// Makes every socket of `service` listen. Returns how long the caller may wait before
+/// calling again, if some could not (so its poll wakes up for the retry).
+fn listen_all(service: &BoundService, r: &mut Relisten) -> Option<Duration> {
+    let name = &service.ctx.opts.name;
+    let now = Instant::now();
+    if let Some(next) = r.next {
+        if now < next {
+            return Some(next - now);
+        }
+    }
+    let retrying = r.next.is_some();
+    let mut failed = false;
+    for l in &service.listeners {
+        match l.resume() {
+            Ok(true) if retrying => log_notice!("Service [{name}]: listening on {} again", l.bound),
+            Ok(_) => {}
+            Err(e) if retrying => {
+                failed = true;
+                log_debug!("Service [{name}]: still cannot listen on {}: {e}", l.bound);
+            }
+            Err(e) => {
+                failed = true;
+                log_err!(
+                    "Service [{name}]: cannot listen on {} again: {e} (retrying)",
+                    l.bound
+                );
+            }
+        }
+    }
+    if !failed {
+        *r = Relisten::default();
+        return None;
+    }
+    let delay = if retrying {
+        (r.delay * 2).min(health::PROBE_BACKOFF_MAX)
+    } else {
+        health::PROBE_BACKOFF_MIN
+    };
+    *r = Relisten {
+        next: Some(now + delay),
+        delay,
+    };
+    Some(delay)
+}
+
+/// While the service is not open: do not accept, probe with back-off until the far side
+/// answers. Checking or starting, the sockets stay as they are (listening, or at startup
+/// bound and not listening yet), so one probe after a failed request refuses nobody; once a
+/// probe has failed (paused) they stop listening, holding what waited in the backlog.
+/// Returns true when the far side answers (the caller listens again and serves what was
+/// held), false when the listener is to stop (its sockets stay as they are: a reload's
+/// next thread carries on with them).
 fn wait_for_far_side(service: &BoundService, stop: &WakeFd) -> bool {
     let ctx = &service.ctx;
     let name = &ctx.opts.name;
-    let starting = ctx.health.state() == health::State::Starting;
     let refuse = |listeners: &[Arc<Listener>]| {
         for l in listeners {
             l.pause(name);
         }
     };
-    if !starting {
-        refuse(&service.listeners);
-    }
     let mut backoff = health::PROBE_BACKOFF_MIN;
     loop {
+        if matches!(ctx.health.state(), health::State::Paused { .. }) {
+            refuse(&service.listeners);
+        }
         ctx.health.drain();
         let result = probe_far_side(ctx, stop.as_raw_fd());
         if stopping(stop, Duration::ZERO) {
             return false;
         }
         if ctx.health.probed(result) == Verdict::Accept {
-            for l in &service.listeners {
-                l.resume(name);
-            }
             return true;
         }
         refuse(&service.listeners);
@@ -639,9 +762,10 @@ fn stopping(stop: &WakeFd, wait: Duration) -> bool {
 /// One probe of the service's targets, in the configured order (never rotated: a probe
 /// asks whether any target answers).
 fn probe_far_side(ctx: &ServiceCtx, cancel: std::os::fd::RawFd) -> Result<(), String> {
+    let timeout = ctx.opts.timeouts.connect.min(health::PROBE_TIMEOUT_MAX);
     let addrs = match &ctx.connect_addrs {
         Some(addrs) => addrs.clone(),
-        None => resolve_all(&ctx.opts.connect)?,
+        None => resolve_bounded(&ctx.opts.connect, timeout, cancel)?,
     };
     // A `protocol` exchange before TLS (STARTTLS…) is not repeated by a probe: for those
     // the far side answers when it accepts a connection.
@@ -650,7 +774,7 @@ fn probe_far_side(ctx: &ServiceCtx, cancel: std::os::fd::RawFd) -> Result<(), St
     crate::probe::far_side(&crate::probe::Target {
         service: &ctx.opts.name,
         addrs: &addrs,
-        timeout: ctx.opts.timeouts.connect.min(health::PROBE_TIMEOUT_MAX),
+        timeout,
         options: &ctx.opts.socket_options,
         source: ctx.opts.local.map(|ip| net::connect::Source {
             ip,
@@ -659,6 +783,39 @@ fn probe_far_side(ctx: &ServiceCtx, cancel: std::os::fd::RawFd) -> Result<(), St
         tls,
         cancel,
     })
+}
+
+/// `delay = yes` (or a name that did not resolve at startup): a probe resolves its targets
+/// anew. getaddrinfo cannot be interrupted, so it runs on a helper thread: the listener
+/// waits at most `timeout` for it and gives up at once when stopped (SIGHUP, SIGTERM must
+/// never wait for a DNS server). An abandoned lookup finishes on its own and is dropped.
+fn resolve_bounded(
+    values: &[String],
+    timeout: Duration,
+    cancel: std::os::fd::RawFd,
+) -> Result<Vec<Addr>, String> {
+    let done = Arc::new(WakeFd::new().map_err(|e| format!("eventfd: {e}"))?);
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let values = values.to_vec();
+    let kick = Arc::clone(&done);
+    std::thread::Builder::new()
+        .name("probe resolver".into())
+        .stack_size(512 * 1024)
+        .spawn(move || {
+            let _ = tx.send(resolve_all(&values));
+            kick.kick();
+        })
+        .map_err(|e| format!("cannot start a resolver thread: {e}"))?;
+    let mut fds = [
+        wake::pollfd(done.as_raw_fd(), libc::POLLIN),
+        wake::pollfd(cancel, libc::POLLIN),
+    ];
+    let _ = wake::poll(&mut fds, Some(timeout));
+    match rx.try_recv() {
+        Ok(result) => result,
+        Err(_) if fds[1].revents != 0 => Err("name resolution given up (stopping)".into()),
+        Err(_) => Err("name resolution timed out".into()),
+    }
 }
 
 /// Takes a slot for a connection from `peer`, or logs the refusal (dropping `conn`
