@@ -4,15 +4,23 @@
 //! A probe is a real connection, made the way a session would make it: a TCP (or Unix)
 //! connect to each target in the service's order; in client mode also a full TLS handshake
 //! with the service's context and SNI name, then close_notify, then a wait for the far
-//! tunnel's own close_notify. A far rstunnel answers that only once its target took and
-//! closed the probe's (empty) session, so a far tunnel whose own target is down (it resets
-//! the session) does not count as answering. Every step is bounded by the probe timeout and
-//! given up when `cancel` (the listener's stop signal) fires.
+//! side's answer. A far rstunnel answers with its own close_notify once its target took and
+//! closed the probe's (empty) session; many servers (nginx) just close without one, which
+//! is an answer too. A far tunnel whose own target is down resets the session (`reset =
+//! yes`, the default) or, with `pauseWhenDown`, refuses the connect: not answering. Every
+//! step is bounded by the probe timeout and given up when `cancel` (the listener's stop
+//! signal) fires.
 //!
-//! Owns nothing but the probe connection, which it closes before returning. Logs at debug
-//! only, except a handshake refused for a reason that is not the connection's (a
-//! certificate that does not verify): that is a configuration problem, logged as an error,
-//! and counts as "answering", since waiting will not fix it. Must not touch service state.
+//! "Down" is only: a connect refused, unreachable or timed out, a reset, a handshake that
+//! failed for a transport reason, a wait that timed out before the handshake finished.
+//! Anything the far side *said* (an alert: our certificate refused, or a certificate of
+//! its that does not verify) is a configuration problem, logged as an error, and counts as
+//! "answering", since waiting will not fix it.
+//!
+//! Owns nothing but the probe connection, which it closes before returning. Marks its
+//! `Ssl` (`tls::verify::mark_probe`) so that the verify callback logs at debug: a paused
+//! service probing every few seconds must not fill the log. Logs at debug only, except the
+//! configuration problems above. Must not touch service state.
 
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -23,7 +31,7 @@ use crate::net::connect::{self, Source};
 use crate::net::sockopt::SocketOption;
 use crate::net::{Addr, Stream};
 use crate::relay::describe_ssl_error;
-use crate::tls::compat;
+use crate::tls::compat::{self, ReadEnd};
 use crate::wake;
 
 /// What to probe and how.
@@ -66,6 +74,7 @@ fn probe_one(t: &Target<'_>, addr: &Addr) -> Result<(), String> {
         return Ok(());
     };
     let mut ssl = Ssl::new(ctx).map_err(|e| format!("SSL_new: {e}"))?;
+    crate::tls::verify::mark_probe(&mut ssl);
     if let Some(name) = sni {
         ssl.set_hostname(name)
             .map_err(|e| format!("SNI {name}: {e}"))?;
@@ -94,15 +103,17 @@ fn probe_one(t: &Target<'_>, addr: &Addr) -> Result<(), String> {
             Err(HandshakeError::SetupFailure(e)) => return Err(format!("SSL_connect: {e}")),
         }
     };
-    close_and_wait_for_reply(t, &mut tls, fds, deadline)
+    close_and_wait_for_reply(t, addr, &mut tls, fds, deadline)
 }
 
-/// Sends close_notify and reads until the far side's close_notify. Data before it is
-/// dropped; a reset or an EOF without close_notify means the far tunnel could not pass the
-/// session on. No reply within the deadline still counts as answering: the far side is
-/// up and holds the session open (its target may not close on EOF).
+/// Sends close_notify and reads until the far side's answer. Data before it is dropped.
+/// Its close_notify, or an EOF without one after ours (nginx), is an answer; so is an
+/// alert (a refusal: a configuration problem, logged) and no reply within the deadline
+/// (the far side is up and holds the session open: its target may not close on EOF). A
+/// reset (or another socket error) means the far tunnel could not pass the session on.
 fn close_and_wait_for_reply(
     t: &Target<'_>,
+    addr: &Addr,
     tls: &mut SslStream<Stream>,
     fds: (RawFd, RawFd),
     deadline: Instant,
@@ -113,7 +124,17 @@ fn close_and_wait_for_reply(
             Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {
                 wait(t, fds, e.code(), deadline)?;
             }
-            Err(e) => return Err(format!("close_notify: {}", describe_ssl_error(&e))),
+            // The far side may have refused us and closed already (its alert then
+            // waits unread ahead of the reset): look before calling it down.
+            Err(e) if has_pending_alert(tls) => {
+                log_err!(
+                    "Service [{}]: probe of {addr}: the far side refused the session (a configuration problem, not an outage: not pausing for it); close_notify: {}",
+                    t.service,
+                    describe_ssl_error(&e)
+                );
+                return Ok(());
+            }
+            Err(e) => return far_side_said(t, addr, "close_notify", &e),
         }
     }
     let mut buf = [0u8; 4096];
@@ -128,14 +149,48 @@ fn close_and_wait_for_reply(
                     Ok(()) => {}
                 }
             }
-            Err(e) => {
-                return Err(format!(
-                    "the far side ended the session without close_notify: {}",
-                    describe_ssl_error(&e)
-                ))
+            Err(e) if compat::classify_read_end(&e) == ReadEnd::Truncated => {
+                log_debug!(
+                    "Service [{}]: probe of {addr}: closed without close_notify after ours: answering",
+                    t.service
+                );
+                return Ok(());
             }
+            Err(e) => return far_side_said(t, addr, "reading the answer to close_notify", &e),
         }
     }
+}
+
+/// Whether what the far side already sent (read now, without waiting) ends in an alert.
+fn has_pending_alert(tls: &mut SslStream<Stream>) -> bool {
+    let mut buf = [0u8; 4096];
+    // Bounded: a far side streaming data must not keep the listener here.
+    for _ in 0..64 {
+        match tls.ssl_read(&mut buf) {
+            Ok(_) => {}
+            Err(e) => return compat::is_alert_from_peer(&e),
+        }
+    }
+    false
+}
+
+/// A failed SSL call after the handshake: an alert from the far side is a refusal (it is
+/// up; logged as the configuration problem it is), anything else (a reset) is down.
+fn far_side_said(
+    t: &Target<'_>,
+    addr: &Addr,
+    step: &str,
+    e: &openssl::ssl::Error,
+) -> Result<(), String> {
+    let why = describe_ssl_error(e);
+    if compat::is_alert_from_peer(e) {
+        log_err!(
+            "Service [{}]: probe of {addr}: the far side refused the session: {why} (a configuration problem, not an outage: not pausing for it)",
+            t.service
+        );
+        return Ok(());
+    }
+    Err(format!("{step}: {why}"))
 }
 
 /// Why a wait ended without the descriptor being ready.

@@ -69,11 +69,7 @@ pub fn probe_connect(
 ) -> std::io::Result<Stream> {
     let inet = match addr {
         Addr::Inet(inet) => inet,
-        Addr::Unix(path) => {
-            let s = UnixStream::connect(path)?;
-            s.set_nonblocking(true)?;
-            return Ok(Stream::from_unix(s));
-        }
+        Addr::Unix(path) => return probe_connect_unix(path),
     };
     let socket = Socket::new(
         Domain::for_address(*inet),
@@ -109,6 +105,26 @@ pub fn probe_connect(
     }
     let stream: TcpStream = socket.into();
     Ok(Stream::from_tcp(stream))
+}
+
+/// A probe's Unix connect, non-blocking: the listener thread must never wait in the
+/// kernel. A full backlog (EAGAIN) means the far side does not take connections now: not
+/// answering. Linux completes or refuses a Unix connect at once otherwise.
+fn probe_connect_unix(path: &std::path::Path) -> std::io::Result<Stream> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&socket2::SockAddr::unix(path)?) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "its listen backlog is full",
+            ))
+        }
+        Err(e) => return Err(e),
+    }
+    let stream: UnixStream = socket.into();
+    Ok(Stream::from_unix(stream))
 }
 
 /// One TCP attempt: a socket with the `socket = r:…` options and the `local` source
