@@ -116,7 +116,19 @@ fn log_session_end(svc: &ServiceCtx, guard: &SessionGuard, summary: &Summary) {
         Outcome::Reset(_) if svc.opts.reset => "reset",
         _ => "closed",
     };
-    log_notice!(
+    // A session that ended cleanly having moved nothing either way is what a far side's
+    // probe looks like here (`pauseWhenDown` on the tunnel in front, every few seconds
+    // while it is paused): logged at debug, so that probes do not fill the log.
+    let empty = summary.outcome == Outcome::Closed
+        && summary.sent_to_tls == 0
+        && summary.sent_to_socket == 0;
+    let level = if empty {
+        crate::log::Level::Debug
+    } else {
+        crate::log::Level::Notice
+    };
+    log_at!(
+        level,
         "Connection {how}: {} byte(s) sent to TLS, {} byte(s) sent to socket",
         summary.sent_to_tls,
         summary.sent_to_socket
@@ -125,7 +137,12 @@ fn log_session_end(svc: &ServiceCtx, guard: &SessionGuard, summary: &Summary) {
         Outcome::Closed => String::new(),
         Outcome::Reset(reason) => format!(" ({reason})"),
     };
-    log_info!(
+    log_at!(
+        if empty {
+            crate::log::Level::Debug
+        } else {
+            crate::log::Level::Info
+        },
         "Session summary: service [{}], peer {}, {} byte(s) to TLS, {} byte(s) to socket, {:.3} s, {how}{reason}",
         svc.opts.name,
         live.peer,
