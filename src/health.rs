@@ -219,19 +219,44 @@ pub fn for_service(name: &str) -> Arc<Health> {
     )
 }
 
-/// For SIGUSR2: every service that is paused or checking now, or has paused since the
-/// process started: name, state, pauses so far.
-pub fn listing() -> Vec<(String, State, u64)> {
+/// One service in the SIGUSR2 listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub state: State,
+    pub pauses: u64,
+    pub checks: u64,
+}
+
+/// For SIGUSR2: every service that is paused or checking now, or has paused or been
+/// checked since the process started (the soak asserts there is none under churn).
+pub fn listing() -> Vec<Listed> {
     let t = table().lock().unwrap_or_else(|e| e.into_inner());
-    let mut v: Vec<(String, State, u64)> = t
+    let mut v: Vec<Listed> = t
         .values()
         .filter(|h| {
-            matches!(h.state(), State::Paused { .. } | State::Checking { .. }) || h.pauses() > 0
+            matches!(h.state(), State::Paused { .. } | State::Checking { .. })
+                || h.pauses() > 0
+                || h.checks() > 0
         })
-        .map(|h| (h.name.clone(), h.state(), h.pauses()))
+        .map(|h| Listed {
+            name: h.name.clone(),
+            state: h.state(),
+            pauses: h.pauses(),
+            checks: h.checks(),
+        })
         .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.sort_by(|a, b| a.name.cmp(&b.name));
     v
+}
+
+/// After a reload: forgets every service not in `pausing` (removed, or `pauseWhenDown =
+/// no` now), so SIGUSR2 no longer lists a state nobody acts on, and a service that pauses
+/// again later starts over (probed before it accepts). Sessions of the old configuration
+/// still hold their entry and report to it unseen.
+pub fn keep_only(pausing: &[&str]) {
+    let mut t = table().lock().unwrap_or_else(|e| e.into_inner());
+    t.retain(|name, _| pausing.contains(&name.as_str()));
 }
 
 #[cfg(test)]
@@ -291,19 +316,40 @@ mod tests {
         a.report(Trigger::Unreachable("down".into()));
         let again = for_service("health-test-a");
         assert!(matches!(again.state(), State::Paused { .. }));
-        let listed = |name: &str| listing().into_iter().find(|(n, _, _)| n == name);
+        let listed = |name: &str| listing().into_iter().find(|l| l.name == name);
         assert!(matches!(
             listed("health-test-a"),
-            Some((_, State::Paused { .. }, 1))
+            Some(Listed {
+                state: State::Paused { .. },
+                pauses: 1,
+                ..
+            })
         ));
         again.probed(Ok(()));
         // Open again, still listed: it paused once since the start.
         assert_eq!(
-            listed("health-test-a").map(|(_, s, p)| (s, p)),
+            listed("health-test-a").map(|l| (l.state, l.pauses)),
             Some((State::Open, 1))
         );
         // A service that never paused and is open is not listed.
         for_service("health-test-b").probed(Ok(()));
         assert!(listed("health-test-b").is_none());
+    }
+
+    /// A reload that removes a service or turns its option off forgets its state: SIGUSR2
+    /// no longer lists it, and turned on again it starts over.
+    #[test]
+    fn a_reload_forgets_services_that_no_longer_pause() {
+        for name in ["health-test-kept", "health-test-dropped"] {
+            let h = for_service(name);
+            h.probed(Ok(()));
+            h.report(Trigger::Unreachable("down".into()));
+        }
+        let names = |v: Vec<Listed>| v.into_iter().map(|l| l.name).collect::<Vec<_>>();
+        keep_only(&["health-test-kept", "health-test-a", "health-test-b"]);
+        let now = names(listing());
+        assert!(now.contains(&"health-test-kept".to_string()), "{now:?}");
+        assert!(!now.contains(&"health-test-dropped".to_string()), "{now:?}");
+        assert_eq!(for_service("health-test-dropped").state(), State::Starting);
     }
 }
