@@ -963,7 +963,9 @@ fn soak_streams_and_churn() {
         if let Some(st) = t.try_wait() {
             problems.push(format!("{name} tunnel exited: {st}"));
         }
-        // SIGUSR2 lists every service that paused since the start: there must be none.
+        // SIGUSR2 lists every service that paused or was checked (one probe after a
+        // session's far side ended abnormally) since the start: under clean churn there must
+        // be none, not even a check.
         let listings = t
             .log_lines()
             .iter()
@@ -976,11 +978,11 @@ fn soak_streams_and_churn() {
         let paused: Vec<String> = t
             .log_lines()
             .into_iter()
-            .filter(|l| l.contains("pause(s) since the start") && !l.contains("; 0 pause(s)"))
+            .filter(|l| l.contains("since the start"))
             .collect();
         if !paused.is_empty() {
             problems.push(format!(
-                "{name} tunnel paused under normal churn: {paused:#?}"
+                "{name} tunnel paused or checked under normal churn: {paused:#?}"
             ));
         }
         let bad = t.connection_problems(4);
