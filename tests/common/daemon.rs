@@ -318,6 +318,7 @@ impl Tunnel {
                 .collect();
             if missing.is_empty() {
                 self.bound = bound;
+                self.wait_first_probes(sections, deadline);
                 return;
             }
             if let Some(st) = self.try_wait() {
@@ -329,6 +330,37 @@ impl Tunnel {
                 ));
             }
             self.log.wait_until(Duration::from_millis(100), |_| false);
+        }
+    }
+
+    /// A pausing service binds without listening and listens once its first probe answers
+    /// (`pauseWhenDown`): wait for that probe's verdict, so that a test that connects
+    /// right after the start finds it listening (or, its far side down, paused).
+    fn wait_first_probes(&mut self, sections: &[String], deadline: Instant) {
+        let probing: Vec<&String> = sections
+            .iter()
+            .filter(|s| {
+                let pat = format!("Service [{s}]: ");
+                self.log.lines().iter().any(|l| {
+                    l.contains(&pat) && l.contains("not listening until its far side answers")
+                })
+            })
+            .collect();
+        for s in probing {
+            let (answers, paused) = (
+                format!("Service [{s}]: far side answers"),
+                format!("Service [{s}] paused: "),
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.log.wait_until(left, |lines| {
+                lines
+                    .iter()
+                    .any(|l| l.contains(&answers) || l.contains(&paused))
+            }) {
+                self.fail(&format!(
+                    "[{s}]: no first probe verdict within the start timeout"
+                ));
+            }
         }
     }
 
