@@ -394,7 +394,8 @@ fn a_reload_turning_the_option_off_listens_again() {
     write_atomic(&t.conf, &format!("{header}{}", body("yes")));
     t.signal(libc::SIGHUP);
     t.wait_for_logs("Configuration reloaded", 2, WAIT);
-    // Still paused from before (the state outlives the reload): refusing again at once.
+    // Turned off, the pause was forgotten: turned on again the service starts over, probes
+    // (its socket still listening, as a check) and pauses when the probe fails.
     assert!(
         wait_until(WAIT, || connect_result(lo(port)).is_err()),
         "pauseWhenDown = yes again: refusing"
