@@ -954,3 +954,102 @@ fn a_reload_turning_the_option_off_forgets_the_pause() {
         "a service that no longer pauses is not listed: {listed:#?}"
     );
 }
+
+/// Accepts what waits on `l` (non-blocking) until EAGAIN.
+fn accept_all(l: &socket2::Socket) -> Vec<TcpStream> {
+    let mut v = Vec::new();
+    while let Ok((s, _)) = l.accept() {
+        v.push(TcpStream::from(s));
+    }
+    v
+}
+
+/// Findings 1 and 5 end to end: while a service checks its far side (one probe after a
+/// session's far side broke) it keeps listening, so a new client waits in the backlog
+/// instead of being refused; when that probe fails and the service pauses, the client is
+/// held, not reset, and served when the far side is back: its line arrives (before the
+/// fix: refused at once by the check, or reset with the backlog at the pause).
+///
+/// The target is a listener with a backlog of one that the test accepts from by hand:
+/// with its queue full the kernel drops SYNs, so the check's probe times out (a black
+/// hole on loopback).
+#[test]
+fn a_client_arriving_during_a_failed_check_is_held_and_served_on_resume() {
+    let dir = TestDir::new("pause-held");
+    let pki = Pki::new(&dir);
+    let target = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    target
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    target.listen(0).unwrap();
+    target.set_nonblocking(true).unwrap();
+    let target_addr = target.local_addr().unwrap().as_socket().unwrap();
+    let t = Tunnel::start(
+        &dir,
+        "server",
+        &server_body(
+            target_addr,
+            &pki.server.combined,
+            "pauseWhenDown = yes\nTIMEOUTconnect = 2",
+        ),
+    );
+    accept_all(&target); // the startup probe
+                         // Session A reaches the target, which then resets it: the service checks.
+    let mut a =
+        tls_connect(t.addr("srv"), &pki.ca_file).unwrap_or_else(|e| t.fail(&format!("{e:?}")));
+    a.write_all(b"a\n").unwrap();
+    let deadline = Instant::now() + WAIT;
+    let a_far = loop {
+        if let Some(s) = accept_all(&target).pop() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "session A never reached the target"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The target's queue is full from now on: the check's probe gets no answer.
+    let _filler = TcpStream::connect(target_addr).unwrap();
+    reset(a_far);
+    t.wait_for_log("checking it before accepting again", WAIT);
+    // Client B arrives during the check.
+    let ca = pki.ca_file.clone();
+    let srv = t.addr("srv");
+    let b = std::thread::spawn(move || -> Result<(), String> {
+        let mut s = tls_connect(srv, &ca).map_err(|e| format!("B: {e:?}"))?;
+        s.write_all(b"b\n").map_err(|e| format!("B write: {e}"))?;
+        Ok(())
+    });
+    t.wait_for_log("Service [srv] paused: ", WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    if b.is_finished() {
+        let ended = b.join().unwrap();
+        t.fail(&format!(
+            "B must wait, neither refused nor reset; it ended with {ended:?}"
+        ));
+    }
+    t.wait_for_log("held until it resumes", WAIT);
+    // The target takes connections again: the next probe answers, B is served.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut got = Vec::new();
+    while !got.ends_with(b"b\n") {
+        assert!(
+            Instant::now() < deadline,
+            "B's line never reached the target:\n{}",
+            t.log_text()
+        );
+        for mut s in accept_all(&target) {
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut buf = [0u8; 16];
+            if let Ok(n) = s.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.join().unwrap().unwrap_or_else(|e| t.fail(&e));
+    t.wait_for_log("Service [srv] resumed after ", WAIT);
+}
