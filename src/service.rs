@@ -737,10 +737,21 @@ fn wait_for_far_side(service: &BoundService, stop: &WakeFd) -> bool {
         if stopping(stop, Duration::ZERO) {
             return false;
         }
+        // A failed probe always keeps (or makes) the service paused, one that answers
+        // always reopens it: act on the sockets before `probed` logs "paused" or "resumed",
+        // so that the line is true when it is written. (A listen() that fails here is
+        // retried and logged by the accept loop.)
+        match &result {
+            Err(_) => refuse(&service.listeners),
+            Ok(()) => {
+                for l in &service.listeners {
+                    let _ = l.resume();
+                }
+            }
+        }
         if ctx.health.probed(result) == Verdict::Accept {
             return true;
         }
-        refuse(&service.listeners);
         // A reload (or a stop) ends the wait early.
         let mut fds = vec![wake::pollfd(stop.as_raw_fd(), libc::POLLIN)];
         if let Some(fd) = ctx.health.wake_fd() {
