@@ -864,6 +864,23 @@ fn steal_fd(pid: i32, fd: i32) -> std::os::fd::OwnedFd {
     }
 }
 
+/// Waits until every thread of `pid` is stopped (SIGSTOP is delivered asynchronously).
+fn wait_stopped(pid: i32) {
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .all(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                // The state follows the command name in parentheses.
+                stat.rsplit(") ")
+                    .next()
+                    .is_some_and(|rest| rest.starts_with('T') || rest.starts_with('t'))
+            })
+    };
+    assert!(wait_until(WAIT, stopped), "the tunnel did not stop");
+}
+
 /// Finding 9: a listener that stops listening behind the service's back (here: shut down
 /// from outside, and its port taken meanwhile, so that listen() fails at first) is noticed
 /// through accept()'s EINVAL and listened again with back-off: no error logged every
@@ -892,16 +909,16 @@ fn a_listener_that_stops_listening_listens_again_with_back_off() {
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     squatter.set_reuse_address(true).unwrap();
     // Stopped, so that the squatter has the port before the tunnel can listen again.
-    // SAFETY: signals to our child; shutdown on a descriptor we own (a duplicate of the
-    // tunnel's listener).
-    unsafe {
-        assert_eq!(libc::kill(pid, libc::SIGSTOP), 0);
-        assert_eq!(libc::shutdown(stolen.as_raw_fd(), libc::SHUT_RD), 0);
-    }
+    // SAFETY: a signal to our child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    wait_stopped(pid);
+    // SAFETY: shutdown on a descriptor we own (a duplicate of the tunnel's listener).
+    let down = unsafe { libc::shutdown(stolen.as_raw_fd(), libc::SHUT_RD) };
+    assert_eq!(down, 0);
     let taken = squatter
         .bind(&addr.into())
         .and_then(|()| squatter.listen(16));
-    // SAFETY: as above.
+    // SAFETY: a signal to our child.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     taken.unwrap();
     t.wait_for_log("is not listening (accept: EINVAL)", WAIT);
