@@ -393,12 +393,14 @@ impl Listener {
 
     /// accept() said EINVAL: the socket is not listening (whatever took it out). Noted as a
     /// pause, so that `resume` listens again (with back-off) instead of accept() failing
-    /// in a loop.
-    fn lost_listening(&self) {
+    /// in a loop. False if that cannot be done (a Unix socket), for the caller to treat
+    /// it as any other accept error.
+    fn lost_listening(&self) -> bool {
         let mut slot = locked(&self.paused);
         if slot.is_none() {
             *slot = self.socket.not_listening();
         }
+        slot.is_some()
     }
 
     fn take_held(&self) -> Vec<(Stream, String)> {
@@ -636,12 +638,11 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
                         || e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && listener.lost_listening() => {
                     log_notice!(
                         "Service [{name}]: {} is not listening (accept: EINVAL): listening again",
                         listener.bound
                     );
-                    listener.lost_listening();
                 }
                 Err(e) => {
                     log_err!(
