@@ -2,8 +2,8 @@
 //! machine per service: `pauseWhenDown` (rstunnel extension, issue 14).
 //!
 //! Sessions report what they saw (`report`); the service's listener thread reads the state,
-//! refuses connections while it is not `Open`, probes the far side and feeds the result back
-//! (`probed`). The state outlives a reload: it is kept per service name in one process-wide
+//! accepts nothing while it is not `Open` (and refuses connects while `Paused`), probes the
+//! far side and feeds the result back (`probed`). The state outlives a reload: it is kept per service name in one process-wide
 //! table, so a kept listener stays paused (or open) across SIGHUP and sessions that started
 //! under the old configuration still report to it.
 //!
@@ -22,15 +22,16 @@ use crate::wake::WakeFd;
 /// Where a service stands with its far side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
-    /// A new service before its first probe: its sockets listen, but nothing is accepted
-    /// until the probe answers (then `Open`) or fails (then `Paused`, so a service whose
-    /// far side is down at startup starts paused).
+    /// A new service before its first probe: its TCP sockets are bound but do not listen
+    /// yet (connects are refused), until the probe answers (then `Open`) or fails (then
+    /// `Paused`, so a service whose far side is down at startup starts paused).
     Starting,
     /// Accepting.
     Open,
-    /// Not accepting until one probe answers: at startup, and after a session's far side
-    /// ended abnormally. A probe that answers reopens at once, quietly (one failed request
-    /// of a busy backend is no outage); one that fails makes it a pause.
+    /// After a session's far side ended abnormally: not accepting, but still listening
+    /// (connections wait in the backlog) until one probe answers. A probe that answers
+    /// reopens at once, quietly (one failed request of a busy backend is no outage); one
+    /// that fails makes it a pause.
     Checking { since: Instant, reason: String },
     /// Refusing: the far side did not answer. Probed with back-off until it does.
     Paused { since: Instant, reason: String },
