@@ -25,6 +25,7 @@ INSTALL  ?= install
 #   program            $(PREFIX)/bin/rstunnel
 #   man page           $(PREFIX)/share/man/man8/rstunnel.8.gz
 #   README             $(PREFIX)/share/doc/rstunnel
+#   rsyslog examples   $(PREFIX)/share/doc/rstunnel/examples/rsyslog/*.conf
 #   sample configs     $(sysconfdir)/stunnel/{stunnel,syslog-server,syslog-client}.conf
 #   logrotate          $(sysconfdir)/logrotate.d/rstunnel
 #
@@ -67,6 +68,8 @@ UNITS        := conf/systemd/rstunnel.service conf/systemd/rstunnel@.service
 LOGROTATE    := conf/logrotate/rstunnel
 MANPAGE      := conf/rstunnel.8
 DOCS         := README.md
+# README "Delivering every line": rsyslog files to copy, documentation, not configuration.
+RSYSLOG_EXAMPLES := $(sort $(wildcard conf/rsyslog/*.conf))
 LICENSES     := LICENSE-MIT LICENSE-APACHE
 
 # The version in Cargo.toml's [package] table.
@@ -213,6 +216,8 @@ install: check-layout $(if $(filter 1 yes,$(NOBUILD)),check-bin,build)
 		$(INSTALL) -m 0644 "$$tmp/unit" "$(DESTDIR)$(UNITDIR)/$$(basename $$u)"; \
 	done
 	$(INSTALL) -m 0644 $(DOCS) "$(DESTDIR)$(DOCDIR)/"
+	$(INSTALL) -d -m 0755 "$(DESTDIR)$(DOCDIR)/examples/rsyslog"
+	$(INSTALL) -m 0644 $(RSYSLOG_EXAMPLES) "$(DESTDIR)$(DOCDIR)/examples/rsyslog/"
 	$(INSTALL) -m 0644 $(LICENSES) "$(DESTDIR)$(LICENSEDIR)/"
 	@set -e; \
 	install_conf() { \
@@ -236,6 +241,8 @@ install: check-layout $(if $(filter 1 yes,$(NOBUILD)),check-bin,build)
 uninstall: check-layout
 	rm -f "$(DESTDIR)$(BINDIR)/rstunnel" "$(DESTDIR)$(MANDIR)/man8/rstunnel.8.gz"
 	rm -f $(foreach u,$(UNITS),"$(DESTDIR)$(UNITDIR)/$(notdir $(u))")
+	rm -f $(foreach e,$(RSYSLOG_EXAMPLES),"$(DESTDIR)$(DOCDIR)/examples/rsyslog/$(notdir $(e))")
+	rmdir "$(DESTDIR)$(DOCDIR)/examples/rsyslog" "$(DESTDIR)$(DOCDIR)/examples" 2>/dev/null || true
 	rm -f $(foreach d,$(DOCS),"$(DESTDIR)$(DOCDIR)/$(d)") \
 		$(foreach l,$(LICENSES),"$(DESTDIR)$(LICENSEDIR)/$(l)")
 	rmdir "$(DESTDIR)$(LICENSEDIR)" 2>/dev/null || true

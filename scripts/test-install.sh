@@ -106,6 +106,10 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-install \
 COMMON_FILES="/usr/bin/rstunnel
 /usr/share/man/man8/rstunnel.8.gz
 /usr/share/doc/rstunnel/README.md
+/usr/share/doc/rstunnel/examples/rsyslog/client-forward-relp.conf
+/usr/share/doc/rstunnel/examples/rsyslog/client-forward-tcp.conf
+/usr/share/doc/rstunnel/examples/rsyslog/server-input-relp.conf
+/usr/share/doc/rstunnel/examples/rsyslog/server-input-tcp.conf
 /etc/stunnel/stunnel.conf
 /etc/stunnel/syslog-server.conf
 /etc/stunnel/syslog-client.conf
@@ -227,6 +231,10 @@ same_list "PREFIX=/opt/rst: installed file list" "$(printf '%s\n' \
     /opt/rst/lib/systemd/system/rstunnel.service /opt/rst/lib/systemd/system/rstunnel@.service \
     /opt/rst/share/doc/rstunnel/README.md /opt/rst/share/doc/rstunnel/LICENSE-MIT \
     /opt/rst/share/doc/rstunnel/LICENSE-APACHE /etc/alt/stunnel/stunnel.conf \
+    /opt/rst/share/doc/rstunnel/examples/rsyslog/client-forward-relp.conf \
+    /opt/rst/share/doc/rstunnel/examples/rsyslog/client-forward-tcp.conf \
+    /opt/rst/share/doc/rstunnel/examples/rsyslog/server-input-relp.conf \
+    /opt/rst/share/doc/rstunnel/examples/rsyslog/server-input-tcp.conf \
     /etc/alt/stunnel/syslog-server.conf /etc/alt/stunnel/syslog-client.conf \
     /etc/alt/logrotate.d/rstunnel)" "$(files_in "$d")"
 check "PREFIX=/opt/rst: ExecStart and paths rewritten" bash -c '
@@ -410,7 +418,7 @@ if command -v rpmbuild >/dev/null 2>&1; then
     check "$RPMFILE exists" test -s "$RPMFILE"
     same_list "rpm -qlp: files" "$(expected_files redhat)" \
         "$("${RPMQ[@]}" -qlp "$RPMFILE" 2>/dev/null | while read -r f; do
-            case "$f" in /etc/stunnel|/usr/share/doc/rstunnel|/usr/share/licenses/rstunnel) ;; *) echo "$f" ;; esac
+            case "$f" in /etc/stunnel|/usr/share/doc/rstunnel|/usr/share/doc/rstunnel/examples|/usr/share/doc/rstunnel/examples/rsyslog|/usr/share/licenses/rstunnel) ;; *) echo "$f" ;; esac
         done)"
     check "rpm -qlp: owns /etc/stunnel and its doc directories" bash -c '
         l=$("${@:2}" -qlp "$1") && for x in /etc/stunnel /usr/share/doc/rstunnel /usr/share/licenses/rstunnel; do

@@ -591,7 +591,7 @@ fn connect_target(opts: &ServiceOptions, host: &str, port: u16) -> Result<Stream
         }),
     )
     .map(|(stream, _)| stream)
-    .ok_or_else(|| SocksRefusal::Failed(format!("SOCKS: cannot connect to {host}:{port}")))
+    .map_err(|_| SocksRefusal::Failed(format!("SOCKS: cannot connect to {host}:{port}")))
 }
 
 fn socks4(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, String> {

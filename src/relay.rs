@@ -136,6 +136,13 @@ pub struct Summary {
     pub outcome: Outcome,
 }
 
+/// One of the relay's two streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Tls,
+    Plain,
+}
+
 /// What ends a session: the closing lines, then its slot released. Called exactly once,
 /// by whichever pump stops last.
 pub type Finish = Box<dyn FnOnce(Summary) + Send>;
@@ -145,6 +152,29 @@ pub struct RelaySettings {
     pub close: Duration,
     /// `reset = yes`: a session that fails ends with RST on both sockets.
     pub reset: bool,
+    /// `pauseWhenDown`: which stream is the far side, and the state to tell. `None`: no
+    /// such rule (the relay as before `pauseWhenDown`).
+    pub far: Option<FarSide>,
+}
+
+/// The far side of a session whose service pauses while it is down (`health`).
+///
+/// Reported the moment the relay sees it, before the near peer learns anything (so that
+/// the listener refuses before the near peer can reconnect):
+/// * the far side ends abnormally (a reset, a read or write error): the session is also cut
+///   at once, so the near peer is not left writing into a session that cannot deliver;
+/// * the far side ends the session first, cleanly or (TLS) without close_notify, while the
+///   near side is still open, having never sent a byte: a syslog receiver (or the far
+///   tunnel in front of it) going away.
+///
+/// Normal churn is none of these: a far side that answered before closing (a server's
+/// reply, even one ended without close_notify), or that closes after the near side ended
+/// (answering our close, with or without its own close_notify), or a TLS alert (the far
+/// side refusing us: a configuration problem, logged as an error).
+pub struct FarSide {
+    /// TLS in client mode, the plain target in server mode.
+    pub side: Side,
+    pub health: Arc<crate::health::Health>,
 }
 
 struct Shared {
@@ -163,11 +193,19 @@ struct Shared {
     /// One direction has ended (close_notify sent or received): input waits are now
     /// limited by TIMEOUTclose of inactivity (rule 6).
     closing: AtomicBool,
+    /// The near side ended (its EOF or close_notify was seen), or this tunnel began ending
+    /// the session itself (a drain, a failure). Set before that end is forwarded to the far
+    /// side, so the far side's answering close can never be seen first: from then on a far
+    /// side that closes is answering ours, normal churn (`FarSide`). `closing` is no
+    /// substitute: it is set only after the forwarding, and the far side may win that race.
+    near_ended: AtomicBool,
     last_activity_ms: AtomicU64,
     started: Instant,
     /// This session's entry in the registry: byte counters, drain wake-up.
     live: Arc<LiveSession>,
     reset_reason: Mutex<Option<String>>,
+    /// The far side's news was reported (once per session is enough).
+    far_reported: AtomicBool,
     settings: RelaySettings,
     /// Per pump: its stack was trimmed since it last had work (see `wait`).
     stack_settled: [AtomicBool; 2],
@@ -212,10 +250,12 @@ impl Shared {
             stop: AtomicBool::new(false),
             ssl_dead: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            near_ended: AtomicBool::new(false),
             last_activity_ms: AtomicU64::new(0),
             started: Instant::now(),
             live,
             reset_reason: Mutex::new(None),
+            far_reported: AtomicBool::new(false),
             settings,
             stack_settled: [AtomicBool::new(false), AtomicBool::new(false)],
             pumps_running: AtomicUsize::new(2),
@@ -245,6 +285,8 @@ impl Shared {
 
     /// Ends the session for both pumps (rule 8). The first reason is kept.
     fn fail(&self, reason: String) {
+        // Our own shutdown below may show up as an EOF on the far side's socket: no news.
+        self.near_ended.store(true, SeqCst);
         {
             let mut slot = lock(&self.reset_reason);
             if slot.is_none() {
@@ -263,6 +305,49 @@ impl Shared {
         }
         self.wake[READER].kick();
         self.wake[WRITER].kick();
+    }
+
+    /// `side` ended abnormally: if it is the far side, report it (`FarSide`).
+    fn broke(&self, side: Side, reason: &str) {
+        self.far_news(side, || reason.to_string());
+    }
+
+    /// `side` ended cleanly; called before its end is forwarded to the other side. The near
+    /// side: note it (`near_ended`). The far side: report it if it closed first (the near
+    /// side had not ended) having never sent a byte (`FarSide`).
+    fn ended(&self, side: Side) {
+        if !self.is_far(side) {
+            self.near_ended.store(true, SeqCst);
+            return;
+        }
+        if !self.far_sent_anything() && !self.near_ended.load(SeqCst) {
+            self.far_news(side, || {
+                "the far side closed a session first, having sent nothing".into()
+            });
+        }
+    }
+
+    /// Whether `side` is the far side of a service that pauses (`FarSide`).
+    fn is_far(&self, side: Side) -> bool {
+        self.settings.far.as_ref().is_some_and(|f| f.side == side)
+    }
+
+    /// Whether the far side has sent a byte in this session (that reached the near side).
+    fn far_sent_anything(&self) -> bool {
+        let from_far = match self.settings.far.as_ref().map(|f| f.side) {
+            Some(Side::Tls) => self.live.sent_to_socket.load(SeqCst),
+            Some(Side::Plain) => self.live.sent_to_tls.load(SeqCst),
+            None => 0,
+        };
+        from_far > 0
+    }
+
+    fn far_news(&self, side: Side, reason: impl FnOnce() -> String) {
+        if let Some(far) = &self.settings.far {
+            if far.side == side && !self.far_reported.swap(true, SeqCst) {
+                far.health.report(crate::health::Trigger::Broken(reason()));
+            }
+        }
     }
 
     /// After an SSL call by `me`: tell the other pump if it may now proceed (rule 5).
@@ -368,6 +453,7 @@ impl Shared {
         if awaiting_input && self.closing.load(SeqCst) {
             // The end of a half-closed session: a normal close, not a reset.
             log_info!("TIMEOUTclose exceeded: closing");
+            self.near_ended.store(true, SeqCst);
             self.stop.store(true, SeqCst);
             self.plain.shutdown_both();
             self.wake[READER].kick();
@@ -630,24 +716,51 @@ fn tls_to_plain(s: &Shared) {
             }
             ReadStatus::End(ReadEnd::CloseNotify, _) => {
                 log_debug!("TLS closed (SSL_read)");
+                s.ended(Side::Tls);
                 s.plain.shutdown_write();
                 s.start_closing(WRITER);
                 return;
             }
+            ReadStatus::End(ReadEnd::Truncated, _)
+                if s.is_far(Side::Tls) && !s.far_sent_anything() && !s.near_ended.load(SeqCst) =>
+            {
+                // The far tunnel went away before it said anything and before we closed:
+                // the sign of a far tunnel whose own target is down, or that was killed.
+                // Cut the plain client off now, rather than let it write on into a
+                // session that cannot deliver.
+                let reason = "TLS socket closed without close_notify (SSL_read)";
+                log_info!("{reason}");
+                s.broke(Side::Tls, reason);
+                s.fail(reason.into());
+                return;
+            }
             ReadStatus::End(ReadEnd::Truncated, _) => {
+                // Many servers end a response this way (no close_notify after their data, or
+                // in answer to ours): an end of stream like any other. The plain peer gets
+                // a FIN after every byte already written to it, never a reset that would
+                // throw away what is still in its socket's buffers.
                 // The SSL object is unusable now; the writer must not touch it (rule 6).
                 log_info!("TLS socket closed without close_notify (SSL_read)");
+                if !s.is_far(Side::Tls) {
+                    s.near_ended.store(true, SeqCst);
+                }
                 s.plain.shutdown_write();
                 s.stop.store(true, SeqCst);
                 s.wake[WRITER].kick();
                 return;
             }
             ReadStatus::End(ReadEnd::Failed, e) => {
+                let alert = e.as_ref().is_some_and(compat::is_alert_from_peer);
                 let reason = e.map_or_else(
                     || "SSL_read failed".into(),
                     |e| format!("SSL_read: {}", describe_ssl_error(&e)),
                 );
                 log_err!("{reason}");
+                // An alert is the peer refusing us (a client certificate it does not
+                // take): it is up, and waiting will not fix it. No pause for it.
+                if !alert {
+                    s.broke(Side::Tls, &reason);
+                }
                 s.fail(reason);
                 return;
             }
@@ -680,7 +793,9 @@ fn write_all_plain(s: &Shared, data: &[u8]) -> bool {
                 }
             }
             Err(e) => {
-                s.fail(format!("write to socket: {e}"));
+                let reason = format!("write to socket: {e}");
+                s.broke(Side::Plain, &reason);
+                s.fail(reason);
                 return false;
             }
         }
@@ -697,6 +812,8 @@ fn plain_to_tls(s: &Shared) {
             // Shutting down (SIGTERM): what the plain side already sent has been passed on;
             // close the TLS side gracefully and let the reader finish under TIMEOUTclose.
             log_debug!("Draining: closing");
+            // We end the session: the far side's answer to it is no news.
+            s.near_ended.store(true, SeqCst);
             send_close_notify(s);
             return;
         }
@@ -706,6 +823,7 @@ fn plain_to_tls(s: &Shared) {
         let n = match s.plain.try_read_uninit(buf.room()) {
             Ok(Some(0)) => {
                 log_debug!("Socket closed (read)");
+                s.ended(Side::Plain);
                 send_close_notify(s);
                 return;
             }
@@ -719,7 +837,9 @@ fn plain_to_tls(s: &Shared) {
             Ok(Some(n)) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                s.fail(format!("read from socket: {e}"));
+                let reason = format!("read from socket: {e}");
+                s.broke(Side::Plain, &reason);
+                s.fail(reason);
                 return;
             }
         };
@@ -784,6 +904,10 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
                 None => {
                     let reason = format!("SSL_write: {}", describe_ssl_error(&e));
                     log_err!("{reason}");
+                    // As for SSL_read: an alert is a refusal, not an outage.
+                    if !compat::is_alert_from_peer(&e) {
+                        s.broke(Side::Tls, &reason);
+                    }
                     s.fail(reason);
                     return false;
                 }
@@ -934,6 +1058,7 @@ mod tests {
             idle: Duration::from_secs(10),
             close: Duration::from_secs(10),
             reset: false,
+            far: None,
         };
         let shared = Shared::new(
             tls,

@@ -275,6 +275,31 @@ fn list_sessions() {
         "Listed {} active connection(s)",
         sessions.len()
     );
+    // pauseWhenDown: services refusing connections now and why, and every service that
+    // has paused or been checked since the start.
+    for crate::health::Listed {
+        name,
+        state,
+        pauses,
+        checks,
+    } in crate::health::listing()
+    {
+        let now = match state {
+            crate::health::State::Paused { since, reason } => format!(
+                "paused for {:.1} s: {reason}",
+                since.elapsed().as_secs_f64()
+            ),
+            crate::health::State::Checking { since, reason } => format!(
+                "checking its far side for {:.1} s: {reason}",
+                since.elapsed().as_secs_f64()
+            ),
+            _ => "accepting".into(),
+        };
+        log_at!(
+            crate::log::Level::Emerg,
+            "Service [{name}] {now}; {pauses} pause(s), {checks} check(s) since the start"
+        );
+    }
     if let Some(h) = crate::accounting::heap_usage() {
         log_at!(
             crate::log::Level::Emerg,
@@ -332,6 +357,12 @@ impl State {
             old.stop();
         }
         drop(reusable); // listeners of removed services or changed addresses close here
+        let pausing: Vec<&str> = services
+            .iter()
+            .filter(|s| s.pauses())
+            .map(|s| s.opts.name.as_str())
+            .collect();
+        crate::health::keep_only(&pausing);
         self.running = service::start(bound).map_err(|error| StartupError::Io {
             what: "Cannot start listener threads".into(),
             error,

@@ -4,19 +4,34 @@
 //!
 //! Owns listener sockets and the stop signal; never touches a session's sockets after
 //! handing them over. Binding happens before any thread exists (so the caller can fork).
+//!
+//! `pauseWhenDown`: the listener thread also carries out its service's `health` state:
+//! * starting: the sockets are bound but do not listen yet (connects are refused, no
+//!   client lands in a backlog a failed probe would reset); the first probe runs at once
+//!   and they listen the moment it answers;
+//! * checking (after one abnormal session end): no accept, but the sockets keep listening,
+//!   so connections wait in the backlog for the length of one probe and are served when it
+//!   answers (the usual case: a failed request of a live backend refuses nobody);
+//! * paused (a probe failed, or a connect did): the sockets stop listening
+//!   (`ListenSocket::pause`, connects refused), the connections already in the backlog are
+//!   held and served on resume, and the far side is probed with back-off.
+//!
+//! A socket that cannot listen again (listen() refused, or accept() says it is not
+//! listening) keeps its pause token and is retried with the probe back-off.
 
-use crate::net::listen::ListenSocket;
+use crate::net::listen::{ListenSocket, Paused};
 use crate::net::{Addr, Stream};
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::accounting::{registry, ServiceSlots, SessionGuard, TooManyClients};
 use crate::config::{Config, ConfigError, ServiceOptions};
+use crate::health::{self, Health, Trigger, Verdict};
 use crate::net::{self, Endpoint};
 use crate::session::Completion;
 use crate::tls::{self, ServiceTls, TlsSetupError, VirtualHost};
@@ -40,6 +55,9 @@ pub struct ServiceCtx {
     pub virtual_hosts: Vec<(String, Arc<ServiceCtx>)>,
     /// This service's live sessions against its `maxConnections`.
     pub slots: Arc<ServiceSlots>,
+    /// Whether the far side answers (`pauseWhenDown`); shared by every configuration of
+    /// the service's name, so it outlives a reload.
+    pub health: Arc<Health>,
 }
 
 /// Why the process could not start. Each displays as the one line stunnel would print.
@@ -197,6 +215,7 @@ fn build_service(
         next_target: AtomicUsize::new(random_index()),
         virtual_hosts,
         slots: Arc::new(ServiceSlots::new(opts.max_connections)),
+        health: health::for_service(&opts.name),
     })
 }
 
@@ -210,6 +229,29 @@ pub fn resolve_all(values: &[String]) -> Result<Vec<Addr>, String> {
 }
 
 impl ServiceCtx {
+    /// Whether this service pauses while its far side is down: `pauseWhenDown = yes` and a
+    /// fixed `connect` target behind a listener. Not for `exec` (a local program), not
+    /// where each client picks the target (`transparent = destination`, SOCKS), not for
+    /// inetd mode or exec+connect services (nothing to refuse).
+    pub fn pauses(&self) -> bool {
+        let o = &self.opts;
+        o.pause_when_down
+            && !o.connect.is_empty()
+            && o.exec.is_none()
+            && !o.accept.is_empty()
+            && !o.transparent_destination
+            && o.protocol
+                .and_then(crate::protocol::find)
+                .is_none_or(|p| p.server_chooses_target.is_none())
+    }
+
+    /// What a session of this service saw of its far side (ignored unless it `pauses`).
+    pub fn far_side_news(&self, trigger: Trigger) {
+        if self.pauses() {
+            self.health.report(trigger);
+        }
+    }
+
     /// After a server handshake: the virtual host the client's SNI name selected, if any
     /// (the same match the ClientHello callback made).
     pub fn virtual_host_for(&self, ssl: &openssl::ssl::SslRef) -> Option<&Arc<ServiceCtx>> {
@@ -288,6 +330,82 @@ pub struct Listener {
     pub configured: Addr,
     /// The address the kernel gave it.
     pub bound: Addr,
+    /// Set while it does not listen or is not accepted from (`pauseWhenDown`: paused, or
+    /// bound but not yet listening); kept across a reload with the socket, and kept when
+    /// listen() fails, so that it is retried.
+    pub paused: Mutex<Option<Paused>>,
+    /// Connections taken out of the backlog when it paused (`ListenSocket::pause`), served
+    /// first when the service accepts again. Closed with the listener if a reload removes
+    /// the service meanwhile, as the kernel would close its backlog.
+    held: Mutex<Vec<(Stream, String)>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Listener {
+    fn new(socket: ListenSocket, configured: Addr, bound: Addr, paused: Option<Paused>) -> Self {
+        Listener {
+            socket,
+            configured,
+            bound,
+            paused: Mutex::new(paused),
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn pause(&self, service: &str) {
+        let mut slot = locked(&self.paused);
+        if slot.is_some() {
+            return;
+        }
+        let mut held = locked(&self.held);
+        let before = held.len();
+        match self.socket.pause(&mut held) {
+            Ok(p) => *slot = Some(p),
+            Err(e) => log_err!("Service [{service}]: cannot pause {}: {e}", self.bound),
+        }
+        if held.len() > before {
+            log_info!(
+                "Service [{service}]: {} connection(s) waiting on {} held until it resumes",
+                held.len() - before,
+                self.bound
+            );
+        }
+    }
+
+    /// Listens (and accepts) again. `Ok(true)` if it was paused; on `Err` it stays paused,
+    /// for the caller to retry.
+    fn resume(&self) -> io::Result<bool> {
+        let mut slot = locked(&self.paused);
+        let Some(p) = *slot else {
+            return Ok(false);
+        };
+        self.socket.resume(p)?;
+        *slot = None;
+        Ok(true)
+    }
+
+    fn listening(&self) -> bool {
+        locked(&self.paused).is_none()
+    }
+
+    /// accept() said EINVAL: the socket is not listening (whatever took it out). Noted as a
+    /// pause, so that `resume` listens again (with back-off) instead of accept() failing
+    /// in a loop. False if that cannot be done (a Unix socket), for the caller to treat
+    /// it as any other accept error.
+    fn lost_listening(&self) -> bool {
+        let mut slot = locked(&self.paused);
+        if slot.is_none() {
+            *slot = self.socket.not_listening();
+        }
+        slot.is_some()
+    }
+
+    fn take_held(&self) -> Vec<(Stream, String)> {
+        std::mem::take(&mut *locked(&self.held))
+    }
 }
 
 /// A service with its bound listening sockets.
@@ -329,24 +447,31 @@ pub fn bind_all(
                 listeners.push(listener);
                 continue;
             }
+            // A service that pauses and is not open (new: not probed yet; or paused) binds
+            // without listening: a client must not land in a backlog that a failed probe
+            // would then reset. Its listener thread listens once the far side answers.
+            let listen_now = !ctx.pauses() || ctx.health.is_open();
             match net::listen::bind(
                 addr,
                 &ctx.opts.socket_options,
                 ctx.opts.unix_owner,
                 ctx.opts.transparent_destination,
+                listen_now,
             ) {
-                Ok((socket, real)) => {
+                Ok((socket, real, paused)) => {
+                    if paused.is_some() {
+                        log_debug!(
+                            "Service [{}]: {real} not listening until its far side answers",
+                            ctx.opts.name
+                        );
+                    }
                     log_info!(
                         "Service [{}] (FD={}) bound to {}",
                         ctx.opts.name,
                         socket.as_raw_fd(),
                         real
                     );
-                    listeners.push(Arc::new(Listener {
-                        socket,
-                        configured: addr.clone(),
-                        bound: real,
-                    }));
+                    listeners.push(Arc::new(Listener::new(socket, addr.clone(), real, paused)));
                 }
                 Err(e) => log_notice!(
                     "Binding service [{}] to {}: {} ({})",
@@ -459,25 +584,51 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 fn accept_loop(service: &BoundService, stop: &WakeFd) {
+    let name = &service.ctx.opts.name;
+    let health = &service.ctx.health;
     let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut relisten = Relisten::default();
     loop {
-        let mut fds: Vec<libc::pollfd> = service
-            .listeners
+        if service.ctx.pauses() && !health.is_open() && !wait_for_far_side(service, stop) {
+            return;
+        }
+        // Accepting (or not pausing, any more after a reload that turned it off): every
+        // socket listens, and what a pause held is served first.
+        let retry_in = listen_all(service, &mut relisten);
+        for listener in &service.listeners {
+            for (conn, peer) in listener.take_held() {
+                spawn_session(&service.ctx, conn, peer);
+            }
+        }
+        let active: Vec<&Arc<Listener>> =
+            service.listeners.iter().filter(|l| l.listening()).collect();
+        let mut fds: Vec<libc::pollfd> = active
             .iter()
             .map(|l| wake::pollfd(l.socket.as_raw_fd(), libc::POLLIN))
             .collect();
+        let listeners = fds.len();
         fds.push(wake::pollfd(stop.as_raw_fd(), libc::POLLIN));
-        if let Err(e) = wake::poll(&mut fds, None) {
-            log_err!("Service [{}]: poll: {e}", service.ctx.opts.name);
+        if let Some(fd) = health.wake_fd() {
+            fds.push(wake::pollfd(fd, libc::POLLIN));
+        }
+        if let Err(e) = wake::poll(&mut fds, retry_in) {
+            log_err!("Service [{name}]: poll: {e}");
             std::thread::sleep(backoff);
             continue;
         }
-        if fds.last().is_some_and(|p| p.revents != 0) {
+        if fds[listeners].revents != 0 {
             return;
         }
-        for (i, listener) in service.listeners.iter().enumerate() {
+        if fds.get(listeners + 1).is_some_and(|p| p.revents != 0) {
+            health.drain();
+        }
+        for (i, listener) in active.iter().enumerate() {
             if fds[i].revents == 0 {
                 continue;
+            }
+            // A session may have just reported the far side down: stop accepting at once.
+            if service.ctx.pauses() && !health.is_open() {
+                break;
             }
             match listener.socket.accept() {
                 Ok((conn, peer)) => {
@@ -487,10 +638,15 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
                         || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && listener.lost_listening() => {
+                    log_notice!(
+                        "Service [{name}]: {} is not listening (accept: EINVAL): listening again",
+                        listener.bound
+                    );
+                }
                 Err(e) => {
                     log_err!(
-                        "Service [{}]: accept: {} ({})",
-                        service.ctx.opts.name,
+                        "Service [{name}]: accept: {} ({})",
                         net::connect::describe(&e),
                         e.raw_os_error().unwrap_or(0)
                     );
@@ -499,6 +655,178 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
                 }
             }
         }
+    }
+}
+
+/// Retrying listen() on sockets that could not listen again after a pause (another socket
+/// took the port meanwhile, say): with the probe back-off, the first failure logged as an
+/// error, the rest at debug, the recovery as a notice.
+#[derive(Default)]
+struct Relisten {
+    /// When to try next; `None` while every socket listens.
+    next: Option<Instant>,
+    delay: Duration,
+}
+
+/// Makes every socket of `service` listen. Returns how long the caller may wait before
+/// calling again, if some could not (so its poll wakes up for the retry).
+fn listen_all(service: &BoundService, r: &mut Relisten) -> Option<Duration> {
+    let name = &service.ctx.opts.name;
+    let now = Instant::now();
+    if let Some(next) = r.next {
+        if now < next {
+            return Some(next - now);
+        }
+    }
+    let retrying = r.next.is_some();
+    let mut failed = false;
+    for l in &service.listeners {
+        match l.resume() {
+            Ok(true) if retrying => log_notice!("Service [{name}]: listening on {} again", l.bound),
+            Ok(_) => {}
+            Err(e) if retrying => {
+                failed = true;
+                log_debug!("Service [{name}]: still cannot listen on {}: {e}", l.bound);
+            }
+            Err(e) => {
+                failed = true;
+                log_err!(
+                    "Service [{name}]: cannot listen on {} again: {e} (retrying)",
+                    l.bound
+                );
+            }
+        }
+    }
+    if !failed {
+        *r = Relisten::default();
+        return None;
+    }
+    let delay = if retrying {
+        (r.delay * 2).min(health::PROBE_BACKOFF_MAX)
+    } else {
+        health::PROBE_BACKOFF_MIN
+    };
+    *r = Relisten {
+        next: Some(now + delay),
+        delay,
+    };
+    Some(delay)
+}
+
+/// While the service is not open: do not accept, probe with back-off until the far side
+/// answers. Checking or starting, the sockets stay as they are (listening, or at startup
+/// bound and not listening yet), so one probe after a failed request refuses nobody; once a
+/// probe has failed (paused) they stop listening, holding what waited in the backlog.
+/// Returns true when the far side answers (the caller listens again and serves what was
+/// held), false when the listener is to stop (its sockets stay as they are: a reload's
+/// next thread carries on with them).
+fn wait_for_far_side(service: &BoundService, stop: &WakeFd) -> bool {
+    let ctx = &service.ctx;
+    let name = &ctx.opts.name;
+    let refuse = |listeners: &[Arc<Listener>]| {
+        for l in listeners {
+            l.pause(name);
+        }
+    };
+    let mut backoff = health::PROBE_BACKOFF_MIN;
+    loop {
+        if matches!(ctx.health.state(), health::State::Paused { .. }) {
+            refuse(&service.listeners);
+        }
+        ctx.health.drain();
+        let result = probe_far_side(ctx, stop.as_raw_fd());
+        if stopping(stop, Duration::ZERO) {
+            return false;
+        }
+        // A failed probe always keeps (or makes) the service paused, one that answers
+        // always reopens it: act on the sockets before `probed` logs "paused" or "resumed",
+        // so that the line is true when it is written. (A listen() that fails here is
+        // retried and logged by the accept loop.)
+        match &result {
+            Err(_) => refuse(&service.listeners),
+            Ok(()) => {
+                for l in &service.listeners {
+                    let _ = l.resume();
+                }
+            }
+        }
+        if ctx.health.probed(result) == Verdict::Accept {
+            return true;
+        }
+        // A reload (or a stop) ends the wait early.
+        let mut fds = vec![wake::pollfd(stop.as_raw_fd(), libc::POLLIN)];
+        if let Some(fd) = ctx.health.wake_fd() {
+            fds.push(wake::pollfd(fd, libc::POLLIN));
+        }
+        let _ = wake::poll(&mut fds, Some(backoff));
+        if fds[0].revents != 0 {
+            return false;
+        }
+        backoff = (backoff * 2).min(health::PROBE_BACKOFF_MAX);
+    }
+}
+
+fn stopping(stop: &WakeFd, wait: Duration) -> bool {
+    let mut fds = [wake::pollfd(stop.as_raw_fd(), libc::POLLIN)];
+    matches!(wake::poll(&mut fds, Some(wait)), Ok(n) if n > 0)
+}
+
+/// One probe of the service's targets, in the configured order (never rotated: a probe
+/// asks whether any target answers).
+fn probe_far_side(ctx: &ServiceCtx, cancel: std::os::fd::RawFd) -> Result<(), String> {
+    let timeout = ctx.opts.timeouts.connect.min(health::PROBE_TIMEOUT_MAX);
+    let addrs = match &ctx.connect_addrs {
+        Some(addrs) => addrs.clone(),
+        None => resolve_bounded(&ctx.opts.connect, timeout, cancel)?,
+    };
+    // A `protocol` exchange before TLS (STARTTLS…) is not repeated by a probe: for those
+    // the far side answers when it accepts a connection.
+    let tls = (ctx.opts.client && ctx.opts.protocol.is_none())
+        .then_some((&ctx.tls.ctx, ctx.sni.as_deref()));
+    crate::probe::far_side(&crate::probe::Target {
+        service: &ctx.opts.name,
+        addrs: &addrs,
+        timeout,
+        options: &ctx.opts.socket_options,
+        source: ctx.opts.local.map(|ip| net::connect::Source {
+            ip,
+            transparent: false,
+        }),
+        tls,
+        cancel,
+    })
+}
+
+/// `delay = yes` (or a name that did not resolve at startup): a probe resolves its targets
+/// anew. getaddrinfo cannot be interrupted, so it runs on a helper thread: the listener
+/// waits at most `timeout` for it and gives up at once when stopped (SIGHUP, SIGTERM must
+/// never wait for a DNS server). An abandoned lookup finishes on its own and is dropped.
+fn resolve_bounded(
+    values: &[String],
+    timeout: Duration,
+    cancel: std::os::fd::RawFd,
+) -> Result<Vec<Addr>, String> {
+    let done = Arc::new(WakeFd::new().map_err(|e| format!("eventfd: {e}"))?);
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let values = values.to_vec();
+    let kick = Arc::clone(&done);
+    std::thread::Builder::new()
+        .name("probe resolver".into())
+        .stack_size(512 * 1024)
+        .spawn(move || {
+            let _ = tx.send(resolve_all(&values));
+            kick.kick();
+        })
+        .map_err(|e| format!("cannot start a resolver thread: {e}"))?;
+    let mut fds = [
+        wake::pollfd(done.as_raw_fd(), libc::POLLIN),
+        wake::pollfd(cancel, libc::POLLIN),
+    ];
+    let _ = wake::poll(&mut fds, Some(timeout));
+    match rx.try_recv() {
+        Ok(result) => result,
+        Err(_) if fds[1].revents != 0 => Err("name resolution given up (stopping)".into()),
+        Err(_) => Err("name resolution timed out".into()),
     }
 }
 

@@ -16,10 +16,13 @@ use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 use crate::accounting::{LiveSession, SessionGuard};
 use crate::config::types::LogId;
 use crate::exec::{self, PeerInfo};
+use crate::health::Trigger;
 use crate::net::sockopt::Which;
 use crate::net::{self, Stream};
 use crate::protocol;
-use crate::relay::{self, describe_ssl_error, Finish, Outcome, RelaySettings, Summary};
+use crate::relay::{
+    self, describe_ssl_error, FarSide, Finish, Outcome, RelaySettings, Side, Summary,
+};
 use crate::service::ServiceCtx;
 use crate::wake;
 
@@ -28,8 +31,10 @@ use crate::wake;
 pub enum SessionError {
     /// No target address accepted the connection (already logged per address).
     ConnectFailed,
-    /// The TLS handshake failed or timed out.
+    /// The TLS handshake failed (the peer refused it: an alert, a certificate).
     Handshake(String),
+    /// The TLS handshake failed because of the connection: reset, EOF, TIMEOUTbusy.
+    Disconnected(String),
     /// A local resource ran out (fds, memory), or the program could not start.
     Setup(String),
 }
@@ -38,7 +43,9 @@ impl std::fmt::Display for SessionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SessionError::ConnectFailed => write!(f, "no target accepted the connection"),
-            SessionError::Handshake(msg) | SessionError::Setup(msg) => write!(f, "{msg}"),
+            SessionError::Handshake(msg)
+            | SessionError::Disconnected(msg)
+            | SessionError::Setup(msg) => write!(f, "{msg}"),
         }
     }
 }
@@ -82,7 +89,9 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
     if let Err(e) = result {
         match &e {
             SessionError::ConnectFailed => {}
-            SessionError::Handshake(msg) | SessionError::Setup(msg) => log_err!("{msg}"),
+            SessionError::Handshake(msg)
+            | SessionError::Disconnected(msg)
+            | SessionError::Setup(msg) => log_err!("{msg}"),
         }
         if let Some(finish) = finish.take() {
             finish(Summary {
@@ -107,7 +116,19 @@ fn log_session_end(svc: &ServiceCtx, guard: &SessionGuard, summary: &Summary) {
         Outcome::Reset(_) if svc.opts.reset => "reset",
         _ => "closed",
     };
-    log_notice!(
+    // A session that ended cleanly having moved nothing either way is what a far side's
+    // probe looks like here (`pauseWhenDown` on the tunnel in front, every few seconds
+    // while it is paused): logged at debug, so that probes do not fill the log.
+    let empty = summary.outcome == Outcome::Closed
+        && summary.sent_to_tls == 0
+        && summary.sent_to_socket == 0;
+    let level = if empty {
+        crate::log::Level::Debug
+    } else {
+        crate::log::Level::Notice
+    };
+    log_at!(
+        level,
         "Connection {how}: {} byte(s) sent to TLS, {} byte(s) sent to socket",
         summary.sent_to_tls,
         summary.sent_to_socket
@@ -116,7 +137,12 @@ fn log_session_end(svc: &ServiceCtx, guard: &SessionGuard, summary: &Summary) {
         Outcome::Closed => String::new(),
         Outcome::Reset(reason) => format!(" ({reason})"),
     };
-    log_info!(
+    log_at!(
+        if empty {
+            crate::log::Level::Debug
+        } else {
+            crate::log::Level::Info
+        },
         "Session summary: service [{}], peer {}, {} byte(s) to TLS, {} byte(s) to socket, {:.3} s, {how}{reason}",
         svc.opts.name,
         live.peer,
@@ -219,8 +245,14 @@ fn client_session(
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     negotiate(svc, &accepted, Some(&far), |p| p.client_before_tls)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
-    let tls = handshake(svc, far, svc.sni.as_deref())
-        .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
+    let tls = handshake(svc, far, svc.sni.as_deref()).inspect_err(|e| {
+        reset_if_configured(svc, accepted.read_fd());
+        // The far side took the connection but could not hold a handshake: as good as
+        // down. A refusal (certificate, alert) is a configuration problem, no pause.
+        if let SessionError::Disconnected(why) = e {
+            svc.far_side_news(Trigger::Unreachable(why.clone()));
+        }
+    })?;
     relay_session(svc, tls, accepted, live, finish);
     Ok(())
 }
@@ -373,7 +405,12 @@ fn far_side(
         &svc.opts.socket_options,
         source,
     )
-    .ok_or(SessionError::ConnectFailed)?;
+    .map_err(|why| {
+        if !redirected && !svc.opts.transparent_destination {
+            svc.far_side_news(Trigger::Unreachable(why));
+        }
+        SessionError::ConnectFailed
+    })?;
     log_notice!(
         "Service [{}] connected remote server from {from}",
         svc.opts.name
@@ -396,6 +433,14 @@ fn relay_session(
         idle: svc.opts.timeouts.idle,
         close: svc.opts.timeouts.close,
         reset: svc.opts.reset,
+        far: svc.pauses().then(|| FarSide {
+            side: if svc.opts.client {
+                Side::Tls
+            } else {
+                Side::Plain
+            },
+            health: Arc::clone(&svc.health),
+        }),
     };
     relay::relay(
         tls,
@@ -462,7 +507,7 @@ fn handshake(
                 match wake::poll(&mut poll_fds, left) {
                     Ok(0) => {
                         reset_if_configured(svc, reset_fd);
-                        return Err(SessionError::Handshake(format!(
+                        return Err(SessionError::Disconnected(format!(
                             "{op}: TIMEOUTbusy exceeded"
                         )));
                     }
@@ -472,10 +517,12 @@ fn handshake(
             }
             Err(HandshakeError::Failure(mid)) => {
                 reset_if_configured(svc, reset_fd);
-                return Err(SessionError::Handshake(format!(
-                    "{op}: {}",
-                    describe_ssl_error(mid.error())
-                )));
+                let msg = format!("{op}: {}", describe_ssl_error(mid.error()));
+                return Err(if crate::tls::compat::is_transport_failure(mid.error()) {
+                    SessionError::Disconnected(msg)
+                } else {
+                    SessionError::Handshake(msg)
+                });
             }
             Err(HandshakeError::SetupFailure(e)) => {
                 return Err(SessionError::Setup(format!("{op}: {e}")))

@@ -44,11 +44,12 @@ fn summary(case: &str, load: &str, faults: &str, bad_inputs: u64, bytes_lost: u6
 /// Writes `<label>.conf` (standard globals + `body`), starts rstunnel and waits only for the
 /// `bound` sections: virtual hosts (`sni = PRIMARY:…`) have no listener of their own.
 fn start_waiting_for(dir: &TestDir, label: &str, body: &str, bound: &[&str]) -> Tunnel {
+    let program = Program::Rstunnel.path();
     let conf = format!(
-        "; {label}: written by tests/hostile_input.rs\nforeground = yes\ndebug = 7\n{body}\n"
+        "; {label}: written by tests/hostile_input.rs\nforeground = yes\ndebug = 7\n{}{body}\n",
+        common::daemon::test_globals(&program, body)
     );
     let conf_path = dir.write(&format!("{label}.conf"), conf);
-    let program = Program::Rstunnel.path();
     let mut t = Tunnel::spawn(&program, &[conf_path.as_os_str()], label, conf_path.clone());
     let names: Vec<String> = bound.iter().map(|s| s.to_string()).collect();
     t.wait_bound(&names, START_TIMEOUT);

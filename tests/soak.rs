@@ -795,9 +795,11 @@ fn soak_streams_and_churn() {
         &dir,
         &pki,
         sink.addr(),
-        &format!("verifyChain = yes\nCAfile = {ca}\ndebug = 4\n"),
+        // pauseWhenDown as by default (the harness turns it off unless named): normal churn
+        // must never pause a service (checked below).
+        &format!("verifyChain = yes\nCAfile = {ca}\ndebug = 4\npauseWhenDown = yes\n"),
         &format!(
-            "cert = {}\nverifyChain = yes\nCAfile = {ca}\ncheckHost = right.name\ndebug = 4\n",
+            "cert = {}\nverifyChain = yes\nCAfile = {ca}\ncheckHost = right.name\ndebug = 4\npauseWhenDown = yes\n",
             pki.client.combined.display()
         ),
     );
@@ -993,6 +995,28 @@ fn soak_streams_and_churn() {
     for (name, t) in [("client", &mut pair.client), ("server", &mut pair.server)] {
         if let Some(st) = t.try_wait() {
             problems.push(format!("{name} tunnel exited: {st}"));
+        }
+        // SIGUSR2 lists every service that paused or was checked (one probe after a
+        // session's far side ended abnormally) since the start: under clean churn there must
+        // be none, not even a check.
+        let listings = t
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("Listed "))
+            .count();
+        t.signal(libc::SIGUSR2);
+        t.wait_for_logs("Listed ", listings + 1, Duration::from_secs(10));
+        // The service lines follow "Listed"; the Memory line ends the listing.
+        t.wait_for_logs("Memory: heap ", listings + 1, Duration::from_secs(10));
+        let paused: Vec<String> = t
+            .log_lines()
+            .into_iter()
+            .filter(|l| l.contains("since the start"))
+            .collect();
+        if !paused.is_empty() {
+            problems.push(format!(
+                "{name} tunnel paused or checked under normal churn: {paused:#?}"
+            ));
         }
         let bad = t.connection_problems(4);
         if !bad.is_empty() {

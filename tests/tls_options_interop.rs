@@ -222,12 +222,7 @@ fn start_waiting_for(
     let path = program.path();
     let mut conf =
         format!("; {label}: tests/tls_options_interop.rs\nforeground = yes\ndebug = 7\n");
-    if path
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("stunnel"))
-    {
-        conf.push_str("pid =\nsyslog = no\n");
-    }
+    conf.push_str(&daemon::test_globals(&path, body));
     conf.push_str(body);
     conf.push('\n');
     let conf_path = dir.write(&format!("{label}.conf"), &conf);

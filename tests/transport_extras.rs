@@ -72,13 +72,8 @@ fn start_with(
     let bin = rstunnel_bin();
     let mut conf =
         format!("; {label}: written by tests/transport_extras.rs\nforeground = yes\ndebug = 7\n");
-    if bin
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("stunnel"))
-    {
-        // RSTUNNEL_TEST_BIN=/usr/bin/stunnel4, to check the tests against the reference.
-        conf.push_str("pid =\nsyslog = no\n");
-    }
+    // RSTUNNEL_TEST_BIN=/usr/bin/stunnel4 checks the tests against the reference.
+    conf.push_str(&common::daemon::test_globals(&bin, body));
     conf.push_str(body);
     conf.push('\n');
     let conf_path = dir.write(&format!("{label}.conf"), conf);

@@ -142,12 +142,7 @@ fn start_tunnel(
     let bin = rstunnel_bin();
     let mut conf =
         format!("; {label}: written by tests/unix_exec_inetd.rs\nforeground = yes\ndebug = 7\n");
-    if bin
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("stunnel"))
-    {
-        conf.push_str("pid =\nsyslog = no\n");
-    }
+    conf.push_str(&common::daemon::test_globals(&bin, body));
     conf.push_str(body);
     conf.push('\n');
     let conf_path = dir.write(&format!("{label}.conf"), &conf);

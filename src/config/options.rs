@@ -147,6 +147,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("OCSPnonce", Service, Set(set_ocsp_nonce), Some("no"), "yes|no send and verify the OCSP nonce extension"),
     row("OCSPrequire", Service, Set(set_ocsp_require), Some("yes"), "yes|no require a conclusive OCSP response (stunnel 5.70+)"),
     row("options", Service, Set(add_ssl_option), Some("NO_SSLv2, NO_SSLv3"), "TLS option to set/reset"),
+    row("pauseWhenDown", Service, Set(set_pause_when_down), Some("yes"), "yes|no refuse new connections while 'connect' is unreachable; no effect with 'exec' (rstunnel extension)"),
     row("protocol", Service, Set(set_protocol), None, "protocol to negotiate before TLS initialization"),
     row("protocolAuthentication", Service, Set(set_protocol_authentication), None, "authentication type for protocol negotiations"),
     row("protocolDomain", Service, Set(set_protocol_domain), None, "domain for protocol negotiations"),
@@ -461,6 +462,11 @@ fn set_transparent(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     };
     t.service.transparent_source = source;
     t.service.transparent_destination = destination;
+    Ok(())
+}
+
+fn set_pause_when_down(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+    t.service.pause_when_down = values::yes_no(value)?;
     Ok(())
 }
 
@@ -920,6 +926,14 @@ mod tests {
             Some(0)
         );
         assert!(apply("securityLevel", "6").is_err());
+    }
+
+    #[test]
+    fn pause_when_down_is_on_by_default_and_takes_yes_or_no() {
+        assert!(ServiceOptions::default().pause_when_down);
+        assert!(!apply("pauseWhenDown", "no").unwrap().1.pause_when_down);
+        assert!(apply("pauseWhenDown", "yes").unwrap().1.pause_when_down);
+        assert!(apply("pauseWhenDown", "sometimes").is_err());
     }
 
     #[test]

@@ -180,6 +180,10 @@ pub struct ServiceOptions {
     /// `maxConnections` (rstunnel extension): live sessions allowed for this service;
     /// 0 leaves only the process-wide cap, which follows RLIMIT_NOFILE.
     pub max_connections: usize,
+    /// `pauseWhenDown` (rstunnel extension): while the `connect` target is unreachable
+    /// the listener refuses connections instead of accepting and dropping them
+    /// (`health`). No effect for `exec` services.
+    pub pause_when_down: bool,
     /// TLS towards `connect`, plain on `accept`.
     pub client: bool,
     pub cert: Option<PathBuf>,
@@ -247,6 +251,7 @@ impl Default for ServiceOptions {
             session_resume: true,
             log_id: LogId::Sequential,
             max_connections: 0,
+            pause_when_down: true,
             unix_owner: (None, None),
             protocol: None,
             protocol_host: None,

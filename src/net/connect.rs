@@ -16,14 +16,15 @@ use super::addr::{display_addr, Addr};
 use super::sockopt::{self, SocketOption, Which};
 use super::Stream;
 
-/// Connects to the first address that answers. Every failure is logged; `None` means all
-/// failed (the caller ends the session).
+/// Connects to the first address that answers. Every failure is logged; `Err` means all
+/// failed (the caller ends the session) and says how the last one did.
 pub fn connect_first(
     addrs: &[Addr],
     timeout: Duration,
     options: &[SocketOption],
     local: Option<Source>,
-) -> Option<(Stream, String)> {
+) -> Result<(Stream, String), String> {
+    let mut last = String::from("no address to connect to");
     for addr in addrs {
         log_info!("s_connect: connecting {addr}");
         // A zero timeout would be rejected by connect_timeout; stunnel then fails at once.
@@ -40,17 +41,90 @@ pub fn connect_first(
         match attempt {
             Ok(connected) => {
                 log_info!("s_connect: connected {addr}");
-                return Some(connected);
+                return Ok(connected);
             }
-            Err(e) => log_err!(
-                "s_connect: connect {addr}: {} ({})",
-                describe(&e),
-                e.raw_os_error().unwrap_or(0)
-            ),
+            Err(e) => {
+                last = format!("connect {addr}: {}", describe(&e));
+                log_err!(
+                    "s_connect: connect {addr}: {} ({})",
+                    describe(&e),
+                    e.raw_os_error().unwrap_or(0)
+                )
+            }
         }
     }
     log_err!("No more addresses to connect");
-    None
+    Err(last)
+}
+
+/// A probe's connect (`health`): one address, logged by the caller only, within `timeout`,
+/// given up early when `cancel` becomes readable (the listener is being stopped). Returns a
+/// non-blocking stream.
+pub fn probe_connect(
+    addr: &Addr,
+    timeout: Duration,
+    options: &[SocketOption],
+    local: Option<Source>,
+    cancel: std::os::fd::RawFd,
+) -> std::io::Result<Stream> {
+    let inet = match addr {
+        Addr::Inet(inet) => inet,
+        Addr::Unix(path) => return probe_connect_unix(path),
+    };
+    let socket = Socket::new(
+        Domain::for_address(*inet),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    sockopt::apply_all(socket.as_raw_fd(), options, Which::Remote);
+    if let Some(source) = local {
+        if source.transparent {
+            let _ = set_transparent(socket.as_raw_fd(), inet.is_ipv6());
+        }
+        socket.bind(&SocketAddr::new(source.ip, 0).into())?;
+    }
+    socket.set_nonblocking(true)?;
+    match socket.connect(&(*inet).into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            let mut fds = [
+                crate::wake::pollfd(socket.as_raw_fd(), libc::POLLOUT),
+                crate::wake::pollfd(cancel, libc::POLLIN),
+            ];
+            if crate::wake::poll(&mut fds, Some(timeout))? == 0 {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            if fds[1].revents != 0 && fds[0].revents == 0 {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            if let Some(e) = socket.take_error()? {
+                return Err(e);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    let stream: TcpStream = socket.into();
+    Ok(Stream::from_tcp(stream))
+}
+
+/// A probe's Unix connect, non-blocking: the listener thread must never wait in the
+/// kernel. A full backlog (EAGAIN) means the far side does not take connections now: not
+/// answering. Linux completes or refuses a Unix connect at once otherwise.
+fn probe_connect_unix(path: &std::path::Path) -> std::io::Result<Stream> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&socket2::SockAddr::unix(path)?) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "its listen backlog is full",
+            ))
+        }
+        Err(e) => return Err(e),
+    }
+    let stream: UnixStream = socket.into();
+    Ok(Stream::from_unix(stream))
 }
 
 /// One TCP attempt: a socket with the `socket = r:…` options and the `local` source

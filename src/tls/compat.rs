@@ -353,6 +353,34 @@ pub fn classify_read_end(error: &openssl::ssl::Error) -> ReadEnd {
     }
 }
 
+/// Whether a failed handshake failed because of the connection (reset, EOF, an I/O error)
+/// rather than of what the peer said (an alert, a certificate that did not verify): only
+/// the first says the far side is down (`pauseWhenDown`).
+pub fn is_transport_failure(error: &openssl::ssl::Error) -> bool {
+    error.code() == ErrorCode::SYSCALL || classify_read_end(error) == ReadEnd::Truncated
+}
+
+/// Whether a failed SSL call failed on an alert the peer sent (OpenSSL files a received
+/// alert as an SSL-library reason of `SSL_AD_REASON_OFFSET` + the alert number: "tlsv13
+/// alert certificate required", "sslv3 alert bad certificate"…). The far side said no:
+/// it is up and refuses us, a configuration problem (a client certificate it does not
+/// take, a protocol it does not allow), never a sign that it is down (`pauseWhenDown`).
+/// close_notify is no error (ZERO_RETURN) and never lands here.
+pub fn is_alert_from_peer(error: &openssl::ssl::Error) -> bool {
+    error.code() == ErrorCode::SSL
+        && error.ssl_error().is_some_and(|stack| {
+            stack.errors().iter().any(|e| {
+                e.library_code() == ERR_LIB_SSL_ANY
+                    && (SSL_AD_REASON_OFFSET..SSL_AD_REASON_OFFSET + 256).contains(&e.reason_code())
+            })
+        })
+}
+
+/// ssl/ssl.h: a received alert's reason is this plus the alert's number (all versions).
+const SSL_AD_REASON_OFFSET: libc::c_int = 1000;
+/// ERR_LIB_SSL (err.h), the same number in 1.1.x and 3.x.
+const ERR_LIB_SSL_ANY: libc::c_int = 20;
+
 /// OpenSSL 3's reason code for an EOF without close_notify (ssl/sslerr.h), from the SSL
 /// library (ERR_LIB_SSL, err.h).
 #[cfg(ossl300)]

@@ -108,6 +108,34 @@ pub fn redirect_index() -> Option<Index<Ssl, AtomicBool>> {
     *INDEX.get_or_init(|| Ssl::new_ex_index().ok())
 }
 
+/// Where a probe's connection is marked (`probe`, `pauseWhenDown`): its accepted
+/// certificates are logged at debug, so that a service probing a far side every few
+/// seconds does not log a notice each time.
+fn probe_index() -> Option<Index<Ssl, bool>> {
+    static INDEX: OnceLock<Option<Index<Ssl, bool>>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().ok())
+}
+
+/// Marks `ssl` as a probe's (see `probe_index`).
+pub fn mark_probe(ssl: &mut Ssl) {
+    if let Some(index) = probe_index() {
+        ssl.set_ex_data(index, true);
+    }
+}
+
+fn is_probe(store: &X509StoreContextRef) -> bool {
+    let Some(ssl) = X509StoreContext::ssl_idx()
+        .ok()
+        .and_then(|i| store.ex_data(i))
+    else {
+        return false;
+    };
+    probe_index()
+        .and_then(|i| ssl.ex_data(i))
+        .copied()
+        .unwrap_or(false)
+}
+
 /// The verify callback. Returns whether the handshake may go on: the verdict, or always
 /// true for a `redirect` service, which notes a failed verdict on the connection instead.
 pub fn check(policy: &VerifyPolicy, preverified: bool, store: &mut X509StoreContextRef) -> bool {
@@ -179,7 +207,11 @@ fn verdict(policy: &VerifyPolicy, preverified: bool, store: &mut X509StoreContex
         return true;
     }
     if preverified || depth == 0 {
-        log_notice!("Certificate accepted at depth={depth}: {subject}");
+        if is_probe(store) {
+            log_debug!("Certificate accepted at depth={depth}: {subject} (probe)");
+        } else {
+            log_notice!("Certificate accepted at depth={depth}: {subject}");
+        }
     }
     true
 }

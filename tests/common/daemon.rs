@@ -58,6 +58,22 @@ fn is_reference_stunnel(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Global lines every test config gets in front of `body`, for `program`: for Debian's
+/// stunnel4 no pid file and no syslog noise; for rstunnel `pauseWhenDown = no` unless `body`
+/// names the option. A pausing service probes its far side (a real connection to the test's
+/// backend, an extra session on a far tunnel) and refuses while it is down; tests of other
+/// things count connections and expect accept-then-fail, so they run without it. Tests of
+/// pausing name the option (tests/pause.rs, the soak).
+pub fn test_globals(program: &Path, body: &str) -> String {
+    if is_reference_stunnel(program) {
+        "pid =\nsyslog = no\n".into()
+    } else if body.contains("pauseWhenDown") {
+        String::new()
+    } else {
+        "pauseWhenDown = no\n".into()
+    }
+}
+
 /// Lines captured from a process, with a condition variable to wait for new ones.
 pub struct LogBuf {
     state: Mutex<LogState>,
@@ -249,10 +265,7 @@ impl Tunnel {
         let path = program.path();
         let mut conf =
             format!("; {label}: written by tests/common/daemon.rs\nforeground = yes\ndebug = 7\n");
-        if is_reference_stunnel(&path) {
-            // Debian's stunnel4: no pid file, no syslog noise.
-            conf.push_str("pid =\nsyslog = no\n");
-        }
+        conf.push_str(&test_globals(&path, body));
         conf.push_str(body);
         conf.push('\n');
         let conf_path = dir.write(&format!("{label}.conf"), &conf);
@@ -305,6 +318,7 @@ impl Tunnel {
                 .collect();
             if missing.is_empty() {
                 self.bound = bound;
+                self.wait_first_probes(sections, deadline);
                 return;
             }
             if let Some(st) = self.try_wait() {
@@ -316,6 +330,37 @@ impl Tunnel {
                 ));
             }
             self.log.wait_until(Duration::from_millis(100), |_| false);
+        }
+    }
+
+    /// A pausing service binds without listening and listens once its first probe answers
+    /// (`pauseWhenDown`): wait for that probe's verdict, so that a test that connects
+    /// right after the start finds it listening (or, its far side down, paused).
+    fn wait_first_probes(&mut self, sections: &[String], deadline: Instant) {
+        let probing: Vec<&String> = sections
+            .iter()
+            .filter(|s| {
+                let pat = format!("Service [{s}]: ");
+                self.log.lines().iter().any(|l| {
+                    l.contains(&pat) && l.contains("not listening until its far side answers")
+                })
+            })
+            .collect();
+        for s in probing {
+            let (answers, paused) = (
+                format!("Service [{s}]: far side answers"),
+                format!("Service [{s}] paused: "),
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.log.wait_until(left, |lines| {
+                lines
+                    .iter()
+                    .any(|l| l.contains(&answers) || l.contains(&paused))
+            }) {
+                self.fail(&format!(
+                    "[{s}]: no first probe verdict within the start timeout"
+                ));
+            }
         }
     }
 
