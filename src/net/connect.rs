@@ -71,18 +71,9 @@ pub fn probe_connect(
         Addr::Inet(inet) => inet,
         Addr::Unix(path) => return probe_connect_unix(path),
     };
-    let socket = Socket::new(
-        Domain::for_address(*inet),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    sockopt::apply_all(socket.as_raw_fd(), options, Which::Remote);
-    if let Some(source) = local {
-        if source.transparent {
-            let _ = set_transparent(socket.as_raw_fd(), inet.is_ipv6());
-        }
-        socket.bind(&SocketAddr::new(source.ip, 0).into())?;
-    }
+    // A probe repeats every few seconds while paused: an IP_TRANSPARENT failure is the
+    // sessions' to report, once each, not the probe's.
+    let socket = outgoing_socket(inet, options, local, false)?;
     socket.set_nonblocking(true)?;
     match socket.connect(&(*inet).into()) {
         Ok(()) => {}
@@ -135,6 +126,25 @@ fn connect_inet(
     options: &[SocketOption],
     local: Option<Source>,
 ) -> std::io::Result<(Stream, String)> {
+    let socket = outgoing_socket(addr, options, local, true)?;
+    socket.connect_timeout(&(*addr).into(), timeout)?;
+    let stream: TcpStream = socket.into();
+    let from = stream
+        .local_addr()
+        .map(|a| display_addr(&a))
+        .unwrap_or_else(|_| "unknown".into());
+    Ok((Stream::from_tcp(stream), from))
+}
+
+/// The socket of an outgoing TCP connection, not yet connected: the `socket = r:…` options
+/// and the `local` source address, shared by sessions and probes so that a probe tests the
+/// same path. `report_transparent` logs an IP_TRANSPARENT failure.
+fn outgoing_socket(
+    addr: &SocketAddr,
+    options: &[SocketOption],
+    local: Option<Source>,
+    report_transparent: bool,
+) -> std::io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(*addr),
         Type::STREAM,
@@ -145,23 +155,19 @@ fn connect_inet(
         if source.transparent {
             // Needed to bind a foreign address; bind() itself says whether it works.
             if let Err(e) = set_transparent(socket.as_raw_fd(), addr.is_ipv6()) {
-                log_err!(
-                    "setsockopt IP_TRANSPARENT: {} ({})",
-                    describe(&e),
-                    e.raw_os_error().unwrap_or(0)
-                );
+                if report_transparent {
+                    log_err!(
+                        "setsockopt IP_TRANSPARENT: {} ({})",
+                        describe(&e),
+                        e.raw_os_error().unwrap_or(0)
+                    );
+                }
             }
         }
         // The source address; the kernel picks the port.
         socket.bind(&SocketAddr::new(source.ip, 0).into())?;
     }
-    socket.connect_timeout(&(*addr).into(), timeout)?;
-    let stream: TcpStream = socket.into();
-    let from = stream
-        .local_addr()
-        .map(|a| display_addr(&a))
-        .unwrap_or_else(|_| "unknown".into());
-    Ok((Stream::from_tcp(stream), from))
+    Ok(socket)
 }
 
 /// Where an outgoing connection comes from: `local = IP`, or (transparent = source) the
