@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::daemon::is_connection_problem;
-use common::faults::{echo_stream, reset, Target};
+use common::faults::{echo_stream, echo_until_end, reset, Target};
 use common::*;
 use process::*;
 
@@ -605,17 +605,7 @@ fn a_far_side_that_answers_close_notify_with_a_bare_eof_is_up() {
     let dir = TestDir::new("pause-bare-eof");
     let pki = Pki::new(&dir);
     let nginx_like = |mut tls: openssl::ssl::SslStream<TcpStream>| {
-        let mut buf = [0u8; 4096];
-        loop {
-            match tls.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tls.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
+        echo_until_end(&mut tls);
         close_without_close_notify(tls);
     };
     let server = tls_server(&pki, nginx_like, nginx_like);

@@ -233,6 +233,20 @@ mod tests {
     use super::*;
     use std::net::{SocketAddr, TcpStream};
 
+    /// A listening TCP socket on a free loopback port, as a service binds one.
+    fn loopback_listener() -> (ListenSocket, SocketAddr) {
+        let (socket, bound, _) = bind(
+            &Addr::Inet("127.0.0.1:0".parse().unwrap()),
+            &reuse_addr_on(),
+            (None, None),
+            false,
+            true,
+        )
+        .unwrap();
+        let Addr::Inet(addr) = bound else { panic!() };
+        (socket, addr)
+    }
+
     fn reuse_addr_on() -> Vec<SocketOption> {
         vec![sockopt::parse("a:SO_REUSEADDR=yes").expect("valid option")]
     }
@@ -247,15 +261,7 @@ mod tests {
     /// refused and the port cannot be bound by anyone else; after resume, connects work.
     #[test]
     fn a_paused_tcp_listener_refuses_keeps_its_port_and_resumes() {
-        let (socket, bound, _) = bind(
-            &Addr::Inet("127.0.0.1:0".parse().unwrap()),
-            &reuse_addr_on(),
-            (None, None),
-            false,
-            true,
-        )
-        .unwrap();
-        let Addr::Inet(addr) = bound else { panic!() };
+        let (socket, addr) = loopback_listener();
         let _queued = TcpStream::connect(addr).expect("listening");
         let mut held = Vec::new();
         let paused = socket.pause(&mut held).unwrap();
@@ -296,15 +302,7 @@ mod tests {
     #[test]
     fn a_pause_hands_over_queued_connections_with_their_data() {
         use std::io::{Read, Write};
-        let (socket, bound, _) = bind(
-            &Addr::Inet("127.0.0.1:0".parse().unwrap()),
-            &reuse_addr_on(),
-            (None, None),
-            false,
-            true,
-        )
-        .unwrap();
-        let Addr::Inet(addr) = bound else { panic!() };
+        let (socket, addr) = loopback_listener();
         let mut clients: Vec<TcpStream> = (0..3)
             .map(|i| {
                 let mut c = TcpStream::connect(addr).unwrap();

@@ -98,17 +98,7 @@ impl Target {
     pub fn tls_echo(acceptor: SslAcceptor) -> Target {
         Target::serve(TcpListener::bind("127.0.0.1:0").unwrap(), move |s| {
             if let Ok(mut tls) = acceptor.accept(s) {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match tls.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if tls.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
+                echo_until_end(&mut tls);
                 let _ = tls.shutdown();
             }
         })
@@ -153,6 +143,22 @@ pub fn echo_stream(mut s: TcpStream) -> io::Result<u64> {
     }
     s.shutdown(Shutdown::Write)?;
     Ok(total)
+}
+
+/// Echoes every byte back until the peer ends or an error does; how the stream is then
+/// closed (close_notify, none, a reset) is the caller's.
+pub fn echo_until_end(s: &mut (impl Read + Write)) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// A TLS server context with `leaf`'s certificate and key, asking no client certificate.
