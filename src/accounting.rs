@@ -1,5 +1,6 @@
 //! Connection accounting: which sessions are live (for SIGUSR2 and draining), the
-//! connection cap, and the RAII `SessionGuard` that holds a session's slot. Knows nothing
+//! connection cap, the RAII `SessionGuard` that holds a session's slot, and the `HeldSlot`
+//! of a connection a paused listener holds (it has a descriptor too). Knows nothing
 //! about sockets or TLS; the relay reports bytes into the `LiveSession` it is handed and
 //! registers what wakes it for a drain.
 
@@ -46,6 +47,9 @@ pub struct Registry {
     emptied: Condvar,
     count: AtomicUsize,
     cap: AtomicUsize,
+    /// Connections held by paused listeners (`HeldSlot`s): each holds a descriptor, so
+    /// they count against `cap` with the live sessions.
+    held: AtomicUsize,
     draining: AtomicBool,
 }
 
@@ -54,6 +58,7 @@ static REGISTRY: Registry = Registry {
     emptied: Condvar::new(),
     count: AtomicUsize::new(0),
     cap: AtomicUsize::new(usize::MAX),
+    held: AtomicUsize::new(0),
     draining: AtomicBool::new(false),
 };
 
@@ -122,7 +127,7 @@ impl Registry {
     ) -> Result<SessionGuard, TooManyClients> {
         let cap = self.cap();
         let mut live = lock(&self.live);
-        if live.len() >= cap {
+        if live.len() + self.held_count() >= cap {
             return Err(TooManyClients { cap });
         }
         // Checked and counted under the table's lock, so two accepts cannot both take the
@@ -152,6 +157,29 @@ impl Registry {
 
     pub fn live_count(&self) -> usize {
         self.count.load(Ordering::SeqCst)
+    }
+
+    /// A slot for a connection a paused listener takes out of its backlog to hold (see
+    /// `service`), or `None` when sessions and held connections fill the cap: a reconnect
+    /// storm during a pause must not fill the descriptor table. Checked under the table's
+    /// lock, as `admit` is.
+    pub fn hold(&'static self) -> Option<HeldSlot> {
+        let live = lock(&self.live);
+        if live.len() + self.held_count() >= self.cap() {
+            return None;
+        }
+        self.held.fetch_add(1, Ordering::SeqCst);
+        Some(HeldSlot { registry: self })
+    }
+
+    /// Connections held by paused listeners now.
+    pub fn held_count(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Whether session `id` is still live.
+    pub fn is_live(&self, id: u64) -> bool {
+        lock(&self.live).contains_key(&id)
     }
 
     /// A snapshot of the live sessions, oldest first.
@@ -190,6 +218,18 @@ impl Registry {
                 .0;
         }
         true
+    }
+}
+
+/// The slot of a held connection; dropping it (the connection is served, which takes a
+/// session slot in its place, or closed) frees it.
+pub struct HeldSlot {
+    registry: &'static Registry,
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        self.registry.held.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -351,6 +391,22 @@ mod tests {
         drop(a);
         drop(c);
         assert_eq!(service.live(), 1);
+        // Connections a paused listener holds fill the cap as sessions do (issue 14's
+        // third read, F1: held connections were not counted, and a reconnect storm during a
+        // pause could fill the descriptor table).
+        let h1 = r.hold().expect("room for a held connection");
+        let h2 = r.hold().expect("room for a second");
+        assert!(r.hold().is_none(), "b and two held fill the cap of 3");
+        assert!(matches!(
+            r.admit(1_000_006, "o", &other, "p".into()),
+            Err(TooManyClients { cap: 3 })
+        ));
+        drop(h1);
+        let d = r
+            .admit(1_000_007, "o", &other, "p".into())
+            .expect("a freed held slot admits a session");
+        drop((d, h2));
+        assert_eq!(r.held_count(), 0);
         assert!(!r.wait_empty(Duration::from_millis(20)));
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,18 @@ pub enum Trigger {
     Broken(String),
 }
 
+/// What a probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Answered,
+    /// The far side did not answer: refused, unreachable, timed out, reset.
+    Down(String),
+    /// The probe could not be made for a reason of this process or host, not of the far
+    /// side (descriptors or memory exhausted, no thread, a name lookup still running):
+    /// nothing is learnt, the state stays as it is and the probe is repeated.
+    Unknown(String),
+}
+
 /// What the listener should do after a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -64,6 +76,14 @@ pub struct Health {
     wake: Option<WakeFd>,
     pauses: AtomicU64,
     checks: AtomicU64,
+    /// Sessions that reached the far side (connected; in client mode, handshake done).
+    reached: AtomicU64,
+    /// Set while the listener waits for a session to reach the far side (see `watch`):
+    /// only then does `reached` kick, so the common case costs one atomic add.
+    watching: AtomicBool,
+    /// An `Unknown` probe was logged as a warning and no probe has answered or failed
+    /// since: the next ones go to debug, so a long shortage logs once.
+    unknown_logged: AtomicBool,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -80,6 +100,9 @@ impl Health {
             wake: WakeFd::new().ok(),
             pauses: AtomicU64::new(0),
             checks: AtomicU64::new(0),
+            reached: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
+            unknown_logged: AtomicBool::new(false),
         }
     }
 
@@ -142,13 +165,37 @@ impl Health {
         self.kick();
     }
 
+    /// A session reached the far side.
+    pub fn reached(&self) {
+        self.reached.fetch_add(1, Ordering::SeqCst);
+        if self.watching.load(Ordering::SeqCst) {
+            self.kick();
+        }
+    }
+
+    /// How many sessions have reached the far side since the process started.
+    pub fn reached_count(&self) -> u64 {
+        self.reached.load(Ordering::SeqCst)
+    }
+
+    /// While on, `reached` kicks the wake descriptor as a state change does.
+    pub fn watch(&self, on: bool) {
+        self.watching.store(on, Ordering::SeqCst);
+    }
+
     fn pause_logged(&self, reason: &str) {
         self.pauses.fetch_add(1, Ordering::Relaxed);
         log_notice!("Service [{}] paused: {reason}", self.name);
     }
 
-    /// The listener's probe result. `Err` carries why the far side did not answer.
-    pub fn probed(&self, result: Result<(), String>) -> Verdict {
+    /// The listener's probe result.
+    pub fn probed(&self, result: Probe) -> Verdict {
+        let result = match result {
+            Probe::Answered => Ok(()),
+            Probe::Down(reason) => Err(reason),
+            Probe::Unknown(reason) => return self.unknown(&reason),
+        };
+        self.unknown_logged.store(false, Ordering::Relaxed);
         let mut state = lock(&self.state);
         let now = Instant::now();
         match (&*state, result) {
@@ -191,6 +238,24 @@ impl Health {
                 Verdict::KeepRefusing
             }
         }
+    }
+
+    /// A probe that learnt nothing: the state stays (a starting service keeps not
+    /// listening, a checking one keeps its backlog, a paused one keeps refusing). Logged
+    /// as a warning once, then at debug until a probe answers or fails.
+    fn unknown(&self, reason: &str) -> Verdict {
+        if self.is_open() {
+            return Verdict::Accept;
+        }
+        if self.unknown_logged.swap(true, Ordering::Relaxed) {
+            log_debug!("Service [{}]: still cannot probe: {reason}", self.name);
+        } else {
+            log_warning!(
+                "Service [{}]: cannot probe its far side: {reason} (a shortage here, not an outage there: its state stays as it is, probing again)",
+                self.name
+            );
+        }
+        Verdict::KeepRefusing
     }
 }
 
@@ -266,7 +331,7 @@ mod tests {
 
     fn open(name: &str) -> Health {
         let h = Health::new(name);
-        assert_eq!(h.probed(Ok(())), Verdict::Accept);
+        assert_eq!(h.probed(Probe::Answered), Verdict::Accept);
         h
     }
 
@@ -275,7 +340,7 @@ mod tests {
         let h = Health::new("t1");
         assert_eq!(h.state(), State::Starting);
         assert!(!h.is_open());
-        assert_eq!(h.probed(Ok(())), Verdict::Accept);
+        assert_eq!(h.probed(Probe::Answered), Verdict::Accept);
         assert!(h.is_open());
         assert_eq!(h.pauses(), 0);
     }
@@ -286,13 +351,16 @@ mod tests {
         h.report(Trigger::Unreachable("connect refused".into()));
         assert!(matches!(h.state(), State::Paused { .. }));
         assert_eq!(h.pauses(), 1);
-        assert_eq!(h.probed(Err("still down".into())), Verdict::KeepRefusing);
+        assert_eq!(
+            h.probed(Probe::Down("still down".into())),
+            Verdict::KeepRefusing
+        );
         assert_eq!(
             h.pauses(),
             1,
             "a failed probe while paused is the same pause"
         );
-        assert_eq!(h.probed(Ok(())), Verdict::Accept);
+        assert_eq!(h.probed(Probe::Answered), Verdict::Accept);
         assert!(h.is_open());
     }
 
@@ -303,17 +371,64 @@ mod tests {
         assert!(matches!(h.state(), State::Checking { .. }));
         // More broken sessions while checking change nothing.
         h.report(Trigger::Broken("reset".into()));
-        assert_eq!(h.probed(Ok(())), Verdict::Accept);
+        assert_eq!(h.probed(Probe::Answered), Verdict::Accept);
         assert_eq!((h.pauses(), h.checks()), (0, 1));
         h.report(Trigger::Broken("reset".into()));
-        assert_eq!(h.probed(Err("refused".into())), Verdict::KeepRefusing);
+        assert_eq!(
+            h.probed(Probe::Down("refused".into())),
+            Verdict::KeepRefusing
+        );
         assert_eq!(h.pauses(), 1);
+    }
+
+    /// Issue 14's third read, F1: a probe that could not be made (descriptors exhausted in
+    /// this process) made the service pause, and kept it paused for as long as the
+    /// shortage lasted. Now it changes nothing: a starting service keeps not listening, a
+    /// checking one keeps its backlog, a paused one stays paused, and none counts a pause.
+    #[test]
+    fn a_probe_that_learnt_nothing_keeps_the_state() {
+        let shortage = || Probe::Unknown("socket: Too many open files".into());
+        let h = Health::new("t5");
+        assert_eq!(h.probed(shortage()), Verdict::KeepRefusing);
+        assert_eq!(h.state(), State::Starting);
+        assert_eq!(h.probed(Probe::Answered), Verdict::Accept);
+        assert_eq!(h.probed(shortage()), Verdict::Accept, "open stays open");
+        h.report(Trigger::Broken("reset".into()));
+        assert_eq!(h.probed(shortage()), Verdict::KeepRefusing);
+        assert!(matches!(h.state(), State::Checking { .. }));
+        assert_eq!(h.pauses(), 0, "a shortage here is no pause");
+        assert_eq!(
+            h.probed(Probe::Down("refused".into())),
+            Verdict::KeepRefusing
+        );
+        assert_eq!(h.probed(shortage()), Verdict::KeepRefusing);
+        assert!(matches!(h.state(), State::Paused { .. }));
+        assert_eq!(h.pauses(), 1);
+        assert_eq!(h.probed(Probe::Answered), Verdict::Accept);
+    }
+
+    #[test]
+    fn reached_counts_and_kicks_only_while_watched() {
+        let h = Health::new("t6");
+        let fd = h.wake_fd().expect("an eventfd");
+        let kicked = || {
+            let mut fds = [crate::wake::pollfd(fd, libc::POLLIN)];
+            crate::wake::poll(&mut fds, Some(Duration::ZERO)).unwrap() == 1
+        };
+        h.reached();
+        assert_eq!(h.reached_count(), 1);
+        assert!(!kicked(), "nobody watches: no kick");
+        h.watch(true);
+        h.reached();
+        h.watch(false);
+        assert_eq!(h.reached_count(), 2);
+        assert!(kicked());
     }
 
     #[test]
     fn the_table_keeps_one_state_per_name() {
         let a = for_service("health-test-a");
-        a.probed(Ok(()));
+        a.probed(Probe::Answered);
         a.report(Trigger::Unreachable("down".into()));
         let again = for_service("health-test-a");
         assert!(matches!(again.state(), State::Paused { .. }));
@@ -326,14 +441,14 @@ mod tests {
                 ..
             })
         ));
-        again.probed(Ok(()));
+        again.probed(Probe::Answered);
         // Open again, still listed: it paused once since the start.
         assert_eq!(
             listed("health-test-a").map(|l| (l.state, l.pauses)),
             Some((State::Open, 1))
         );
         // A service that never paused and is open is not listed.
-        for_service("health-test-b").probed(Ok(()));
+        for_service("health-test-b").probed(Probe::Answered);
         assert!(listed("health-test-b").is_none());
     }
 
@@ -343,7 +458,7 @@ mod tests {
     fn a_reload_forgets_services_that_no_longer_pause() {
         for name in ["health-test-kept", "health-test-dropped"] {
             let h = for_service(name);
-            h.probed(Ok(()));
+            h.probed(Probe::Answered);
             h.report(Trigger::Unreachable("down".into()));
         }
         let names = |v: Vec<Listed>| v.into_iter().map(|l| l.name).collect::<Vec<_>>();

@@ -161,7 +161,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
         match signal {
             SIGHUP => state.reload(source.as_deref()),
             SIGUSR1 => reopen_log(&state.config),
-            SIGUSR2 => list_sessions(),
+            SIGUSR2 => list_sessions(&state.running),
             SIGTERM => {
                 log_notice!("Terminated");
                 break;
@@ -255,7 +255,7 @@ fn reopen_log(config: &Config) {
 }
 
 /// SIGUSR2: one line per live session, as stunnel's listing.
-fn list_sessions() {
+fn list_sessions(running: &[RunningService]) {
     let sessions = registry().snapshot();
     log_at!(crate::log::Level::Emerg, "Active connections:");
     for s in &sessions {
@@ -299,6 +299,20 @@ fn list_sessions() {
             crate::log::Level::Emerg,
             "Service [{name}] {now}; {pauses} pause(s), {checks} check(s) since the start"
         );
+    }
+    // Connections paused listeners hold, waiting for their far side.
+    for r in running {
+        for l in &r.listeners {
+            let held = l.held_count();
+            if held > 0 {
+                log_at!(
+                    crate::log::Level::Emerg,
+                    "Service [{}]: {held} connection(s) held on {} until it resumes",
+                    r.ctx.opts.name,
+                    l.bound
+                );
+            }
+        }
     }
     if let Some(h) = crate::accounting::heap_usage() {
         log_at!(

@@ -14,13 +14,16 @@
 //!   answers (the usual case: a failed request of a live backend refuses nobody);
 //! * paused (a probe failed, or a connect did): the sockets stop listening
 //!   (`ListenSocket::pause`, connects refused), the connections already in the backlog are
-//!   held and served on resume, and the far side is probed with back-off.
+//!   held (as far as the connection cap has room) and the far side is probed with back-off;
+//! * reopened: the first connection served is a canary, served alone until a session
+//!   reaches the far side; then the held ones, one at a time while the service stays open.
 //!
 //! A socket that cannot listen again (listen() refused, or accept() says it is not
 //! listening) keeps its pause token and is retried with the probe back-off.
 
 use crate::net::listen::{ListenSocket, Paused};
 use crate::net::{Addr, Stream};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -29,9 +32,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::accounting::{registry, ServiceSlots, SessionGuard, TooManyClients};
+use crate::accounting::{registry, HeldSlot, ServiceSlots, SessionGuard, TooManyClients};
 use crate::config::{Config, ConfigError, ServiceOptions};
-use crate::health::{self, Health, Trigger, Verdict};
+use crate::health::{self, Health, Probe, Trigger, Verdict};
 use crate::net::{self, Endpoint};
 use crate::session::Completion;
 use crate::tls::{self, ServiceTls, TlsSetupError, VirtualHost};
@@ -252,6 +255,15 @@ impl ServiceCtx {
         }
     }
 
+    /// A session of this service reached its far side (connected; in client mode, its TLS
+    /// handshake done): what a listener resuming after a pause waits for before it serves
+    /// more than one connection.
+    pub fn far_side_reached(&self) {
+        if self.pauses() {
+            self.health.reached();
+        }
+    }
+
     /// After a server handshake: the virtual host the client's SNI name selected, if any
     /// (the same match the ClientHello callback made).
     pub fn virtual_host_for(&self, ssl: &openssl::ssl::SslRef) -> Option<&Arc<ServiceCtx>> {
@@ -305,17 +317,6 @@ fn client_sni(opts: &ServiceOptions, first_host: Option<String>) -> Option<Strin
     }
 }
 
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let (ListenSocket::Unix(_), Addr::Unix(path)) = (&self.socket, &self.bound) {
-            match std::fs::remove_file(path) {
-                Ok(()) => log_debug!("Socket removed: {}", path.display()),
-                Err(e) => log_debug!("Socket {}: {e}", path.display()),
-            }
-        }
-    }
-}
-
 /// Port 0 means "any free port": a new one on every bind, so never the same socket.
 fn reusable_address(addr: &Addr) -> bool {
     !matches!(addr, Addr::Inet(inet) if inet.port() == 0)
@@ -334,10 +335,21 @@ pub struct Listener {
     /// bound but not yet listening); kept across a reload with the socket, and kept when
     /// listen() fails, so that it is retried.
     pub paused: Mutex<Option<Paused>>,
-    /// Connections taken out of the backlog when it paused (`ListenSocket::pause`), served
-    /// first when the service accepts again. Closed with the listener if a reload removes
-    /// the service meanwhile, as the kernel would close its backlog.
-    held: Mutex<Vec<(Stream, String)>>,
+    /// Connections taken out of the backlog when it paused (`ListenSocket::pause`), oldest
+    /// first, served first when the service accepts again. Handed over with the listener
+    /// by a reload that keeps its address; reset (and logged) with it if the process stops
+    /// or a reload removes the service meanwhile, as the kernel would reset its backlog.
+    held: Mutex<VecDeque<Held>>,
+}
+
+/// A connection a paused listener holds.
+struct Held {
+    conn: Stream,
+    peer: String,
+    /// Its receive buffer before it was shrunk (`net::listen::shrink_receive_buffer`).
+    receive_buffer: Option<usize>,
+    /// Counts it against the connection cap while it waits.
+    _slot: HeldSlot,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -351,10 +363,13 @@ impl Listener {
             configured,
             bound,
             paused: Mutex::new(paused),
-            held: Mutex::new(Vec::new()),
+            held: Mutex::new(VecDeque::new()),
         }
     }
 
+    /// Stops listening (see `ListenSocket::pause`), holding what waited in the backlog as
+    /// far as the connection cap has room (`Registry::hold`): held connections keep a
+    /// descriptor each, and a reconnect storm during a pause must not fill the table.
     fn pause(&self, service: &str) {
         let mut slot = locked(&self.paused);
         if slot.is_some() {
@@ -362,7 +377,25 @@ impl Listener {
         }
         let mut held = locked(&self.held);
         let before = held.len();
-        match self.socket.pause(&mut held) {
+        let mut full = false;
+        let paused = self.socket.pause(|conn, peer| match registry().hold() {
+            Some(held_slot) => {
+                let receive_buffer = net::listen::shrink_receive_buffer(&conn);
+                held.push_back(Held {
+                    conn,
+                    peer,
+                    receive_buffer,
+                    _slot: held_slot,
+                });
+                true
+            }
+            None => {
+                full = true;
+                net::set_linger_reset(conn.read_fd());
+                false
+            }
+        });
+        match paused {
             Ok(p) => *slot = Some(p),
             Err(e) => log_err!("Service [{service}]: cannot pause {}: {e}", self.bound),
         }
@@ -370,6 +403,14 @@ impl Listener {
             log_info!(
                 "Service [{service}]: {} connection(s) waiting on {} held until it resumes",
                 held.len() - before,
+                self.bound
+            );
+        }
+        if full {
+            log_warning!(
+                "Service [{service}]: connection cap reached ({} live, {} held): the connections still waiting on {} are reset",
+                registry().live_count(),
+                registry().held_count(),
                 self.bound
             );
         }
@@ -403,8 +444,45 @@ impl Listener {
         slot.is_some()
     }
 
-    fn take_held(&self) -> Vec<(Stream, String)> {
-        std::mem::take(&mut *locked(&self.held))
+    /// The oldest held connection, its receive buffer given back and its held slot freed
+    /// (serving it takes a session slot instead).
+    fn next_held(&self) -> Option<(Stream, String)> {
+        let held = locked(&self.held).pop_front()?;
+        if let Some(size) = held.receive_buffer {
+            net::listen::restore_receive_buffer(&held.conn, size);
+        }
+        Some((held.conn, held.peer))
+    }
+
+    /// How many connections it holds now (SIGUSR2).
+    pub fn held_count(&self) -> usize {
+        locked(&self.held).len()
+    }
+}
+
+/// The process stops, or a reload removed the service, while connections are still held:
+/// they are reset (never closed as if served: their senders must learn their data was not
+/// delivered), and said so.
+impl Drop for Listener {
+    /// A Unix socket's file goes with the socket, as in stunnel.
+    fn drop(&mut self) {
+        let held = std::mem::take(&mut *locked(&self.held));
+        if !held.is_empty() {
+            for h in &held {
+                net::set_linger_reset(h.conn.read_fd());
+            }
+            log_notice!(
+                "{} held connection(s) on {} reset: the service stopped before its far side came back",
+                held.len(),
+                self.bound
+            );
+        }
+        if let (ListenSocket::Unix(_), Addr::Unix(path)) = (&self.socket, &self.bound) {
+            match std::fs::remove_file(path) {
+                Ok(()) => log_debug!("Socket removed: {}", path.display()),
+                Err(e) => log_debug!("Socket {}: {e}", path.display()),
+            }
+        }
     }
 }
 
@@ -588,17 +666,23 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
     let health = &service.ctx.health;
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut relisten = Relisten::default();
+    let mut lookup = crate::probe::Lookup::new(service.ctx.opts.connect.clone(), resolve_all);
+    // After the service opens again the first connection served is a canary (`canary`).
+    let mut canary = false;
     loop {
-        if service.ctx.pauses() && !health.is_open() && !wait_for_far_side(service, stop) {
-            return;
+        if service.ctx.pauses() && !health.is_open() {
+            if !wait_for_far_side(service, stop, &mut lookup) {
+                return;
+            }
+            canary = true;
         }
         // Accepting (or not pausing, any more after a reload that turned it off): every
-        // socket listens, and what a pause held is served first.
+        // socket listens, and what a pause held is served first, oldest first.
         let retry_in = listen_all(service, &mut relisten);
-        for listener in &service.listeners {
-            for (conn, peer) in listener.take_held() {
-                spawn_session(&service.ctx, conn, peer);
-            }
+        match serve_held(service, stop, &mut canary) {
+            Served::All => {}
+            Served::Interrupted => continue,
+            Served::Stopping => return,
         }
         let active: Vec<&Arc<Listener>> =
             service.listeners.iter().filter(|l| l.listening()).collect();
@@ -633,7 +717,14 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
             match listener.socket.accept() {
                 Ok((conn, peer)) => {
                     backoff = ACCEPT_BACKOFF_MIN;
-                    spawn_session(&service.ctx, conn, peer);
+                    if canary {
+                        canary = false;
+                        if serve_canary(service, conn, peer, stop) == Canary::Stopping {
+                            return;
+                        }
+                    } else {
+                        spawn_session(&service.ctx, conn, peer);
+                    }
                 }
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
@@ -657,6 +748,121 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
         }
     }
 }
+
+/// How far `serve_held` got.
+enum Served {
+    /// Nothing is held any more.
+    All,
+    /// The far side went down again (or is being checked): the rest stay held.
+    Interrupted,
+    /// The listener is stopping (the rest stay held: a reload hands them over).
+    Stopping,
+}
+
+/// Serves the held connections one at a time, oldest first, each only while the service
+/// is open (a pausing service's far side can fail again while they start); the first one
+/// after a reopening is the canary.
+fn serve_held(service: &BoundService, stop: &WakeFd, canary: &mut bool) -> Served {
+    let pausing = service.ctx.pauses();
+    for listener in &service.listeners {
+        loop {
+            if pausing && !service.ctx.health.is_open() {
+                return Served::Interrupted;
+            }
+            let Some((conn, peer)) = listener.next_held() else {
+                break;
+            };
+            if pausing && *canary {
+                *canary = false;
+                match serve_canary(service, conn, peer, stop) {
+                    Canary::Stopping => return Served::Stopping,
+                    Canary::Failed => return Served::Interrupted,
+                    Canary::Reached | Canary::NoNews => {}
+                }
+            } else {
+                spawn_session(&service.ctx, conn, peer);
+            }
+        }
+    }
+    Served::All
+}
+
+/// What became of the canary.
+#[derive(Debug, PartialEq, Eq)]
+enum Canary {
+    /// A session reached the far side: serve the rest.
+    Reached,
+    /// The service is not open any more (the canary's connect failed: paused; or its
+    /// far side broke it: checking).
+    Failed,
+    /// No news within the canary's time (its session is still connecting, or ended
+    /// before reaching the far side for a reason of its own): carry on as usual.
+    NoNews,
+    Stopping,
+}
+
+/// The first connection served after the service opens again (a probe just answered) is
+/// served alone: the listener waits until its session reaches the far side before it
+/// serves the next one, so a far side that answered a probe and fails again at once (a
+/// flapping link, a target restarting) costs one session, not every connection held
+/// or waiting in the backlog.
+fn serve_canary(service: &BoundService, conn: Stream, peer: String, stop: &WakeFd) -> Canary {
+    let ctx = &service.ctx;
+    let health = &ctx.health;
+    let before = health.reached_count();
+    health.watch(true);
+    let Some(id) = spawn_session(ctx, conn, peer) else {
+        health.watch(false);
+        return Canary::NoNews;
+    };
+    // As long as the session may take to get there: each target's TIMEOUTconnect, and in
+    // client mode its handshake (TIMEOUTbusy).
+    let targets = ctx
+        .connect_addrs
+        .as_ref()
+        .map_or(ctx.opts.connect.len(), Vec::len)
+        .max(1) as u32;
+    let mut budget = ctx.opts.timeouts.connect.saturating_mul(targets);
+    if ctx.opts.client {
+        budget += ctx.opts.timeouts.busy;
+    }
+    let deadline = Instant::now() + budget.min(CANARY_WAIT_MAX) + Duration::from_millis(100);
+    let outcome = loop {
+        if health.reached_count() != before {
+            break Canary::Reached;
+        }
+        if !health.is_open() {
+            break Canary::Failed;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        // A canary that ended without reaching the far side (its client failed the
+        // handshake, say) tells nothing: the others need not wait out its time.
+        if left.is_zero() || !registry().is_live(id) {
+            break Canary::NoNews;
+        }
+        let mut fds = vec![wake::pollfd(stop.as_raw_fd(), libc::POLLIN)];
+        if let Some(fd) = health.wake_fd() {
+            fds.push(wake::pollfd(fd, libc::POLLIN));
+        }
+        // Woken at once by news of the far side; the end of the session is looked for
+        // every 50 ms.
+        let _ = wake::poll(&mut fds, Some(left.min(Duration::from_millis(50))));
+        if fds[0].revents != 0 {
+            break Canary::Stopping;
+        }
+        health.drain();
+    };
+    health.watch(false);
+    log_debug!(
+        "Service [{}]: first connection after resuming: {outcome:?}",
+        ctx.opts.name
+    );
+    outcome
+}
+
+/// The longest a listener waits for its canary (a service with many slow targets would
+/// otherwise make every other client wait for minutes).
+const CANARY_WAIT_MAX: Duration = Duration::from_secs(15);
 
 /// Retrying listen() on sockets that could not listen again after a pause (another socket
 /// took the port meanwhile, say): with the probe back-off, the first failure logged as an
@@ -720,7 +926,11 @@ fn listen_all(service: &BoundService, r: &mut Relisten) -> Option<Duration> {
 /// Returns true when the far side answers (the caller listens again and serves what was
 /// held), false when the listener is to stop (its sockets stay as they are: a reload's
 /// next thread carries on with them).
-fn wait_for_far_side(service: &BoundService, stop: &WakeFd) -> bool {
+fn wait_for_far_side(
+    service: &BoundService,
+    stop: &WakeFd,
+    lookup: &mut crate::probe::Lookup,
+) -> bool {
     let ctx = &service.ctx;
     let name = &ctx.opts.name;
     let refuse = |listeners: &[Arc<Listener>]| {
@@ -734,21 +944,23 @@ fn wait_for_far_side(service: &BoundService, stop: &WakeFd) -> bool {
             refuse(&service.listeners);
         }
         ctx.health.drain();
-        let result = probe_far_side(ctx, stop.as_raw_fd());
+        let result = probe_far_side(ctx, lookup, stop.as_raw_fd());
         if stopping(stop, Duration::ZERO) {
             return false;
         }
         // A failed probe always keeps (or makes) the service paused, one that answers
         // always reopens it: act on the sockets before `probed` logs "paused" or "resumed",
         // so that the line is true when it is written. (A listen() that fails here is
-        // retried and logged by the accept loop.)
+        // retried and logged by the accept loop.) A probe that learnt nothing changes
+        // nothing.
         match &result {
-            Err(_) => refuse(&service.listeners),
-            Ok(()) => {
+            Probe::Down(_) => refuse(&service.listeners),
+            Probe::Answered => {
                 for l in &service.listeners {
                     let _ = l.resume();
                 }
             }
+            Probe::Unknown(_) => {}
         }
         if ctx.health.probed(result) == Verdict::Accept {
             return true;
@@ -772,12 +984,20 @@ fn stopping(stop: &WakeFd, wait: Duration) -> bool {
 }
 
 /// One probe of the service's targets, in the configured order (never rotated: a probe
-/// asks whether any target answers).
-fn probe_far_side(ctx: &ServiceCtx, cancel: std::os::fd::RawFd) -> Result<(), String> {
+/// asks whether any target answers). Names looked up per connection (`delay = yes`) go
+/// through the listener's `lookup`.
+fn probe_far_side(
+    ctx: &ServiceCtx,
+    lookup: &mut crate::probe::Lookup,
+    cancel: std::os::fd::RawFd,
+) -> Probe {
     let timeout = ctx.opts.timeouts.connect.min(health::PROBE_TIMEOUT_MAX);
     let addrs = match &ctx.connect_addrs {
         Some(addrs) => addrs.clone(),
-        None => resolve_bounded(&ctx.opts.connect, timeout, cancel)?,
+        None => match lookup.addrs(timeout, cancel) {
+            Ok(addrs) => addrs,
+            Err(probe) => return probe,
+        },
     };
     // A `protocol` exchange before TLS (STARTTLS…) is not repeated by a probe: for those
     // the far side answers when it accepts a connection.
@@ -795,39 +1015,6 @@ fn probe_far_side(ctx: &ServiceCtx, cancel: std::os::fd::RawFd) -> Result<(), St
         tls,
         cancel,
     })
-}
-
-/// `delay = yes` (or a name that did not resolve at startup): a probe resolves its targets
-/// anew. getaddrinfo cannot be interrupted, so it runs on a helper thread: the listener
-/// waits at most `timeout` for it and gives up at once when stopped (SIGHUP, SIGTERM must
-/// never wait for a DNS server). An abandoned lookup finishes on its own and is dropped.
-fn resolve_bounded(
-    values: &[String],
-    timeout: Duration,
-    cancel: std::os::fd::RawFd,
-) -> Result<Vec<Addr>, String> {
-    let done = Arc::new(WakeFd::new().map_err(|e| format!("eventfd: {e}"))?);
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let values = values.to_vec();
-    let kick = Arc::clone(&done);
-    std::thread::Builder::new()
-        .name("probe resolver".into())
-        .stack_size(512 * 1024)
-        .spawn(move || {
-            let _ = tx.send(resolve_all(&values));
-            kick.kick();
-        })
-        .map_err(|e| format!("cannot start a resolver thread: {e}"))?;
-    let mut fds = [
-        wake::pollfd(done.as_raw_fd(), libc::POLLIN),
-        wake::pollfd(cancel, libc::POLLIN),
-    ];
-    let _ = wake::poll(&mut fds, Some(timeout));
-    match rx.try_recv() {
-        Ok(result) => result,
-        Err(_) if fds[1].revents != 0 => Err("name resolution given up (stopping)".into()),
-        Err(_) => Err("name resolution timed out".into()),
-    }
 }
 
 /// Takes a slot for a connection from `peer`, or logs the refusal (dropping `conn`
@@ -854,18 +1041,22 @@ pub fn spawn_session_here(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
 }
 
 /// Takes a slot and hands the connection to a new session thread (or refuses it).
-pub fn spawn_session(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
-    let Some(guard) = admit(ctx, peer) else {
-        return;
-    };
+/// Returns the session's id if it started.
+pub fn spawn_session(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) -> Option<u64> {
+    let guard = admit(ctx, peer)?;
+    let id = guard.session().id;
     let ctx_for_thread = Arc::clone(ctx);
     let spawned = std::thread::Builder::new()
         .stack_size(ctx.opts.stack)
         .spawn(move || crate::session::run(ctx_for_thread, conn, guard, Completion::HandOff));
-    if let Err(e) = spawned {
-        log_err!(
-            "Service [{}]: cannot create a thread for a connection: {e}",
-            ctx.opts.name,
-        );
+    match spawned {
+        Ok(_) => Some(id),
+        Err(e) => {
+            log_err!(
+                "Service [{}]: cannot create a thread for a connection: {e}",
+                ctx.opts.name,
+            );
+            None
+        }
     }
 }

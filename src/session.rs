@@ -253,6 +253,7 @@ fn client_session(
             svc.far_side_news(Trigger::Unreachable(why.clone()));
         }
     })?;
+    svc.far_side_reached();
     relay_session(svc, tls, accepted, live, finish);
     Ok(())
 }
@@ -405,12 +406,16 @@ fn far_side(
         &svc.opts.socket_options,
         source,
     )
-    .map_err(|why| {
-        if !redirected && !svc.opts.transparent_destination {
-            svc.far_side_news(Trigger::Unreachable(why));
+    .map_err(|failure| {
+        // A shortage here (EMFILE…) says nothing about the far side: no pause for it.
+        if !redirected && !svc.opts.transparent_destination && !failure.local {
+            svc.far_side_news(Trigger::Unreachable(failure.why));
         }
         SessionError::ConnectFailed
     })?;
+    if !svc.opts.client {
+        svc.far_side_reached();
+    }
     log_notice!(
         "Service [{}] connected remote server from {from}",
         svc.opts.name

@@ -16,6 +16,25 @@ use super::addr::{display_addr, Addr};
 use super::sockopt::{self, SocketOption, Which};
 use super::Stream;
 
+/// Why every address of `connect_first` failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectFailure {
+    /// How the last attempt failed.
+    pub why: String,
+    /// Some attempt failed for a reason of this host, not of the far side (see
+    /// `is_local_shortage`): the far side may well be up.
+    pub local: bool,
+}
+
+/// Errors that say nothing about the far side: this process or host ran out of
+/// descriptors, buffers or memory.
+pub fn is_local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
 /// Connects to the first address that answers. Every failure is logged; `Err` means all
 /// failed (the caller ends the session) and says how the last one did.
 pub fn connect_first(
@@ -23,8 +42,9 @@ pub fn connect_first(
     timeout: Duration,
     options: &[SocketOption],
     local: Option<Source>,
-) -> Result<(Stream, String), String> {
+) -> Result<(Stream, String), ConnectFailure> {
     let mut last = String::from("no address to connect to");
+    let mut shortage = false;
     for addr in addrs {
         log_info!("s_connect: connecting {addr}");
         // A zero timeout would be rejected by connect_timeout; stunnel then fails at once.
@@ -44,6 +64,7 @@ pub fn connect_first(
                 return Ok(connected);
             }
             Err(e) => {
+                shortage |= is_local_shortage(&e);
                 last = format!("connect {addr}: {}", describe(&e));
                 log_err!(
                     "s_connect: connect {addr}: {} ({})",
@@ -54,7 +75,10 @@ pub fn connect_first(
         }
     }
     log_err!("No more addresses to connect");
-    Err(last)
+    Err(ConnectFailure {
+        why: last,
+        local: shortage,
+    })
 }
 
 /// A probe's connect (`health`): one address, logged by the caller only, within `timeout`,

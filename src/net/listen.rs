@@ -17,7 +17,8 @@
 //!
 //! `shutdown()` resets every connection still in a TCP listener's backlog, whatever its
 //! client already sent. So `pause` first accepts what is queued (non-blocking, until
-//! EAGAIN) and hands it to the caller, who holds it and serves it on resume. Only a
+//! EAGAIN, or until the caller has no room for more) and hands it to the caller, who holds
+//! it (with a small receive buffer, `shrink_receive_buffer`) and serves it on resume. Only a
 //! connection completing its handshake in the microseconds between that last accept and
 //! the shutdown can still be reset. A TCP listener can also be bound without listening
 //! (`bind` with `listen_now = false`, for a service that probes its far side first): it
@@ -53,8 +54,10 @@ pub enum Paused {
 
 impl ListenSocket {
     /// Stops taking connections without closing the socket (see the module header). A TCP
-    /// listener first moves the connections waiting in its backlog into `held`.
-    pub fn pause(&self, held: &mut Vec<(Stream, String)>) -> io::Result<Paused> {
+    /// listener first accepts the connections waiting in its backlog and hands each to
+    /// `hold`, until the backlog is empty or `hold` says there is no room for more (it
+    /// then closes the one it was given; what still waits is reset by the shutdown).
+    pub fn pause(&self, mut hold: impl FnMut(Stream, String) -> bool) -> io::Result<Paused> {
         match self {
             ListenSocket::Unix(_) => Ok(Paused::Holding),
             ListenSocket::Tcp(l) => {
@@ -65,7 +68,11 @@ impl ListenSocket {
                 // shutdown() would reset these, with what their clients already sent.
                 loop {
                     match self.accept() {
-                        Ok(conn) => held.push(conn),
+                        Ok((conn, peer)) => {
+                            if !hold(conn, peer) {
+                                break;
+                            }
+                        }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         // EAGAIN: the backlog is empty. Anything else (EMFILE): what is
                         // left is reset, as before this was done.
@@ -219,6 +226,33 @@ fn pin_port(first: Socket, options: &[SocketOption]) -> Socket {
     pinned().unwrap_or(first)
 }
 
+/// What a held connection may buffer in the kernel (`shrink_receive_buffer`): a sender
+/// writing into a connection nobody reads stops at about this much (plus its own send
+/// buffer) instead of the hundreds of KiB autotuning would grant, so a held connection
+/// that is reset in the end (SIGTERM, a reload removing its service) costs its sender
+/// less, and the rest stays queued where the sender can keep it (rsyslog's queue).
+const HELD_RECEIVE_BUFFER: usize = 4096;
+
+/// Shrinks the receive buffer of a connection that will be held unread. Returns what to
+/// give `restore_receive_buffer` when it is served, `None` if it could not be read or set
+/// (a Unix socket, say: then nothing changes).
+pub fn shrink_receive_buffer(conn: &Stream) -> Option<usize> {
+    // SAFETY: the descriptor belongs to `conn`, which outlives this borrow.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.read_fd()) };
+    let socket = socket2::SockRef::from(&fd);
+    let before = socket.recv_buffer_size().ok()?;
+    socket.set_recv_buffer_size(HELD_RECEIVE_BUFFER).ok()?;
+    Some(before)
+}
+
+/// Gives a held connection back the receive buffer it had (`shrink_receive_buffer`).
+/// The kernel reports twice what was set (its bookkeeping overhead), hence the halving.
+pub fn restore_receive_buffer(conn: &Stream, before: usize) {
+    // SAFETY: as in `shrink_receive_buffer`.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.read_fd()) };
+    let _ = socket2::SockRef::from(&fd).set_recv_buffer_size(before / 2);
+}
+
 /// A socket file from an earlier run would make bind() fail; anything else at that path
 /// (a regular file) is left alone so that bind() reports it.
 fn remove_stale_socket(path: &Path) {
@@ -247,6 +281,11 @@ mod tests {
         (socket, addr)
     }
 
+    fn keep(held: &mut Vec<(Stream, String)>, conn: Stream, peer: String) -> bool {
+        held.push((conn, peer));
+        true
+    }
+
     fn reuse_addr_on() -> Vec<SocketOption> {
         vec![sockopt::parse("a:SO_REUSEADDR=yes").expect("valid option")]
     }
@@ -264,7 +303,7 @@ mod tests {
         let (socket, addr) = loopback_listener();
         let _queued = TcpStream::connect(addr).expect("listening");
         let mut held = Vec::new();
-        let paused = socket.pause(&mut held).unwrap();
+        let paused = socket.pause(|c, p| keep(&mut held, c, p)).unwrap();
         assert_eq!(held.len(), 1, "the queued connection is handed over");
         let refused = TcpStream::connect(addr).unwrap_err();
         assert_eq!(refused.raw_os_error(), Some(libc::ECONNREFUSED));
@@ -275,7 +314,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(socket.accept().is_ok());
         // Paused and resumed twice: the same.
-        let paused = socket.pause(&mut held).unwrap();
+        let paused = socket.pause(|c, p| keep(&mut held, c, p)).unwrap();
         assert!(TcpStream::connect(addr).is_err());
         socket.resume(paused).unwrap();
         assert!(TcpStream::connect(addr).is_ok());
@@ -288,7 +327,7 @@ mod tests {
         let path = dir.join("l.sock");
         let (socket, _, _) =
             bind(&Addr::Unix(path.clone()), &[], (None, None), false, true).unwrap();
-        let paused = socket.pause(&mut Vec::new()).unwrap();
+        let paused = socket.pause(|_, _| true).unwrap();
         assert_eq!(paused, Paused::Holding);
         let _waiting = std::os::unix::net::UnixStream::connect(&path).expect("held in backlog");
         socket.resume(paused).unwrap();
@@ -312,7 +351,7 @@ mod tests {
             .collect();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let mut held = Vec::new();
-        let paused = socket.pause(&mut held).unwrap();
+        let paused = socket.pause(|c, p| keep(&mut held, c, p)).unwrap();
         assert_eq!(held.len(), 3);
         for (i, (conn, _)) in held.iter().enumerate() {
             conn.set_nonblocking(false).unwrap();
@@ -356,5 +395,56 @@ mod tests {
         assert_eq!(taken.raw_os_error(), Some(libc::EADDRINUSE));
         socket.resume(paused).unwrap();
         let _c = TcpStream::connect(addr).expect("listening after resume");
+    }
+
+    /// Issue 14's third read, F1: a pause took every queued connection, however many,
+    /// beyond the connection cap. `hold` now says when there is no room: the pause stops
+    /// there and what is left is refused (reset), as the kernel would.
+    #[test]
+    fn a_pause_holds_only_what_there_is_room_for() {
+        use std::io::Read;
+        let (socket, addr) = loopback_listener();
+        let mut clients: Vec<TcpStream> =
+            (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut held = Vec::new();
+        let paused = socket
+            .pause(|c, p| {
+                if held.len() == 2 {
+                    return false;
+                }
+                held.push((c, p));
+                true
+            })
+            .unwrap();
+        assert_eq!(held.len(), 2);
+        let mut ended = 0;
+        for c in &mut clients[2..] {
+            c.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let mut b = [0u8; 1];
+            if matches!(c.read(&mut b), Ok(0) | Err(_)) {
+                ended += 1;
+            }
+        }
+        assert_eq!(ended, 2, "the connections there was no room for are ended");
+        socket.resume(paused).unwrap();
+    }
+
+    #[test]
+    fn a_held_connection_buffers_little_and_gets_its_buffer_back() {
+        let (socket, addr) = loopback_listener();
+        let _client = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (conn, _) = socket.accept().unwrap();
+        let before = shrink_receive_buffer(&conn).expect("a TCP socket");
+        // SAFETY: conn's descriptor, borrowed for the call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.read_fd()) };
+        let now = socket2::SockRef::from(&fd).recv_buffer_size().unwrap();
+        assert!(now <= 2 * HELD_RECEIVE_BUFFER, "{now}");
+        assert!(before > now, "{before} > {now}");
+        restore_receive_buffer(&conn, before);
+        let after = socket2::SockRef::from(&fd).recv_buffer_size().unwrap();
+        assert_eq!(after, before);
     }
 }
