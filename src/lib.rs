@@ -3,16 +3,19 @@
 
 #[macro_use]
 pub mod log;
+pub mod accept;
 pub mod accounting;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod exec;
 pub mod health;
+pub mod listeners;
 pub mod net;
 pub mod probe;
 pub mod protocol;
 pub mod relay;
+pub mod resume;
 pub mod runtime;
 pub mod service;
 pub mod session;

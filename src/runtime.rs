@@ -12,13 +12,15 @@ use std::time::Duration;
 use crossbeam_channel::{unbounded, Receiver};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
+use crate::accept::{self, RunningService};
 use crate::accounting::{self, registry};
 use crate::cli::configuration_failed;
 use crate::config::{self, Config, Foreground};
 use crate::daemon::{self, PidFile};
+use crate::listeners::{self, Listener};
 use crate::log::{self, LogSetup};
 use crate::net::Stream;
-use crate::service::{self, Listener, RunningService, StartupError};
+use crate::service::{self, StartupError};
 
 fn log_setup(config: &Config) -> LogSetup<'_> {
     let global = &config.global;
@@ -71,11 +73,12 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     );
     log_notice!("Reading configuration from {}", config.source);
     // Steps 2 and 4: certificates and keys are loaded, then every listener is bound.
-    let bound =
-        match service::build(&config, true).and_then(|s| service::bind_all(&s, &mut Vec::new())) {
-            Ok(bound) => bound,
-            Err(e) => return configuration_failed(&e),
-        };
+    let bound = match service::build(&config, true)
+        .and_then(|s| listeners::bind_all(&s, &mut Vec::new()))
+    {
+        Ok(bound) => bound,
+        Err(e) => return configuration_failed(&e),
+    };
     daemon::prepare_systemd_notify();
     let dev_null = match daemon::DevNull::open() {
         Ok(null) => null,
@@ -147,7 +150,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
         "Connection cap: {} concurrent sessions (from the open-file limit)",
         registry().cap()
     );
-    let running = match service::start(bound) {
+    let running = match accept::start(bound) {
         Ok(running) => running,
         Err(e) => {
             log_err!("Cannot start listener threads: {e}");
@@ -209,7 +212,7 @@ fn run_inetd(config: &Config) -> i32 {
     // process uses them, and the stream takes ownership.
     let stdio = unsafe { Stream::from_pair(OwnedFd::from_raw_fd(0), OwnedFd::from_raw_fd(1)) };
     let peer = stdio.peer_description();
-    service::spawn_session_here(&service, stdio, peer);
+    crate::session::spawn_session_here(&service, stdio, peer);
     0
 }
 
@@ -364,7 +367,7 @@ impl State {
             .iter()
             .flat_map(|r| r.listeners.iter().cloned())
             .collect();
-        let bound = service::bind_all(&services, &mut reusable)?;
+        let bound = listeners::bind_all(&services, &mut reusable)?;
         // Now stop the old threads (their sockets stay open: queued connections wait in
         // the kernel's backlog) and start the new ones on the same sockets.
         for old in self.running.drain(..) {
@@ -377,7 +380,7 @@ impl State {
             .map(|s| s.opts.name.as_str())
             .collect();
         crate::health::keep_only(&pausing);
-        self.running = service::start(bound).map_err(|error| StartupError::Io {
+        self.running = accept::start(bound).map_err(|error| StartupError::Io {
             what: "Cannot start listener threads".into(),
             error,
         })?;

@@ -2,18 +2,22 @@
 //! server mode `handshake → far side → relay`, client mode `far side → handshake → relay`;
 //! then the closing lines. The far side is a `connect` target or an `exec` program.
 //!
-//! Runs on its own thread (spawned by the service's listener, or by inetd mode) and owns
+//! `spawn_session` admits an accepted connection (a sequential id, a slot under the
+//! connection caps) and starts its thread; `spawn_session_here` runs it on the calling
+//! thread (inetd mode, exec+connect services).
+//!
+//! Runs on its own thread (spawned by the service's listener thread, `accept`) and owns
 //! both streams: they are closed when `run` returns, whatever happened. Never panics on
 //! anything a peer sends; every failure ends this session only and is logged once.
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 
-use crate::accounting::{LiveSession, SessionGuard};
+use crate::accounting::{registry, LiveSession, SessionGuard, TooManyClients};
 use crate::config::types::LogId;
 use crate::exec::{self, PeerInfo};
 use crate::health::Trigger;
@@ -532,6 +536,53 @@ fn handshake(
             Err(HandshakeError::SetupFailure(e)) => {
                 return Err(SessionError::Setup(format!("{op}: {e}")))
             }
+        }
+    }
+}
+
+/// Connection ids as stunnel's `logId = sequential`: 0, 1, 2… across all services.
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Takes a slot for a connection from `peer`, or logs the refusal (dropping `conn`
+/// closes it).
+fn admit(ctx: &ServiceCtx, peer: String) -> Option<SessionGuard> {
+    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone()) {
+        Ok(guard) => Some(guard),
+        Err(TooManyClients { cap }) => {
+            log_warning!(
+                "Service [{}]: connection from {peer} rejected: too many clients (>={cap})",
+                ctx.opts.name,
+            );
+            None
+        }
+    }
+}
+
+/// Serves one connection on the calling thread (inetd mode, exec+connect services).
+pub fn spawn_session_here(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
+    if let Some(guard) = admit(ctx, peer) {
+        crate::session::run(Arc::clone(ctx), conn, guard, Completion::Wait);
+    }
+}
+
+/// Takes a slot and hands the connection to a new session thread (or refuses it).
+/// Returns the session's id if it started.
+pub fn spawn_session(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) -> Option<u64> {
+    let guard = admit(ctx, peer)?;
+    let id = guard.session().id;
+    let ctx_for_thread = Arc::clone(ctx);
+    let spawned = std::thread::Builder::new()
+        .stack_size(ctx.opts.stack)
+        .spawn(move || crate::session::run(ctx_for_thread, conn, guard, Completion::HandOff));
+    match spawned {
+        Ok(_) => Some(id),
+        Err(e) => {
+            log_err!(
+                "Service [{}]: cannot create a thread for a connection: {e}",
+                ctx.opts.name,
+            );
+            None
         }
     }
 }
