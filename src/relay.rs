@@ -116,16 +116,91 @@ impl RecordBuf {
 /// How long a pump waits with nothing to do before it trims its stack (see `Shared::wait`).
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
 
-const READER: usize = 0; // TLS → plain
-const WRITER: usize = 1; // plain → TLS
+/// The two pumps of a session, one per direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pump {
+    /// TLS → plain.
+    Reader,
+    /// plain → TLS.
+    Writer,
+}
+
+impl Pump {
+    fn other(self) -> Pump {
+        match self {
+            Pump::Reader => Pump::Writer,
+            Pump::Writer => Pump::Reader,
+        }
+    }
+}
+
+/// One value per pump, indexed by `Pump`.
+struct PerPump<T>([T; 2]);
+
+impl<T> std::ops::Index<Pump> for PerPump<T> {
+    type Output = T;
+    fn index(&self, p: Pump) -> &T {
+        &self.0[p as usize]
+    }
+}
 
 /// How a relay ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Both directions ended normally (EOF or close_notify, possibly a close timeout).
     Closed,
-    /// The session was cut: an error, a timeout, or a truncated TLS stream.
-    Reset(String),
+    /// The session was cut.
+    Cut(Cut),
+}
+
+/// Why the relay cut a session. Displayed as the reason of its summary line (and given
+/// to `health` as what broke, `FarSide`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cut {
+    /// No traffic either way for TIMEOUTidle.
+    IdleTimeout,
+    /// The far TLS side went away without close_notify before it sent anything and before
+    /// the near side ended (`FarSide`).
+    FarSideVanished,
+    /// SSL_read failed (OpenSSL's words, when it gave any).
+    SslRead(Option<String>),
+    /// SSL_write failed.
+    SslWrite(String),
+    /// Reading the plain side failed.
+    PlainRead(String),
+    /// Writing the plain side failed.
+    PlainWrite(String),
+    /// poll() itself failed.
+    Poll(String),
+    /// No thread for the second pump.
+    NoThread,
+    /// A pump could not set up its wake-up signal.
+    WakeSignal(String),
+    /// The plain side could not be made non-blocking (rule 8).
+    NonBlockingPlain(String),
+    /// The shared state went away without a summary (a pump unwound).
+    Abnormal,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cut::IdleTimeout => write!(f, "TIMEOUTidle exceeded"),
+            Cut::FarSideVanished => {
+                write!(f, "TLS socket closed without close_notify (SSL_read)")
+            }
+            Cut::SslRead(None) => write!(f, "SSL_read failed"),
+            Cut::SslRead(Some(why)) => write!(f, "SSL_read: {why}"),
+            Cut::SslWrite(why) => write!(f, "SSL_write: {why}"),
+            Cut::PlainRead(why) => write!(f, "read from socket: {why}"),
+            Cut::PlainWrite(why) => write!(f, "write to socket: {why}"),
+            Cut::Poll(why) => write!(f, "poll: {why}"),
+            Cut::NoThread => write!(f, "cannot create a thread"),
+            Cut::WakeSignal(why) => write!(f, "cannot set up the wake signal: {why}"),
+            Cut::NonBlockingPlain(why) => write!(f, "non-blocking plain side: {why}"),
+            Cut::Abnormal => write!(f, "relay ended abnormally"),
+        }
+    }
 }
 
 /// What a relay did: the numbers of stunnel's `Connection closed` line.
@@ -182,9 +257,9 @@ struct Shared {
     /// The TLS stream's descriptors for input and output (the same for a socket).
     tls_fds: (i32, i32),
     plain: Stream,
-    wake: [Arc<ThreadWaker>; 2],
-    parked_on_ssl: [AtomicBool; 2],
-    ssl_seq: [AtomicU64; 2],
+    wake: PerPump<Arc<ThreadWaker>>,
+    parked_on_ssl: PerPump<AtomicBool>,
+    ssl_seq: PerPump<AtomicU64>,
     /// Set when the session must end now (error or timeout); both pumps return.
     stop: AtomicBool,
     /// An SSL call failed fatally: no further SSL call of any kind (rule 6). Set and
@@ -203,12 +278,12 @@ struct Shared {
     started: Instant,
     /// This session's entry in the registry: byte counters, drain wake-up.
     live: Arc<LiveSession>,
-    reset_reason: Mutex<Option<String>>,
+    reset_reason: Mutex<Option<Cut>>,
     /// The far side's news was reported (once per session is enough).
     far_reported: AtomicBool,
     settings: RelaySettings,
     /// Per pump: its stack was trimmed since it last had work (see `wait`).
-    stack_settled: [AtomicBool; 2],
+    stack_settled: PerPump<AtomicBool>,
     /// Pumps not yet stopped; the one that takes it to zero ends the session.
     pumps_running: AtomicUsize,
     /// Must stay the last field (see [`Closer`]).
@@ -244,9 +319,9 @@ impl Shared {
             tls: Mutex::new(tls),
             tls_fds,
             plain,
-            wake: [wake_reader, wake_writer],
-            parked_on_ssl: [AtomicBool::new(false), AtomicBool::new(false)],
-            ssl_seq: [AtomicU64::new(0), AtomicU64::new(0)],
+            wake: PerPump([wake_reader, wake_writer]),
+            parked_on_ssl: PerPump([AtomicBool::new(false), AtomicBool::new(false)]),
+            ssl_seq: PerPump([AtomicU64::new(0), AtomicU64::new(0)]),
             stop: AtomicBool::new(false),
             ssl_dead: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -257,7 +332,7 @@ impl Shared {
             reset_reason: Mutex::new(None),
             far_reported: AtomicBool::new(false),
             settings,
-            stack_settled: [AtomicBool::new(false), AtomicBool::new(false)],
+            stack_settled: PerPump([AtomicBool::new(false), AtomicBool::new(false)]),
             pumps_running: AtomicUsize::new(2),
             closer: Closer {
                 finish: Mutex::new(Some(finish)),
@@ -284,7 +359,7 @@ impl Shared {
     }
 
     /// Ends the session for both pumps (rule 8). The first reason is kept.
-    fn fail(&self, reason: String) {
+    fn fail(&self, reason: Cut) {
         // Our own shutdown below may show up as an EOF on the far side's socket: no news.
         self.near_ended.store(true, SeqCst);
         {
@@ -303,12 +378,12 @@ impl Shared {
         if !self.settings.reset {
             self.plain.shutdown_both();
         }
-        self.wake[READER].kick();
-        self.wake[WRITER].kick();
+        self.wake[Pump::Reader].kick();
+        self.wake[Pump::Writer].kick();
     }
 
     /// `side` ended abnormally: if it is the far side, report it (`FarSide`).
-    fn broke(&self, side: Side, reason: &str) {
+    fn broke(&self, side: Side, reason: &Cut) {
         self.far_news(side, || reason.to_string());
     }
 
@@ -351,9 +426,9 @@ impl Shared {
     }
 
     /// After an SSL call by `me`: tell the other pump if it may now proceed (rule 5).
-    fn notify_other(&self, me: usize, affects_other: bool) {
+    fn notify_other(&self, me: Pump, affects_other: bool) {
         if affects_other {
-            let other = 1 - me;
+            let other = me.other();
             self.ssl_seq[other].fetch_add(1, SeqCst);
             if self.parked_on_ssl[other].load(SeqCst) {
                 self.wake[other].kick();
@@ -387,7 +462,7 @@ impl Shared {
     /// wait (rule 5); `awaiting_input` is false for waits with data in hand.
     fn wait(
         &self,
-        me: usize,
+        me: Pump,
         fd: i32,
         events: libc::c_short,
         ssl_wait: Option<u64>,
@@ -420,7 +495,7 @@ impl Shared {
         }
         match result {
             Err(e) => {
-                self.fail(format!("poll: {e}"));
+                self.fail(Cut::Poll(e.to_string()));
                 Woke::Stop
             }
             Ok(_) if fds[0].revents != 0 => {
@@ -456,11 +531,11 @@ impl Shared {
             self.near_ended.store(true, SeqCst);
             self.stop.store(true, SeqCst);
             self.plain.shutdown_both();
-            self.wake[READER].kick();
-            self.wake[WRITER].kick();
+            self.wake[Pump::Reader].kick();
+            self.wake[Pump::Writer].kick();
         } else {
             log_info!("TIMEOUTidle exceeded: sending reset");
-            self.fail("TIMEOUTidle exceeded".into());
+            self.fail(Cut::IdleTimeout);
         }
         Woke::Stop
     }
@@ -470,7 +545,7 @@ impl Shared {
     /// before the close: a session quiet for longer than TIMEOUTclose before it started
     /// closing must still get the reply its close asked for (rule 6). The stamp is moved
     /// before `closing` is set, so a pump that sees `closing` also sees the new stamp.
-    fn start_closing(&self, other: usize) {
+    fn start_closing(&self, other: Pump) {
         self.touch();
         self.closing.store(true, SeqCst);
         self.wake[other].kick();
@@ -509,12 +584,12 @@ pub fn relay(
         finish(Summary {
             sent_to_tls: 0,
             sent_to_socket: 0,
-            outcome: Outcome::Reset(format!("non-blocking plain side: {e}")),
+            outcome: Outcome::Cut(Cut::NonBlockingPlain(e.to_string())),
         });
         return;
     }
     let shared = Shared::new(tls, plain, settings, live, finish);
-    let spawn_pump = |me: usize, pump: fn(&Shared)| {
+    let spawn_pump = |me: Pump, pump: fn(&Shared)| {
         let shared = Arc::clone(&shared);
         let log_context = log_context.clone();
         std::thread::Builder::new()
@@ -525,13 +600,13 @@ pub fn relay(
                 run_pump(&shared, me, pump);
             })
     };
-    if spawn_pump(WRITER, plain_to_tls).is_err() {
-        shared.fail("cannot create a thread".into());
+    if spawn_pump(Pump::Writer, plain_to_tls).is_err() {
+        shared.fail(Cut::NoThread);
         pump_ended(&shared);
     }
-    if spawn_pump(READER, tls_to_plain).is_err() {
+    if spawn_pump(Pump::Reader, tls_to_plain).is_err() {
         // No thread to spare: this one carries the direction itself.
-        run_pump(&shared, READER, tls_to_plain);
+        run_pump(&shared, Pump::Reader, tls_to_plain);
     }
 }
 
@@ -575,10 +650,10 @@ fn release_unused_stack() {
 }
 
 /// Runs one pump on the calling thread, attached to its waker for the duration.
-fn run_pump(s: &Shared, me: usize, pump: fn(&Shared)) {
+fn run_pump(s: &Shared, me: Pump, pump: fn(&Shared)) {
     /// Detaches the waker and counts the pump out even if the pump unwinds: a waker left
     /// attached to an exited thread would be signalled by the next drain.
-    struct Stopped<'a>(&'a Shared, usize);
+    struct Stopped<'a>(&'a Shared, Pump);
     impl Drop for Stopped<'_> {
         fn drop(&mut self) {
             self.0.wake[self.1].detach();
@@ -588,7 +663,7 @@ fn run_pump(s: &Shared, me: usize, pump: fn(&Shared)) {
     let _stopped = Stopped(s, me);
     match s.wake[me].attach() {
         Ok(()) => pump(s),
-        Err(e) => s.fail(format!("cannot set up the wake signal: {e}")),
+        Err(e) => s.fail(Cut::WakeSignal(e.to_string())),
     }
 }
 
@@ -598,7 +673,7 @@ fn pump_ended(s: &Shared) {
         return;
     }
     let outcome = match lock(&s.reset_reason).take() {
-        Some(reason) => Outcome::Reset(reason),
+        Some(reason) => Outcome::Cut(reason),
         None => Outcome::Closed,
     };
     // A clean end closes with FIN; a reset one (with `reset = yes`) is closed by the
@@ -628,7 +703,7 @@ impl Drop for Closer {
         let summary = lock(&self.summary).take().unwrap_or(Summary {
             sent_to_tls: 0,
             sent_to_socket: 0,
-            outcome: Outcome::Reset("relay ended abnormally".into()),
+            outcome: Outcome::Cut(Cut::Abnormal),
         });
         if let Some(finish) = finish {
             finish(summary);
@@ -659,7 +734,7 @@ fn tls_to_plain(s: &Shared) {
         if s.stop.load(SeqCst) {
             return;
         }
-        let seq_before = s.ssl_seq[READER].load(SeqCst);
+        let seq_before = s.ssl_seq[Pump::Reader].load(SeqCst);
         buf.clear();
         let status = {
             let mut tls = lock(&s.tls);
@@ -696,7 +771,7 @@ fn tls_to_plain(s: &Shared) {
             let progressed = !buf.filled().is_empty()
                 || !matches!(status, ReadStatus::Want(libc::POLLIN))
                 || (was_in_handshake && !compat::in_handshake(tls.ssl()));
-            s.notify_other(READER, progressed);
+            s.notify_other(Pump::Reader, progressed);
             status
         };
         if !buf.filled().is_empty() {
@@ -709,7 +784,13 @@ fn tls_to_plain(s: &Shared) {
             ReadStatus::Full => continue,
             ReadStatus::Want(events) => {
                 buf.release();
-                match s.wait(READER, s.tls_fd(events), events, Some(seq_before), true) {
+                match s.wait(
+                    Pump::Reader,
+                    s.tls_fd(events),
+                    events,
+                    Some(seq_before),
+                    true,
+                ) {
                     Woke::Ready | Woke::Retry => continue,
                     Woke::Stop => return,
                 }
@@ -718,7 +799,7 @@ fn tls_to_plain(s: &Shared) {
                 log_debug!("TLS closed (SSL_read)");
                 s.ended(Side::Tls);
                 s.plain.shutdown_write();
-                s.start_closing(WRITER);
+                s.start_closing(Pump::Writer);
                 return;
             }
             ReadStatus::End(ReadEnd::Truncated, _)
@@ -728,10 +809,10 @@ fn tls_to_plain(s: &Shared) {
                 // the sign of a far tunnel whose own target is down, or that was killed.
                 // Cut the plain client off now, rather than let it write on into a
                 // session that cannot deliver.
-                let reason = "TLS socket closed without close_notify (SSL_read)";
+                let reason = Cut::FarSideVanished;
                 log_info!("{reason}");
-                s.broke(Side::Tls, reason);
-                s.fail(reason.into());
+                s.broke(Side::Tls, &reason);
+                s.fail(reason);
                 return;
             }
             ReadStatus::End(ReadEnd::Truncated, _) => {
@@ -746,15 +827,12 @@ fn tls_to_plain(s: &Shared) {
                 }
                 s.plain.shutdown_write();
                 s.stop.store(true, SeqCst);
-                s.wake[WRITER].kick();
+                s.wake[Pump::Writer].kick();
                 return;
             }
             ReadStatus::End(ReadEnd::Failed, e) => {
                 let alert = e.as_ref().is_some_and(compat::is_alert_from_peer);
-                let reason = e.map_or_else(
-                    || "SSL_read failed".into(),
-                    |e| format!("SSL_read: {}", describe_ssl_error(&e)),
-                );
+                let reason = Cut::SslRead(e.map(|e| describe_ssl_error(&e)));
                 log_err!("{reason}");
                 // An alert is the peer refusing us (a client certificate it does not
                 // take): it is up, and waiting will not fix it. No pause for it.
@@ -788,12 +866,12 @@ fn write_all_plain(s: &Shared, data: &[u8]) -> bool {
                 s.live.sent_to_socket.fetch_add(k as u64, SeqCst);
             }
             Ok(None) => {
-                if let Woke::Stop = s.wait(READER, fd, libc::POLLOUT, None, false) {
+                if let Woke::Stop = s.wait(Pump::Reader, fd, libc::POLLOUT, None, false) {
                     return false;
                 }
             }
             Err(e) => {
-                let reason = format!("write to socket: {e}");
+                let reason = Cut::PlainWrite(e.to_string());
                 s.broke(Side::Plain, &reason);
                 s.fail(reason);
                 return false;
@@ -829,7 +907,7 @@ fn plain_to_tls(s: &Shared) {
             }
             Ok(None) => {
                 buf.release();
-                match s.wait(WRITER, plain_fd, libc::POLLIN, None, true) {
+                match s.wait(Pump::Writer, plain_fd, libc::POLLIN, None, true) {
                     Woke::Ready | Woke::Retry => continue,
                     Woke::Stop => return,
                 }
@@ -837,7 +915,7 @@ fn plain_to_tls(s: &Shared) {
             Ok(Some(n)) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                let reason = format!("read from socket: {e}");
+                let reason = Cut::PlainRead(e.to_string());
                 s.broke(Side::Plain, &reason);
                 s.fail(reason);
                 return;
@@ -866,7 +944,7 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
         if s.stop.load(SeqCst) || s.ssl_dead.load(SeqCst) {
             return false;
         }
-        let seq_before = s.ssl_seq[WRITER].load(SeqCst);
+        let seq_before = s.ssl_seq[Pump::Writer].load(SeqCst);
         let result = {
             let mut tls = lock(&s.tls);
             if s.ssl_dead.load(SeqCst) {
@@ -885,7 +963,7 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
             // reader parks only after OpenSSL asked it for more input and then polls the
             // socket, which no longer shows what this call took: so any input taken here
             // wakes it. Whether data was already buffered says nothing (rule 5).
-            s.notify_other(WRITER, tls.get_ref().input_reads() != reads_before);
+            s.notify_other(Pump::Writer, tls.get_ref().input_reads() != reads_before);
             result
         };
         match result {
@@ -895,14 +973,18 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
             }
             Err(e) => match want_events(e.code()) {
                 Some(events) => {
-                    if let Woke::Stop =
-                        s.wait(WRITER, s.tls_fd(events), events, Some(seq_before), false)
-                    {
+                    if let Woke::Stop = s.wait(
+                        Pump::Writer,
+                        s.tls_fd(events),
+                        events,
+                        Some(seq_before),
+                        false,
+                    ) {
                         return false;
                     }
                 }
                 None => {
-                    let reason = format!("SSL_write: {}", describe_ssl_error(&e));
+                    let reason = Cut::SslWrite(describe_ssl_error(&e));
                     log_err!("{reason}");
                     // As for SSL_read: an alert is a refusal, not an outage.
                     if !compat::is_alert_from_peer(&e) {
@@ -930,7 +1012,7 @@ fn send_close_notify(s: &Shared) {
             }
             break;
         }
-        let seq_before = s.ssl_seq[WRITER].load(SeqCst);
+        let seq_before = s.ssl_seq[Pump::Writer].load(SeqCst);
         let (result, in_handshake) = {
             let mut tls = lock(&s.tls);
             if s.ssl_dead.load(SeqCst) {
@@ -954,7 +1036,13 @@ fn send_close_notify(s: &Shared) {
             Err(e) => e,
         };
         if let Some(events) = want_events(e.code()) {
-            if let Woke::Stop = s.wait(WRITER, s.tls_fd(events), events, Some(seq_before), false) {
+            if let Woke::Stop = s.wait(
+                Pump::Writer,
+                s.tls_fd(events),
+                events,
+                Some(seq_before),
+                false,
+            ) {
                 break;
             }
         } else if in_handshake {
@@ -968,9 +1056,9 @@ fn send_close_notify(s: &Shared) {
             if !deferred {
                 log_debug!("TLS close_notify deferred: a post-handshake message is in progress");
                 deferred = true;
-                s.start_closing(READER);
+                s.start_closing(Pump::Reader);
             }
-            if let Woke::Stop = s.wait(WRITER, -1, 0, Some(seq_before), false) {
+            if let Woke::Stop = s.wait(Pump::Writer, -1, 0, Some(seq_before), false) {
                 log_info!(
                     "TLS close_notify not sent: the session ended inside a post-handshake message"
                 );
@@ -981,7 +1069,7 @@ fn send_close_notify(s: &Shared) {
             break;
         }
     }
-    s.start_closing(READER);
+    s.start_closing(Pump::Reader);
 }
 
 /// OpenSSL's error queue as one line, or the socket error.
@@ -1006,6 +1094,34 @@ pub fn describe_ssl_error(e: &openssl::ssl::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reasons of the summary line, as they read before `Cut` was typed: operators
+    /// and tests grep for these words.
+    #[test]
+    fn cuts_read_as_before() {
+        let cases = [
+            (Cut::IdleTimeout, "TIMEOUTidle exceeded"),
+            (
+                Cut::FarSideVanished,
+                "TLS socket closed without close_notify (SSL_read)",
+            ),
+            (Cut::SslRead(None), "SSL_read failed"),
+            (Cut::SslRead(Some("x".into())), "SSL_read: x"),
+            (Cut::SslWrite("x".into()), "SSL_write: x"),
+            (Cut::PlainRead("x".into()), "read from socket: x"),
+            (Cut::PlainWrite("x".into()), "write to socket: x"),
+            (Cut::Poll("x".into()), "poll: x"),
+            (Cut::NoThread, "cannot create a thread"),
+            (Cut::WakeSignal("x".into()), "cannot set up the wake signal: x"),
+            (Cut::NonBlockingPlain("x".into()), "non-blocking plain side: x"),
+            (Cut::Abnormal, "relay ended abnormally"),
+        ];
+        for (cut, text) in cases {
+            assert_eq!(cut.to_string(), text);
+        }
+        assert_eq!(Pump::Reader.other(), Pump::Writer);
+        assert_eq!(Pump::Writer.other(), Pump::Reader);
+    }
     use crate::accounting::ServiceSlots;
     use openssl::asn1::Asn1Time;
     use openssl::ec::{EcGroup, EcKey};
@@ -1249,7 +1365,7 @@ mod tests {
         let (shared, _plain_peer, _slot) = relay_state(client);
         (&wire_c).write_all(&tickets[..split]).unwrap();
         wait_readable(shared.tls_fds.0);
-        let seen_by_reader = shared.ssl_seq[READER].load(SeqCst);
+        let seen_by_reader = shared.ssl_seq[Pump::Reader].load(SeqCst);
         {
             // The reader's SSL_read: nothing for it yet, and it would park.
             let mut tls = lock(&shared.tls);
@@ -1270,7 +1386,7 @@ mod tests {
             "the writer left input on the socket: no stall possible"
         );
         assert_ne!(
-            shared.ssl_seq[READER].load(SeqCst),
+            shared.ssl_seq[Pump::Reader].load(SeqCst),
             seen_by_reader,
             "the writer pulled the reader's records in and did not wake it"
         );
@@ -1286,26 +1402,26 @@ mod tests {
         let (tls, _peer) = tls_session();
         let (shared, _plain_peer, _slot) = relay_state(tls);
         let plain_fd = shared.plain.read_fd();
-        shared.wake[READER].attach().unwrap();
+        shared.wake[Pump::Reader].attach().unwrap();
         let kicker = {
             let shared = Arc::clone(&shared);
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(100));
-                shared.wake[READER].kick();
+                shared.wake[Pump::Reader].kick();
             })
         };
-        let woke = shared.wait(READER, plain_fd, libc::POLLIN, None, true);
+        let woke = shared.wait(Pump::Reader, plain_fd, libc::POLLIN, None, true);
         kicker.join().unwrap();
         assert!(matches!(woke, Woke::Retry));
         assert!(
-            !shared.stack_settled[READER].load(SeqCst),
+            !shared.stack_settled[Pump::Reader].load(SeqCst),
             "a wait cut short by a kick counted as a quiet second"
         );
-        let woke = shared.wait(READER, plain_fd, libc::POLLIN, None, true);
-        shared.wake[READER].detach();
+        let woke = shared.wait(Pump::Reader, plain_fd, libc::POLLIN, None, true);
+        shared.wake[Pump::Reader].detach();
         assert!(matches!(woke, Woke::Retry));
         assert!(
-            shared.stack_settled[READER].load(SeqCst),
+            shared.stack_settled[Pump::Reader].load(SeqCst),
             "a whole quiet second did not settle the pump"
         );
     }

@@ -24,9 +24,7 @@ use crate::health::Trigger;
 use crate::net::sockopt::Which;
 use crate::net::{self, Stream};
 use crate::protocol;
-use crate::relay::{
-    self, describe_ssl_error, FarSide, Finish, Outcome, RelaySettings, Side, Summary,
-};
+use crate::relay::{self, describe_ssl_error, FarSide, Outcome, RelaySettings, Side, Summary};
 use crate::service::ServiceCtx;
 use crate::wake;
 
@@ -54,6 +52,17 @@ impl std::fmt::Display for SessionError {
     }
 }
 
+/// How a session ended, for its closing lines.
+enum End {
+    /// It relayed, then closed or was cut (`relay::Outcome`).
+    Relayed(Summary),
+    /// It ended before relaying (no target, a failed handshake, a local shortage).
+    Failed(SessionError),
+}
+
+/// What ends a session, whichever way it went: the closing lines, then the slot released.
+type Finish = Box<dyn FnOnce(End) + Send>;
+
 /// Whether [`run`] returns once the relay threads own the session, or only when it ends.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Completion {
@@ -80,8 +89,8 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
     let _ = accepted.set_nonblocking(false);
     let (ended_tx, ended_rx) = std::sync::mpsc::sync_channel::<()>(1);
     let closing_svc = Arc::clone(&svc);
-    let mut finish: Option<Finish> = Some(Box::new(move |summary| {
-        log_session_end(&closing_svc, &guard, &summary);
+    let mut finish: Option<Finish> = Some(Box::new(move |end| {
+        log_session_end(&closing_svc, &guard, &end);
         drop(guard);
         let _ = ended_tx.send(());
     }));
@@ -98,11 +107,7 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
             | SessionError::Setup(msg) => log_err!("{msg}"),
         }
         if let Some(finish) = finish.take() {
-            finish(Summary {
-                sent_to_tls: 0,
-                sent_to_socket: 0,
-                outcome: Outcome::Reset(e.to_string()),
-            });
+            finish(End::Failed(e));
         }
     }
     if completion == Completion::Wait {
@@ -112,20 +117,34 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
 }
 
 /// The closing lines of a session, in stunnel's words, and rstunnel's one-line summary.
-fn log_session_end(svc: &ServiceCtx, guard: &SessionGuard, summary: &Summary) {
+fn log_session_end(svc: &ServiceCtx, guard: &SessionGuard, end: &End) {
     let live = guard.session();
+    let (sent_to_tls, sent_to_socket) = match end {
+        End::Relayed(s) => (s.sent_to_tls, s.sent_to_socket),
+        End::Failed(_) => (0, 0),
+    };
+    let cut = match end {
+        End::Relayed(Summary {
+            outcome: Outcome::Closed,
+            ..
+        }) => None,
+        End::Relayed(Summary {
+            outcome: Outcome::Cut(cut),
+            ..
+        }) => Some(cut.to_string()),
+        End::Failed(e) => Some(e.to_string()),
+    };
     // As stunnel words it: "reset" when the session ended with a TCP reset, which only
     // `reset = yes` (the default) sends; a failed session is "closed" otherwise.
-    let how = match &summary.outcome {
-        Outcome::Reset(_) if svc.opts.reset => "reset",
-        _ => "closed",
+    let how = if cut.is_some() && svc.opts.reset {
+        "reset"
+    } else {
+        "closed"
     };
     // A session that ended cleanly having moved nothing either way is what a far side's
     // probe looks like here (`pauseWhenDown` on the tunnel in front, every few seconds
     // while it is paused): logged at debug, so that probes do not fill the log.
-    let empty = summary.outcome == Outcome::Closed
-        && summary.sent_to_tls == 0
-        && summary.sent_to_socket == 0;
+    let empty = cut.is_none() && sent_to_tls == 0 && sent_to_socket == 0;
     let level = if empty {
         crate::log::Level::Debug
     } else {
@@ -133,25 +152,18 @@ fn log_session_end(svc: &ServiceCtx, guard: &SessionGuard, summary: &Summary) {
     };
     log_at!(
         level,
-        "Connection {how}: {} byte(s) sent to TLS, {} byte(s) sent to socket",
-        summary.sent_to_tls,
-        summary.sent_to_socket
+        "Connection {how}: {sent_to_tls} byte(s) sent to TLS, {sent_to_socket} byte(s) sent to socket"
     );
-    let reason = match &summary.outcome {
-        Outcome::Closed => String::new(),
-        Outcome::Reset(reason) => format!(" ({reason})"),
-    };
+    let reason = cut.map(|r| format!(" ({r})")).unwrap_or_default();
     log_at!(
         if empty {
             crate::log::Level::Debug
         } else {
             crate::log::Level::Info
         },
-        "Session summary: service [{}], peer {}, {} byte(s) to TLS, {} byte(s) to socket, {:.3} s, {how}{reason}",
+        "Session summary: service [{}], peer {}, {sent_to_tls} byte(s) to TLS, {sent_to_socket} byte(s) to socket, {:.3} s, {how}{reason}",
         svc.opts.name,
         live.peer,
-        summary.sent_to_tls,
-        summary.sent_to_socket,
         live.started.elapsed().as_secs_f64()
     );
 }
@@ -438,6 +450,7 @@ fn relay_session(
     let Some(finish) = finish.take() else {
         return;
     };
+    let finish: relay::Finish = Box::new(move |summary| finish(End::Relayed(summary)));
     let settings = RelaySettings {
         idle: svc.opts.timeouts.idle,
         close: svc.opts.timeouts.close,
