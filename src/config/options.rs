@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::error::ValueError;
 use super::types::{Foreground, GlobalOptions, LogId, ServiceOptions, SslOptionEdit, VerifyFlags};
 use super::values;
 
@@ -45,7 +46,7 @@ pub enum Names {
     Skip,
 }
 
-pub type Setter = fn(&mut Target<'_>, &str) -> Result<(), String>;
+pub type Setter = fn(&mut Target<'_>, &str) -> Result<(), ValueError>;
 
 #[derive(Clone, Copy)]
 pub enum Handler {
@@ -208,43 +209,43 @@ fn path(value: &str) -> Option<PathBuf> {
     (!value.is_empty()).then(|| PathBuf::from(value))
 }
 
-fn set_fips(_: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_fips(_: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     match values::yes_no(value)? {
         false => Ok(()),
-        true => Err("FIPS mode is not available in this build".into()),
+        true => Err(ValueError::FipsNotBuilt),
     }
 }
 
-fn set_foreground(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_foreground(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.global.foreground = match value.to_ascii_lowercase().as_str() {
         "yes" => Foreground::Yes,
         "quiet" => Foreground::Quiet,
         "no" => Foreground::No,
-        _ => return Err("The argument needs to be either 'yes', 'quiet' or 'no'".into()),
+        _ => return Err(ValueError::NotOneOf(&["yes", "quiet", "no"])),
     };
     Ok(())
 }
 
-fn set_log(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_log(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.global.log_overwrite = match value.to_ascii_lowercase().as_str() {
         "append" => false,
         "overwrite" => true,
-        _ => return Err("The argument needs to be either 'append' or 'overwrite'".into()),
+        _ => return Err(ValueError::NotOneOf(&["append", "overwrite"])),
     };
     Ok(())
 }
 
-fn set_output(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_output(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.global.output = path(value);
     Ok(())
 }
 
-fn set_pid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_pid(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.global.pid = path(value);
     Ok(())
 }
 
-fn set_chroot(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_chroot(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.global.chroot = path(value);
     Ok(())
 }
@@ -252,7 +253,7 @@ fn set_chroot(t: &mut Target<'_>, value: &str) -> Result<(), String> {
 /// In the global part `setuid`/`setgid` are the user and group the process switches to;
 /// in a section they own the service's Unix `accept` sockets.
 /// With `Names::Skip` a name leaves the value unset (nothing runs under `--check`).
-fn set_setuid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_setuid(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let uid = match (t.names, values::numeric_id(value)) {
         (_, Some(n)) => Some(n),
         (Names::LookUp, None) => Some(values::user_id(value)?),
@@ -269,7 +270,7 @@ fn set_setuid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_setgid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_setgid(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let gid = match (t.names, values::numeric_id(value)) {
         (_, Some(n)) => Some(n),
         (Names::LookUp, None) => Some(values::group_id(value)?),
@@ -286,294 +287,294 @@ fn set_setgid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_compression(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_compression(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     match value.to_ascii_lowercase().as_str() {
         "deflate" | "zlib" => {
             t.global.compression = Some(value.to_ascii_lowercase());
             Ok(())
         }
-        _ => Err("Specified compression type is not available".into()),
+        _ => Err(ValueError::NotAvailable("Specified compression type")),
     }
 }
 
-fn set_delay(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_delay(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.delay = values::yes_no(value)?;
     Ok(())
 }
 
 /// `OCSP = URL`: only the scheme and authority are checked here; `https://` is accepted
 /// (stunnel does) but tls treats such a responder as giving no answer.
-fn set_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     crate::tls::ocsp::ResponderUrl::parse(value)?;
     t.service.ocsp_url = Some(value.to_string());
     Ok(())
 }
 
-fn set_ocsp_aia(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ocsp_aia(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.ocsp_aia = values::yes_no(value)?;
     Ok(())
 }
 
 /// Each line adds one flag; flags are never cleared (stunnel ORs them together).
-fn add_ocsp_flag(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    let name = crate::tls::ocsp::flag_name(value).ok_or("Illegal OCSP flag")?;
+fn add_ocsp_flag(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
+    let name = crate::tls::ocsp::flag_name(value).ok_or(ValueError::Illegal("OCSP flag"))?;
     t.service.ocsp_flags.push(name);
     Ok(())
 }
 
-fn set_ocsp_nonce(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ocsp_nonce(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.ocsp_nonce = values::yes_no(value)?;
     Ok(())
 }
 
-fn set_ocsp_require(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ocsp_require(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.ocsp_require = values::yes_no(value)?;
     Ok(())
 }
 
-fn set_failover(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_failover(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.failover_rr = match value.to_ascii_lowercase().as_str() {
         "rr" => true,
         "prio" => false,
-        _ => return Err("The argument needs to be either 'rr' or 'prio'".into()),
+        _ => return Err(ValueError::NotOneOf(&["rr", "prio"])),
     };
     Ok(())
 }
 
 /// `local = HOST`: resolved now, as stunnel does; the first address is used.
-fn set_local(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_local(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     use std::net::ToSocketAddrs;
     let ip = (value, 0)
         .to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .ok_or("Failed to resolve local address")?
+        .ok_or(ValueError::LocalNotResolved)?
         .ip();
     t.service.local = Some(ip);
     Ok(())
 }
 
-fn set_log_id(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_log_id(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.log_id = match value.to_ascii_lowercase().as_str() {
         "sequential" => LogId::Sequential,
         "unique" => LogId::Unique,
         "thread" => LogId::Thread,
         "process" => LogId::Process,
-        _ => return Err("Invalid connection identifier type".into()),
+        _ => return Err(ValueError::Invalid("connection identifier type")),
     };
     Ok(())
 }
 
-fn set_max_connections(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_max_connections(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.max_connections = values::integer(value)
         .and_then(|n| usize::try_from(n).ok())
-        .ok_or("Illegal connection limit")?;
+        .ok_or(ValueError::Illegal("connection limit"))?;
     Ok(())
 }
 
-fn set_exec(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_exec(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.exec = path(value);
     Ok(())
 }
 
 /// Split on blanks, no quoting, as stunnel; the first word is argv[0].
-fn set_exec_args(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_exec_args(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.exec_args = value.split_whitespace().map(str::to_string).collect();
     Ok(())
 }
 
-fn set_pty(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_pty(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.pty = values::yes_no(value)?;
     Ok(())
 }
 
 /// `retry = yes` (1000 ms), `no`, or a delay in milliseconds (stunnel 5.7x).
-fn set_retry(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_retry(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.retry = match values::yes_no(value) {
         Ok(true) => Some(Duration::from_millis(1000)),
         Ok(false) => None,
         Err(_) => {
             let ms = values::integer(value)
                 .and_then(|n| u64::try_from(n).ok())
-                .ok_or("The argument needs to be either 'yes', 'no' or a number of milliseconds")?;
+                .ok_or(ValueError::NotYesNoOrMilliseconds)?;
             Some(Duration::from_millis(ms))
         }
     };
     Ok(())
 }
 
-fn set_protocol(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_protocol(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.protocol = Some(
         crate::protocol::find(value)
-            .ok_or("Unsupported protocol")?
+            .ok_or(ValueError::Unsupported("protocol"))?
             .name,
     );
     Ok(())
 }
 
-fn set_protocol_authentication(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_protocol_authentication(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let known = ["basic", "ntlm", "plain", "login"];
     let name = known
         .iter()
         .find(|k| k.eq_ignore_ascii_case(value))
-        .ok_or("Unsupported authentication type")?;
+        .ok_or(ValueError::Unsupported("authentication type"))?;
     t.service.protocol_authentication = Some(name);
     Ok(())
 }
 
-fn set_protocol_domain(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_protocol_domain(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.protocol_domain = Some(value.to_string());
     Ok(())
 }
 
-fn add_protocol_header(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn add_protocol_header(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.protocol_headers.push(value.to_string());
     Ok(())
 }
 
-fn set_protocol_host(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_protocol_host(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.protocol_host = Some(value.to_string());
     Ok(())
 }
 
-fn set_protocol_password(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_protocol_password(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.protocol_password = Some(value.to_string());
     Ok(())
 }
 
-fn set_protocol_username(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_protocol_username(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.protocol_username = Some(value.to_string());
     Ok(())
 }
 
-fn add_redirect(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn add_redirect(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.redirect.push(value.to_string());
     Ok(())
 }
 
 /// `transparent = none|source|destination|both` (`no` = none, `yes` = source).
-fn set_transparent(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_transparent(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let (source, destination) = match value.to_ascii_lowercase().as_str() {
         "none" | "no" => (false, false),
         "source" | "yes" => (true, false),
         "destination" => (false, true),
         "both" => (true, true),
-        _ => return Err("Selected transparent proxy mode is not available".into()),
+        _ => return Err(ValueError::NotAvailable("Selected transparent proxy mode")),
     };
     t.service.transparent_source = source;
     t.service.transparent_destination = destination;
     Ok(())
 }
 
-fn set_pause_when_down(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_pause_when_down(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.pause_when_down = values::yes_no(value)?;
     Ok(())
 }
 
-fn set_reset(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_reset(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.reset = values::yes_no(value)?;
     Ok(())
 }
 
-fn set_session_resume(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_session_resume(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.session_resume = values::yes_no(value)?;
     Ok(())
 }
 
-fn set_psk_identity(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_psk_identity(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.psk_identity = (!value.is_empty()).then(|| value.to_string());
     Ok(())
 }
 
-fn set_psk_secrets(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_psk_secrets(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.psk_secrets = path(value);
     Ok(())
 }
 
-fn set_crl_file(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_crl_file(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.crl_file = path(value);
     Ok(())
 }
 
-fn set_crl_path(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_crl_path(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.crl_path = path(value);
     Ok(())
 }
 
-fn set_syslog(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_syslog(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.global.syslog = values::yes_no(value)?;
     Ok(())
 }
 
-fn add_accept(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn add_accept(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.accept.push(value.to_string());
     Ok(())
 }
 
-fn add_connect(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn add_connect(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.connect.push(value.to_string());
     Ok(())
 }
 
-fn set_ca_file(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ca_file(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.ca_file = path(value);
     Ok(())
 }
 
-fn set_ca_path(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ca_path(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.ca_path = path(value);
     Ok(())
 }
 
-fn set_cert(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_cert(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.cert = path(value);
     Ok(())
 }
 
-fn set_key(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_key(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.key = path(value);
     Ok(())
 }
 
-fn add_check_email(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn add_check_email(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.check_email.push(value.to_string());
     Ok(())
 }
 
-fn add_check_host(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn add_check_host(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.check_host.push(value.to_string());
     Ok(())
 }
 
-fn add_check_ip(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn add_check_ip(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     value
         .parse::<std::net::IpAddr>()
-        .map_err(|_| String::from("Invalid IP address"))?;
+        .map_err(|_| ValueError::Invalid("IP address"))?;
     t.service.check_ip.push(value.to_string());
     Ok(())
 }
 
-fn set_ciphers(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ciphers(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.ciphers = Some(value.to_string());
     Ok(())
 }
 
-fn set_ciphersuites(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ciphersuites(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.ciphersuites = Some(value.to_string());
     Ok(())
 }
 
-fn set_client(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_client(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.client = values::yes_no(value)?;
     Ok(())
 }
 
-fn set_curves(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_curves(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.curves = Some(value.to_string());
     Ok(())
 }
 
-fn set_debug(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_debug(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let (facility, level) = values::debug(value, t.in_global_part)?;
     if let Some(facility) = facility {
         t.global.facility = facility;
@@ -582,7 +583,7 @@ fn set_debug(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn add_ssl_option(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn add_ssl_option(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let (set, name) = match value.strip_prefix('-') {
         Some(name) => (false, name),
         None => (true, value),
@@ -592,17 +593,14 @@ fn add_ssl_option(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_renegotiation(_: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_renegotiation(_: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     match values::yes_no(value)? {
         false => Ok(()),
-        true => Err(
-            "option 'renegotiation = yes' is not supported: rstunnel always refuses renegotiation"
-                .into(),
-        ),
+        true => Err(ValueError::RenegotiationRefused),
     }
 }
 
-fn set_require_cert(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_require_cert(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let on = values::yes_no(value)?;
     t.service.verify.require_cert = on;
     if on {
@@ -611,17 +609,17 @@ fn set_require_cert(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_security_level(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_security_level(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     match values::integer(value) {
         Some(level @ 0..=5) => {
             t.service.security_level = Some(level as u32);
             Ok(())
         }
-        _ => Err("Invalid security level".into()),
+        _ => Err(ValueError::Invalid("security level")),
     }
 }
 
-fn set_service(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_service(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     // In a section the name only matters to libwrap, which rstunnel leaves off (its
     // default), so only the global value (the syslog ident) has an effect.
     if t.in_global_part {
@@ -630,47 +628,47 @@ fn set_service(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_session_cache_size(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_session_cache_size(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let size = values::integer(value)
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or("Illegal session cache size")?;
+        .ok_or(ValueError::Illegal("session cache size"))?;
     t.service.session_cache_size = size;
     Ok(())
 }
 
-fn set_session_cache_timeout(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_session_cache_timeout(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let secs = values::integer(value)
         .and_then(|n| u64::try_from(n).ok())
-        .ok_or("Illegal session cache timeout")?;
+        .ok_or(ValueError::Illegal("session cache timeout"))?;
     t.service.session_cache_timeout = Duration::from_secs(secs);
     Ok(())
 }
 
-fn set_sni(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_sni(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.sni = Some(value.to_string());
     Ok(())
 }
 
-fn add_socket_option(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn add_socket_option(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service
         .socket_options
         .push(crate::net::sockopt::parse(value)?);
     Ok(())
 }
 
-fn set_ssl_version(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ssl_version(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let version = values::tls_version(value)?;
     t.service.ssl_version_min = version;
     t.service.ssl_version_max = version;
     Ok(())
 }
 
-fn set_ssl_version_max(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ssl_version_max(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.ssl_version_max = values::tls_version(value)?;
     Ok(())
 }
 
-fn set_ssl_version_min(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ssl_version_min(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.ssl_version_min = values::tls_version(value)?;
     Ok(())
 }
@@ -678,53 +676,53 @@ fn set_ssl_version_min(t: &mut Target<'_>, value: &str) -> Result<(), String> {
 /// Below this a thread cannot run OpenSSL's handshake code safely.
 const MIN_STACK: usize = 16384;
 
-fn set_stack(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_stack(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let bytes = values::integer(value)
         .and_then(|n| usize::try_from(n).ok())
         .filter(|&n| n >= MIN_STACK)
-        .ok_or("Illegal thread stack size")?;
+        .ok_or(ValueError::Illegal("thread stack size"))?;
     t.service.stack = bytes;
     Ok(())
 }
 
-fn timeout(value: &str, what: &str) -> Result<Duration, String> {
+fn timeout(value: &str, what: &'static str) -> Result<Duration, ValueError> {
     values::seconds(value, what).map(Duration::from_secs)
 }
 
-fn set_timeout_busy(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_timeout_busy(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.timeouts.busy = timeout(value, "busy")?;
     Ok(())
 }
 
-fn set_timeout_close(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_timeout_close(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.timeouts.close = timeout(value, "close")?;
     Ok(())
 }
 
-fn set_timeout_connect(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_timeout_connect(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.timeouts.connect = timeout(value, "connect")?;
     Ok(())
 }
 
-fn set_timeout_idle(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_timeout_idle(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.timeouts.idle = timeout(value, "idle")?;
     Ok(())
 }
 
-fn set_timeout_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_timeout_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.timeouts.ocsp = timeout(value, "OCSP")?;
     Ok(())
 }
 
 /// `verify = 0..4`, stunnel's legacy level that sets all four flags.
-fn set_verify(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_verify(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let (request_cert, require_cert, chain, peer) = match values::integer(value) {
         Some(0) => (true, false, false, false),
         Some(1) => (true, false, true, false),
         Some(2) => (true, true, true, false),
         Some(3) => (true, true, true, true),
         Some(4) => (true, true, false, true),
-        _ => return Err("Bad verify level".into()),
+        _ => return Err(ValueError::BadVerifyLevel),
     };
     t.service.verify = VerifyFlags {
         request_cert,
@@ -735,7 +733,7 @@ fn set_verify(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_verify_chain(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_verify_chain(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let on = values::yes_no(value)?;
     t.service.verify.chain = on;
     if on {
@@ -745,7 +743,7 @@ fn set_verify_chain(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_verify_peer(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_verify_peer(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let on = values::yes_no(value)?;
     t.service.verify.peer = on;
     if on {
@@ -774,7 +772,8 @@ mod tests {
                 not_checked: None,
             },
             value,
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         Ok((global, service))
     }
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::error::ConfigError;
+use super::error::{ConfigError, LineError};
 use super::lexer::{self, LineKind, RawLine};
 use super::options::{self, Handler, Names, Scope, Target};
 use super::types::{Config, Foreground, GlobalOptions, ServiceOptions};
@@ -41,12 +41,13 @@ struct Parser {
     not_checked: Vec<String>,
 }
 
-fn line_error(line: &RawLine, message: impl Into<String>) -> ConfigError {
+/// Wraps what went wrong with the line it came from.
+fn line_error(line: &RawLine, error: impl Into<LineError>) -> ConfigError {
     ConfigError::Line {
         file: Arc::clone(&line.file),
         line: line.number,
         raw: line.text.clone(),
-        message: message.into(),
+        error: error.into(),
     }
 }
 
@@ -60,7 +61,7 @@ impl Parser {
 
     fn feed(&mut self, line: &RawLine, depth: usize) -> Result<(), ConfigError> {
         match &line.kind {
-            LineKind::NoEquals => Err(line_error(line, "No '=' found")),
+            LineKind::NoEquals => Err(line_error(line, LineError::NoEquals)),
             LineKind::Section(name) => {
                 match self.current.take() {
                     Some(done) => {
@@ -88,12 +89,9 @@ impl Parser {
         let in_global_part = self.current.is_none();
         let spec = options::find(name)
             .filter(|spec| in_global_part || spec.scope == Scope::Service)
-            .ok_or_else(|| line_error(line, "Specified option name is not valid here"))?;
+            .ok_or_else(|| line_error(line, LineError::NotValidHere))?;
         match spec.handler {
-            Handler::NotYet => Err(line_error(
-                line,
-                format!("option '{}' is not supported yet", spec.name),
-            )),
+            Handler::NotYet => Err(line_error(line, LineError::NotYet(spec.name))),
             Handler::Include => self.include(line, value, depth),
             Handler::Set(setter) => {
                 let service = self.current.as_mut().unwrap_or(&mut self.defaults);
@@ -104,7 +102,7 @@ impl Parser {
                     names: self.names,
                     not_checked: None,
                 };
-                setter(&mut target, value).map_err(|message| line_error(line, message))?;
+                setter(&mut target, value).map_err(|error| line_error(line, error))?;
                 if let Some(what) = target.not_checked {
                     self.not_checked.push(format!(
                         "{}:{}: \"{}\": {what} not checked: not looked up on this host",
@@ -119,12 +117,9 @@ impl Parser {
     /// Reads every regular file of `dir` in byte order of their names (alphasort), as if
     /// pasted in place of the `include` line.
     fn include(&mut self, line: &RawLine, dir: &str, depth: usize) -> Result<(), ConfigError> {
-        let failed = |_| line_error(line, "Failed to include directory");
+        let failed = |_| line_error(line, LineError::Include);
         if depth >= MAX_INCLUDE_DEPTH {
-            return Err(line_error(
-                line,
-                "Failed to include directory: nested too deep",
-            ));
+            return Err(line_error(line, LineError::IncludeTooDeep));
         }
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .map_err(failed)?

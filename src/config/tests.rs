@@ -234,8 +234,8 @@ fn utf8_bom_at_file_start_is_skipped() {
 #[test]
 fn utf8_bom_does_not_shift_line_numbers() {
     match parse_bytes(F, b"\xEF\xBB\xBFcert = /c.pem\nclient = maybe\n") {
-        Err(ConfigError::Line { line, message, .. }) => {
-            assert_eq!((line, message.as_str()), (2, YES_NO));
+        Err(ConfigError::Line { line, error, .. }) => {
+            assert_eq!((line, error.to_string().as_str()), (2, YES_NO));
         }
         other => panic!("unexpected {other:?}"),
     }
