@@ -90,7 +90,7 @@ impl Parser {
         let spec = options::find(name)
             .filter(|spec| in_global_part || spec.scope == Scope::Service)
             .ok_or_else(|| line_error(line, LineError::NotValidHere))?;
-        match spec.handler {
+        match &spec.handler {
             Handler::NotYet => Err(line_error(line, LineError::NotYet(spec.name))),
             Handler::Include => self.include(line, value, depth),
             Handler::Set(setter) => {
@@ -102,7 +102,9 @@ impl Parser {
                     names: self.names,
                     not_checked: None,
                 };
-                setter(&mut target, value).map_err(|error| line_error(line, error))?;
+                setter
+                    .apply(&mut target, value)
+                    .map_err(|error| line_error(line, error))?;
                 if let Some(what) = target.not_checked {
                     self.not_checked.push(format!(
                         "{}:{}: \"{}\": {what} not checked: not looked up on this host",
