@@ -550,6 +550,193 @@ mod tests {
         Ok((global, service))
     }
 
+    const YES_NO: &str = "The argument needs to be either 'yes' or 'no'";
+
+    /// An option, a value it accepts, and a value it refuses with the message.
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<(&'static str, &'static str)>,
+    );
+
+    /// One case per settable row: a value the row accepts (not its default, where it has
+    /// another, so that the test sees the row write its field), and a value it refuses
+    /// with the message stunnel prints, for every row that can refuse one. A new row
+    /// without its case fails `every_row_accepts_a_value_and_refuses_one_with_its_message`.
+    #[rustfmt::skip]
+    const CASES: &[Case] = &[
+        ("chroot", "/var/empty", None),
+        ("compression", "zlib", Some(("lz4", "Specified compression type is not available"))),
+        ("fips", "no", Some(("yes", "FIPS mode is not available in this build"))),
+        ("foreground", "quiet", Some(("maybe", "The argument needs to be either 'yes', 'quiet' or 'no'"))),
+        ("log", "overwrite", Some(("truncate", "The argument needs to be either 'append' or 'overwrite'"))),
+        ("output", "/var/log/rstunnel.log", None),
+        ("pid", "/run/rstunnel.pid", None),
+        ("syslog", "no", Some(("off", YES_NO))),
+        ("accept", "127.0.0.1:443", None),
+        ("CAfile", "/etc/ssl/ca.pem", None),
+        ("CApath", "/etc/ssl/certs", None),
+        ("cert", "/etc/ssl/cert.pem", None),
+        ("checkEmail", "admin@example.org", None),
+        ("checkHost", "example.org", None),
+        ("checkIP", "192.0.2.1", Some(("example.org", "Invalid IP address"))),
+        ("ciphers", "HIGH", None),
+        ("ciphersuites", "TLS_AES_128_GCM_SHA256", None),
+        ("client", "yes", Some(("y", YES_NO))),
+        ("connect", "127.0.0.1:80", None),
+        ("CRLfile", "/etc/ssl/crl.pem", None),
+        ("CRLpath", "/etc/ssl/crl", None),
+        ("curves", "P-256", None),
+        ("debug", "info", Some(("loud", "Illegal debug level"))),
+        ("delay", "yes", Some(("later", YES_NO))),
+        ("exec", "/bin/cat", None),
+        ("execArgs", "cat -u", None),
+        ("failover", "rr", Some(("random", "The argument needs to be either 'rr' or 'prio'"))),
+        ("key", "/etc/ssl/key.pem", None),
+        // A refused `local` needs a host name that does not resolve: a DNS query, left
+        // to tests/transport_options.rs.
+        ("local", "127.0.0.1", None),
+        ("logId", "unique", Some(("random", "Invalid connection identifier type"))),
+        ("maxConnections", "10", Some(("-1", "Illegal connection limit"))),
+        ("OCSP", "http://ocsp.example.org/", Some(("ocsp.example.org", "Invalid OCSP URL"))),
+        ("OCSPaia", "yes", Some(("maybe", YES_NO))),
+        ("OCSPflag", "NOVERIFY", Some(("NOPE", "Illegal OCSP flag"))),
+        ("OCSPnonce", "yes", Some(("maybe", YES_NO))),
+        ("OCSPrequire", "no", Some(("maybe", YES_NO))),
+        ("options", "NO_TLSv1", Some(("NO_TLSv1.1", "Illegal TLS option"))),
+        ("pauseWhenDown", "no", Some(("sometimes", YES_NO))),
+        ("protocol", "smtp", Some(("smtps", "Unsupported protocol"))),
+        ("protocolAuthentication", "basic", Some(("digest", "Unsupported authentication type"))),
+        ("protocolDomain", "EXAMPLE", None),
+        ("protocolHeader", "X-Tunnel: 1", None),
+        ("protocolHost", "example.org:443", None),
+        ("protocolPassword", "secret", None),
+        ("protocolUsername", "user", None),
+        ("PSKidentity", "client1", None),
+        ("PSKsecrets", "/etc/rstunnel/psk.txt", None),
+        ("pty", "yes", Some(("maybe", YES_NO))),
+        ("redirect", "127.0.0.1:8443", None),
+        ("renegotiation", "no", Some(("yes", "option 'renegotiation = yes' is not supported: rstunnel always refuses renegotiation"))),
+        ("requireCert", "yes", Some(("maybe", YES_NO))),
+        ("reset", "no", Some(("maybe", YES_NO))),
+        ("retry", "250", Some(("soon", "The argument needs to be either 'yes', 'no' or a number of milliseconds"))),
+        ("securityLevel", "1", Some(("6", "Invalid security level"))),
+        ("service", "rstunnel-test", None),
+        ("sessionCacheSize", "10", Some(("-5", "Illegal session cache size"))),
+        ("sessionCacheTimeout", "60", Some(("5m", "Illegal session cache timeout"))),
+        ("sessionResume", "no", Some(("maybe", YES_NO))),
+        ("setgid", "65534", Some(("no-such-group-rstunnel", "Illegal GID"))),
+        ("setuid", "65534", Some(("no-such-user-rstunnel", "Illegal UID"))),
+        ("sni", "example.org", None),
+        ("socket", "r:SO_KEEPALIVE=yes", Some(("r:NOPE=1", "Illegal socket option"))),
+        ("sslVersion", "TLSv1.2", Some(("TLSv9", "Invalid protocol version"))),
+        ("sslVersionMax", "TLSv1.2", Some(("TLSv1_2", "Invalid protocol version"))),
+        ("sslVersionMin", "TLSv1.2", Some(("SSLv2", "Invalid protocol version"))),
+        ("stack", "32768", Some(("16383", "Illegal thread stack size"))),
+        ("TIMEOUTbusy", "30", Some(("x", "Illegal busy timeout"))),
+        ("TIMEOUTclose", "0", Some(("-1", "Illegal close timeout"))),
+        ("TIMEOUTconnect", "5", Some(("5s", "Illegal connect timeout"))),
+        ("TIMEOUTidle", "60", Some(("1h", "Illegal idle timeout"))),
+        ("TIMEOUTocsp", "12", Some(("", "Illegal OCSP timeout"))),
+        ("transparent", "source", Some(("sideways", "Selected transparent proxy mode is not available"))),
+        ("verify", "2", Some(("5", "Bad verify level"))),
+        ("verifyChain", "yes", Some(("maybe", YES_NO))),
+        ("verifyPeer", "yes", Some(("maybe", YES_NO))),
+    ];
+
+    /// Parses one line in the global part through the whole parser; the error as printed.
+    fn refused_line(line: &str) -> String {
+        match crate::config::parse_bytes("t.conf", format!("{line}\n").as_bytes()) {
+            Err(e @ crate::config::ConfigError::Line { .. }) => e.to_string(),
+            other => panic!("{line}: expected a line error, got {other:?}"),
+        }
+    }
+
+    /// The one test per row: every row of the table, by what its handler is.
+    #[test]
+    fn every_row_accepts_a_value_and_refuses_one_with_its_message() {
+        for case in CASES {
+            assert!(
+                OPTIONS.iter().any(|spec| spec.name == case.0),
+                "case {} names no row",
+                case.0
+            );
+        }
+        for spec in OPTIONS {
+            let name = spec.name;
+            let cases: Vec<_> = CASES.iter().filter(|case| case.0 == name).collect();
+            match &spec.handler {
+                Handler::NotYet => {
+                    assert!(cases.is_empty(), "{name}: a case for a NotYet row");
+                    assert_eq!(
+                        refused_line(&format!("{name} = 1")),
+                        format!("t.conf:1: \"{name} = 1\": option '{name}' is not supported yet")
+                    );
+                }
+                Handler::Include => {
+                    assert!(cases.is_empty(), "{name}: a case for the include row");
+                    let empty = std::env::temp_dir()
+                        .join(format!("rstunnel-options-include-{}", std::process::id()));
+                    std::fs::create_dir_all(&empty).expect("create an empty include dir");
+                    let text = format!("client = yes\nconnect = 1\n{name} = {}\n", empty.display());
+                    let parsed = crate::config::parse_bytes("t.conf", text.as_bytes());
+                    let _ = std::fs::remove_dir(&empty);
+                    assert!(parsed.is_ok(), "{name} of an empty directory: {parsed:?}");
+                    let missing = "/nonexistent/rstunnel-include";
+                    assert_eq!(
+                        refused_line(&format!("{name} = {missing}")),
+                        format!("t.conf:1: \"{name} = {missing}\": Failed to include directory")
+                    );
+                }
+                Handler::Set(setter) => {
+                    let [&(_, valid, refused)] = cases[..] else {
+                        panic!("{name}: {} cases, one wanted", cases.len());
+                    };
+                    let (global, service) = apply(name, valid)
+                        .unwrap_or_else(|e| panic!("{name} = {valid} refused: {e}"));
+                    if spec.default != Some(valid) {
+                        assert!(
+                            global != GlobalOptions::default()
+                                || service != ServiceOptions::default(),
+                            "{name} = {valid} set nothing"
+                        );
+                    }
+                    match refused {
+                        Some((bad, message)) => {
+                            assert_eq!(apply(name, bad).unwrap_err(), message, "{name} = {bad}");
+                            assert_eq!(
+                                refused_line(&format!("{name} = {bad}")),
+                                format!("t.conf:1: \"{name} = {bad}\": {message}")
+                            );
+                        }
+                        // Only these kinds take any text; the others must show a refusal.
+                        None => assert!(
+                            matches!(
+                                setter,
+                                Path(_) | Text(_) | TextOrUnset(_) | List(_) | Custom(_)
+                            ),
+                            "{name}: no refused value"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_listed_word_is_accepted_in_any_case() {
+        for spec in OPTIONS {
+            let Handler::Set(OneOf(words, _) | Keyword(words, _, _)) = &spec.handler else {
+                continue;
+            };
+            for word in *words {
+                for value in [word.to_string(), word.to_ascii_uppercase()] {
+                    assert!(apply(spec.name, &value).is_ok(), "{} = {value}", spec.name);
+                }
+            }
+        }
+    }
+
     #[test]
     fn names_are_unique_case_insensitively() {
         for (i, a) in OPTIONS.iter().enumerate() {
