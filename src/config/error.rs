@@ -3,8 +3,9 @@
 //!
 //! Layers wrap, they do not format: a value parser (`values`, the option table's setters)
 //! says what was wrong with a value (`ValueError`), the parser wraps that with the line it
-//! came from (`LineError` inside `ConfigError::Line`), and the text is made once, here,
-//! when the error is displayed where it is reported.
+//! came from (`LineError` inside `ConfigError::Line`); the end-of-part checks say which
+//! rule a section broke (`CheckError`) and the parser wraps that with the section. The
+//! text is made once, here, when the error is displayed where it is reported.
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,21 +22,21 @@ pub enum ConfigError {
         error: LineError,
     },
     /// A section failed its end-of-section checks: `Service [NAME]: message`.
-    Service { name: String, message: String },
+    Service { name: String, error: CheckError },
     /// The global part failed its checks: `Global options: message`.
-    Global { message: String },
+    Global { error: CheckError },
     /// A global TLS setting cannot be applied: stunnel prints the cause on its own line,
     /// then `Global options: Failed to initialize TLS`.
-    GlobalTls { cause: String },
+    GlobalTls { cause: CheckError },
     /// A file without sections (inetd mode) failed its checks: `Inetd mode: message`.
-    Inetd { message: String },
+    Inetd { error: CheckError },
 }
 
 impl ConfigError {
     /// A line stunnel prints before this error (its cause), if any.
     pub fn cause(&self) -> Option<&str> {
         match self {
-            ConfigError::GlobalTls { cause } => Some(cause),
+            ConfigError::GlobalTls { cause } => Some(cause.as_str()),
             _ => None,
         }
     }
@@ -53,10 +54,10 @@ impl fmt::Display for ConfigError {
                 raw,
                 error,
             } => write!(f, "{file}:{line}: \"{raw}\": {error}"),
-            ConfigError::Service { name, message } => write!(f, "Service [{name}]: {message}"),
-            ConfigError::Global { message } => write!(f, "Global options: {message}"),
+            ConfigError::Service { name, error } => write!(f, "Service [{name}]: {error}"),
+            ConfigError::Global { error } => write!(f, "Global options: {error}"),
             ConfigError::GlobalTls { .. } => write!(f, "Global options: Failed to initialize TLS"),
-            ConfigError::Inetd { message } => write!(f, "Inetd mode: {message}"),
+            ConfigError::Inetd { error } => write!(f, "Inetd mode: {error}"),
         }
     }
 }
@@ -178,3 +179,77 @@ impl From<String> for ValueError {
         ValueError::Refused(message)
     }
 }
+
+/// Which end-of-part check failed (stunnel's checks when a section, the global part or an
+/// inetd-mode file is complete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// Global part, daemon mode: `output` is a relative path.
+    LogFileNotAbsolute,
+    /// Global part, daemon mode: `pid` is a relative path.
+    PidFileNotAbsolute,
+    /// Global part: `compression` is set (the cause line of `GlobalTls`).
+    CompressionUnsupported,
+    /// A server with neither `cert` nor `PSKsecrets`.
+    NoCertificate,
+    /// `sslVersionMin` above `sslVersionMax`.
+    VersionRange,
+    /// A verify option on, but no CA to verify against.
+    NoCa,
+    /// `checkHost`/`checkEmail`/`checkIP` without `verifyChain` or `verifyPeer`.
+    NoVerify,
+    /// A server `sni = PRIMARY:PATTERN` whose primary is not an earlier server section.
+    SniSectionNotFound,
+    /// A server `sni` that is not `PRIMARY:PATTERN`.
+    SniSyntax,
+    /// `redirect` in a client section.
+    RedirectInClient,
+    /// `redirect` without a verify option.
+    RedirectWithoutVerify,
+    /// The `protocol` cannot be used this way, in the words of the module that owns the
+    /// protocols (`protocol`) or of the parser's own protocol checks.
+    Protocol(String),
+    /// A section without a local and a remote endpoint.
+    TwoEndpoints,
+    /// Inetd mode: `accept` outside a section.
+    AcceptInInetd,
+    /// Inetd mode: not exactly one of `connect` and `exec`.
+    InetdEndpoints,
+}
+
+impl CheckError {
+    /// The message as stunnel prints it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CheckError::LogFileNotAbsolute => "Log file must include full path name",
+            CheckError::PidFileNotAbsolute => "Pid file must include full path name",
+            CheckError::CompressionUnsupported => {
+                "Configured compression is unsupported by OpenSSL"
+            }
+            CheckError::NoCertificate => "TLS server needs a certificate",
+            CheckError::VersionRange => "Invalid protocol version range",
+            CheckError::NoCa => r#"Either "CAengine", "CAfile" or "CApath" has to be configured"#,
+            CheckError::NoVerify => r#"Either "verifyChain" or "verifyPeer" has to be enabled"#,
+            CheckError::SniSectionNotFound => "SNI section name not found",
+            CheckError::SniSyntax => {
+                "Invalid SNI: 'sni = PRIMARY_SECTION:HOST_PATTERN' expected in a server section"
+            }
+            CheckError::RedirectInClient => "\"redirect\" is only available in server mode",
+            CheckError::RedirectWithoutVerify => {
+                r#""redirect" needs "verifyChain" or "verifyPeer""#
+            }
+            CheckError::Protocol(message) => message,
+            CheckError::TwoEndpoints => "Each service must define two endpoints",
+            CheckError::AcceptInInetd => "'accept' option is only allowed in a [section]",
+            CheckError::InetdEndpoints => "Inetd mode must define one endpoint",
+        }
+    }
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for CheckError {}

@@ -1689,3 +1689,29 @@ fn client_sni_is_a_name_not_a_virtual_host() {
     assert_eq!(config.services[0].server_sni(), None);
     assert_eq!(config.services[0].sni.as_deref(), Some("other.example.org"));
 }
+
+#[test]
+fn redirect_is_refused_in_client_mode_and_without_verification() {
+    assert_eq!(
+        err("client = yes\n[c]\naccept = 1\nconnect = 2\nredirect = 3\n"),
+        "Service [c]: \"redirect\" is only available in server mode"
+    );
+    assert_eq!(
+        err("cert = /c.pem\n[s]\naccept = 1\nconnect = 2\nredirect = 3\n"),
+        "Service [s]: \"redirect\" needs \"verifyChain\" or \"verifyPeer\""
+    );
+}
+
+#[test]
+fn compression_fails_the_global_tls_setup_with_its_cause() {
+    let error = parse("compression = zlib\nclient = yes\n[c]\naccept = 1\nconnect = 2\n")
+        .expect_err("compression is refused");
+    assert_eq!(
+        error.to_string(),
+        "Global options: Failed to initialize TLS"
+    );
+    assert_eq!(
+        error.cause(),
+        Some("Configured compression is unsupported by OpenSSL")
+    );
+}
