@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(spec) = options::find(name) else {
         return;
     };
-    let Handler::Set(setter) = spec.handler else {
+    let Handler::Set(setter) = &spec.handler else {
         return;
     };
     if !rstunnel_fuzz::value_is_contained(name, value, isolated) {
@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         names: Names::LookUp,
         not_checked: None,
     };
-    if setter(&mut target, value).is_ok() {
+    if setter.apply(&mut target, value).is_ok() {
         rstunnel_fuzz::exercise_service(&service);
     }
 });

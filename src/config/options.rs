@@ -2,6 +2,10 @@
 //! each, with its scope, how its value is parsed into the typed config, its default as
 //! `-version` prints it, and its `-help` text. Adding an option is one row plus tests.
 //!
+//! Most rows name their value's kind (`YesNo`, `Path`, `Seconds`, …) and the field it
+//! sets; only options with logic of their own (implied flags, lookups, the other layers'
+//! syntax) have a `Custom` setter below the table.
+//!
 //! Rows whose behaviour rstunnel does not have yet use `Handler::NotYet`: such a line is a
 //! startup error that says so, never silently ignored. This file parses values only; it
 //! opens no files and calls no OpenSSL.
@@ -9,8 +13,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::error::ValueError;
 use super::types::{Foreground, GlobalOptions, LogId, ServiceOptions, SslOptionEdit, VerifyFlags};
-use super::values;
+use super::values::{self, TlsVersion};
 
 /// Where an option may appear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +50,98 @@ pub enum Names {
     Skip,
 }
 
-pub type Setter = fn(&mut Target<'_>, &str) -> Result<(), String>;
+/// The field of the typed config that a row sets (a closure such as
+/// `|t| &mut t.service.delay`).
+pub type Field<T> = for<'t, 'a> fn(&'t mut Target<'a>) -> &'t mut T;
 
-#[derive(Clone, Copy)]
+/// How a row parses its value and where it puts it. Every kind refuses a value with a
+/// `ValueError`; the parser adds the line (`config::error`).
+pub enum Setter {
+    /// `yes` or `no` (any case).
+    YesNo(Field<bool>),
+    /// Only `no` is accepted: `yes` asks for what rstunnel does not do, refused with
+    /// the error given.
+    OnlyNo(ValueError),
+    /// A file or directory name; an empty value unsets it, as stunnel does for `pid =`
+    /// and `CRLfile =`.
+    Path(Field<Option<PathBuf>>),
+    /// Text kept as written (an empty value included).
+    Text(Field<Option<String>>),
+    /// Text kept as written; an empty value unsets it.
+    TextOrUnset(Field<Option<String>>),
+    /// Each line adds its value to the list.
+    List(Field<Vec<String>>),
+    /// A whole number of seconds; the name is the timeout's in `Illegal NAME timeout`.
+    Seconds(&'static str, Field<Duration>),
+    /// A whole number from `min` to `max` (first two), refused with the error given,
+    /// stored by the function.
+    Number(u64, u64, ValueError, fn(&mut Target<'_>, u64)),
+    /// `all` or a TLS version name (`values::tls_version`).
+    Version(Field<Option<TlsVersion>>),
+    /// One of the words (any case), refused with stunnel's "The argument needs to be
+    /// either …" listing them; the function gets the word as listed.
+    OneOf(&'static [&'static str], fn(&mut Target<'_>, &'static str)),
+    /// One of the words (any case), refused with the error given; the function gets the
+    /// word as listed.
+    Keyword(
+        &'static [&'static str],
+        ValueError,
+        fn(&mut Target<'_>, &'static str),
+    ),
+    /// An option with logic of its own.
+    Custom(fn(&mut Target<'_>, &str) -> Result<(), ValueError>),
+}
+
+impl Setter {
+    /// Parses `value` into `target`; on error `target` is unchanged.
+    pub fn apply(&self, target: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
+        match self {
+            Setter::YesNo(field) => *field(target) = values::yes_no(value)?,
+            Setter::OnlyNo(refusal) => {
+                if values::yes_no(value)? {
+                    return Err(refusal.clone());
+                }
+            }
+            Setter::Path(field) => *field(target) = (!value.is_empty()).then(|| value.into()),
+            Setter::Text(field) => *field(target) = Some(value.to_string()),
+            Setter::TextOrUnset(field) => {
+                *field(target) = (!value.is_empty()).then(|| value.to_string());
+            }
+            Setter::List(field) => field(target).push(value.to_string()),
+            Setter::Seconds(what, field) => {
+                *field(target) = Duration::from_secs(values::seconds(value, what)?);
+            }
+            Setter::Number(min, max, refusal, set) => {
+                let n = values::integer(value)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .filter(|n| (*min..=*max).contains(n))
+                    .ok_or_else(|| refusal.clone())?;
+                set(target, n);
+            }
+            Setter::Version(field) => *field(target) = values::tls_version(value)?,
+            Setter::OneOf(words, set) => {
+                set(
+                    target,
+                    word(words, value).ok_or(ValueError::NotOneOf(words))?,
+                );
+            }
+            Setter::Keyword(words, refusal, set) => {
+                set(target, word(words, value).ok_or_else(|| refusal.clone())?);
+            }
+            Setter::Custom(set) => set(target, value)?,
+        }
+        Ok(())
+    }
+}
+
+/// The listed word that `value` is, ignoring case.
+fn word(words: &'static [&'static str], value: &str) -> Option<&'static str> {
+    words
+        .iter()
+        .copied()
+        .find(|word| word.eq_ignore_ascii_case(value))
+}
+
 pub enum Handler {
     Set(Setter),
     /// `include = DIR`: handled by the parser, which reads the directory.
@@ -84,110 +178,120 @@ const fn row(
 
 use Handler::{Include, NotYet, Set};
 use Scope::{Global, Service};
+use Setter::{
+    Custom, Keyword, List, Number, OneOf, OnlyNo, Path, Seconds, Text, TextOrUnset, Version, YesNo,
+};
+use ValueError::{Illegal, Invalid, NotAvailable, Unsupported};
 
 /// Names that stunnel accepts for another option.
 pub const ALIASES: &[(&str, &str)] = &[("curve", "curves"), ("session", "sessionCacheTimeout")];
 
+/// Below this a thread cannot run OpenSSL's handshake code safely.
+const MIN_STACK: u64 = 16384;
+
+/// `usize::MAX` as a `Number` bound (lossless: usize is at most 64 bits here).
+const USIZE_MAX: u64 = usize::MAX as u64;
+
 #[rustfmt::skip]
 pub static OPTIONS: &[OptionSpec] = &[
     // ---- global-only options ----
-    row("chroot", Global, Set(set_chroot), None, "directory to chroot the process to"),
-    row("compression", Global, Set(set_compression), None, "deflate|zlib TLS compression type"),
+    row("chroot", Global, Set(Path(|t| &mut t.global.chroot)), None, "directory to chroot the process to"),
+    row("compression", Global, Set(Keyword(&["deflate", "zlib"], NotAvailable("Specified compression type"), |t, w| t.global.compression = Some(w.into()))), None, "deflate|zlib TLS compression type"),
     row("EGD", Global, NotYet, None, "path to Entropy Gathering Daemon socket"),
     row("engine", Global, NotYet, None, "auto|engine_id OpenSSL engine"),
     row("engineCtrl", Global, NotYet, None, "cmd[:arg] engine control command"),
     row("engineDefault", Global, NotYet, None, "TASK_LIST tasks to delegate to the engine"),
-    row("fips", Global, Set(set_fips), Some("no"), "yes|no FIPS 140-2 mode"),
-    row("foreground", Global, Set(set_foreground), Some("no"), "yes|quiet|no foreground mode (don't fork, log to stderr)"),
-    row("log", Global, Set(set_log), Some("append"), "append|overwrite log file"),
-    row("output", Global, Set(set_output), None, "file to append log messages"),
-    row("pid", Global, Set(set_pid), None, "pid file"),
+    row("fips", Global, Set(OnlyNo(ValueError::FipsNotBuilt)), Some("no"), "yes|no FIPS 140-2 mode"),
+    row("foreground", Global, Set(OneOf(&["yes", "quiet", "no"], set_foreground)), Some("no"), "yes|quiet|no foreground mode (don't fork, log to stderr)"),
+    row("log", Global, Set(OneOf(&["append", "overwrite"], |t, w| t.global.log_overwrite = w == "overwrite")), Some("append"), "append|overwrite log file"),
+    row("output", Global, Set(Path(|t| &mut t.global.output)), None, "file to append log messages"),
+    row("pid", Global, Set(Path(|t| &mut t.global.pid)), None, "pid file"),
     row("provider", Global, NotYet, None, "OpenSSL provider to load (stunnel 5.70+)"),
     row("providerParameter", Global, NotYet, None, "provider:name=value provider parameter (stunnel 5.72+)"),
     row("RNDbytes", Global, NotYet, Some("1024"), "bytes to read from random seed files"),
     row("RNDfile", Global, NotYet, Some("/dev/urandom"), "path to file with random seed data"),
     row("RNDoverwrite", Global, NotYet, Some("yes"), "yes|no overwrite seed datafiles with new random data"),
     row("setEnv", Global, NotYet, None, "NAME=VALUE environment variable (stunnel 5.72+)"),
-    row("syslog", Global, Set(set_syslog), Some("yes"), "yes|no send logging messages to syslog"),
+    row("syslog", Global, Set(YesNo(|t| &mut t.global.syslog)), Some("yes"), "yes|no send logging messages to syslog"),
     // ---- service-level options ----
-    row("accept", Service, Set(add_accept), None, "[host:]port accept connections on specified host:port"),
+    row("accept", Service, Set(List(|t| &mut t.service.accept)), None, "[host:]port accept connections on specified host:port"),
     row("CAengine", Service, NotYet, None, "engine-specific CA certificate identifier"),
-    row("CAfile", Service, Set(set_ca_file), None, "CA certificate file for peer verification"),
-    row("CApath", Service, Set(set_ca_path), None, "CA certificate directory for peer verification"),
+    row("CAfile", Service, Set(Path(|t| &mut t.service.ca_file)), None, "CA certificate file for peer verification"),
+    row("CApath", Service, Set(Path(|t| &mut t.service.ca_path)), None, "CA certificate directory for peer verification"),
     row("CAstore", Service, NotYet, None, "CA certificate store URI (stunnel 5.75+)"),
-    row("cert", Service, Set(set_cert), None, "certificate chain"),
-    row("checkEmail", Service, Set(add_check_email), None, "peer certificate email address"),
-    row("checkHost", Service, Set(add_check_host), None, "peer certificate host name pattern"),
-    row("checkIP", Service, Set(add_check_ip), None, "peer certificate IP address"),
-    row("ciphers", Service, Set(set_ciphers), Some("HIGH:!aNULL:!SSLv2:!DH:!kDHEPSK"), "permitted ciphers for TLS 1.2 or older"),
-    row("ciphersuites", Service, Set(set_ciphersuites), Some("TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"), "permitted ciphersuites for TLS 1.3"),
-    row("client", Service, Set(set_client), Some("no"), "yes|no client mode (remote service uses TLS)"),
+    row("cert", Service, Set(Path(|t| &mut t.service.cert)), None, "certificate chain"),
+    row("checkEmail", Service, Set(List(|t| &mut t.service.check_email)), None, "peer certificate email address"),
+    row("checkHost", Service, Set(List(|t| &mut t.service.check_host)), None, "peer certificate host name pattern"),
+    row("checkIP", Service, Set(Custom(add_check_ip)), None, "peer certificate IP address"),
+    row("ciphers", Service, Set(Text(|t| &mut t.service.ciphers)), Some("HIGH:!aNULL:!SSLv2:!DH:!kDHEPSK"), "permitted ciphers for TLS 1.2 or older"),
+    row("ciphersuites", Service, Set(Text(|t| &mut t.service.ciphersuites)), Some("TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"), "permitted ciphersuites for TLS 1.3"),
+    row("client", Service, Set(YesNo(|t| &mut t.service.client)), Some("no"), "yes|no client mode (remote service uses TLS)"),
     row("config", Service, NotYet, None, "command[:parameter] to execute"),
-    row("connect", Service, Set(add_connect), None, "[host:]port to connect"),
-    row("CRLfile", Service, Set(set_crl_file), None, "CRL file"),
-    row("CRLpath", Service, Set(set_crl_path), None, "CRL directory"),
-    row("curves", Service, Set(set_curves), Some("X25519:P-256:X448:P-521:P-384"), "ECDH curve names"),
-    row("debug", Service, Set(set_debug), Some("daemon.notice"), "[facility].level (e.g. daemon.info)"),
-    row("delay", Service, Set(set_delay), Some("no"), "yes|no delay DNS lookup for 'connect' option"),
+    row("connect", Service, Set(List(|t| &mut t.service.connect)), None, "[host:]port to connect"),
+    row("CRLfile", Service, Set(Path(|t| &mut t.service.crl_file)), None, "CRL file"),
+    row("CRLpath", Service, Set(Path(|t| &mut t.service.crl_path)), None, "CRL directory"),
+    row("curves", Service, Set(Text(|t| &mut t.service.curves)), Some("X25519:P-256:X448:P-521:P-384"), "ECDH curve names"),
+    row("debug", Service, Set(Custom(set_debug)), Some("daemon.notice"), "[facility].level (e.g. daemon.info)"),
+    row("delay", Service, Set(YesNo(|t| &mut t.service.delay)), Some("no"), "yes|no delay DNS lookup for 'connect' option"),
     row("engineId", Service, NotYet, None, "ID of engine to read the key from"),
     row("engineNum", Service, NotYet, None, "number of engine to read the key from"),
-    row("exec", Service, Set(set_exec), None, "file execute local inetd-type program"),
-    row("execArgs", Service, Set(set_exec_args), None, "arguments for 'exec' (including $0)"),
-    row("failover", Service, Set(set_failover), Some("prio"), "rr|prio failover strategy"),
+    row("exec", Service, Set(Path(|t| &mut t.service.exec)), None, "file execute local inetd-type program"),
+    row("execArgs", Service, Set(Custom(set_exec_args)), None, "arguments for 'exec' (including $0)"),
+    row("failover", Service, Set(OneOf(&["rr", "prio"], |t, w| t.service.failover_rr = w == "rr")), Some("prio"), "rr|prio failover strategy"),
     row("ident", Service, NotYet, None, "username for IDENT (RFC 1413) checking"),
     row("include", Service, Include, None, "directory with configuration file snippets"),
-    row("key", Service, Set(set_key), None, "certificate private key"),
+    row("key", Service, Set(Path(|t| &mut t.service.key)), None, "certificate private key"),
     row("libwrap", Service, NotYet, Some("no"), "yes|no use /etc/hosts.allow and /etc/hosts.deny"),
-    row("local", Service, Set(set_local), None, "IP address to be used as source for remote connections"),
-    row("logId", Service, Set(set_log_id), Some("sequential"), "connection identifier type"),
-    row("maxConnections", Service, Set(set_max_connections), Some("0"), "live sessions allowed for this service, 0 = no own limit (rstunnel extension)"),
-    row("OCSP", Service, Set(set_ocsp), None, "OCSP responder URL"),
-    row("OCSPaia", Service, Set(set_ocsp_aia), Some("no"), "yes|no check the AIA responders from certificates"),
-    row("OCSPflag", Service, Set(add_ocsp_flag), None, "OCSP responder flags"),
-    row("OCSPnonce", Service, Set(set_ocsp_nonce), Some("no"), "yes|no send and verify the OCSP nonce extension"),
-    row("OCSPrequire", Service, Set(set_ocsp_require), Some("yes"), "yes|no require a conclusive OCSP response (stunnel 5.70+)"),
-    row("options", Service, Set(add_ssl_option), Some("NO_SSLv2, NO_SSLv3"), "TLS option to set/reset"),
-    row("pauseWhenDown", Service, Set(set_pause_when_down), Some("yes"), "yes|no refuse new connections while 'connect' is unreachable; no effect with 'exec' (rstunnel extension)"),
-    row("protocol", Service, Set(set_protocol), None, "protocol to negotiate before TLS initialization"),
-    row("protocolAuthentication", Service, Set(set_protocol_authentication), None, "authentication type for protocol negotiations"),
-    row("protocolDomain", Service, Set(set_protocol_domain), None, "domain for protocol negotiations"),
-    row("protocolHeader", Service, Set(add_protocol_header), None, "custom header for protocol negotiations"),
-    row("protocolHost", Service, Set(set_protocol_host), None, "host:port for protocol negotiations"),
-    row("protocolPassword", Service, Set(set_protocol_password), None, "password for protocol negotiations"),
-    row("protocolUsername", Service, Set(set_protocol_username), None, "username for protocol negotiations"),
-    row("PSKidentity", Service, Set(set_psk_identity), None, "identity for PSK authentication"),
-    row("PSKsecrets", Service, Set(set_psk_secrets), None, "secrets for PSK authentication"),
-    row("pty", Service, Set(set_pty), Some("no"), "yes|no allocate pseudo terminal for 'exec' option"),
-    row("redirect", Service, Set(add_redirect), None, "[host:]port to redirect on authentication failures"),
-    row("renegotiation", Service, Set(set_renegotiation), Some("no"), "yes|no support renegotiation (rstunnel always refuses it)"),
-    row("requireCert", Service, Set(set_require_cert), Some("no"), "yes|no require client certificate"),
-    row("reset", Service, Set(set_reset), Some("yes"), "yes|no send TCP RST on error"),
-    row("retry", Service, Set(set_retry), Some("no"), "yes|no|milliseconds retry connect+exec section"),
-    row("securityLevel", Service, Set(set_security_level), Some("2"), "set the security level"),
-    row("service", Service, Set(set_service), Some("stunnel"), "service name"),
-    row("sessionCacheSize", Service, Set(set_session_cache_size), Some("1000"), "session cache size"),
-    row("sessionCacheTimeout", Service, Set(set_session_cache_timeout), Some("300"), "session cache timeout (in seconds)"),
+    row("local", Service, Set(Custom(set_local)), None, "IP address to be used as source for remote connections"),
+    row("logId", Service, Set(Keyword(&["sequential", "unique", "thread", "process"], Invalid("connection identifier type"), set_log_id)), Some("sequential"), "connection identifier type"),
+    row("maxConnections", Service, Set(Number(0, USIZE_MAX, Illegal("connection limit"), |t, n| t.service.max_connections = n as usize)), Some("0"), "live sessions allowed for this service, 0 = no own limit (rstunnel extension)"),
+    row("OCSP", Service, Set(Custom(set_ocsp)), None, "OCSP responder URL"),
+    row("OCSPaia", Service, Set(YesNo(|t| &mut t.service.ocsp_aia)), Some("no"), "yes|no check the AIA responders from certificates"),
+    row("OCSPflag", Service, Set(Custom(add_ocsp_flag)), None, "OCSP responder flags"),
+    row("OCSPnonce", Service, Set(YesNo(|t| &mut t.service.ocsp_nonce)), Some("no"), "yes|no send and verify the OCSP nonce extension"),
+    row("OCSPrequire", Service, Set(YesNo(|t| &mut t.service.ocsp_require)), Some("yes"), "yes|no require a conclusive OCSP response (stunnel 5.70+)"),
+    row("options", Service, Set(Custom(add_ssl_option)), Some("NO_SSLv2, NO_SSLv3"), "TLS option to set/reset"),
+    row("pauseWhenDown", Service, Set(YesNo(|t| &mut t.service.pause_when_down)), Some("yes"), "yes|no refuse new connections while 'connect' is unreachable; no effect with 'exec' (rstunnel extension)"),
+    row("protocol", Service, Set(Custom(set_protocol)), None, "protocol to negotiate before TLS initialization"),
+    row("protocolAuthentication", Service, Set(Keyword(&["basic", "ntlm", "plain", "login"], Unsupported("authentication type"), |t, w| t.service.protocol_authentication = Some(w))), None, "authentication type for protocol negotiations"),
+    row("protocolDomain", Service, Set(Text(|t| &mut t.service.protocol_domain)), None, "domain for protocol negotiations"),
+    row("protocolHeader", Service, Set(List(|t| &mut t.service.protocol_headers)), None, "custom header for protocol negotiations"),
+    row("protocolHost", Service, Set(Text(|t| &mut t.service.protocol_host)), None, "host:port for protocol negotiations"),
+    row("protocolPassword", Service, Set(Text(|t| &mut t.service.protocol_password)), None, "password for protocol negotiations"),
+    row("protocolUsername", Service, Set(Text(|t| &mut t.service.protocol_username)), None, "username for protocol negotiations"),
+    row("PSKidentity", Service, Set(TextOrUnset(|t| &mut t.service.psk_identity)), None, "identity for PSK authentication"),
+    row("PSKsecrets", Service, Set(Path(|t| &mut t.service.psk_secrets)), None, "secrets for PSK authentication"),
+    row("pty", Service, Set(YesNo(|t| &mut t.service.pty)), Some("no"), "yes|no allocate pseudo terminal for 'exec' option"),
+    row("redirect", Service, Set(List(|t| &mut t.service.redirect)), None, "[host:]port to redirect on authentication failures"),
+    row("renegotiation", Service, Set(OnlyNo(ValueError::RenegotiationRefused)), Some("no"), "yes|no support renegotiation (rstunnel always refuses it)"),
+    row("requireCert", Service, Set(Custom(set_require_cert)), Some("no"), "yes|no require client certificate"),
+    row("reset", Service, Set(YesNo(|t| &mut t.service.reset)), Some("yes"), "yes|no send TCP RST on error"),
+    row("retry", Service, Set(Custom(set_retry)), Some("no"), "yes|no|milliseconds retry connect+exec section"),
+    row("securityLevel", Service, Set(Number(0, 5, Invalid("security level"), |t, n| t.service.security_level = Some(n as u32))), Some("2"), "set the security level"),
+    row("service", Service, Set(Custom(set_service)), Some("stunnel"), "service name"),
+    row("sessionCacheSize", Service, Set(Number(0, u32::MAX as u64, Illegal("session cache size"), |t, n| t.service.session_cache_size = n as u32)), Some("1000"), "session cache size"),
+    row("sessionCacheTimeout", Service, Set(Seconds("session cache", |t| &mut t.service.session_cache_timeout)), Some("300"), "session cache timeout (in seconds)"),
     row("sessiond", Service, NotYet, None, "[host:]port use sessiond at host:port"),
-    row("sessionResume", Service, Set(set_session_resume), Some("yes"), "yes|no enable session resumption"),
-    row("setgid", Service, Set(set_setgid), None, "groupname for setgid()"),
-    row("setuid", Service, Set(set_setuid), None, "username for setuid()"),
-    row("sni", Service, Set(set_sni), None, "client: server name to send; server: primary_service:host_name"),
-    row("socket", Service, Set(add_socket_option), None, "a|l|r:option=value[:value] set an option on accept/local/remote socket"),
-    row("sslVersion", Service, Set(set_ssl_version), None, "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
-    row("sslVersionMax", Service, Set(set_ssl_version_max), Some("all"), "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
-    row("sslVersionMin", Service, Set(set_ssl_version_min), None, "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
-    row("stack", Service, Set(set_stack), Some("65536"), "thread stack size (in bytes)"),
+    row("sessionResume", Service, Set(YesNo(|t| &mut t.service.session_resume)), Some("yes"), "yes|no enable session resumption"),
+    row("setgid", Service, Set(Custom(set_setgid)), None, "groupname for setgid()"),
+    row("setuid", Service, Set(Custom(set_setuid)), None, "username for setuid()"),
+    row("sni", Service, Set(Text(|t| &mut t.service.sni)), None, "client: server name to send; server: primary_service:host_name"),
+    row("socket", Service, Set(Custom(add_socket_option)), None, "a|l|r:option=value[:value] set an option on accept/local/remote socket"),
+    row("sslVersion", Service, Set(Custom(set_ssl_version)), None, "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
+    row("sslVersionMax", Service, Set(Version(|t| &mut t.service.ssl_version_max)), Some("all"), "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
+    row("sslVersionMin", Service, Set(Version(|t| &mut t.service.ssl_version_min)), None, "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
+    row("stack", Service, Set(Number(MIN_STACK, USIZE_MAX, Illegal("thread stack size"), |t, n| t.service.stack = n as usize)), Some("65536"), "thread stack size (in bytes)"),
     row("ticketKeySecret", Service, NotYet, None, "secret key for encryption/decryption TLSv1.3 tickets"),
     row("ticketMacSecret", Service, NotYet, None, "key for HMAC operations on TLSv1.3 tickets"),
-    row("TIMEOUTbusy", Service, Set(set_timeout_busy), Some("300"), "seconds to wait for expected data"),
-    row("TIMEOUTclose", Service, Set(set_timeout_close), Some("60"), "seconds to wait for close_notify"),
-    row("TIMEOUTconnect", Service, Set(set_timeout_connect), Some("10"), "seconds to connect remote host"),
-    row("TIMEOUTidle", Service, Set(set_timeout_idle), Some("43200"), "seconds to keep an idle connection"),
-    row("TIMEOUTocsp", Service, Set(set_timeout_ocsp), Some("5"), "seconds to wait for an OCSP responder (stunnel 5.70+)"),
-    row("transparent", Service, Set(set_transparent), Some("none"), "none|source|destination|both transparent proxy mode"),
-    row("verify", Service, Set(set_verify), None, "level of peer certificate verification"),
-    row("verifyChain", Service, Set(set_verify_chain), Some("no"), "yes|no verify certificate chain"),
-    row("verifyPeer", Service, Set(set_verify_peer), Some("no"), "yes|no verify peer certificate"),
+    row("TIMEOUTbusy", Service, Set(Seconds("busy", |t| &mut t.service.timeouts.busy)), Some("300"), "seconds to wait for expected data"),
+    row("TIMEOUTclose", Service, Set(Seconds("close", |t| &mut t.service.timeouts.close)), Some("60"), "seconds to wait for close_notify"),
+    row("TIMEOUTconnect", Service, Set(Seconds("connect", |t| &mut t.service.timeouts.connect)), Some("10"), "seconds to connect remote host"),
+    row("TIMEOUTidle", Service, Set(Seconds("idle", |t| &mut t.service.timeouts.idle)), Some("43200"), "seconds to keep an idle connection"),
+    row("TIMEOUTocsp", Service, Set(Seconds("OCSP", |t| &mut t.service.timeouts.ocsp)), Some("5"), "seconds to wait for an OCSP responder (stunnel 5.70+)"),
+    row("transparent", Service, Set(Keyword(&["none", "no", "source", "yes", "destination", "both"], NotAvailable("Selected transparent proxy mode"), set_transparent)), Some("none"), "none|source|destination|both transparent proxy mode"),
+    row("verify", Service, Set(Custom(set_verify)), None, "level of peer certificate verification"),
+    row("verifyChain", Service, Set(Custom(set_verify_chain)), Some("no"), "yes|no verify certificate chain"),
+    row("verifyPeer", Service, Set(Custom(set_verify_peer)), Some("no"), "yes|no verify peer certificate"),
 ];
 
 /// Looks an option up by name, case-insensitively, following stunnel's aliases.
@@ -201,58 +305,37 @@ pub fn find(name: &str) -> Option<&'static OptionSpec> {
         .find(|spec| spec.name.eq_ignore_ascii_case(canonical))
 }
 
-// ---- setters: each parses one value into the typed config ----
+// ---- what the word rows store ----
 
-/// An empty value unsets a path option, as stunnel does for `pid =` and `CRLfile =`.
-fn path(value: &str) -> Option<PathBuf> {
-    (!value.is_empty()).then(|| PathBuf::from(value))
-}
-
-fn set_fips(_: &mut Target<'_>, value: &str) -> Result<(), String> {
-    match values::yes_no(value)? {
-        false => Ok(()),
-        true => Err("FIPS mode is not available in this build".into()),
-    }
-}
-
-fn set_foreground(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.global.foreground = match value.to_ascii_lowercase().as_str() {
+fn set_foreground(t: &mut Target<'_>, word: &'static str) {
+    t.global.foreground = match word {
         "yes" => Foreground::Yes,
         "quiet" => Foreground::Quiet,
-        "no" => Foreground::No,
-        _ => return Err("The argument needs to be either 'yes', 'quiet' or 'no'".into()),
+        _ => Foreground::No,
     };
-    Ok(())
 }
 
-fn set_log(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.global.log_overwrite = match value.to_ascii_lowercase().as_str() {
-        "append" => false,
-        "overwrite" => true,
-        _ => return Err("The argument needs to be either 'append' or 'overwrite'".into()),
+fn set_log_id(t: &mut Target<'_>, word: &'static str) {
+    t.service.log_id = match word {
+        "unique" => LogId::Unique,
+        "thread" => LogId::Thread,
+        "process" => LogId::Process,
+        _ => LogId::Sequential,
     };
-    Ok(())
 }
 
-fn set_output(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.global.output = path(value);
-    Ok(())
+/// `transparent = none|source|destination|both` (`no` = none, `yes` = source).
+fn set_transparent(t: &mut Target<'_>, word: &'static str) {
+    t.service.transparent_source = matches!(word, "source" | "yes" | "both");
+    t.service.transparent_destination = matches!(word, "destination" | "both");
 }
 
-fn set_pid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.global.pid = path(value);
-    Ok(())
-}
-
-fn set_chroot(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.global.chroot = path(value);
-    Ok(())
-}
+// ---- custom setters: options with logic of their own ----
 
 /// In the global part `setuid`/`setgid` are the user and group the process switches to;
 /// in a section they own the service's Unix `accept` sockets.
 /// With `Names::Skip` a name leaves the value unset (nothing runs under `--check`).
-fn set_setuid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_setuid(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let uid = match (t.names, values::numeric_id(value)) {
         (_, Some(n)) => Some(n),
         (Names::LookUp, None) => Some(values::user_id(value)?),
@@ -269,7 +352,7 @@ fn set_setuid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_setgid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_setgid(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let gid = match (t.names, values::numeric_id(value)) {
         (_, Some(n)) => Some(n),
         (Names::LookUp, None) => Some(values::group_id(value)?),
@@ -286,294 +369,73 @@ fn set_setgid(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_compression(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    match value.to_ascii_lowercase().as_str() {
-        "deflate" | "zlib" => {
-            t.global.compression = Some(value.to_ascii_lowercase());
-            Ok(())
-        }
-        _ => Err("Specified compression type is not available".into()),
-    }
-}
-
-fn set_delay(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.delay = values::yes_no(value)?;
-    Ok(())
-}
-
 /// `OCSP = URL`: only the scheme and authority are checked here; `https://` is accepted
 /// (stunnel does) but tls treats such a responder as giving no answer.
-fn set_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     crate::tls::ocsp::ResponderUrl::parse(value)?;
     t.service.ocsp_url = Some(value.to_string());
     Ok(())
 }
 
-fn set_ocsp_aia(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.ocsp_aia = values::yes_no(value)?;
-    Ok(())
-}
-
 /// Each line adds one flag; flags are never cleared (stunnel ORs them together).
-fn add_ocsp_flag(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    let name = crate::tls::ocsp::flag_name(value).ok_or("Illegal OCSP flag")?;
+fn add_ocsp_flag(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
+    let name = crate::tls::ocsp::flag_name(value).ok_or(ValueError::Illegal("OCSP flag"))?;
     t.service.ocsp_flags.push(name);
     Ok(())
 }
 
-fn set_ocsp_nonce(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.ocsp_nonce = values::yes_no(value)?;
-    Ok(())
-}
-
-fn set_ocsp_require(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.ocsp_require = values::yes_no(value)?;
-    Ok(())
-}
-
-fn set_failover(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.failover_rr = match value.to_ascii_lowercase().as_str() {
-        "rr" => true,
-        "prio" => false,
-        _ => return Err("The argument needs to be either 'rr' or 'prio'".into()),
-    };
-    Ok(())
-}
-
 /// `local = HOST`: resolved now, as stunnel does; the first address is used.
-fn set_local(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_local(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     use std::net::ToSocketAddrs;
     let ip = (value, 0)
         .to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .ok_or("Failed to resolve local address")?
+        .ok_or(ValueError::LocalNotResolved)?
         .ip();
     t.service.local = Some(ip);
     Ok(())
 }
 
-fn set_log_id(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.log_id = match value.to_ascii_lowercase().as_str() {
-        "sequential" => LogId::Sequential,
-        "unique" => LogId::Unique,
-        "thread" => LogId::Thread,
-        "process" => LogId::Process,
-        _ => return Err("Invalid connection identifier type".into()),
-    };
-    Ok(())
-}
-
-fn set_max_connections(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.max_connections = values::integer(value)
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or("Illegal connection limit")?;
-    Ok(())
-}
-
-fn set_exec(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.exec = path(value);
-    Ok(())
-}
-
 /// Split on blanks, no quoting, as stunnel; the first word is argv[0].
-fn set_exec_args(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_exec_args(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.exec_args = value.split_whitespace().map(str::to_string).collect();
     Ok(())
 }
 
-fn set_pty(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.pty = values::yes_no(value)?;
-    Ok(())
-}
-
 /// `retry = yes` (1000 ms), `no`, or a delay in milliseconds (stunnel 5.7x).
-fn set_retry(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_retry(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.retry = match values::yes_no(value) {
         Ok(true) => Some(Duration::from_millis(1000)),
         Ok(false) => None,
         Err(_) => {
             let ms = values::integer(value)
                 .and_then(|n| u64::try_from(n).ok())
-                .ok_or("The argument needs to be either 'yes', 'no' or a number of milliseconds")?;
+                .ok_or(ValueError::NotYesNoOrMilliseconds)?;
             Some(Duration::from_millis(ms))
         }
     };
     Ok(())
 }
 
-fn set_protocol(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_protocol(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.protocol = Some(
         crate::protocol::find(value)
-            .ok_or("Unsupported protocol")?
+            .ok_or(ValueError::Unsupported("protocol"))?
             .name,
     );
     Ok(())
 }
 
-fn set_protocol_authentication(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    let known = ["basic", "ntlm", "plain", "login"];
-    let name = known
-        .iter()
-        .find(|k| k.eq_ignore_ascii_case(value))
-        .ok_or("Unsupported authentication type")?;
-    t.service.protocol_authentication = Some(name);
-    Ok(())
-}
-
-fn set_protocol_domain(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.protocol_domain = Some(value.to_string());
-    Ok(())
-}
-
-fn add_protocol_header(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.protocol_headers.push(value.to_string());
-    Ok(())
-}
-
-fn set_protocol_host(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.protocol_host = Some(value.to_string());
-    Ok(())
-}
-
-fn set_protocol_password(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.protocol_password = Some(value.to_string());
-    Ok(())
-}
-
-fn set_protocol_username(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.protocol_username = Some(value.to_string());
-    Ok(())
-}
-
-fn add_redirect(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.redirect.push(value.to_string());
-    Ok(())
-}
-
-/// `transparent = none|source|destination|both` (`no` = none, `yes` = source).
-fn set_transparent(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    let (source, destination) = match value.to_ascii_lowercase().as_str() {
-        "none" | "no" => (false, false),
-        "source" | "yes" => (true, false),
-        "destination" => (false, true),
-        "both" => (true, true),
-        _ => return Err("Selected transparent proxy mode is not available".into()),
-    };
-    t.service.transparent_source = source;
-    t.service.transparent_destination = destination;
-    Ok(())
-}
-
-fn set_pause_when_down(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.pause_when_down = values::yes_no(value)?;
-    Ok(())
-}
-
-fn set_reset(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.reset = values::yes_no(value)?;
-    Ok(())
-}
-
-fn set_session_resume(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.session_resume = values::yes_no(value)?;
-    Ok(())
-}
-
-fn set_psk_identity(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.psk_identity = (!value.is_empty()).then(|| value.to_string());
-    Ok(())
-}
-
-fn set_psk_secrets(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.psk_secrets = path(value);
-    Ok(())
-}
-
-fn set_crl_file(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.crl_file = path(value);
-    Ok(())
-}
-
-fn set_crl_path(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.crl_path = path(value);
-    Ok(())
-}
-
-fn set_syslog(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.global.syslog = values::yes_no(value)?;
-    Ok(())
-}
-
-fn add_accept(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.accept.push(value.to_string());
-    Ok(())
-}
-
-fn add_connect(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.connect.push(value.to_string());
-    Ok(())
-}
-
-fn set_ca_file(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.ca_file = path(value);
-    Ok(())
-}
-
-fn set_ca_path(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.ca_path = path(value);
-    Ok(())
-}
-
-fn set_cert(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.cert = path(value);
-    Ok(())
-}
-
-fn set_key(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.key = path(value);
-    Ok(())
-}
-
-fn add_check_email(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.check_email.push(value.to_string());
-    Ok(())
-}
-
-fn add_check_host(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.check_host.push(value.to_string());
-    Ok(())
-}
-
-fn add_check_ip(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn add_check_ip(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     value
         .parse::<std::net::IpAddr>()
-        .map_err(|_| String::from("Invalid IP address"))?;
+        .map_err(|_| ValueError::Invalid("IP address"))?;
     t.service.check_ip.push(value.to_string());
     Ok(())
 }
 
-fn set_ciphers(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.ciphers = Some(value.to_string());
-    Ok(())
-}
-
-fn set_ciphersuites(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.ciphersuites = Some(value.to_string());
-    Ok(())
-}
-
-fn set_client(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.client = values::yes_no(value)?;
-    Ok(())
-}
-
-fn set_curves(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.curves = Some(value.to_string());
-    Ok(())
-}
-
-fn set_debug(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_debug(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let (facility, level) = values::debug(value, t.in_global_part)?;
     if let Some(facility) = facility {
         t.global.facility = facility;
@@ -582,7 +444,7 @@ fn set_debug(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn add_ssl_option(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn add_ssl_option(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let (set, name) = match value.strip_prefix('-') {
         Some(name) => (false, name),
         None => (true, value),
@@ -592,17 +454,7 @@ fn add_ssl_option(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_renegotiation(_: &mut Target<'_>, value: &str) -> Result<(), String> {
-    match values::yes_no(value)? {
-        false => Ok(()),
-        true => Err(
-            "option 'renegotiation = yes' is not supported: rstunnel always refuses renegotiation"
-                .into(),
-        ),
-    }
-}
-
-fn set_require_cert(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_require_cert(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let on = values::yes_no(value)?;
     t.service.verify.require_cert = on;
     if on {
@@ -611,17 +463,7 @@ fn set_require_cert(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_security_level(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    match values::integer(value) {
-        Some(level @ 0..=5) => {
-            t.service.security_level = Some(level as u32);
-            Ok(())
-        }
-        _ => Err("Invalid security level".into()),
-    }
-}
-
-fn set_service(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_service(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     // In a section the name only matters to libwrap, which rstunnel leaves off (its
     // default), so only the global value (the syslog ident) has an effect.
     if t.in_global_part {
@@ -630,101 +472,29 @@ fn set_service(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_session_cache_size(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    let size = values::integer(value)
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or("Illegal session cache size")?;
-    t.service.session_cache_size = size;
-    Ok(())
-}
-
-fn set_session_cache_timeout(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    let secs = values::integer(value)
-        .and_then(|n| u64::try_from(n).ok())
-        .ok_or("Illegal session cache timeout")?;
-    t.service.session_cache_timeout = Duration::from_secs(secs);
-    Ok(())
-}
-
-fn set_sni(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.sni = Some(value.to_string());
-    Ok(())
-}
-
-fn add_socket_option(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn add_socket_option(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service
         .socket_options
         .push(crate::net::sockopt::parse(value)?);
     Ok(())
 }
 
-fn set_ssl_version(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_ssl_version(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let version = values::tls_version(value)?;
     t.service.ssl_version_min = version;
     t.service.ssl_version_max = version;
     Ok(())
 }
 
-fn set_ssl_version_max(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.ssl_version_max = values::tls_version(value)?;
-    Ok(())
-}
-
-fn set_ssl_version_min(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.ssl_version_min = values::tls_version(value)?;
-    Ok(())
-}
-
-/// Below this a thread cannot run OpenSSL's handshake code safely.
-const MIN_STACK: usize = 16384;
-
-fn set_stack(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    let bytes = values::integer(value)
-        .and_then(|n| usize::try_from(n).ok())
-        .filter(|&n| n >= MIN_STACK)
-        .ok_or("Illegal thread stack size")?;
-    t.service.stack = bytes;
-    Ok(())
-}
-
-fn timeout(value: &str, what: &str) -> Result<Duration, String> {
-    values::seconds(value, what).map(Duration::from_secs)
-}
-
-fn set_timeout_busy(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.timeouts.busy = timeout(value, "busy")?;
-    Ok(())
-}
-
-fn set_timeout_close(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.timeouts.close = timeout(value, "close")?;
-    Ok(())
-}
-
-fn set_timeout_connect(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.timeouts.connect = timeout(value, "connect")?;
-    Ok(())
-}
-
-fn set_timeout_idle(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.timeouts.idle = timeout(value, "idle")?;
-    Ok(())
-}
-
-fn set_timeout_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service.timeouts.ocsp = timeout(value, "OCSP")?;
-    Ok(())
-}
-
 /// `verify = 0..4`, stunnel's legacy level that sets all four flags.
-fn set_verify(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_verify(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let (request_cert, require_cert, chain, peer) = match values::integer(value) {
         Some(0) => (true, false, false, false),
         Some(1) => (true, false, true, false),
         Some(2) => (true, true, true, false),
         Some(3) => (true, true, true, true),
         Some(4) => (true, true, false, true),
-        _ => return Err("Bad verify level".into()),
+        _ => return Err(ValueError::BadVerifyLevel),
     };
     t.service.verify = VerifyFlags {
         request_cert,
@@ -735,7 +505,7 @@ fn set_verify(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_verify_chain(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_verify_chain(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let on = values::yes_no(value)?;
     t.service.verify.chain = on;
     if on {
@@ -745,7 +515,7 @@ fn set_verify_chain(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn set_verify_peer(t: &mut Target<'_>, value: &str) -> Result<(), String> {
+fn set_verify_peer(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let on = values::yes_no(value)?;
     t.service.verify.peer = on;
     if on {
@@ -762,20 +532,209 @@ mod tests {
         let mut global = GlobalOptions::default();
         let mut service = ServiceOptions::default();
         let spec = find(name).expect("known option");
-        let Handler::Set(setter) = spec.handler else {
+        let Handler::Set(setter) = &spec.handler else {
             return Err("not settable".into());
         };
-        setter(
-            &mut Target {
-                global: &mut global,
-                service: &mut service,
-                in_global_part: true,
-                names: Names::LookUp,
-                not_checked: None,
-            },
-            value,
-        )?;
+        setter
+            .apply(
+                &mut Target {
+                    global: &mut global,
+                    service: &mut service,
+                    in_global_part: true,
+                    names: Names::LookUp,
+                    not_checked: None,
+                },
+                value,
+            )
+            .map_err(|e| e.to_string())?;
         Ok((global, service))
+    }
+
+    const YES_NO: &str = "The argument needs to be either 'yes' or 'no'";
+
+    /// An option, a value it accepts, and a value it refuses with the message.
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<(&'static str, &'static str)>,
+    );
+
+    /// One case per settable row: a value the row accepts (not its default, where it has
+    /// another, so that the test sees the row write its field), and a value it refuses
+    /// with the message stunnel prints, for every row that can refuse one. A new row
+    /// without its case fails `every_row_accepts_a_value_and_refuses_one_with_its_message`.
+    #[rustfmt::skip]
+    const CASES: &[Case] = &[
+        ("chroot", "/var/empty", None),
+        ("compression", "zlib", Some(("lz4", "Specified compression type is not available"))),
+        ("fips", "no", Some(("yes", "FIPS mode is not available in this build"))),
+        ("foreground", "quiet", Some(("maybe", "The argument needs to be either 'yes', 'quiet' or 'no'"))),
+        ("log", "overwrite", Some(("truncate", "The argument needs to be either 'append' or 'overwrite'"))),
+        ("output", "/var/log/rstunnel.log", None),
+        ("pid", "/run/rstunnel.pid", None),
+        ("syslog", "no", Some(("off", YES_NO))),
+        ("accept", "127.0.0.1:443", None),
+        ("CAfile", "/etc/ssl/ca.pem", None),
+        ("CApath", "/etc/ssl/certs", None),
+        ("cert", "/etc/ssl/cert.pem", None),
+        ("checkEmail", "admin@example.org", None),
+        ("checkHost", "example.org", None),
+        ("checkIP", "192.0.2.1", Some(("example.org", "Invalid IP address"))),
+        ("ciphers", "HIGH", None),
+        ("ciphersuites", "TLS_AES_128_GCM_SHA256", None),
+        ("client", "yes", Some(("y", YES_NO))),
+        ("connect", "127.0.0.1:80", None),
+        ("CRLfile", "/etc/ssl/crl.pem", None),
+        ("CRLpath", "/etc/ssl/crl", None),
+        ("curves", "P-256", None),
+        ("debug", "info", Some(("loud", "Illegal debug level"))),
+        ("delay", "yes", Some(("later", YES_NO))),
+        ("exec", "/bin/cat", None),
+        ("execArgs", "cat -u", None),
+        ("failover", "rr", Some(("random", "The argument needs to be either 'rr' or 'prio'"))),
+        ("key", "/etc/ssl/key.pem", None),
+        // A refused `local` needs a host name that does not resolve: a DNS query, left
+        // to tests/transport_options.rs.
+        ("local", "127.0.0.1", None),
+        ("logId", "unique", Some(("random", "Invalid connection identifier type"))),
+        ("maxConnections", "10", Some(("-1", "Illegal connection limit"))),
+        ("OCSP", "http://ocsp.example.org/", Some(("ocsp.example.org", "Invalid OCSP URL"))),
+        ("OCSPaia", "yes", Some(("maybe", YES_NO))),
+        ("OCSPflag", "NOVERIFY", Some(("NOPE", "Illegal OCSP flag"))),
+        ("OCSPnonce", "yes", Some(("maybe", YES_NO))),
+        ("OCSPrequire", "no", Some(("maybe", YES_NO))),
+        ("options", "NO_TLSv1", Some(("NO_TLSv1.1", "Illegal TLS option"))),
+        ("pauseWhenDown", "no", Some(("sometimes", YES_NO))),
+        ("protocol", "smtp", Some(("smtps", "Unsupported protocol"))),
+        ("protocolAuthentication", "basic", Some(("digest", "Unsupported authentication type"))),
+        ("protocolDomain", "EXAMPLE", None),
+        ("protocolHeader", "X-Tunnel: 1", None),
+        ("protocolHost", "example.org:443", None),
+        ("protocolPassword", "secret", None),
+        ("protocolUsername", "user", None),
+        ("PSKidentity", "client1", None),
+        ("PSKsecrets", "/etc/rstunnel/psk.txt", None),
+        ("pty", "yes", Some(("maybe", YES_NO))),
+        ("redirect", "127.0.0.1:8443", None),
+        ("renegotiation", "no", Some(("yes", "option 'renegotiation = yes' is not supported: rstunnel always refuses renegotiation"))),
+        ("requireCert", "yes", Some(("maybe", YES_NO))),
+        ("reset", "no", Some(("maybe", YES_NO))),
+        ("retry", "250", Some(("soon", "The argument needs to be either 'yes', 'no' or a number of milliseconds"))),
+        ("securityLevel", "1", Some(("6", "Invalid security level"))),
+        ("service", "rstunnel-test", None),
+        ("sessionCacheSize", "10", Some(("-5", "Illegal session cache size"))),
+        ("sessionCacheTimeout", "60", Some(("5m", "Illegal session cache timeout"))),
+        ("sessionResume", "no", Some(("maybe", YES_NO))),
+        ("setgid", "65534", Some(("no-such-group-rstunnel", "Illegal GID"))),
+        ("setuid", "65534", Some(("no-such-user-rstunnel", "Illegal UID"))),
+        ("sni", "example.org", None),
+        ("socket", "r:SO_KEEPALIVE=yes", Some(("r:NOPE=1", "Illegal socket option"))),
+        ("sslVersion", "TLSv1.2", Some(("TLSv9", "Invalid protocol version"))),
+        ("sslVersionMax", "TLSv1.2", Some(("TLSv1_2", "Invalid protocol version"))),
+        ("sslVersionMin", "TLSv1.2", Some(("SSLv2", "Invalid protocol version"))),
+        ("stack", "32768", Some(("16383", "Illegal thread stack size"))),
+        ("TIMEOUTbusy", "30", Some(("x", "Illegal busy timeout"))),
+        ("TIMEOUTclose", "0", Some(("-1", "Illegal close timeout"))),
+        ("TIMEOUTconnect", "5", Some(("5s", "Illegal connect timeout"))),
+        ("TIMEOUTidle", "60", Some(("1h", "Illegal idle timeout"))),
+        ("TIMEOUTocsp", "12", Some(("", "Illegal OCSP timeout"))),
+        ("transparent", "source", Some(("sideways", "Selected transparent proxy mode is not available"))),
+        ("verify", "2", Some(("5", "Bad verify level"))),
+        ("verifyChain", "yes", Some(("maybe", YES_NO))),
+        ("verifyPeer", "yes", Some(("maybe", YES_NO))),
+    ];
+
+    /// Parses one line in the global part through the whole parser; the error as printed.
+    fn refused_line(line: &str) -> String {
+        match crate::config::parse_bytes("t.conf", format!("{line}\n").as_bytes()) {
+            Err(e @ crate::config::ConfigError::Line { .. }) => e.to_string(),
+            other => panic!("{line}: expected a line error, got {other:?}"),
+        }
+    }
+
+    /// The one test per row: every row of the table, by what its handler is.
+    #[test]
+    fn every_row_accepts_a_value_and_refuses_one_with_its_message() {
+        for case in CASES {
+            assert!(
+                OPTIONS.iter().any(|spec| spec.name == case.0),
+                "case {} names no row",
+                case.0
+            );
+        }
+        for spec in OPTIONS {
+            let name = spec.name;
+            let cases: Vec<_> = CASES.iter().filter(|case| case.0 == name).collect();
+            match &spec.handler {
+                Handler::NotYet => {
+                    assert!(cases.is_empty(), "{name}: a case for a NotYet row");
+                    assert_eq!(
+                        refused_line(&format!("{name} = 1")),
+                        format!("t.conf:1: \"{name} = 1\": option '{name}' is not supported yet")
+                    );
+                }
+                Handler::Include => {
+                    assert!(cases.is_empty(), "{name}: a case for the include row");
+                    let empty = std::env::temp_dir()
+                        .join(format!("rstunnel-options-include-{}", std::process::id()));
+                    std::fs::create_dir_all(&empty).expect("create an empty include dir");
+                    let text = format!("client = yes\nconnect = 1\n{name} = {}\n", empty.display());
+                    let parsed = crate::config::parse_bytes("t.conf", text.as_bytes());
+                    let _ = std::fs::remove_dir(&empty);
+                    assert!(parsed.is_ok(), "{name} of an empty directory: {parsed:?}");
+                    let missing = "/nonexistent/rstunnel-include";
+                    assert_eq!(
+                        refused_line(&format!("{name} = {missing}")),
+                        format!("t.conf:1: \"{name} = {missing}\": Failed to include directory")
+                    );
+                }
+                Handler::Set(setter) => {
+                    let [&(_, valid, refused)] = cases[..] else {
+                        panic!("{name}: {} cases, one wanted", cases.len());
+                    };
+                    let (global, service) = apply(name, valid)
+                        .unwrap_or_else(|e| panic!("{name} = {valid} refused: {e}"));
+                    if spec.default != Some(valid) {
+                        assert!(
+                            global != GlobalOptions::default()
+                                || service != ServiceOptions::default(),
+                            "{name} = {valid} set nothing"
+                        );
+                    }
+                    match refused {
+                        Some((bad, message)) => {
+                            assert_eq!(apply(name, bad).unwrap_err(), message, "{name} = {bad}");
+                            assert_eq!(
+                                refused_line(&format!("{name} = {bad}")),
+                                format!("t.conf:1: \"{name} = {bad}\": {message}")
+                            );
+                        }
+                        // Only these kinds take any text; the others must show a refusal.
+                        None => assert!(
+                            matches!(
+                                setter,
+                                Path(_) | Text(_) | TextOrUnset(_) | List(_) | Custom(_)
+                            ),
+                            "{name}: no refused value"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_listed_word_is_accepted_in_any_case() {
+        for spec in OPTIONS {
+            let Handler::Set(OneOf(words, _) | Keyword(words, _, _)) = &spec.handler else {
+                continue;
+            };
+            for word in *words {
+                for value in [word.to_string(), word.to_ascii_uppercase()] {
+                    assert!(apply(spec.name, &value).is_ok(), "{} = {value}", spec.name);
+                }
+            }
+        }
     }
 
     #[test]
@@ -812,7 +771,7 @@ mod tests {
             "options",
         ];
         for spec in OPTIONS {
-            let (Handler::Set(_), Some(default)) = (spec.handler, spec.default) else {
+            let (Handler::Set(_), Some(default)) = (&spec.handler, spec.default) else {
                 continue;
             };
             if BUILT_IN.contains(&spec.name) {

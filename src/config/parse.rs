@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::error::ConfigError;
+use super::error::{CheckError, ConfigError, LineError};
 use super::lexer::{self, LineKind, RawLine};
 use super::options::{self, Handler, Names, Scope, Target};
 use super::types::{Config, Foreground, GlobalOptions, ServiceOptions};
@@ -41,12 +41,13 @@ struct Parser {
     not_checked: Vec<String>,
 }
 
-fn line_error(line: &RawLine, message: impl Into<String>) -> ConfigError {
+/// Wraps what went wrong with the line it came from.
+fn line_error(line: &RawLine, error: impl Into<LineError>) -> ConfigError {
     ConfigError::Line {
         file: Arc::clone(&line.file),
         line: line.number,
         raw: line.text.clone(),
-        message: message.into(),
+        error: error.into(),
     }
 }
 
@@ -60,7 +61,7 @@ impl Parser {
 
     fn feed(&mut self, line: &RawLine, depth: usize) -> Result<(), ConfigError> {
         match &line.kind {
-            LineKind::NoEquals => Err(line_error(line, "No '=' found")),
+            LineKind::NoEquals => Err(line_error(line, LineError::NoEquals)),
             LineKind::Section(name) => {
                 match self.current.take() {
                     Some(done) => {
@@ -88,12 +89,9 @@ impl Parser {
         let in_global_part = self.current.is_none();
         let spec = options::find(name)
             .filter(|spec| in_global_part || spec.scope == Scope::Service)
-            .ok_or_else(|| line_error(line, "Specified option name is not valid here"))?;
-        match spec.handler {
-            Handler::NotYet => Err(line_error(
-                line,
-                format!("option '{}' is not supported yet", spec.name),
-            )),
+            .ok_or_else(|| line_error(line, LineError::NotValidHere))?;
+        match &spec.handler {
+            Handler::NotYet => Err(line_error(line, LineError::NotYet(spec.name))),
             Handler::Include => self.include(line, value, depth),
             Handler::Set(setter) => {
                 let service = self.current.as_mut().unwrap_or(&mut self.defaults);
@@ -104,7 +102,9 @@ impl Parser {
                     names: self.names,
                     not_checked: None,
                 };
-                setter(&mut target, value).map_err(|message| line_error(line, message))?;
+                setter
+                    .apply(&mut target, value)
+                    .map_err(|error| line_error(line, error))?;
                 if let Some(what) = target.not_checked {
                     self.not_checked.push(format!(
                         "{}:{}: \"{}\": {what} not checked: not looked up on this host",
@@ -119,12 +119,9 @@ impl Parser {
     /// Reads every regular file of `dir` in byte order of their names (alphasort), as if
     /// pasted in place of the `include` line.
     fn include(&mut self, line: &RawLine, dir: &str, depth: usize) -> Result<(), ConfigError> {
-        let failed = |_| line_error(line, "Failed to include directory");
+        let failed = |_| line_error(line, LineError::Include);
         if depth >= MAX_INCLUDE_DEPTH {
-            return Err(line_error(
-                line,
-                "Failed to include directory: nested too deep",
-            ));
+            return Err(line_error(line, LineError::IncludeTooDeep));
         }
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .map_err(failed)?
@@ -166,42 +163,40 @@ impl Parser {
 /// Checks of the global part, run at the first section header (or at the end).
 fn check_global(global: &GlobalOptions) -> Result<(), ConfigError> {
     let daemon = global.foreground == Foreground::No;
-    let error = |message: &str| ConfigError::Global {
-        message: message.into(),
-    };
+    let error = |error| ConfigError::Global { error };
     if daemon && global.output.as_ref().is_some_and(|p| p.is_relative()) {
-        return Err(error("Log file must include full path name"));
+        return Err(error(CheckError::LogFileNotAbsolute));
     }
     if daemon && global.pid.as_ref().is_some_and(|p| p.is_relative()) {
-        return Err(error("Pid file must include full path name"));
+        return Err(error(CheckError::PidFileNotAbsolute));
     }
     if global.compression.is_some() {
         // TLS compression (CRIME) is compiled out of every distribution's OpenSSL.
         return Err(ConfigError::GlobalTls {
-            cause: "Configured compression is unsupported by OpenSSL".into(),
+            cause: CheckError::CompressionUnsupported,
         });
     }
     Ok(())
 }
 
-/// The checks shared by a section and inetd mode; `Err` carries the message.
-fn check_tls(service: &ServiceOptions) -> Result<(), &'static str> {
+/// The checks shared by a section and inetd mode.
+fn check_tls(service: &ServiceOptions) -> Result<(), CheckError> {
     if !service.client && service.cert.is_none() && service.psk_secrets.is_none() {
-        return Err("TLS server needs a certificate");
+        return Err(CheckError::NoCertificate);
     }
     if let (Some(min), Some(max)) = (service.ssl_version_min, service.ssl_version_max) {
         if min > max {
-            return Err("Invalid protocol version range");
+            return Err(CheckError::VersionRange);
         }
     }
     if service.verify.any_check() && service.ca_file.is_none() && service.ca_path.is_none() {
-        return Err(r#"Either "CAengine", "CAfile" or "CApath" has to be configured"#);
+        return Err(CheckError::NoCa);
     }
     let checks = !service.check_host.is_empty()
         || !service.check_email.is_empty()
         || !service.check_ip.is_empty();
     if checks && !service.verify.any_check() {
-        return Err(r#"Either "verifyChain" or "verifyPeer" has to be enabled"#);
+        return Err(CheckError::NoVerify);
     }
     Ok(())
 }
@@ -212,40 +207,34 @@ fn check_service(
     service: ServiceOptions,
     earlier: &[ServiceOptions],
 ) -> Result<ServiceOptions, ConfigError> {
-    let error = |message: &str| ConfigError::Service {
+    let error = |error| ConfigError::Service {
         name: service.name.clone(),
-        message: message.into(),
+        error,
     };
     check_tls(&service).map_err(error)?;
-    let virtual_host =
-        match service.server_sni() {
-            Some(Ok((primary, _))) => {
-                let found = earlier
-                    .iter()
-                    .any(|s| s.name == primary && !s.client && s.server_sni().is_none());
-                if !found {
-                    return Err(error("SNI section name not found"));
-                }
-                true
+    let virtual_host = match service.server_sni() {
+        Some(Ok((primary, _))) => {
+            let found = earlier
+                .iter()
+                .any(|s| s.name == primary && !s.client && s.server_sni().is_none());
+            if !found {
+                return Err(error(CheckError::SniSectionNotFound));
             }
-            Some(Err(())) => return Err(error(
-                "Invalid SNI: 'sni = PRIMARY_SECTION:HOST_PATTERN' expected in a server section",
-            )),
-            None => false,
-        };
+            true
+        }
+        Some(Err(())) => return Err(error(CheckError::SniSyntax)),
+        None => false,
+    };
     if !service.redirect.is_empty() {
         if service.client {
-            return Err(error("\"redirect\" is only available in server mode"));
+            return Err(error(CheckError::RedirectInClient));
         }
         if !service.verify.any_check() {
-            return Err(error(r#""redirect" needs "verifyChain" or "verifyPeer""#));
+            return Err(error(CheckError::RedirectWithoutVerify));
         }
     }
     if let Some(message) = protocol_problem(&service) {
-        return Err(ConfigError::Service {
-            name: service.name.clone(),
-            message,
-        });
+        return Err(error(CheckError::Protocol(message)));
     }
     // Endpoints: accept (or a virtual host's sni line) on one side, connect
     // or exec on the other; exec + connect without accept is the exec+connect form.
@@ -258,7 +247,7 @@ fn check_service(
         || service.transparent_destination;
     let exec_connect = service.exec.is_some() && !service.connect.is_empty();
     if !((local && remote) || exec_connect) {
-        return Err(error("Each service must define two endpoints"));
+        return Err(error(CheckError::TwoEndpoints));
     }
     Ok(service)
 }
@@ -281,17 +270,15 @@ fn protocol_problem(service: &ServiceOptions) -> Option<String> {
 /// Checks of a file without sections (inetd mode). The certificate check comes first, as
 /// in stunnel; endpoints count by kind (several `connect` addresses are one endpoint).
 fn check_inetd(defaults: &ServiceOptions) -> Result<(), ConfigError> {
-    let error = |message: &str| ConfigError::Inetd {
-        message: message.into(),
-    };
+    let error = |error| ConfigError::Inetd { error };
     check_tls(defaults).map_err(error)?;
     if !defaults.accept.is_empty() {
-        return Err(error("'accept' option is only allowed in a [section]"));
+        return Err(error(CheckError::AcceptInInetd));
     }
     let endpoints =
         usize::from(!defaults.connect.is_empty()) + usize::from(defaults.exec.is_some());
     if endpoints != 1 {
-        return Err(error("Inetd mode must define one endpoint"));
+        return Err(error(CheckError::InetdEndpoints));
     }
     Ok(())
 }

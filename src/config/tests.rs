@@ -234,8 +234,8 @@ fn utf8_bom_at_file_start_is_skipped() {
 #[test]
 fn utf8_bom_does_not_shift_line_numbers() {
     match parse_bytes(F, b"\xEF\xBB\xBFcert = /c.pem\nclient = maybe\n") {
-        Err(ConfigError::Line { line, message, .. }) => {
-            assert_eq!((line, message.as_str()), (2, YES_NO));
+        Err(ConfigError::Line { line, error, .. }) => {
+            assert_eq!((line, error.to_string().as_str()), (2, YES_NO));
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -1688,4 +1688,30 @@ fn client_sni_is_a_name_not_a_virtual_host() {
         ok("client = yes\n[c]\naccept = 1\nconnect = example.org:443\nsni = other.example.org\n");
     assert_eq!(config.services[0].server_sni(), None);
     assert_eq!(config.services[0].sni.as_deref(), Some("other.example.org"));
+}
+
+#[test]
+fn redirect_is_refused_in_client_mode_and_without_verification() {
+    assert_eq!(
+        err("client = yes\n[c]\naccept = 1\nconnect = 2\nredirect = 3\n"),
+        "Service [c]: \"redirect\" is only available in server mode"
+    );
+    assert_eq!(
+        err("cert = /c.pem\n[s]\naccept = 1\nconnect = 2\nredirect = 3\n"),
+        "Service [s]: \"redirect\" needs \"verifyChain\" or \"verifyPeer\""
+    );
+}
+
+#[test]
+fn compression_fails_the_global_tls_setup_with_its_cause() {
+    let error = parse("compression = zlib\nclient = yes\n[c]\naccept = 1\nconnect = 2\n")
+        .expect_err("compression is refused");
+    assert_eq!(
+        error.to_string(),
+        "Global options: Failed to initialize TLS"
+    );
+    assert_eq!(
+        error.cause(),
+        Some("Configured compression is unsupported by OpenSSL")
+    );
 }

@@ -1,17 +1,21 @@
 //! Value syntax shared by many options: yes/no, numbers, seconds, log levels and
-//! facilities, TLS protocol versions. Each parser returns stunnel's own error text so that
-//! messages match what users already search for.
+//! facilities, TLS protocol versions. Each parser says what was wrong as a `ValueError`,
+//! displayed in stunnel's own words so that messages match what users already search for.
 
+use super::error::ValueError;
 use crate::log::Level;
 
+/// The words of a yes/no option, in stunnel's order.
+pub const YES_NO: &[&str] = &["yes", "no"];
+
 /// `yes`/`no`, case-insensitive; nothing else (stunnel accepts no `true`/`1`).
-pub fn yes_no(value: &str) -> Result<bool, String> {
+pub fn yes_no(value: &str) -> Result<bool, ValueError> {
     if value.eq_ignore_ascii_case("yes") {
         Ok(true)
     } else if value.eq_ignore_ascii_case("no") {
         Ok(false)
     } else {
-        Err("The argument needs to be either 'yes' or 'no'".into())
+        Err(ValueError::NotOneOf(YES_NO))
     }
 }
 
@@ -27,10 +31,10 @@ pub fn integer(value: &str) -> Option<i64> {
 }
 
 /// A non-negative count of seconds; `what` names the timeout in the error (`Illegal busy timeout`).
-pub fn seconds(value: &str, what: &str) -> Result<u64, String> {
+pub fn seconds(value: &str, what: &'static str) -> Result<u64, ValueError> {
     integer(value)
         .and_then(|n| u64::try_from(n).ok())
-        .ok_or_else(|| format!("Illegal {what} timeout"))
+        .ok_or(ValueError::Timeout(what))
 }
 
 /// syslog levels by name, in numeric order (LOG_EMERG = 0 … LOG_DEBUG = 7).
@@ -64,7 +68,7 @@ const FACILITIES: &[(&str, libc::c_int)] = &[
 ];
 
 /// A level by name or as one digit 0–7.
-pub fn level(value: &str) -> Result<Level, String> {
+pub fn level(value: &str) -> Result<Level, ValueError> {
     let index = if value.len() == 1 && value.as_bytes()[0].is_ascii_digit() {
         Some(usize::from(value.as_bytes()[0] - b'0'))
     } else {
@@ -74,21 +78,24 @@ pub fn level(value: &str) -> Result<Level, String> {
     };
     index
         .and_then(Level::from_index)
-        .ok_or_else(|| "Illegal debug level".into())
+        .ok_or(ValueError::Illegal("debug level"))
 }
 
 /// `[FACILITY.]LEVEL`. The facility is only accepted where `facility_allowed` (global part).
-pub fn debug(value: &str, facility_allowed: bool) -> Result<(Option<libc::c_int>, Level), String> {
+pub fn debug(
+    value: &str,
+    facility_allowed: bool,
+) -> Result<(Option<libc::c_int>, Level), ValueError> {
     match value.split_once('.') {
         Some((facility, lvl)) if facility_allowed => {
             let code = FACILITIES
                 .iter()
                 .find(|(name, _)| name.eq_ignore_ascii_case(facility))
                 .map(|&(_, code)| code)
-                .ok_or_else(|| String::from("Illegal syslog facility"))?;
+                .ok_or(ValueError::Illegal("syslog facility"))?;
             Ok((Some(code), level(lvl)?))
         }
-        Some(_) => Err("Illegal debug level".into()),
+        Some(_) => Err(ValueError::Illegal("debug level")),
         None => Ok((None, level(value)?)),
     }
 }
@@ -99,11 +106,14 @@ pub fn numeric_id(value: &str) -> Option<u32> {
 }
 
 /// A user by name or number (`setuid`), from the system's user database.
-pub fn user_id(value: &str) -> Result<libc::uid_t, String> {
+pub fn user_id(value: &str) -> Result<libc::uid_t, ValueError> {
+    let illegal = ValueError::Illegal("UID");
     if let Some(n) = numeric_id(value) {
         return Ok(n);
     }
-    let name = std::ffi::CString::new(value).map_err(|_| String::from("Illegal UID"))?;
+    let Ok(name) = std::ffi::CString::new(value) else {
+        return Err(illegal);
+    };
     // SAFETY: getpwnam_r with a valid name, a zeroed passwd struct and a buffer we own;
     // the result pointer is only read when the call succeeded.
     unsafe {
@@ -121,15 +131,18 @@ pub fn user_id(value: &str) -> Result<libc::uid_t, String> {
             return Ok(pw.pw_uid);
         }
     }
-    Err("Illegal UID".into())
+    Err(illegal)
 }
 
 /// A group by name or number (`setgid`), from the system's group database.
-pub fn group_id(value: &str) -> Result<libc::gid_t, String> {
+pub fn group_id(value: &str) -> Result<libc::gid_t, ValueError> {
+    let illegal = ValueError::Illegal("GID");
     if let Some(n) = numeric_id(value) {
         return Ok(n);
     }
-    let name = std::ffi::CString::new(value).map_err(|_| String::from("Illegal GID"))?;
+    let Ok(name) = std::ffi::CString::new(value) else {
+        return Err(illegal);
+    };
     // SAFETY: as in `user_id`, with getgrnam_r.
     unsafe {
         let mut gr: libc::group = std::mem::zeroed();
@@ -146,7 +159,7 @@ pub fn group_id(value: &str) -> Result<libc::gid_t, String> {
             return Ok(gr.gr_gid);
         }
     }
-    Err("Illegal GID".into())
+    Err(illegal)
 }
 
 /// A TLS protocol version as stunnel names it.
@@ -172,7 +185,7 @@ impl TlsVersion {
 }
 
 /// `all` (no limit, `None`) or one version name, case-insensitive.
-pub fn tls_version(value: &str) -> Result<Option<TlsVersion>, String> {
+pub fn tls_version(value: &str) -> Result<Option<TlsVersion>, ValueError> {
     const ALL: [TlsVersion; 5] = [
         TlsVersion::Ssl3,
         TlsVersion::Tls1,
@@ -186,17 +199,22 @@ pub fn tls_version(value: &str) -> Result<Option<TlsVersion>, String> {
     ALL.iter()
         .find(|v| v.name().eq_ignore_ascii_case(value))
         .map(|&v| Some(v))
-        .ok_or_else(|| "Invalid protocol version".into())
+        .ok_or(ValueError::Invalid("protocol version"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A result with its error as the user reads it.
+    fn text<T>(result: Result<T, ValueError>) -> Result<T, String> {
+        result.map_err(|e| e.to_string())
+    }
+
     #[test]
     fn yes_no_is_case_insensitive_and_strict() {
-        assert_eq!(yes_no("YES"), Ok(true));
-        assert_eq!(yes_no("No"), Ok(false));
+        assert_eq!(text(yes_no("YES")), Ok(true));
+        assert_eq!(text(yes_no("No")), Ok(false));
         for bad in ["true", "1", "yes ; c", ""] {
             assert!(yes_no(bad).is_err(), "{bad}");
         }
@@ -210,52 +228,61 @@ mod tests {
         assert_eq!(integer("1s"), None);
         assert_eq!(integer(""), None);
         assert_eq!(integer("-"), None);
-        assert_eq!(seconds("60", "close"), Ok(60));
-        assert_eq!(seconds("x", "idle"), Err("Illegal idle timeout".into()));
-        assert_eq!(seconds("-1", "busy"), Err("Illegal busy timeout".into()));
+        assert_eq!(text(seconds("60", "close")), Ok(60));
+        assert_eq!(
+            text(seconds("x", "idle")),
+            Err("Illegal idle timeout".into())
+        );
+        assert_eq!(
+            text(seconds("-1", "busy")),
+            Err("Illegal busy timeout".into())
+        );
     }
 
     #[test]
     fn levels_by_name_or_digit() {
-        assert_eq!(level("7"), Ok(Level::Debug));
-        assert_eq!(level("Notice"), Ok(Level::Notice));
-        assert_eq!(level("warning"), Ok(Level::Warning));
+        assert_eq!(text(level("7")), Ok(Level::Debug));
+        assert_eq!(text(level("Notice")), Ok(Level::Notice));
+        assert_eq!(text(level("warning")), Ok(Level::Warning));
         for bad in ["warn", "8", "77", ""] {
-            assert_eq!(level(bad), Err("Illegal debug level".into()), "{bad}");
+            assert_eq!(text(level(bad)), Err("Illegal debug level".into()), "{bad}");
         }
     }
 
     #[test]
     fn facility_only_in_global_part() {
         assert_eq!(
-            debug("local0.info", true),
+            text(debug("local0.info", true)),
             Ok((Some(libc::LOG_LOCAL0), Level::Info))
         );
         assert_eq!(
-            debug("LOCAL0.info", false),
+            text(debug("LOCAL0.info", false)),
             Err("Illegal debug level".into())
         );
         assert_eq!(
-            debug("nope.info", true),
+            text(debug("nope.info", true)),
             Err("Illegal syslog facility".into())
         );
-        assert_eq!(debug("5", false), Ok((None, Level::Notice)));
+        assert_eq!(text(debug("5", false)), Ok((None, Level::Notice)));
     }
 
     #[test]
     fn users_and_groups_by_name_or_number() {
-        assert_eq!(user_id("root"), Ok(0));
-        assert_eq!(user_id("65534"), Ok(65534));
-        assert_eq!(user_id("no-such-user-rstunnel"), Err("Illegal UID".into()));
-        assert_eq!(group_id("root"), Ok(0));
-        assert_eq!(group_id("@DEFAULT_GROUP@"), Err("Illegal GID".into()));
+        assert_eq!(text(user_id("root")), Ok(0));
+        assert_eq!(text(user_id("65534")), Ok(65534));
+        assert_eq!(
+            text(user_id("no-such-user-rstunnel")),
+            Err("Illegal UID".into())
+        );
+        assert_eq!(text(group_id("root")), Ok(0));
+        assert_eq!(text(group_id("@DEFAULT_GROUP@")), Err("Illegal GID".into()));
     }
 
     #[test]
     fn tls_versions() {
-        assert_eq!(tls_version("All"), Ok(None));
-        assert_eq!(tls_version("tlsv1.2"), Ok(Some(TlsVersion::Tls1_2)));
-        assert_eq!(tls_version("TLSv1"), Ok(Some(TlsVersion::Tls1)));
+        assert_eq!(text(tls_version("All")), Ok(None));
+        assert_eq!(text(tls_version("tlsv1.2")), Ok(Some(TlsVersion::Tls1_2)));
+        assert_eq!(text(tls_version("TLSv1")), Ok(Some(TlsVersion::Tls1)));
         assert!(tls_version("TLSv1_2").is_err());
     }
 }
