@@ -1112,8 +1112,14 @@ mod tests {
             (Cut::PlainWrite("x".into()), "write to socket: x"),
             (Cut::Poll("x".into()), "poll: x"),
             (Cut::NoThread, "cannot create a thread"),
-            (Cut::WakeSignal("x".into()), "cannot set up the wake signal: x"),
-            (Cut::NonBlockingPlain("x".into()), "non-blocking plain side: x"),
+            (
+                Cut::WakeSignal("x".into()),
+                "cannot set up the wake signal: x",
+            ),
+            (
+                Cut::NonBlockingPlain("x".into()),
+                "non-blocking plain side: x",
+            ),
             (Cut::Abnormal, "relay ended abnormally"),
         ];
         for (cut, text) in cases {

@@ -98,18 +98,7 @@ pub(crate) fn serve_canary(
         health.watch(false);
         return Canary::NoNews;
     };
-    // As long as the session may take to get there: each target's TIMEOUTconnect, and in
-    // client mode its handshake (TIMEOUTbusy).
-    let targets = ctx
-        .connect_addrs
-        .as_ref()
-        .map_or(ctx.opts.connect.len(), Vec::len)
-        .max(1) as u32;
-    let mut budget = ctx.opts.timeouts.connect.saturating_mul(targets);
-    if ctx.opts.client {
-        budget += ctx.opts.timeouts.busy;
-    }
-    let deadline = Instant::now() + budget.min(CANARY_WAIT_MAX) + Duration::from_millis(100);
+    let deadline = Instant::now() + canary_budget(ctx);
     let outcome = loop {
         if health.reached_count() != before {
             break Canary::Reached;
@@ -141,6 +130,22 @@ pub(crate) fn serve_canary(
         ctx.opts.name
     );
     outcome
+}
+
+/// How long a listener waits for its canary: as long as the session may take to reach the
+/// far side (each target's TIMEOUTconnect, and in client mode its handshake, TIMEOUTbusy),
+/// at most `CANARY_WAIT_MAX`, plus a moment for the news to arrive.
+fn canary_budget(ctx: &ServiceCtx) -> Duration {
+    let targets = ctx
+        .connect_addrs
+        .as_ref()
+        .map_or(ctx.opts.connect.len(), Vec::len)
+        .max(1) as u32;
+    let mut budget = ctx.opts.timeouts.connect.saturating_mul(targets);
+    if ctx.opts.client {
+        budget += ctx.opts.timeouts.busy;
+    }
+    budget.min(CANARY_WAIT_MAX) + Duration::from_millis(100)
 }
 
 /// The longest a listener waits for its canary (a service with many slow targets would
@@ -243,4 +248,31 @@ pub(crate) fn probe_far_side(
         tls,
         cancel,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(text: &str) -> Arc<ServiceCtx> {
+        let config = crate::config::parse_bytes("t.conf", text.as_bytes()).expect("valid");
+        crate::service::build(&config, false)
+            .expect("builds")
+            .pop()
+            .expect("one service")
+    }
+
+    #[test]
+    fn the_canary_waits_as_long_as_its_connect_may_take_and_no_longer() {
+        let two = "accept = 127.0.0.1:0\nconnect = 127.0.0.1:1\nconnect = 127.0.0.1:2\nTIMEOUTconnect = 4\n";
+        let server = service(&format!("[r1]\ncert = /nonexistent.pem\n{two}"));
+        assert_eq!(canary_budget(&server), Duration::from_millis(8_100));
+        let client = service(&format!("[r2]\nclient = yes\nTIMEOUTbusy = 3\n{two}"));
+        assert_eq!(canary_budget(&client), Duration::from_millis(11_100));
+        let slow = service("[r3]\nclient = yes\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:1\nTIMEOUTconnect = 60\n");
+        assert_eq!(
+            canary_budget(&slow),
+            CANARY_WAIT_MAX + Duration::from_millis(100)
+        );
+    }
 }

@@ -294,3 +294,94 @@ fn client_sni(opts: &ServiceOptions, first_host: Option<String>) -> Option<Strin
         None => first_host.filter(|h| h.parse::<std::net::IpAddr>().is_err()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The services of a configuration given as text, built without reading any file.
+    fn built(text: &str) -> Vec<Arc<ServiceCtx>> {
+        let config = crate::config::parse_bytes("test.conf", text.as_bytes()).expect("valid");
+        build(&config, false).expect("builds")
+    }
+
+    fn one(text: &str) -> Arc<ServiceCtx> {
+        built(text).pop().expect("one service")
+    }
+
+    fn ports(addrs: &[Addr]) -> Vec<u16> {
+        addrs
+            .iter()
+            .map(|a| match a {
+                Addr::Inet(i) => i.port(),
+                Addr::Unix(_) => 0,
+            })
+            .collect()
+    }
+
+    const THREE_TARGETS: &str = "[c]\nclient = yes\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:1\nconnect = 127.0.0.1:2\nconnect = 127.0.0.1:3\n";
+
+    #[test]
+    fn failover_prio_keeps_the_order_and_rr_rotates_it() {
+        let prio = one(THREE_TARGETS);
+        for _ in 0..3 {
+            assert_eq!(ports(&prio.target_addrs().unwrap()), [1, 2, 3]);
+        }
+        let rr = one(&format!("{THREE_TARGETS}failover = rr\n"));
+        let firsts: Vec<u16> = (0..6)
+            .map(|_| ports(&rr.target_addrs().unwrap())[0])
+            .collect();
+        // Each call starts one target further, from wherever the random start was.
+        for pair in firsts.windows(2) {
+            assert_eq!(pair[1], pair[0] % 3 + 1, "{firsts:?}");
+        }
+    }
+
+    /// `delay = yes` resolves per connection and, as in stunnel, forces prio order.
+    #[test]
+    fn delay_resolves_per_connection_in_prio_order() {
+        let s = one(&format!("{THREE_TARGETS}failover = rr\ndelay = yes\n"));
+        assert!(s.connect_addrs.is_none());
+        for _ in 0..3 {
+            assert_eq!(ports(&s.target_addrs().unwrap()), [1, 2, 3]);
+        }
+    }
+
+    #[test]
+    fn the_sni_name_a_client_sends() {
+        let sni = |extra: &str| {
+            one(&format!(
+                "[c]\nclient = yes\naccept = 127.0.0.1:0\nconnect = {extra}\n"
+            ))
+            .sni
+            .clone()
+        };
+        assert_eq!(sni("localhost:514"), Some("localhost".into()));
+        assert_eq!(sni("127.0.0.1:514"), None, "an IP literal is no SNI name");
+        assert_eq!(
+            sni("127.0.0.1:514\nsni = logs.example"),
+            Some("logs.example".into())
+        );
+        assert_eq!(sni("localhost:514\nsni ="), None, "empty: none");
+        assert_eq!(
+            sni("127.0.0.1:3128\nprotocol = connect\nprotocolHost = logs.example:6514"),
+            Some("logs.example".into()),
+            "behind a proxy: the real destination"
+        );
+    }
+
+    /// Where `pauseWhenDown` applies: a fixed `connect` target behind a listener.
+    #[test]
+    fn which_services_pause() {
+        let pauses = |body: &str| one(&format!("[s]\nclient = yes\n{body}\n")).pauses();
+        assert!(pauses("accept = 127.0.0.1:0\nconnect = 127.0.0.1:1"));
+        assert!(!pauses(
+            "accept = 127.0.0.1:0\nconnect = 127.0.0.1:1\npauseWhenDown = no"
+        ));
+        assert!(!pauses("accept = 127.0.0.1:0\nexec = /bin/cat"));
+        assert!(!pauses("connect = 127.0.0.1:1\nexec = /bin/cat"));
+        assert!(!pauses(
+            "accept = 127.0.0.1:0\nconnect = 127.0.0.1:1\ntransparent = destination"
+        ));
+    }
+}

@@ -599,3 +599,39 @@ pub fn spawn_session(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) -> Optio
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `logId`: the forms stunnel logs in the `[ID]` field of a connection's lines.
+    #[test]
+    fn log_ids_take_the_configured_form() {
+        assert_eq!(connection_log_id(LogId::Sequential, 41), "41");
+        assert_eq!(
+            connection_log_id(LogId::Process, 0),
+            std::process::id().to_string()
+        );
+        let unique = connection_log_id(LogId::Unique, 0);
+        assert_eq!(unique.len(), 22);
+        assert!(
+            unique.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{unique}"
+        );
+        assert_ne!(unique, connection_log_id(LogId::Unique, 0));
+        let thread: i64 = connection_log_id(LogId::Thread, 0).parse().unwrap();
+        assert!(thread > 0);
+    }
+
+    #[test]
+    fn a_failed_session_reads_as_its_error() {
+        assert_eq!(
+            SessionError::ConnectFailed.to_string(),
+            "no target accepted the connection"
+        );
+        assert_eq!(
+            SessionError::Setup("exec /x: gone".into()).to_string(),
+            "exec /x: gone"
+        );
+    }
+}
