@@ -147,7 +147,7 @@ impl Registry {
         });
         live.insert(id, Arc::clone(&session));
         self.count.store(live.len(), Ordering::SeqCst);
-        self.note_admitted(live.len());
+        crate::memory::sessions_rose_to(live.len());
         Ok(SessionGuard {
             registry: self,
             session,
@@ -258,104 +258,7 @@ impl Drop for SessionGuard {
             }
             live.len()
         };
-        self.registry.trim_memory_if_fewer(remaining);
-    }
-}
-
-/// Hands free heap pages back to the system when sessions go quiet, at most once per
-/// `QUIET_TRIM_INTERVAL_MS`: a relay pump idle for a second has given back its buffer and
-/// stack, and glibc (with the high trim threshold `runtime` sets) would keep the pages.
-pub fn trim_memory_after_quiet() {
-    const QUIET_TRIM_INTERVAL_MS: u64 = 2000;
-    static LAST_MS: AtomicU64 = AtomicU64::new(0);
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let now = u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis())
-        .unwrap_or(u64::MAX)
-        .saturating_add(QUIET_TRIM_INTERVAL_MS);
-    let last = LAST_MS.load(Ordering::SeqCst);
-    if now.saturating_sub(last) >= QUIET_TRIM_INTERVAL_MS
-        && LAST_MS
-            .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-    {
-        // SAFETY: malloc_trim has no preconditions; it only returns free pages.
-        unsafe { libc::malloc_trim(0) };
-    }
-}
-
-/// What the allocator holds, for SIGUSR2's listing and the soak's leak check: `in_use` is
-/// what the program has allocated and not freed; `held` is what glibc keeps for it (in use
-/// plus free chunks in its arenas). RSS alone cannot tell a leak from arena fragmentation:
-/// with a pair of threads per session, freed chunks scatter over glibc's per-thread arenas
-/// and RSS creeps up for a long time while `in_use` stays flat; a leak moves `in_use`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HeapUsage {
-    pub in_use: u64,
-    pub held: u64,
-}
-
-/// The allocator's totals over all its arenas, or `None` where the C library is not glibc.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn heap_usage() -> Option<HeapUsage> {
-    type Mallinfo2 = unsafe extern "C" fn() -> libc::mallinfo2;
-    // mallinfo2 (size_t fields) is glibc 2.33+; the old distributions this runs on have only
-    // mallinfo, whose int fields wrap at 2 GiB. Look it up at run time so one binary runs on
-    // both. glibc's RTLD_DEFAULT is the null handle.
-    // SAFETY: dlsym with a NUL-terminated name only reads the loaded symbol tables.
-    let sym = unsafe { libc::dlsym(std::ptr::null_mut(), c"mallinfo2".as_ptr()) };
-    let (in_use, mmapped, free) = if sym.is_null() {
-        // SAFETY: mallinfo takes no arguments and only reads the arenas under their locks.
-        #[allow(deprecated)]
-        let m = unsafe { libc::mallinfo() };
-        let n = |v: libc::c_int| u64::from(v as libc::c_uint);
-        (n(m.uordblks), n(m.hblkhd), n(m.fordblks))
-    } else {
-        // SAFETY: the symbol named mallinfo2 in glibc has exactly this signature.
-        let f: Mallinfo2 = unsafe { std::mem::transmute::<*mut libc::c_void, Mallinfo2>(sym) };
-        // SAFETY: as mallinfo: no arguments, reads the arenas under their locks.
-        let m = unsafe { f() };
-        (m.uordblks as u64, m.hblkhd as u64, m.fordblks as u64)
-    };
-    Some(HeapUsage {
-        in_use: in_use + mmapped,
-        held: in_use + mmapped + free,
-    })
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn heap_usage() -> Option<HeapUsage> {
-    None
-}
-
-/// The live count at the last heap trim (or the peak since): memory is handed back each
-/// time the count halves from there.
-static TRIM_MARK: AtomicUsize = AtomicUsize::new(0);
-
-impl Registry {
-    /// After a burst of sessions ends, gives glibc's free heap pages back to the system.
-    /// glibc keeps freed memory in its arenas (one per thread group), so without this the
-    /// RSS after 10,000 sessions stays at the peak for good. `malloc_trim` walks every
-    /// arena, so it runs only when the live count has halved since the last trim (and at
-    /// zero) after at least a few dozen, not per session.
-    fn trim_memory_if_fewer(&self, remaining: usize) {
-        // Small swings (a few dozen sessions coming and going) are not worth a walk of
-        // every arena; what they free is reused by the next sessions anyway.
-        const WORTH_TRIMMING: usize = 64;
-        let mark = TRIM_MARK.load(Ordering::SeqCst);
-        if mark >= WORTH_TRIMMING
-            && remaining <= mark / 2
-            && TRIM_MARK
-                .compare_exchange(mark, remaining, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        {
-            // SAFETY: malloc_trim has no preconditions; it only returns free pages.
-            unsafe { libc::malloc_trim(0) };
-        }
-    }
-
-    /// Records a new live count on admission, for [`trim_memory_if_fewer`].
-    fn note_admitted(&self, live: usize) {
-        TRIM_MARK.fetch_max(live, Ordering::SeqCst);
+        crate::memory::sessions_fell_to(remaining);
     }
 }
 

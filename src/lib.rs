@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod exec;
 pub mod health;
 pub mod listeners;
+pub mod memory;
 pub mod net;
 pub mod probe;
 pub mod protocol;

@@ -506,9 +506,9 @@ impl Shared {
                 // Only a second that really passed in quiet settles the pump: a kick or
                 // a signal ends the poll early and says nothing about the spell's length.
                 if settling && quiet_spell_over(slept_from.elapsed()) {
-                    release_unused_stack();
+                    crate::memory::release_unused_stack();
                     self.stack_settled[me].store(true, SeqCst);
-                    crate::accounting::trim_memory_after_quiet();
+                    crate::memory::trim_after_quiet();
                 }
                 self.check_timers(awaiting_input)
             }
@@ -595,7 +595,7 @@ pub fn relay(
         std::thread::Builder::new()
             .stack_size(stack)
             .spawn(move || {
-                release_unused_stack();
+                crate::memory::release_unused_stack();
                 crate::log::set_thread_context(&log_context.0, log_context.1);
                 run_pump(&shared, me, pump);
             })
@@ -607,45 +607,6 @@ pub fn relay(
     if spawn_pump(Pump::Reader, tls_to_plain).is_err() {
         // No thread to spare: this one carries the direction itself.
         run_pump(&shared, Pump::Reader, tls_to_plain);
-    }
-}
-
-/// Gives back the pages of this thread's stack below the current frame. glibc reuses the
-/// stacks of exited threads, still holding whatever the previous owner (often a session
-/// thread deep in a handshake) touched, and a pump's own deepest moments (parsing TLS 1.3
-/// tickets, logging) touch more than its idle self needs: called when a pump starts and
-/// when it settles into a quiet spell, this keeps an idle pump at two or three pages.
-#[inline(never)] // its own frame must be the deepest live one (see MARGIN)
-fn release_unused_stack() {
-    // Below the current frame, leave room for the calls made from here (madvise's own
-    // frame included): nothing lives there.
-    const MARGIN: usize = 2 * 1024;
-    let page = 4096;
-    let here = std::ptr::addr_of!(page) as usize;
-    // SAFETY: pthread_getattr_np fills `attr` for the calling thread, which is destroyed
-    // after use; the range passed to madvise lies inside this thread's own stack mapping,
-    // below the live frames, where MADV_DONTNEED only drops pages nothing refers to.
-    unsafe {
-        let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
-        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
-            return;
-        }
-        let mut attr = attr.assume_init();
-        let mut low: *mut libc::c_void = std::ptr::null_mut();
-        let mut size: libc::size_t = 0;
-        let got = libc::pthread_attr_getstack(&attr, &mut low, &mut size);
-        let mut guard: libc::size_t = 0;
-        let _ = libc::pthread_attr_getguardsize(&attr, &mut guard);
-        libc::pthread_attr_destroy(&mut attr);
-        if got != 0 {
-            return;
-        }
-        // pthread_attr_getstack reports the usable stack, above the guard page.
-        let low = (low as usize + page - 1) & !(page - 1);
-        let high = here.saturating_sub(MARGIN) & !(page - 1);
-        if high > low {
-            libc::madvise(low as *mut libc::c_void, high - low, libc::MADV_DONTNEED);
-        }
     }
 }
 

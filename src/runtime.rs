@@ -36,21 +36,9 @@ fn log_setup(config: &Config) -> LogSetup<'_> {
 
 /// Runs the configuration until a terminating signal; returns the exit code.
 /// `source` is the file to re-read on SIGHUP (`None`: read from a descriptor, no reload).
-/// glibc hands the top of a heap back to the system as soon as it exceeds 128 KiB of free
-/// space, and takes it again on the next allocation. A relay frees and allocates 64 KiB
-/// buffers (its own, and OpenSSL's with RELEASE_BUFFERS) at every pause in a transfer, so
-/// that default turns into page faults on every cycle, depending on where the buffers land.
-/// A fixed high threshold stops that; memory still goes back, in bulk, through the
-/// `malloc_trim` the session registry runs when the session count halves (accounting.rs).
-fn tune_malloc() {
-    const TRIM_THRESHOLD: libc::c_int = 64 << 20;
-    // SAFETY: mallopt only sets an allocator parameter; called before any thread exists.
-    unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) };
-}
-
 pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     log::install_bridge();
-    tune_malloc();
+    crate::memory::tune_malloc();
     if config.is_inetd_mode() {
         return run_inetd(&config);
     }
@@ -317,7 +305,7 @@ fn list_sessions(running: &[RunningService]) {
             }
         }
     }
-    if let Some(h) = crate::accounting::heap_usage() {
+    if let Some(h) = crate::memory::heap_usage() {
         log_at!(
             crate::log::Level::Emerg,
             "Memory: heap {} KiB in use, {} KiB held by the allocator",
