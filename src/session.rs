@@ -28,26 +28,96 @@ use crate::relay::{self, describe_ssl_error, FarSide, Outcome, RelaySettings, Si
 use crate::service::ServiceCtx;
 use crate::wake;
 
-/// Why a session ended before relaying.
+/// Why a session ended before relaying. Displayed once, where it is logged.
 #[derive(Debug)]
 pub enum SessionError {
     /// No target address accepted the connection (already logged per address).
     ConnectFailed,
-    /// The TLS handshake failed (the peer refused it: an alert, a certificate).
-    Handshake(String),
-    /// The TLS handshake failed because of the connection: reset, EOF, TIMEOUTbusy.
-    Disconnected(String),
+    /// The TLS handshake (`op`: SSL_accept or SSL_connect) failed.
+    Handshake {
+        op: &'static str,
+        why: HandshakeFailure,
+    },
+    /// The `protocol` exchange failed (`name`), or a SOCKS client's request (no name).
+    Protocol { name: Option<String>, why: String },
     /// A local resource ran out (fds, memory), or the program could not start.
-    Setup(String),
+    Setup(Setup),
+}
+
+/// How a TLS handshake failed.
+#[derive(Debug)]
+pub enum HandshakeFailure {
+    /// The peer refused it (an alert, a certificate): a configuration problem.
+    Refused(String),
+    /// The connection broke: reset, end of stream.
+    Disconnected(String),
+    /// TIMEOUTbusy passed.
+    TimedOut,
+    Poll(std::io::Error),
+}
+
+/// What could not be set up for a session.
+#[derive(Debug)]
+pub enum Setup {
+    Exec {
+        program: String,
+        error: std::io::Error,
+    },
+    OriginalDestination(std::io::Error),
+    SslNew(openssl::error::ErrorStack),
+    Sni {
+        name: String,
+        error: openssl::error::ErrorStack,
+    },
+    NonBlocking {
+        op: &'static str,
+        error: std::io::Error,
+    },
+    Ssl {
+        op: &'static str,
+        error: openssl::error::ErrorStack,
+    },
+}
+
+impl SessionError {
+    /// Whether the far side took the connection but could not hold a handshake (reset,
+    /// end of stream, TIMEOUTbusy): as good as down, for `pauseWhenDown`. A refusal is a
+    /// configuration problem and no sign of an outage.
+    fn far_side_gone(&self) -> bool {
+        matches!(
+            self,
+            SessionError::Handshake {
+                why: HandshakeFailure::Disconnected(_) | HandshakeFailure::TimedOut,
+                ..
+            }
+        )
+    }
 }
 
 impl std::fmt::Display for SessionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SessionError::ConnectFailed => write!(f, "no target accepted the connection"),
-            SessionError::Handshake(msg)
-            | SessionError::Disconnected(msg)
-            | SessionError::Setup(msg) => write!(f, "{msg}"),
+            SessionError::Handshake { op, why } => match why {
+                HandshakeFailure::Refused(msg) | HandshakeFailure::Disconnected(msg) => {
+                    write!(f, "{op}: {msg}")
+                }
+                HandshakeFailure::TimedOut => write!(f, "{op}: TIMEOUTbusy exceeded"),
+                HandshakeFailure::Poll(e) => write!(f, "{op}: poll: {e}"),
+            },
+            SessionError::Protocol {
+                name: Some(name),
+                why,
+            } => write!(f, "protocol {name}: {why}"),
+            SessionError::Protocol { name: None, why } => write!(f, "{why}"),
+            SessionError::Setup(setup) => match setup {
+                Setup::Exec { program, error } => write!(f, "exec {program}: {error}"),
+                Setup::OriginalDestination(e) => write!(f, "getsockopt SO_ORIGINAL_DST: {e}"),
+                Setup::SslNew(e) => write!(f, "SSL_new: {e}"),
+                Setup::Sni { name, error } => write!(f, "SNI {name}: {error}"),
+                Setup::NonBlocking { op, error } => write!(f, "{op}: {error}"),
+                Setup::Ssl { op, error } => write!(f, "{op}: {error}"),
+            },
         }
     }
 }
@@ -100,11 +170,8 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
         server_session(&svc, accepted, &live, &mut finish)
     };
     if let Err(e) = result {
-        match &e {
-            SessionError::ConnectFailed => {}
-            SessionError::Handshake(msg)
-            | SessionError::Disconnected(msg)
-            | SessionError::Setup(msg) => log_err!("{msg}"),
+        if !matches!(e, SessionError::ConnectFailed) {
+            log_err!("{e}");
         }
         if let Some(finish) = finish.take() {
             finish(End::Failed(e));
@@ -240,7 +307,7 @@ fn server_session(
                     deadline,
                 },
             )
-            .map_err(SessionError::Handshake)
+            .map_err(|why| SessionError::Protocol { name: None, why })
         }
         _ => far_side(svc, &peer, redirected, tls.get_ref()),
     }
@@ -265,8 +332,8 @@ fn client_session(
         reset_if_configured(svc, accepted.read_fd());
         // The far side took the connection but could not hold a handshake: as good as
         // down. A refusal (certificate, alert) is a configuration problem, no pause.
-        if let SessionError::Disconnected(why) = e {
-            svc.far_side_news(Trigger::Unreachable(why.clone()));
+        if e.far_side_gone() {
+            svc.far_side_news(Trigger::Unreachable(e.to_string()));
         }
     })?;
     svc.far_side_reached();
@@ -364,7 +431,10 @@ fn negotiate(
     });
     reader.set_read_timeout(None);
     let name = svc.opts.protocol.unwrap_or("");
-    result.map_err(|e| SessionError::Handshake(format!("protocol {name}: {e}")))?;
+    result.map_err(|why| SessionError::Protocol {
+        name: Some(name.to_string()),
+        why,
+    })?;
     log_info!("Protocol {name} negotiated");
     Ok(())
 }
@@ -378,15 +448,16 @@ fn far_side(
     accepted: &Stream,
 ) -> Result<Stream, SessionError> {
     if !redirected && svc.opts.exec.is_some() && svc.opts.connect.is_empty() {
-        return exec::spawn(&svc.opts, peer).map_err(|e| {
-            SessionError::Setup(format!(
-                "exec {}: {e}",
-                svc.opts
+        return exec::spawn(&svc.opts, peer).map_err(|error| {
+            SessionError::Setup(Setup::Exec {
+                program: svc
+                    .opts
                     .exec
                     .as_deref()
                     .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            ))
+                    .unwrap_or_default(),
+                error,
+            })
         });
     }
     let addrs = if redirected {
@@ -399,7 +470,7 @@ fn far_side(
         // sent it here.
         let original = accepted
             .original_destination()
-            .map_err(|e| SessionError::Setup(format!("getsockopt SO_ORIGINAL_DST: {e}")))?;
+            .map_err(|e| SessionError::Setup(Setup::OriginalDestination(e)))?;
         log_info!("Transparent destination: {}", net::display_addr(&original));
         vec![net::Addr::Inet(original)]
     } else {
@@ -484,23 +555,26 @@ fn handshake(
 ) -> Result<SslStream<Stream>, SessionError> {
     let server = !svc.opts.client;
     let op = if server { "SSL_accept" } else { "SSL_connect" };
-    let mut ssl =
-        Ssl::new(&svc.tls.ctx).map_err(|e| SessionError::Setup(format!("SSL_new: {e}")))?;
+    let mut ssl = Ssl::new(&svc.tls.ctx).map_err(|e| SessionError::Setup(Setup::SslNew(e)))?;
     if !svc.opts.redirect.is_empty() {
         if let Some(index) = crate::tls::verify::redirect_index() {
             ssl.set_ex_data(index, AtomicBool::new(false));
         }
     }
     if let Some(name) = sni {
-        ssl.set_hostname(name)
-            .map_err(|e| SessionError::Setup(format!("SNI {name}: {e}")))?;
+        ssl.set_hostname(name).map_err(|error| {
+            SessionError::Setup(Setup::Sni {
+                name: name.to_string(),
+                error,
+            })
+        })?;
     }
     if !server {
         svc.tls.offer_cached_session(&mut ssl);
     }
     stream
         .set_nonblocking(true)
-        .map_err(|e| SessionError::Setup(format!("{op}: {e}")))?;
+        .map_err(|error| SessionError::Setup(Setup::NonBlocking { op, error }))?;
     let reset_fd = stream.read_fd();
     let fds = (stream.read_fd(), stream.write_fd());
     // A huge TIMEOUTbusy means no deadline rather than an overflow.
@@ -529,25 +603,32 @@ fn handshake(
                 match wake::poll(&mut poll_fds, left) {
                     Ok(0) => {
                         reset_if_configured(svc, reset_fd);
-                        return Err(SessionError::Disconnected(format!(
-                            "{op}: TIMEOUTbusy exceeded"
-                        )));
+                        return Err(SessionError::Handshake {
+                            op,
+                            why: HandshakeFailure::TimedOut,
+                        });
                     }
                     Ok(_) => attempt = mid.handshake(),
-                    Err(e) => return Err(SessionError::Handshake(format!("{op}: poll: {e}"))),
+                    Err(e) => {
+                        return Err(SessionError::Handshake {
+                            op,
+                            why: HandshakeFailure::Poll(e),
+                        })
+                    }
                 }
             }
             Err(HandshakeError::Failure(mid)) => {
                 reset_if_configured(svc, reset_fd);
-                let msg = format!("{op}: {}", describe_ssl_error(mid.error()));
-                return Err(if crate::tls::compat::is_transport_failure(mid.error()) {
-                    SessionError::Disconnected(msg)
+                let msg = describe_ssl_error(mid.error());
+                let why = if crate::tls::compat::is_transport_failure(mid.error()) {
+                    HandshakeFailure::Disconnected(msg)
                 } else {
-                    SessionError::Handshake(msg)
-                });
+                    HandshakeFailure::Refused(msg)
+                };
+                return Err(SessionError::Handshake { op, why });
             }
             Err(HandshakeError::SetupFailure(e)) => {
-                return Err(SessionError::Setup(format!("{op}: {e}")))
+                return Err(SessionError::Setup(Setup::Ssl { op, error: e }))
             }
         }
     }
@@ -629,9 +710,34 @@ mod tests {
             SessionError::ConnectFailed.to_string(),
             "no target accepted the connection"
         );
+        let gone = || std::io::Error::from_raw_os_error(libc::ENOENT);
         assert_eq!(
-            SessionError::Setup("exec /x: gone".into()).to_string(),
-            "exec /x: gone"
+            SessionError::Setup(Setup::Exec {
+                program: "/x".into(),
+                error: gone(),
+            })
+            .to_string(),
+            "exec /x: No such file or directory (os error 2)"
+        );
+        let timed_out = SessionError::Handshake {
+            op: "SSL_connect",
+            why: HandshakeFailure::TimedOut,
+        };
+        assert_eq!(timed_out.to_string(), "SSL_connect: TIMEOUTbusy exceeded");
+        assert!(timed_out.far_side_gone());
+        let refused = SessionError::Handshake {
+            op: "SSL_connect",
+            why: HandshakeFailure::Refused("alert".into()),
+        };
+        assert_eq!(refused.to_string(), "SSL_connect: alert");
+        assert!(!refused.far_side_gone(), "a refusal is no outage");
+        assert_eq!(
+            SessionError::Protocol {
+                name: Some("smtp".into()),
+                why: "no 220".into()
+            }
+            .to_string(),
+            "protocol smtp: no 220"
         );
     }
 }
