@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::health;
 use crate::listeners::{BoundService, Listener};
 use crate::net;
-use crate::resume::{serve_canary, serve_held, wait_for_far_side, Canary, Served};
+use crate::resume::{wait_for_far_side, Release};
 use crate::service::{resolve_all, ServiceCtx};
 use crate::session::{spawn_session, spawn_session_here};
 use crate::wake::{self, WakeFd};
@@ -107,23 +107,27 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut relisten = Relisten::default();
     let mut lookup = crate::probe::Lookup::new(service.ctx.opts.connect.clone(), resolve_all);
-    // After the service opens again the first connection served is a canary (`canary`).
-    let mut canary = false;
+    // What a pause held is served by `release`, starting with a canary; this thread may
+    // start with held connections (a reload handed them over), so it starts there too.
+    let mut release = Release::Canary;
     loop {
         if service.ctx.pauses() && !health.is_open() {
             if !wait_for_far_side(service, stop, &mut lookup) {
                 return;
             }
-            canary = true;
+            release.reset(health);
         }
         // Accepting (or not pausing, any more after a reload that turned it off): every
-        // socket listens, and what a pause held is served first, oldest first.
+        // socket listens; the held connections go first, oldest first, as `release` allows.
         let retry_in = listen_all(service, &mut relisten);
-        match serve_held(service, stop, &mut canary) {
-            Served::All => {}
-            Served::Interrupted => continue,
-            Served::Stopping => return,
+        let held_in = release.step(service);
+        if service.ctx.pauses() && !health.is_open() {
+            continue;
         }
+        let retry_in = match (retry_in, held_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let active: Vec<&Arc<Listener>> =
             service.listeners.iter().filter(|l| l.listening()).collect();
         let mut fds: Vec<libc::pollfd> = active
@@ -157,14 +161,7 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
             match listener.socket.accept() {
                 Ok((conn, peer)) => {
                     backoff = ACCEPT_BACKOFF_MIN;
-                    if canary {
-                        canary = false;
-                        if serve_canary(service, conn, peer, stop) == Canary::Stopping {
-                            return;
-                        }
-                    } else {
-                        spawn_session(&service.ctx, conn, peer);
-                    }
+                    spawn_session(&service.ctx, conn, peer, None);
                 }
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock

@@ -117,17 +117,25 @@ impl Registry {
         self.cap.load(Ordering::SeqCst)
     }
 
-    /// Takes a slot for a new session, or refuses when the cap is reached.
+    /// Takes a slot for a new session, or refuses when the cap is reached. A connection a
+    /// paused listener held gives its `HeldSlot` back in the same step, under the table's
+    /// lock, so that nobody can take the room it had between the two.
     pub fn admit(
         &'static self,
         id: u64,
         service: &str,
         slots: &Arc<ServiceSlots>,
         peer: String,
+        held: Option<HeldSlot>,
     ) -> Result<SessionGuard, TooManyClients> {
         let cap = self.cap();
         let mut live = lock(&self.live);
-        if live.len() + self.held_count() >= cap {
+        if let Some(slot) = held {
+            // Released here, under the lock, rather than by its Drop.
+            std::mem::forget(slot);
+            self.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        if !fits(live.len() + 1, self.held_count(), cap) {
             return Err(TooManyClients { cap });
         }
         // Checked and counted under the table's lock, so two accepts cannot both take the
@@ -159,13 +167,18 @@ impl Registry {
         self.count.load(Ordering::SeqCst)
     }
 
-    /// A slot for a connection a paused listener takes out of its backlog to hold (see
-    /// `service`), or `None` when sessions and held connections fill the cap: a reconnect
-    /// storm during a pause must not fill the descriptor table. Checked under the table's
-    /// lock, as `admit` is.
+    /// Room for a connection a paused listener takes out of its backlog to hold (see
+    /// `listeners`), or `None`: a reconnect storm during a pause must not fill the
+    /// descriptor table, nor take the room of services that are up. A held connection has
+    /// one descriptor where a session has `FDS_PER_SESSION`, and all held connections
+    /// together may use at most a quarter of the descriptors the cap allows. Checked under
+    /// the table's lock, as `admit` is.
     pub fn hold(&'static self) -> Option<HeldSlot> {
         let live = lock(&self.live);
-        if live.len() + self.held_count() >= self.cap() {
+        let cap = self.cap();
+        let held = self.held_count();
+        let share = (cap.saturating_mul(FDS_PER_SESSION) / 4).max(1);
+        if held >= share || !fits(live.len(), held + 1, cap) {
             return None;
         }
         self.held.fetch_add(1, Ordering::SeqCst);
@@ -221,6 +234,11 @@ impl Registry {
     }
 }
 
+/// Whether `live` sessions and `held` connections fit the descriptors of `cap` sessions.
+fn fits(live: usize, held: usize, cap: usize) -> bool {
+    live.saturating_mul(FDS_PER_SESSION).saturating_add(held) <= cap.saturating_mul(FDS_PER_SESSION)
+}
+
 /// The slot of a held connection; dropping it (the connection is served, which takes a
 /// session slot in its place, or closed) frees it.
 pub struct HeldSlot {
@@ -273,17 +291,17 @@ mod tests {
         r.set_cap(3);
         let service = Arc::new(ServiceSlots::new(2));
         let other = Arc::new(ServiceSlots::new(0));
-        let a = r.admit(1_000_001, "s", &service, "p".into()).unwrap();
-        let b = r.admit(1_000_002, "s", &service, "p".into()).unwrap();
+        let a = r.admit(1_000_001, "s", &service, "p".into(), None).unwrap();
+        let b = r.admit(1_000_002, "s", &service, "p".into(), None).unwrap();
         // The service's own cap of 2 is reached; another service still has room.
         assert!(matches!(
-            r.admit(1_000_003, "s", &service, "p".into()),
+            r.admit(1_000_003, "s", &service, "p".into(), None),
             Err(TooManyClients { cap: 2 })
         ));
-        let c = r.admit(1_000_004, "o", &other, "p".into()).unwrap();
+        let c = r.admit(1_000_004, "o", &other, "p".into(), None).unwrap();
         // Now the process-wide cap of 3 is reached for everyone.
         assert!(matches!(
-            r.admit(1_000_005, "o", &other, "p".into()),
+            r.admit(1_000_005, "o", &other, "p".into(), None),
             Err(TooManyClients { cap: 3 })
         ));
         assert_eq!(r.live_count(), 3);
@@ -294,21 +312,37 @@ mod tests {
         drop(a);
         drop(c);
         assert_eq!(service.live(), 1);
-        // Connections a paused listener holds fill the cap as sessions do (issue 14's
-        // third read, F1: held connections were not counted, and a reconnect storm during a
-        // pause could fill the descriptor table).
+        // Connections a paused listener holds count against the cap by their descriptors
+        // (one each, a session two), and together take at most a quarter of them (issue
+        // 14's third read, F1: they were not counted, and a reconnect storm during a pause
+        // could fill the descriptor table; a second read: nor may they starve the other
+        // services).
+        r.set_cap(4);
         let h1 = r.hold().expect("room for a held connection");
         let h2 = r.hold().expect("room for a second");
-        assert!(r.hold().is_none(), "b and two held fill the cap of 3");
+        assert!(
+            r.hold().is_none(),
+            "two held use the quarter of 4 × 2 descriptors"
+        );
+        // b and two held (2 + 2 of 8 descriptors): room for two more sessions, not three.
+        let d = r.admit(1_000_006, "o", &other, "p".into(), None).unwrap();
+        let e = r.admit(1_000_007, "o", &other, "p".into(), None).unwrap();
         assert!(matches!(
-            r.admit(1_000_006, "o", &other, "p".into()),
-            Err(TooManyClients { cap: 3 })
+            r.admit(1_000_008, "o", &other, "p".into(), None),
+            Err(TooManyClients { cap: 4 })
         ));
-        drop(h1);
-        let d = r
-            .admit(1_000_007, "o", &other, "p".into())
-            .expect("a freed held slot admits a session");
-        drop((d, h2));
+        // A held connection served gives its room to its own session, in one step.
+        let f = r.admit(1_000_009, "o", &other, "p".into(), Some(h1));
+        assert!(
+            matches!(f, Err(TooManyClients { cap: 4 })),
+            "a held connection turned session needs two descriptors, not one"
+        );
+        drop(e);
+        let g = r
+            .admit(1_000_010, "o", &other, "p".into(), Some(h2))
+            .expect("room again");
+        drop((d, g));
+        r.set_cap(3);
         assert_eq!(r.held_count(), 0);
         assert!(!r.wait_empty(Duration::from_millis(20)));
         let t = std::thread::spawn(move || {

@@ -46,10 +46,8 @@ pub struct Listener {
 struct Held {
     conn: Stream,
     peer: String,
-    /// Its receive buffer before it was shrunk (`net::listen::shrink_receive_buffer`).
-    receive_buffer: Option<usize>,
     /// Counts it against the connection cap while it waits.
-    _slot: HeldSlot,
+    slot: HeldSlot,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -68,7 +66,7 @@ impl Listener {
     }
 
     /// Stops listening (see `ListenSocket::pause`), holding what waited in the backlog as
-    /// far as the connection cap has room (`Registry::hold`): held connections keep a
+    /// far as their share of the connection cap has room (`Registry::hold`): held connections keep a
     /// descriptor each, and a reconnect storm during a pause must not fill the table.
     pub(crate) fn pause(&self, service: &str) {
         let mut slot = locked(&self.paused);
@@ -79,14 +77,8 @@ impl Listener {
         let before = held.len();
         let mut full = false;
         let paused = self.socket.pause(|conn, peer| match registry().hold() {
-            Some(held_slot) => {
-                let receive_buffer = net::listen::shrink_receive_buffer(&conn);
-                held.push_back(Held {
-                    conn,
-                    peer,
-                    receive_buffer,
-                    _slot: held_slot,
-                });
+            Some(slot) => {
+                held.push_back(Held { conn, peer, slot });
                 true
             }
             None => {
@@ -144,14 +136,11 @@ impl Listener {
         slot.is_some()
     }
 
-    /// The oldest held connection, its receive buffer given back and its held slot freed
-    /// (serving it takes a session slot instead).
-    pub(crate) fn next_held(&self) -> Option<(Stream, String)> {
+    /// The oldest held connection, with the slot that counts it (to be exchanged for a
+    /// session's, `Registry::admit`).
+    pub(crate) fn next_held(&self) -> Option<(Stream, String, HeldSlot)> {
         let held = locked(&self.held).pop_front()?;
-        if let Some(size) = held.receive_buffer {
-            net::listen::restore_receive_buffer(&held.conn, size);
-        }
-        Some((held.conn, held.peer))
+        Some((held.conn, held.peer, held.slot))
     }
 
     /// How many connections it holds now (SIGUSR2).

@@ -1134,7 +1134,13 @@ mod tests {
         static NEXT_ID: AtomicU64 = AtomicU64::new(u64::MAX / 2);
         let slots = Arc::new(ServiceSlots::new(0));
         let guard = registry()
-            .admit(NEXT_ID.fetch_add(1, SeqCst), "unit", &slots, "unit".into())
+            .admit(
+                NEXT_ID.fetch_add(1, SeqCst),
+                "unit",
+                &slots,
+                "unit".into(),
+                None,
+            )
             .unwrap();
         let (plain, plain_peer) = UnixStream::pair().unwrap();
         let settings = RelaySettings {

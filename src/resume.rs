@@ -9,8 +9,9 @@
 //! * paused (a probe failed, or a connect did): the sockets stop listening
 //!   (`Listener::pause`, connects refused), the connections already in the backlog are
 //!   held (as far as the connection cap has room) and the far side is probed with back-off;
-//! * reopened: the first connection served is a canary, served alone until a session
-//!   reaches the far side; then the held ones, one at a time while the service stays open.
+//! * reopened: the held connections are served by `Release`: the first alone (the canary)
+//!   until a session reaches the far side, then the rest, one at a time while the service
+//!   stays open; new connections are accepted as usual meanwhile.
 //!
 //! Owns the waiting, the probing schedule and the canary. Must not change the health state
 //! except through `Health::probed`, nor accept new connections (that is `accept`).
@@ -19,7 +20,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::accounting::registry;
+use crate::accounting::{registry, HeldSlot};
 use crate::health::{self, Probe, Verdict};
 use crate::listeners::{BoundService, Listener};
 use crate::net::{self, Stream};
@@ -27,113 +28,116 @@ use crate::service::ServiceCtx;
 use crate::session::spawn_session;
 use crate::wake::{self, WakeFd};
 
-/// How far `serve_held` got.
-pub(crate) enum Served {
-    /// Nothing is held any more.
-    All,
-    /// The far side went down again (or is being checked): the rest stay held.
-    Interrupted,
-    /// The listener is stopping (the rest stay held: a reload hands them over).
-    Stopping,
+/// How the connections a pause held are served once the service is open again. The first
+/// is the canary: served alone, and the others wait until a session reaches the far side,
+/// so a far side that answered a probe and fails again at once (a flapping link, a target
+/// restarting) costs one held connection, not all of them. Only the held connections wait:
+/// the listener accepts new ones as usual meanwhile, so a canary whose client stalls its
+/// handshake holds up nobody else.
+#[derive(Debug)]
+pub(crate) enum Release {
+    /// The next held connection served is a canary. Where every listener thread starts
+    /// (a reload during a canary's wait picks a new one) and where a reopening returns.
+    Canary,
+    /// A canary is out: its session, the `reached` count before it, and how long it may
+    /// take.
+    Waiting {
+        id: u64,
+        reached_before: u64,
+        deadline: Instant,
+    },
+    /// A session reached the far side (or the canary's time passed): the rest are served
+    /// one at a time while the service stays open.
+    Open,
 }
 
-/// Serves the held connections one at a time, oldest first, each only while the service
-/// is open (a pausing service's far side can fail again while they start); the first one
-/// after a reopening is the canary.
-pub(crate) fn serve_held(service: &BoundService, stop: &WakeFd, canary: &mut bool) -> Served {
-    let pausing = service.ctx.pauses();
-    for listener in &service.listeners {
-        loop {
-            if pausing && !service.ctx.health.is_open() {
-                return Served::Interrupted;
+impl Release {
+    /// Serves what may be served of the held connections now. Returns how soon to call
+    /// again while a canary is out (its end is not signalled, only its news), else `None`.
+    pub(crate) fn step(&mut self, service: &BoundService) -> Option<Duration> {
+        let ctx = &service.ctx;
+        let health = &ctx.health;
+        if !ctx.pauses() {
+            // A reload turned the option off: nothing to wait for.
+            while let Some((conn, peer, slot)) = next_held(service) {
+                spawn_session(ctx, conn, peer, Some(slot));
             }
-            let Some((conn, peer)) = listener.next_held() else {
-                break;
-            };
-            if pausing && *canary {
-                *canary = false;
-                match serve_canary(service, conn, peer, stop) {
-                    Canary::Stopping => return Served::Stopping,
-                    Canary::Failed => return Served::Interrupted,
-                    Canary::Reached | Canary::NoNews => {}
+            self.reset(health);
+            return None;
+        }
+        loop {
+            if !health.is_open() {
+                return None;
+            }
+            match *self {
+                Release::Canary => {
+                    let (conn, peer, slot) = next_held(service)?;
+                    let reached_before = health.reached_count();
+                    health.watch(true);
+                    // Refused (the cap) or no thread: the next one is the canary.
+                    if let Some(id) = spawn_session(ctx, conn, peer, Some(slot)) {
+                        log_debug!(
+                            "Service [{}]: serving the first held connection alone until it reaches the far side",
+                            ctx.opts.name
+                        );
+                        *self = Release::Waiting {
+                            id,
+                            reached_before,
+                            deadline: Instant::now() + canary_budget(ctx),
+                        };
+                    }
                 }
-            } else {
-                spawn_session(&service.ctx, conn, peer);
+                Release::Waiting {
+                    id,
+                    reached_before,
+                    deadline,
+                } => {
+                    let now = Instant::now();
+                    if health.reached_count() != reached_before {
+                        self.settle(ctx, "reached the far side", Release::Open);
+                    } else if !registry().is_live(id) {
+                        // It ended without reaching the far side (its client gave up):
+                        // that tells nothing, and the next held one is the canary.
+                        self.settle(ctx, "ended before reaching the far side", Release::Canary);
+                    } else if now >= deadline {
+                        self.settle(ctx, "had no news in its time", Release::Open);
+                    } else {
+                        // Woken at once by news of the far side (`watch`); the end of the
+                        // session is looked for every 50 ms.
+                        return Some((deadline - now).min(Duration::from_millis(50)));
+                    }
+                }
+                Release::Open => {
+                    let (conn, peer, slot) = next_held(service)?;
+                    spawn_session(ctx, conn, peer, Some(slot));
+                }
             }
         }
     }
-    Served::All
-}
 
-/// What became of the canary.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Canary {
-    /// A session reached the far side: serve the rest.
-    Reached,
-    /// The service is not open any more (the canary's connect failed: paused; or its
-    /// far side broke it: checking).
-    Failed,
-    /// No news within the canary's time (its session is still connecting, or ended
-    /// before reaching the far side for a reason of its own): carry on as usual.
-    NoNews,
-    Stopping,
-}
+    fn settle(&mut self, ctx: &ServiceCtx, what: &str, next: Release) {
+        log_debug!(
+            "Service [{}]: the first held connection {what}",
+            ctx.opts.name
+        );
+        ctx.health.watch(false);
+        *self = next;
+    }
 
-/// The first connection served after the service opens again (a probe just answered) is
-/// served alone: the listener waits until its session reaches the far side before it
-/// serves the next one, so a far side that answered a probe and fails again at once (a
-/// flapping link, a target restarting) costs one session, not every connection held
-/// or waiting in the backlog.
-pub(crate) fn serve_canary(
-    service: &BoundService,
-    conn: Stream,
-    peer: String,
-    stop: &WakeFd,
-) -> Canary {
-    let ctx = &service.ctx;
-    let health = &ctx.health;
-    let before = health.reached_count();
-    health.watch(true);
-    let Some(id) = spawn_session(ctx, conn, peer) else {
+    /// Back to `Canary` (the service reopens after another pause).
+    pub(crate) fn reset(&mut self, health: &health::Health) {
         health.watch(false);
-        return Canary::NoNews;
-    };
-    let deadline = Instant::now() + canary_budget(ctx);
-    let outcome = loop {
-        if health.reached_count() != before {
-            break Canary::Reached;
-        }
-        if !health.is_open() {
-            break Canary::Failed;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        // A canary that ended without reaching the far side (its client failed the
-        // handshake, say) tells nothing: the others need not wait out its time.
-        if left.is_zero() || !registry().is_live(id) {
-            break Canary::NoNews;
-        }
-        let mut fds = vec![wake::pollfd(stop.as_raw_fd(), libc::POLLIN)];
-        if let Some(fd) = health.wake_fd() {
-            fds.push(wake::pollfd(fd, libc::POLLIN));
-        }
-        // Woken at once by news of the far side; the end of the session is looked for
-        // every 50 ms.
-        let _ = wake::poll(&mut fds, Some(left.min(Duration::from_millis(50))));
-        if fds[0].revents != 0 {
-            break Canary::Stopping;
-        }
-        health.drain();
-    };
-    health.watch(false);
-    log_debug!(
-        "Service [{}]: first connection after resuming: {outcome:?}",
-        ctx.opts.name
-    );
-    outcome
+        *self = Release::Canary;
+    }
 }
 
-/// How long a listener waits for its canary: as long as the session may take to reach the
-/// far side (each target's TIMEOUTconnect, and in client mode its handshake, TIMEOUTbusy),
+/// The oldest held connection of any of the service's listeners.
+fn next_held(service: &BoundService) -> Option<(Stream, String, HeldSlot)> {
+    service.listeners.iter().find_map(|l| l.next_held())
+}
+
+/// How long the held connections wait for their canary: as long as its session may take
+/// to reach the far side (its handshake, TIMEOUTbusy, and each target's TIMEOUTconnect),
 /// at most `CANARY_WAIT_MAX`, plus a moment for the news to arrive.
 fn canary_budget(ctx: &ServiceCtx) -> Duration {
     let targets = ctx
@@ -141,16 +145,12 @@ fn canary_budget(ctx: &ServiceCtx) -> Duration {
         .as_ref()
         .map_or(ctx.opts.connect.len(), Vec::len)
         .max(1) as u32;
-    let mut budget = ctx.opts.timeouts.connect.saturating_mul(targets);
-    if ctx.opts.client {
-        budget += ctx.opts.timeouts.busy;
-    }
+    let budget = ctx.opts.timeouts.busy + ctx.opts.timeouts.connect.saturating_mul(targets);
     budget.min(CANARY_WAIT_MAX) + Duration::from_millis(100)
 }
 
-/// The longest a listener waits for its canary (a service with many slow targets would
-/// otherwise make every other client wait for minutes).
-const CANARY_WAIT_MAX: Duration = Duration::from_secs(15);
+/// The longest held connections wait for their canary.
+const CANARY_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// While the service is not open: do not accept, probe with back-off until the far side
 /// answers. Checking or starting, the sockets stay as they are (listening, or at startup
@@ -265,11 +265,13 @@ mod tests {
     #[test]
     fn the_canary_waits_as_long_as_its_connect_may_take_and_no_longer() {
         let two = "accept = 127.0.0.1:0\nconnect = 127.0.0.1:1\nconnect = 127.0.0.1:2\nTIMEOUTconnect = 4\n";
-        let server = service(&format!("[r1]\ncert = /nonexistent.pem\n{two}"));
-        assert_eq!(canary_budget(&server), Duration::from_millis(8_100));
+        let server = service(&format!(
+            "[r1]\ncert = /nonexistent.pem\nTIMEOUTbusy = 2\n{two}"
+        ));
+        assert_eq!(canary_budget(&server), Duration::from_millis(10_100));
         let client = service(&format!("[r2]\nclient = yes\nTIMEOUTbusy = 3\n{two}"));
         assert_eq!(canary_budget(&client), Duration::from_millis(11_100));
-        let slow = service("[r3]\nclient = yes\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:1\nTIMEOUTconnect = 60\n");
+        let slow = service("[r3]\nclient = yes\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:1\nTIMEOUTconnect = 60\nTIMEOUTbusy = 1\n");
         assert_eq!(
             canary_budget(&slow),
             CANARY_WAIT_MAX + Duration::from_millis(100)

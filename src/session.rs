@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 
-use crate::accounting::{registry, LiveSession, SessionGuard, TooManyClients};
+use crate::accounting::{registry, HeldSlot, LiveSession, SessionGuard, TooManyClients};
 use crate::config::types::LogId;
 use crate::exec::{self, PeerInfo};
 use crate::health::Trigger;
@@ -500,7 +500,8 @@ fn far_side(
         }
         SessionError::ConnectFailed
     })?;
-    if !svc.opts.client {
+    // A redirected session reached the `redirect` targets, which say nothing of `connect`.
+    if !svc.opts.client && !redirected {
         svc.far_side_reached();
     }
     log_notice!(
@@ -639,9 +640,9 @@ static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Takes a slot for a connection from `peer`, or logs the refusal (dropping `conn`
 /// closes it).
-fn admit(ctx: &ServiceCtx, peer: String) -> Option<SessionGuard> {
+fn admit(ctx: &ServiceCtx, peer: String, held: Option<HeldSlot>) -> Option<SessionGuard> {
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-    match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone()) {
+    match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone(), held) {
         Ok(guard) => Some(guard),
         Err(TooManyClients { cap }) => {
             log_warning!(
@@ -655,15 +656,21 @@ fn admit(ctx: &ServiceCtx, peer: String) -> Option<SessionGuard> {
 
 /// Serves one connection on the calling thread (inetd mode, exec+connect services).
 pub fn spawn_session_here(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
-    if let Some(guard) = admit(ctx, peer) {
+    if let Some(guard) = admit(ctx, peer, None) {
         crate::session::run(Arc::clone(ctx), conn, guard, Completion::Wait);
     }
 }
 
 /// Takes a slot and hands the connection to a new session thread (or refuses it).
+/// `held`: the slot it had while a paused listener held it, exchanged for the session's.
 /// Returns the session's id if it started.
-pub fn spawn_session(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) -> Option<u64> {
-    let guard = admit(ctx, peer)?;
+pub fn spawn_session(
+    ctx: &Arc<ServiceCtx>,
+    conn: Stream,
+    peer: String,
+    held: Option<HeldSlot>,
+) -> Option<u64> {
+    let guard = admit(ctx, peer, held)?;
     let id = guard.session().id;
     let ctx_for_thread = Arc::clone(ctx);
     let spawned = std::thread::Builder::new()

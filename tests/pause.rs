@@ -1067,6 +1067,21 @@ fn pause_with_clients_held(
     (filler, clients)
 }
 
+/// As `held_tunnel`, on a fixed port: a reload keeps a listener only at the same
+/// configured address (port 0 is a new port each time, so its held connections go with it).
+fn held_tunnel_on_fixed_port(dir: &TestDir, pki: &Pki, target: &Blackhole) -> Tunnel {
+    Tunnel::start(
+        dir,
+        "server",
+        &format!(
+            "[srv]\naccept = {}\nconnect = {}\ncert = {}\npauseWhenDown = yes\nTIMEOUTconnect = 2\n",
+            lo(free_port()),
+            target.addr,
+            pki.server.combined.display()
+        ),
+    )
+}
+
 fn held_tunnel(dir: &TestDir, pki: &Pki, target: &Blackhole) -> Tunnel {
     Tunnel::start(
         dir,
@@ -1148,18 +1163,7 @@ fn held_connections_survive_a_reload_and_are_served() {
     let dir = TestDir::new("pause-held-hup");
     let pki = Pki::new(&dir);
     let target = Blackhole::new();
-    // A fixed port: a reload keeps a listener only at the same configured address (port 0
-    // is a new port each time, so its held connections go with it).
-    let t = Tunnel::start(
-        &dir,
-        "server",
-        &format!(
-            "[srv]\naccept = {}\nconnect = {}\ncert = {}\npauseWhenDown = yes\nTIMEOUTconnect = 2\n",
-            lo(free_port()),
-            target.addr,
-            pki.server.combined.display()
-        ),
-    );
+    let t = held_tunnel_on_fixed_port(&dir, &pki, &target);
     let (_filler, clients) = pause_with_clients_held(&t, &target, &pki.ca_file, 1);
     t.wait_for_log("held until it resumes", WAIT);
     t.signal(libc::SIGHUP);
@@ -1179,24 +1183,29 @@ fn held_connections_survive_a_reload_and_are_served() {
 
 /// Issue 14's third read, F1: a pause took every connection waiting in the backlog, so a
 /// reconnect storm during a check could hold more descriptors than the connection cap
-/// allows. Under RLIMIT_NOFILE 80 (a cap of 8) twelve clients arrive during a check:
-/// eight are held, the other four are reset (their senders learn at once) and the log
-/// says the cap was reached.
+/// allows; and (a second read) held connections counted as whole sessions could take the
+/// room of services that are up. Under RLIMIT_NOFILE 80 (a cap of 8 sessions, 16
+/// descriptors) twelve clients arrive during a check: four are held (a quarter of the
+/// descriptors), the other eight are reset (their senders learn at once) and the log says
+/// the cap was reached; another service still accepts.
 #[test]
-fn a_pause_holds_no_more_connections_than_the_cap() {
+fn a_pause_holds_no_more_connections_than_its_share_of_the_cap() {
     let dir = TestDir::new("pause-held-cap");
     let pki = Pki::new(&dir);
     let target = Blackhole::new();
+    let other_target = Target::echo();
     let prlimit = common::tools::find_program("prlimit");
     let conf = dir.write(
         "cap.conf",
         format!(
-            "foreground = yes\ndebug = 7\n{}",
+            "foreground = yes\ndebug = 7\n{}[other]\naccept = 127.0.0.1:0\nconnect = {}\npauseWhenDown = no\ncert = {}\n",
             server_body(
                 target.addr,
                 &pki.server.combined,
                 "pauseWhenDown = yes\nTIMEOUTconnect = 2"
-            )
+            ),
+            other_target.addr(),
+            pki.server.combined.display()
         ),
     );
     let bin = rstunnel_bin();
@@ -1206,24 +1215,26 @@ fn a_pause_holds_no_more_connections_than_the_cap() {
         "cap",
         conf.clone(),
     );
-    t.wait_bound(&["srv".to_string()], WAIT);
+    t.wait_bound(&["srv".to_string(), "other".to_string()], WAIT);
     let (_filler, clients) = pause_with_clients_held(&t, &target, &pki.ca_file, 12);
-    t.wait_for_log("8 connection(s) waiting on", WAIT);
+    t.wait_for_log("4 connection(s) waiting on", WAIT);
     t.wait_for_log("connection cap reached", WAIT);
     std::thread::sleep(Duration::from_millis(500));
     let (ended, waiting): (Vec<_>, Vec<_>) = clients.into_iter().partition(|c| c.is_finished());
     assert_eq!(
         (ended.len(), waiting.len()),
-        (4, 8),
-        "four clients over the cap end, eight wait"
+        (8, 4),
+        "eight clients over the share end, four wait"
     );
     for c in ended {
         let r = c.join().unwrap();
-        assert!(r.is_err(), "a client over the cap is reset, got {r:?}");
+        assert!(r.is_err(), "a client over the share is reset, got {r:?}");
     }
+    tls_echo(t.addr("other"), &pki.ca_file, b"still served\n")
+        .unwrap_or_else(|e| t.fail(&format!("a service that is up must keep its room: {e}")));
     t.signal(libc::SIGTERM);
     t.wait_exit(WAIT);
-    assert!(t.has_log("8 held connection(s) on "), "{}", t.log_text());
+    assert!(t.has_log("4 held connection(s) on "), "{}", t.log_text());
 }
 
 /// Issue 14's third read, F4: on resume every held connection was started at once, so a
@@ -1267,4 +1278,99 @@ fn after_a_resume_the_first_connection_goes_alone() {
     for (_, c) in rest {
         c.join().unwrap().unwrap_or_else(|e| t.fail(&e));
     }
+}
+
+/// A second read of F4: the oldest held connection's client gave up during the pause, so
+/// as the canary its session ended at once, and that disarmed the canary: every other held
+/// connection was then served at once against a far side that still failed. Now a canary
+/// that ends without reaching the far side passes the turn to the next held connection:
+/// here that one's connect times out, the service pauses again, and the last client is
+/// still held, then served when the target comes back.
+#[test]
+fn a_canary_whose_client_gave_up_passes_the_turn_on() {
+    let dir = TestDir::new("pause-canary-stale");
+    let pki = Pki::new(&dir);
+    let target = Blackhole::new();
+    let t = held_tunnel(&dir, &pki, &target);
+    target.accept_all(); // the startup probe
+    let mut a =
+        tls_connect(t.addr("srv"), &pki.ca_file).unwrap_or_else(|e| t.fail(&format!("{e:?}")));
+    a.write_all(b"a\n").unwrap();
+    let deadline = Instant::now() + WAIT;
+    let a_far = loop {
+        if let Some(s) = target.accept_all().pop() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "session A never reached the target"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _filler = TcpStream::connect(target.addr).unwrap();
+    reset(a_far);
+    t.wait_for_log("checking it before accepting again", WAIT);
+    // First in the backlog: a client that will give up.
+    let stale = TcpStream::connect(t.addr("srv")).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let clients: Vec<ClientThread> = (0..2)
+        .map(|i| client_sending(t.addr("srv"), &pki.ca_file, format!("client {i}\n")))
+        .collect();
+    t.wait_for_log("Service [srv] paused: ", WAIT);
+    t.wait_for_log("3 connection(s) waiting on", WAIT);
+    drop(stale);
+    std::thread::sleep(Duration::from_millis(100));
+    // Room for one connection in the target's queue: the next probe's.
+    drop(target.accept_all());
+    t.wait_for_log("Service [srv] resumed after ", WAIT);
+    t.wait_for_logs("Service [srv] paused: ", 2, WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    let (served, rest): (Vec<_>, Vec<_>) = clients
+        .into_iter()
+        .enumerate()
+        .partition(|(_, c)| c.is_finished());
+    assert_eq!(
+        (served.len(), rest.len()),
+        (1, 1),
+        "after the stale canary, one more canary and no more: {}",
+        t.log_text()
+    );
+    assert!(t.has_log("the first held connection ended before reaching the far side"));
+    let lines: Vec<String> = rest.iter().map(|(i, _)| format!("client {i}\n")).collect();
+    target.collect_lines(&t, &lines.iter().map(String::as_str).collect::<Vec<_>>());
+    for (_, c) in rest {
+        c.join().unwrap().unwrap_or_else(|e| t.fail(&e));
+    }
+}
+
+/// A second read of F4: a reload during a canary's wait started the new listener thread
+/// with no canary, so it served every other held connection at once. Now each listener
+/// thread starts with a canary: after the reload one more goes alone (here it times out
+/// too, and the service pauses again), and the third is still held.
+#[test]
+fn a_reload_during_the_canary_wait_keeps_the_rest_held() {
+    let dir = TestDir::new("pause-canary-hup");
+    let pki = Pki::new(&dir);
+    let target = Blackhole::new();
+    let t = held_tunnel_on_fixed_port(&dir, &pki, &target);
+    let (_filler, clients) = pause_with_clients_held(&t, &target, &pki.ca_file, 3);
+    t.wait_for_log("3 connection(s) waiting on", WAIT);
+    drop(target.accept_all());
+    t.wait_for_log("serving the first held connection alone", WAIT);
+    t.signal(libc::SIGHUP);
+    t.wait_for_log("Configuration reloaded", WAIT);
+    t.wait_for_logs("Service [srv] paused: ", 2, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(300));
+    let (served, rest): (Vec<_>, Vec<_>) = clients
+        .into_iter()
+        .enumerate()
+        .partition(|(_, c)| c.is_finished());
+    assert_eq!(
+        (served.len(), rest.len()),
+        (2, 1),
+        "one canary before the reload, one after, the third still held: {}",
+        t.log_text()
+    );
+    let lines: Vec<String> = rest.iter().map(|(i, _)| format!("client {i}\n")).collect();
+    target.collect_lines(&t, &lines.iter().map(String::as_str).collect::<Vec<_>>());
 }

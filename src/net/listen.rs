@@ -18,7 +18,7 @@
 //! `shutdown()` resets every connection still in a TCP listener's backlog, whatever its
 //! client already sent. So `pause` first accepts what is queued (non-blocking, until
 //! EAGAIN, or until the caller has no room for more) and hands it to the caller, who holds
-//! it (with a small receive buffer, `shrink_receive_buffer`) and serves it on resume. Only a
+//! it and serves it on resume. Only a
 //! connection completing its handshake in the microseconds between that last accept and
 //! the shutdown can still be reset. A TCP listener can also be bound without listening
 //! (`bind` with `listen_now = false`, for a service that probes its far side first): it
@@ -226,33 +226,6 @@ fn pin_port(first: Socket, options: &[SocketOption]) -> Socket {
     pinned().unwrap_or(first)
 }
 
-/// What a held connection may buffer in the kernel (`shrink_receive_buffer`): a sender
-/// writing into a connection nobody reads stops at about this much (plus its own send
-/// buffer) instead of the hundreds of KiB autotuning would grant, so a held connection
-/// that is reset in the end (SIGTERM, a reload removing its service) costs its sender
-/// less, and the rest stays queued where the sender can keep it (rsyslog's queue).
-const HELD_RECEIVE_BUFFER: usize = 4096;
-
-/// Shrinks the receive buffer of a connection that will be held unread. Returns what to
-/// give `restore_receive_buffer` when it is served, `None` if it could not be read or set
-/// (a Unix socket, say: then nothing changes).
-pub fn shrink_receive_buffer(conn: &Stream) -> Option<usize> {
-    // SAFETY: the descriptor belongs to `conn`, which outlives this borrow.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.read_fd()) };
-    let socket = socket2::SockRef::from(&fd);
-    let before = socket.recv_buffer_size().ok()?;
-    socket.set_recv_buffer_size(HELD_RECEIVE_BUFFER).ok()?;
-    Some(before)
-}
-
-/// Gives a held connection back the receive buffer it had (`shrink_receive_buffer`).
-/// The kernel reports twice what was set (its bookkeeping overhead), hence the halving.
-pub fn restore_receive_buffer(conn: &Stream, before: usize) {
-    // SAFETY: as in `shrink_receive_buffer`.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.read_fd()) };
-    let _ = socket2::SockRef::from(&fd).set_recv_buffer_size(before / 2);
-}
-
 /// A socket file from an earlier run would make bind() fail; anything else at that path
 /// (a regular file) is left alone so that bind() reports it.
 fn remove_stale_socket(path: &Path) {
@@ -429,22 +402,5 @@ mod tests {
         }
         assert_eq!(ended, 2, "the connections there was no room for are ended");
         socket.resume(paused).unwrap();
-    }
-
-    #[test]
-    fn a_held_connection_buffers_little_and_gets_its_buffer_back() {
-        let (socket, addr) = loopback_listener();
-        let _client = TcpStream::connect(addr).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let (conn, _) = socket.accept().unwrap();
-        let before = shrink_receive_buffer(&conn).expect("a TCP socket");
-        // SAFETY: conn's descriptor, borrowed for the call.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(conn.read_fd()) };
-        let now = socket2::SockRef::from(&fd).recv_buffer_size().unwrap();
-        assert!(now <= 2 * HELD_RECEIVE_BUFFER, "{now}");
-        assert!(before > now, "{before} > {now}");
-        restore_receive_buffer(&conn, before);
-        let after = socket2::SockRef::from(&fd).recv_buffer_size().unwrap();
-        assert_eq!(after, before);
     }
 }
