@@ -10,6 +10,7 @@ use clap::{Arg, ArgAction, Command};
 
 use crate::config::{self, options, Config};
 use crate::log::{self, LogSetup};
+use crate::runtime::configuration_failed;
 use crate::service::{self, StartupError};
 
 /// Where stunnel (and so rstunnel) looks without a FILE argument.
@@ -169,18 +170,6 @@ fn load_from_fd(fd: &str, names: config::Names) -> Result<Config, StartupError> 
         &bytes,
         names,
     )?)
-}
-
-pub(crate) fn configuration_failed(e: &StartupError) -> i32 {
-    log::dump_startup_to_stderr();
-    if let StartupError::Config(config_error) = e {
-        if let Some(cause) = config_error.cause() {
-            log::startup_error(cause);
-        }
-    }
-    log::startup_error(&e.to_string());
-    log::startup_error("Configuration failed");
-    1
 }
 
 /// `--check`: everything short of binding. Prints `configuration OK` or the error; with
