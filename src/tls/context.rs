@@ -2,11 +2,9 @@
 //! ciphers `HIGH:!aNULL:!SSLv2:!DH:!kDHEPSK`, its TLS 1.3 suites and curves, security
 //! level 2, no SSLv2/SSLv3; renegotiation is always refused (relay rule 7, src/relay.rs).
 
-use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
 use openssl::ssl::{
     Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode, SslRef, SslSession,
@@ -15,6 +13,8 @@ use openssl::ssl::{
 use openssl::x509::X509;
 
 use super::compat;
+use super::error::TlsSetupError;
+use super::files::warn_if_world_readable;
 use super::psk::{self, PskTable};
 use super::verify::{self, VerifyPolicy};
 use crate::config::values::TlsVersion;
@@ -25,43 +25,6 @@ pub const DEFAULT_CIPHERSUITES: &str =
     "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256";
 pub const DEFAULT_CURVES: &str = compat::DEFAULT_CURVES;
 pub const DEFAULT_SECURITY_LEVEL: u32 = 2;
-
-/// Why a service's TLS context could not be built. Displayed as one line naming the file
-/// or setting and OpenSSL's reason.
-#[derive(Debug)]
-pub struct TlsSetupError {
-    pub what: String,
-    pub source: Option<ErrorStack>,
-}
-
-impl TlsSetupError {
-    pub(crate) fn new(what: impl Into<String>, source: ErrorStack) -> Self {
-        TlsSetupError {
-            what: what.into(),
-            source: Some(source),
-        }
-    }
-    pub(crate) fn plain(what: impl Into<String>) -> Self {
-        TlsSetupError {
-            what: what.into(),
-            source: None,
-        }
-    }
-}
-
-impl fmt::Display for TlsSetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.what)?;
-        if let Some(stack) = &self.source {
-            for e in stack.errors() {
-                write!(f, ": {}", e.reason().unwrap_or("unknown OpenSSL error"))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for TlsSetupError {}
 
 /// `setting = version` as OpenSSL's version; an error where the linked OpenSSL lacks it.
 fn openssl_version(v: TlsVersion, setting: &str) -> Result<SslVersion, TlsSetupError> {
@@ -334,7 +297,7 @@ fn load_identity(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(
     ctx.set_certificate_chain_file(cert)
         .map_err(|e| TlsSetupError::new(format!("cert = {}", cert.display()), e))?;
     let key_path = opts.key_file().unwrap_or(cert);
-    super::warn_if_world_readable(key_path);
+    warn_if_world_readable(key_path);
     let key = load_private_key(key_path)?;
     ctx.set_private_key(&key)
         .map_err(|e| TlsSetupError::new(format!("key = {}", key_path.display()), e))?;
@@ -382,7 +345,7 @@ fn load_pkcs12(ctx: &mut SslContextBuilder, path: &Path) -> Result<(), TlsSetupE
             what()
         )));
     };
-    super::warn_if_world_readable(path);
+    warn_if_world_readable(path);
     ctx.set_certificate(&cert)
         .map_err(|e| TlsSetupError::new(what(), e))?;
     for ca in parsed.ca.into_iter().flatten() {
@@ -553,7 +516,7 @@ pub fn describe_session(ssl: &SslRef, server: bool) -> Vec<String> {
 
 /// A peer certificate's subject as one line (`CN=host, O=org`), for logs.
 pub fn subject_line(cert: &X509) -> String {
-    verify::name_line(cert.subject_name())
+    super::names::name_line(cert.subject_name())
 }
 
 #[cfg(test)]

@@ -44,8 +44,8 @@ use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509Ref, X509StoreContext, X509StoreContextRef, X509VerifyResult, X509};
 use openssl_sys as ffi;
 
-use super::context::TlsSetupError;
-use super::verify::name_line;
+use super::error::TlsSetupError;
+use super::names::name_line;
 use crate::config::ServiceOptions;
 
 /// Slack for clock differences when checking a response's thisUpdate/nextUpdate (OpenSSL's
