@@ -26,6 +26,11 @@ pub const DEFAULT_CIPHERSUITES: &str =
 pub const DEFAULT_CURVES: &str = compat::DEFAULT_CURVES;
 pub const DEFAULT_SECURITY_LEVEL: u32 = 2;
 
+/// The buffer OpenSSL reads ahead into, per connection: four full TLS records, the size of
+/// one relay buffer (`relay::BUFFER_SIZE` is defined as this; relay rule 9, src/relay.rs),
+/// so that one `ssl_read` can fill a relay buffer.
+pub const READ_AHEAD_SIZE: usize = 64 * 1024;
+
 /// `setting = version` as OpenSSL's version; an error where the linked OpenSSL lacks it.
 fn openssl_version(v: TlsVersion, setting: &str) -> Result<SslVersion, TlsSetupError> {
     compat::ssl_version(v).ok_or_else(|| {
@@ -216,7 +221,7 @@ fn apply_protocol_settings(
     // buffer size), not a 5-byte header and then the body of each record. The relay
     // already treats data buffered inside OpenSSL as readable (relay rule 3).
     ctx.set_read_ahead(true);
-    compat::set_read_buffer_len(ctx, crate::relay::BUFFER_SIZE);
+    compat::set_read_buffer_len(ctx, READ_AHEAD_SIZE);
     let min = opts
         .ssl_version_min
         .map(|v| openssl_version(v, "sslVersionMin"));
