@@ -652,9 +652,7 @@ fn set_sni(t: &mut Target<'_>, value: &str) -> Result<(), String> {
 }
 
 fn add_socket_option(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    t.service
-        .socket_options
-        .push(crate::net::sockopt::parse(value)?);
+    t.service.socket_options.push(super::sockopt::parse(value)?);
     Ok(())
 }
 
@@ -1024,7 +1022,7 @@ mod tests {
         let (_, s) = apply("socket", "r:SO_KEEPALIVE=yes").unwrap();
         assert_eq!(
             s.socket_options.len(),
-            crate::net::sockopt::defaults().len() + 1
+            crate::config::sockopt::defaults().len() + 1
         );
         assert_eq!(
             apply("socket", "r:NOPE=1").unwrap_err(),
