@@ -55,8 +55,9 @@ impl<T: Read + Write> Channel for T {}
 
 pub type TargetHook = fn(&ServiceOptions, &mut dyn Channel) -> Result<Stream, String>;
 
-/// Every protocol stunnel 5.68 knows but `socks` (below: its hook has another shape). Those without a hook for a side are refused for that
-/// side when the configuration is checked.
+/// Every protocol stunnel 5.68 knows but `socks` (below: its hook has another shape). Those
+/// without a hook for a side are refused for that side when the configuration is checked,
+/// by `config::protocol_names` (a test below keeps its table in step with this one).
 #[rustfmt::skip]
 pub static PROTOCOLS: &[Protocol] = &[
     proto("cifs", None, None, None),
@@ -102,28 +103,6 @@ pub fn find(name: &str) -> Option<&'static Protocol> {
         return Some(&SOCKS);
     }
     PROTOCOLS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
-}
-
-/// Why a protocol cannot be used on a side, for the configuration check.
-pub fn unsupported_on(protocol: &Protocol, client: bool) -> Option<String> {
-    let spoken = if client {
-        protocol.client_before_tls.is_some()
-    } else {
-        protocol.server_before_tls.is_some()
-            || protocol.server_before_relay.is_some()
-            || protocol.server_chooses_target.is_some()
-    };
-    (!spoken).then(|| {
-        format!(
-            "protocol = {} is not supported {} yet",
-            protocol.name,
-            if client {
-                "on the client side (client = yes)"
-            } else {
-                "on the server side"
-            }
-        )
-    })
 }
 
 /// Longest line accepted from a peer during an exchange: a longer one is an error, not
@@ -695,6 +674,7 @@ fn socks5(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::protocol_names::PROTOCOL_NAMES;
 
     #[test]
     fn every_protocol_of_stunnel_is_known() {
@@ -718,16 +698,21 @@ mod tests {
         assert!(find("http").is_none());
     }
 
+    /// `config::protocol_names` (what the parser accepts, on which side) says what this
+    /// table's hooks do: the same names, and a side is accepted where a hook speaks it.
     #[test]
-    fn sides_without_a_hook_are_refused() {
-        let smtp = find("smtp").unwrap();
-        assert!(unsupported_on(smtp, true).is_none());
-        assert!(unsupported_on(smtp, false).is_none());
-        let nntp = find("nntp").unwrap();
-        assert!(unsupported_on(nntp, false).is_some());
-        let proxy = find("proxy").unwrap();
-        assert!(unsupported_on(proxy, false).is_none());
-        assert!(unsupported_on(proxy, true).is_some());
+    fn the_parsers_names_and_sides_match_the_hooks() {
+        let ours: Vec<&Protocol> = PROTOCOLS.iter().chain([&SOCKS]).collect();
+        assert_eq!(ours.len(), PROTOCOL_NAMES.len());
+        for (p, names) in ours.iter().zip(PROTOCOL_NAMES) {
+            let server = p.server_before_tls.is_some()
+                || p.server_before_relay.is_some()
+                || p.server_chooses_target.is_some();
+            assert_eq!(
+                (p.name, p.client_before_tls.is_some(), server),
+                (names.name, names.client, names.server)
+            );
+        }
     }
 
     fn pair() -> (Stream, Stream) {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod lexer;
 pub mod options;
 mod parse;
+pub mod protocol_names;
 pub mod sockopt;
 pub mod types;
 pub mod values;

@@ -404,7 +404,7 @@ fn set_retry(t: &mut Target<'_>, value: &str) -> Result<(), String> {
 
 fn set_protocol(t: &mut Target<'_>, value: &str) -> Result<(), String> {
     t.service.protocol = Some(
-        crate::protocol::find(value)
+        super::protocol_names::find(value)
             .ok_or("Unsupported protocol")?
             .name,
     );

@@ -157,7 +157,7 @@ pub struct ServiceOptions {
     pub session_resume: bool,
     /// `logId`: how connections are numbered in log lines.
     pub log_id: LogId,
-    /// `protocol`: the clear-text exchange before TLS (a name from `protocol::PROTOCOLS`).
+    /// `protocol`: the clear-text exchange before TLS (a name from `protocol_names::PROTOCOL_NAMES`).
     pub protocol: Option<&'static str>,
     pub protocol_host: Option<String>,
     pub protocol_username: Option<String>,
