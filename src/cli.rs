@@ -107,7 +107,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
     if matches.get_flag("options") {
         print_banner();
-        for (name, _) in crate::tls::compat::SSL_OPTION_NAMES {
+        for (name, _) in crate::openssl_names::SSL_OPTION_NAMES {
             eprintln!("options = {name}");
         }
         return 0;
@@ -205,8 +205,8 @@ fn print_banner() {
         std::env::consts::ARCH,
         std::env::consts::OS
     );
-    eprintln!("Compiled with {}", crate::tls::compat::built_version());
-    eprintln!("Running  with {}", crate::tls::compat::running_version());
+    eprintln!("Compiled with {}", crate::openssl_names::built_version());
+    eprintln!("Running  with {}", crate::openssl_names::running_version());
     eprintln!("Threading:PTHREAD Sockets:POLL,IPv6 TLS:SNI");
     eprintln!(" ");
 }

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod exec;
 pub mod health;
 pub mod net;
+pub mod openssl_names;
 pub mod probe;
 pub mod protocol;
 pub mod relay;

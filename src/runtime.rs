@@ -81,7 +81,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     log_notice!(
         "rstunnel {} on {}",
         env!("CARGO_PKG_VERSION"),
-        crate::tls::compat::running_version()
+        crate::openssl_names::running_version()
     );
     log_notice!("Reading configuration from {}", config.source);
     // Steps 2 and 4: certificates and keys are loaded, then every listener is bound.

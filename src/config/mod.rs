@@ -13,6 +13,7 @@ mod parse;
 pub mod protocol_names;
 pub mod sockopt;
 pub mod types;
+pub mod url;
 pub mod values;
 
 #[cfg(test)]

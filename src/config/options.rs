@@ -304,7 +304,7 @@ fn set_delay(t: &mut Target<'_>, value: &str) -> Result<(), String> {
 /// `OCSP = URL`: only the scheme and authority are checked here; `https://` is accepted
 /// (stunnel does) but tls treats such a responder as giving no answer.
 fn set_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    crate::tls::ocsp::ResponderUrl::parse(value)?;
+    super::url::ResponderUrl::parse(value)?;
     t.service.ocsp_url = Some(value.to_string());
     Ok(())
 }
@@ -316,7 +316,7 @@ fn set_ocsp_aia(t: &mut Target<'_>, value: &str) -> Result<(), String> {
 
 /// Each line adds one flag; flags are never cleared (stunnel ORs them together).
 fn add_ocsp_flag(t: &mut Target<'_>, value: &str) -> Result<(), String> {
-    let name = crate::tls::ocsp::flag_name(value).ok_or("Illegal OCSP flag")?;
+    let name = crate::openssl_names::ocsp_flag_name(value).ok_or("Illegal OCSP flag")?;
     t.service.ocsp_flags.push(name);
     Ok(())
 }
@@ -587,7 +587,7 @@ fn add_ssl_option(t: &mut Target<'_>, value: &str) -> Result<(), String> {
         Some(name) => (false, name),
         None => (true, value),
     };
-    let name = crate::tls::compat::ssl_option(name)?;
+    let name = crate::openssl_names::ssl_option(name)?;
     t.service.ssl_options.push(SslOptionEdit { name, set });
     Ok(())
 }

@@ -199,7 +199,7 @@ fn apply_protocol_settings(
 ) -> Result<(), TlsSetupError> {
     let mut options = compat::baseline_options();
     for edit in &opts.ssl_options {
-        let bits = compat::ssl_option_bits(edit.name);
+        let bits = crate::openssl_names::ssl_option_bits(edit.name);
         if edit.set {
             options |= bits;
         } else {

@@ -22,14 +22,13 @@
 //! blocks the handshake's thread on the responder, as stunnel does; the handshake deadline
 //! (TIMEOUTbusy) keeps running meanwhile. Opens no listening socket.
 
-use std::fmt;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foreign_types::ForeignTypeRef;
-use libc::{c_int, c_uchar, c_ulong};
+use libc::{c_int, c_uchar};
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
@@ -46,7 +45,9 @@ use openssl_sys as ffi;
 
 use super::error::TlsSetupError;
 use super::names::name_line;
+use crate::config::url::ResponderUrl;
 use crate::config::ServiceOptions;
+use crate::openssl_names::ocsp_flag_bits;
 
 /// Slack for clock differences when checking a response's thisUpdate/nextUpdate (OpenSSL's
 /// `ocsp` tool uses the same five minutes).
@@ -67,121 +68,6 @@ extern "C" {
     fn OCSP_request_add1_nonce(req: *mut ffi::OCSP_REQUEST, val: *mut c_uchar, len: c_int)
         -> c_int;
     fn OCSP_check_nonce(req: *mut ffi::OCSP_REQUEST, bs: *mut ffi::OCSP_BASICRESP) -> c_int;
-}
-
-/// `OCSPflag` names: OpenSSL's `OCSP_*` verification flags without the prefix.
-const FLAGS: &[(&str, c_ulong)] = &[
-    ("NOCERTS", ffi::OCSP_NOCERTS),
-    ("NOINTERN", ffi::OCSP_NOINTERN),
-    ("NOSIGS", ffi::OCSP_NOSIGS),
-    ("NOCHAIN", ffi::OCSP_NOCHAIN),
-    ("NOVERIFY", ffi::OCSP_NOVERIFY),
-    ("NOEXPLICIT", ffi::OCSP_NOEXPLICIT),
-    ("NOCASIGN", ffi::OCSP_NOCASIGN),
-    ("NODELEGATED", ffi::OCSP_NODELEGATED),
-    ("NOCHECKS", ffi::OCSP_NOCHECKS),
-    ("TRUSTOTHER", ffi::OCSP_TRUSTOTHER),
-    ("RESPID_KEY", ffi::OCSP_RESPID_KEY),
-    ("NOTIME", ffi::OCSP_NOTIME),
-];
-
-/// The canonical spelling of an `OCSPflag` name (case-insensitive), or `None`.
-pub fn flag_name(name: &str) -> Option<&'static str> {
-    FLAGS
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|&(n, _)| n)
-}
-
-fn flag_bits(names: &[&str]) -> OcspFlag {
-    let bits = names
-        .iter()
-        .filter_map(|name| FLAGS.iter().find(|(n, _)| n == name))
-        .fold(0, |acc, &(_, bit)| acc | bit);
-    OcspFlag::from_bits_retain(bits)
-}
-
-/// A responder address, `http[s]://host[:port][/path]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResponderUrl {
-    /// `https://`: accepted, but this module does not speak TLS to responders.
-    pub https: bool,
-    /// Without the brackets of an IPv6 literal.
-    pub host: String,
-    pub port: u16,
-    /// Starts with `/`.
-    pub path: String,
-    text: String,
-}
-
-impl ResponderUrl {
-    /// Parses `url`; the error is stunnel's `Invalid OCSP URL`.
-    pub fn parse(url: &str) -> Result<ResponderUrl, String> {
-        let invalid = || String::from("Invalid OCSP URL");
-        let scheme_end = url.find("://").ok_or_else(invalid)?;
-        let https = match &url[..scheme_end] {
-            s if s.eq_ignore_ascii_case("http") => false,
-            s if s.eq_ignore_ascii_case("https") => true,
-            _ => return Err(invalid()),
-        };
-        let rest = &url[scheme_end + 3..];
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
-            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-            None => (rest, "/".to_string()),
-        };
-        let (host, port) = match authority.strip_prefix('[') {
-            Some(v6) => {
-                let (host, after) = v6.split_once(']').ok_or_else(invalid)?;
-                match after {
-                    "" => (host, None),
-                    p => (host, Some(p.strip_prefix(':').ok_or_else(invalid)?)),
-                }
-            }
-            None => match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            },
-        };
-        if host.is_empty() || host.contains(['@', ' ', '[', ']']) {
-            return Err(invalid());
-        }
-        let port = match port {
-            None if https => 443,
-            None => 80,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p != 0)
-                .ok_or_else(invalid)?,
-        };
-        Ok(ResponderUrl {
-            https,
-            host: host.to_string(),
-            port,
-            path,
-            text: url.to_string(),
-        })
-    }
-
-    /// The `Host:` header value.
-    fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        match (self.https, self.port) {
-            (false, 80) | (true, 443) => host,
-            (_, port) => format!("{host}:{port}"),
-        }
-    }
-}
-
-impl fmt::Display for ResponderUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
 }
 
 fn time_left(deadline: Instant) -> Result<Duration, String> {
@@ -430,7 +316,7 @@ impl Settings {
                 .as_deref()
                 .and_then(|u| ResponderUrl::parse(u).ok()),
             aia: opts.ocsp_aia,
-            flags: flag_bits(&opts.ocsp_flags),
+            flags: ocsp_flag_bits(&opts.ocsp_flags),
             nonce: opts.ocsp_nonce,
             require: opts.ocsp_require,
             timeout: opts.timeouts.ocsp,
@@ -960,64 +846,6 @@ pub fn install(
 mod tests {
     use super::*;
     use std::net::TcpListener;
-
-    #[test]
-    fn urls() {
-        let u = ResponderUrl::parse("http://ocsp.example.org/").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("ocsp.example.org", 80, "/")
-        );
-        assert!(!u.https);
-        assert_eq!(u.host_header(), "ocsp.example.org");
-        let u = ResponderUrl::parse("HTTP://127.0.0.1:2560").unwrap();
-        assert_eq!((u.port, u.path.as_str()), (2560, "/"));
-        assert_eq!(u.host_header(), "127.0.0.1:2560");
-        let u = ResponderUrl::parse("http://[::1]:81/a/b?c").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("::1", 81, "/a/b?c")
-        );
-        assert_eq!(u.host_header(), "[::1]:81");
-        let u = ResponderUrl::parse("https://r.example").unwrap();
-        assert!(u.https);
-        assert_eq!(u.port, 443);
-        assert_eq!(u.to_string(), "https://r.example");
-        let u = ResponderUrl::parse("http://h?x").unwrap();
-        assert_eq!((u.host.as_str(), u.path.as_str()), ("h", "/?x"));
-        for bad in [
-            "",
-            "ocsp.example.org",
-            "ldap://x",
-            "http://",
-            "http://:80/",
-            "http://h:0/",
-            "http://h:99999/",
-            "http://h:x/",
-            "http://[::1/",
-            "http://[::1]x/",
-            "http://u@h/",
-        ] {
-            assert_eq!(
-                ResponderUrl::parse(bad),
-                Err("Invalid OCSP URL".into()),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn flags_by_name() {
-        assert_eq!(flag_name("nochain"), Some("NOCHAIN"));
-        assert_eq!(flag_name("RESPID_KEY"), Some("RESPID_KEY"));
-        assert_eq!(flag_name("OCSP_NOCHAIN"), None);
-        assert_eq!(
-            flag_bits(&["NOVERIFY", "TRUSTOTHER"]),
-            OcspFlag::NO_VERIFY | OcspFlag::TRUST_OTHER
-        );
-        assert_eq!(flag_bits(&[]), OcspFlag::empty());
-        assert_eq!(flag_bits(&["NOSIGS"]).bits(), ffi::OCSP_NOSIGS);
-    }
 
     #[test]
     fn http_responses() {
