@@ -6,7 +6,8 @@ collects, per file, the modules of the crate it refers to:
 
   * `use` trees starting with `crate::`, `super::`, `self::` or a child module declared in
     the file (`use context::{...}` in a mod.rs), braces and `as` expanded;
-  * paths in code: `crate::x::y`, `super::super::x`, `self::x`;
+  * paths in code: `crate::x::y`, `super::super::x`, `self::x`, and `child::x` for a
+    child module the file declares;
   * the `macro_rules!` macros of another file (`log_warning!` is a use of `log`).
 
 A path is resolved to the file module that defines it: `super::` against the file's place
@@ -236,6 +237,12 @@ def scan(file, text):
             continue
         segs = [m.group(1)] + re.findall(IDENT, m.group(2))
         file_refs_add(file, place(m.start()), segs, None, line_of(m.start()), False)
+    # A child module named in code (`ffi::as_time(..)` in a mod.rs that declares `mod ffi`).
+    child_re = re.compile(r"(?<![A-Za-z0-9_:$])(" + IDENT + r")((?:\s*::\s*" + IDENT + r")+)")
+    for m in child_re.finditer(rest):
+        if m.group(1) in file.children and m.group(1) not in ("crate", "super", "self"):
+            segs = [m.group(1)] + re.findall(IDENT, m.group(2))
+            file_refs_add(file, place(m.start()), segs, None, line_of(m.start()), False)
     for m in re.finditer(r"(?<![A-Za-z0-9_:])(" + IDENT + r")!", rest):
         file.refs.append(("macro", m.group(1), line_of(m.start())))
 
