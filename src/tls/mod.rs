@@ -1,7 +1,9 @@
 //! TLS: OpenSSL contexts built from a service's options (`context`), peer-certificate
-//! policy (`verify`), and the version-specific bits (`compat`). Certificates and keys are
-//! loaded here at startup, so a bad file is a startup error, never a per-connection
-//! surprise. Performs no socket I/O.
+//! policy (`verify`), revocation checks and stapling (`ocsp`), pre-shared keys (`psk`), and
+//! the version-specific bits (`compat`); `error`, `files` and `names` are leaves the others
+//! share. Certificates and keys are loaded here at startup, so a bad file is a startup
+//! error, never a per-connection surprise. The one socket I/O is `ocsp`'s: HTTP to OCSP
+//! responders, at startup (stapling) and inside handshakes.
 
 pub mod compat;
 pub mod context;
