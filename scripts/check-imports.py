@@ -12,8 +12,10 @@ collects, per file, the modules of the crate it refers to:
 
 A path is resolved to the file module that defines it: `super::` against the file's place
 (and the inline `mod` blocks it sits in), an item re-exported by a mod.rs (`pub use
-context::TlsSetupError` in tls/mod.rs) to the file it comes from. Test code counts too: a
-loop that only tests close is still a loop for the compiler's view of the crate.
+context::TlsSetupError` in tls/mod.rs) to the file it comes from. Test code is left out
+(items under `#[cfg(test)]`, and files declared by `#[cfg(test)] mod x;`): a unit test may
+drive its module through a higher layer (the option table through `config::parse_bytes`)
+without that being a dependency of the code that ships.
 
 Then, for the crate root and for every directory module (tls/, config/, net/, and any
 other folder), it draws the graph between that folder's children (a child folder counts as
@@ -107,6 +109,27 @@ def strip_code(text):
     return "".join(out)
 
 
+def blank_tests(file, code):
+    """`code` with every item under `#[cfg(test)]` blanked; records `#[cfg(test)] mod x;`."""
+    out = list(code)
+    for m in re.finditer(r"#\[cfg\(test\)\]", code):
+        j = m.end()
+        while j < len(code) and code[j] not in "{;":
+            j += 1
+        decl = re.match(r"\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(" + IDENT + r")\s*$", code[m.end():j])
+        if j < len(code) and code[j] == ";" and decl:
+            file.test_children.add(decl.group(1))
+        if j < len(code) and code[j] == "{":
+            depth, j = 1, j + 1
+            while j < len(code) and depth:
+                depth += {"{": 1, "}": -1}.get(code[j], 0)
+                j += 1
+        for k in range(m.start(), min(j + 1, len(code))):
+            if out[k] != "\n":
+                out[k] = " "
+    return "".join(out)
+
+
 def parse_use_tree(s, pos, prefix, found):
     """Parses one use tree at s[pos:], appending full paths (lists of segments) to found.
     Returns the position after the tree."""
@@ -155,6 +178,7 @@ class File:
         self.reexports = {}  # name -> absolute segments
         self.children = set()  # `mod x;` / `mod x {` names declared at file level
         self.macros = set()
+        self.test_children = set()  # `#[cfg(test)] mod x;`: x's file is test code
 
 
 def module_of(rel):
@@ -188,7 +212,7 @@ def read_tree(src):
 
 def scan(file, text):
     """Fills file.refs (unresolved: the module path the code is in, segments, line)."""
-    code = strip_code(text)
+    code = blank_tests(file, strip_code(text))
     line_of = lambda pos: code.count("\n", 0, pos) + 1
     # Inline modules: (start, end, name) so that `super::` inside `mod tests { }` is right.
     inline = []
@@ -423,6 +447,11 @@ def check(src, show_graph=False, allowed=None, out=sys.stdout):
     files = read_tree(src)
     for modpath, (f, text) in files.items():
         scan(f, text)
+    # Files declared by `#[cfg(test)] mod x;` (and everything below them) are test code.
+    tests_only = [mp + (child,) for mp, (f, _) in files.items() for child in f.test_children]
+    for modpath in list(files):
+        if any(modpath[:len(t)] == t for t in tests_only):
+            del files[modpath]
     graphs = folder_graphs(files, edges_of(files))
     failed = False
     used = set()
@@ -488,6 +517,11 @@ def self_test():
           "a.rs": "use crate::{b::{self, B}, log};\nfn f() { say!(); }\n"
                   "#[cfg(test)]\nmod tests { use super::*; }\n",
           "b.rs": "pub struct B;\nfn g() { say!(); }\n"},
+         0, "no import loop"),
+        ({"lib.rs": "pub mod a;\npub mod b;\n",
+          "a.rs": "pub fn f() {}\n#[cfg(test)]\nmod tests { use crate::b::g; }\n",
+          "b.rs": "pub fn g() { crate::a::f(); }\n#[cfg(test)]\nmod t2;\n",
+          "b/t2.rs": "use crate::a::f;\n"},
          0, "no import loop"),
     ]
     ok = True
