@@ -1,6 +1,8 @@
 //! The proxy protocols: `connect` (client side, HTTP CONNECT through a proxy to
 //! `protocolHost`, with Basic authentication) and `proxy` (server side, after the far
 //! connection is made: a PROXY protocol v1 header naming the real client to the target).
+//! Clear text on the far connection only, line by line on `line`: reads no byte past the
+//! proxy's answer (the TLS records after it are the handshake's).
 
 use super::hook::Exchange;
 use super::line::{read_line, send, MAX_REPLY_LINES, TOO_MANY_LINES};

@@ -3,7 +3,8 @@
 //! protocol that picks the far side itself: it resolves the target the client names,
 //! refuses loopback targets, connects with `net::connect::connect_first` (TIMEOUTconnect,
 //! `local`, the `r:` socket options) and hands the connection back as the session's far
-//! side. Nothing else in rstunnel opens a connection for a protocol.
+//! side. Must not run before the handshake (nothing of it is in clear) or connect to the
+//! tunnel host's own loopback services.
 
 use std::io;
 
