@@ -82,7 +82,7 @@ SED_PATHS := sed -e 's|/usr/bin/rstunnel|$(BINDIR)/rstunnel|g' \
 
 .PHONY: all build test test-unit test-scripts test-install test-openssl111 test-debian11 \
         test-systemd test-faults test-outages soak \
-        demo bench fmt fmt-check clippy \
+        demo bench fmt fmt-check clippy check-imports lint \
         install uninstall check-layout check-bin deb rpm clean deps check-deps help
 
 all: build
@@ -94,6 +94,8 @@ help:
 	@echo "make demo       syslog over TLS on this machine (scripts/demo.sh)"
 	@echo "make bench      rstunnel vs stunnel4 (scripts/bench.sh, writes BENCHMARKS.md)"
 	@echo "make fmt | fmt-check | clippy"
+	@echo "make check-imports  no import loop between the crate's modules (scripts/check-imports.py)"
+	@echo "make lint       fmt-check, clippy, check-imports (what .ci/run checks before make test)"
 	@echo "make install | uninstall   PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) sysconfdir=$(sysconfdir) LAYOUT=$(LAYOUT)"
 	@echo "make deb        target/deb/rstunnel_$(VERSION)_ARCH.deb (dpkg-deb)"
 	@echo "make rpm        target/rpm/RPMS/ARCH/rstunnel-$(VERSION)-1.ARCH.rpm (rpmbuild)"
@@ -188,6 +190,14 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# No import loop between the top-level modules of src/ or the files of a folder module
+# (tls/, config/, net/, ...); --graph prints the arrows and the layers.
+check-imports:
+	python3 scripts/check-imports.py --self-test
+	python3 scripts/check-imports.py
+
+lint: fmt-check clippy check-imports
 
 check-layout:
 	@case "$(LAYOUT)" in debian|redhat|generic) ;; \

@@ -10,6 +10,7 @@ use clap::{Arg, ArgAction, Command};
 
 use crate::config::{self, options, Config};
 use crate::log::{self, LogSetup};
+use crate::runtime::configuration_failed;
 use crate::service::{self, StartupError};
 
 /// Where stunnel (and so rstunnel) looks without a FILE argument.
@@ -106,7 +107,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
     if matches.get_flag("options") {
         print_banner();
-        for (name, _) in crate::tls::compat::SSL_OPTION_NAMES {
+        for (name, _) in crate::openssl_names::SSL_OPTION_NAMES {
             eprintln!("options = {name}");
         }
         return 0;
@@ -171,18 +172,6 @@ fn load_from_fd(fd: &str, names: config::Names) -> Result<Config, StartupError> 
     )?)
 }
 
-pub(crate) fn configuration_failed(e: &StartupError) -> i32 {
-    log::dump_startup_to_stderr();
-    if let StartupError::Config(config_error) = e {
-        if let Some(cause) = config_error.cause() {
-            log::startup_error(cause);
-        }
-    }
-    log::startup_error(&e.to_string());
-    log::startup_error("Configuration failed");
-    1
-}
-
 /// `--check`: everything short of binding. Prints `configuration OK` or the error; with
 /// `--no-files`, first one `note:` line on stderr per user or group name not looked up.
 fn run_check(config: &Config, load_files: bool) -> i32 {
@@ -216,8 +205,8 @@ fn print_banner() {
         std::env::consts::ARCH,
         std::env::consts::OS
     );
-    eprintln!("Compiled with {}", crate::tls::compat::built_version());
-    eprintln!("Running  with {}", crate::tls::compat::running_version());
+    eprintln!("Compiled with {}", crate::openssl_names::built_version());
+    eprintln!("Running  with {}", crate::openssl_names::running_version());
     eprintln!("Threading:PTHREAD Sockets:POLL,IPv6 TLS:SNI");
     eprintln!(" ");
 }

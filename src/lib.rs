@@ -13,6 +13,7 @@ pub mod health;
 pub mod listeners;
 pub mod memory;
 pub mod net;
+pub mod openssl_names;
 pub mod probe;
 pub mod protocol;
 pub mod relay;

@@ -61,8 +61,10 @@ use crate::wake::{self, ThreadWaker};
 /// Plaintext moved per step: four full TLS records. One read(2) of the plain side feeds
 /// four records to SSL_write, and four records decrypted (OpenSSL reads ahead into a
 /// buffer as large) leave in one write(2): fewer syscalls per byte than one record at a
-/// time, which is what bounds a relay's throughput once AES-NI does the crypto.
-pub const BUFFER_SIZE: usize = 64 * 1024;
+/// time, which is what bounds a relay's throughput once AES-NI does the crypto. The number
+/// itself is `tls::context::READ_AHEAD_SIZE`, the context's read-ahead buffer, so the two
+/// cannot drift apart (and `tls`, built below the relay, need not import it).
+pub const BUFFER_SIZE: usize = crate::tls::context::READ_AHEAD_SIZE;
 
 /// A pump's record buffer (rule 9): allocated when data is about to arrive, released before
 /// the pump sleeps. Filled only through APIs that report how many bytes they initialised,

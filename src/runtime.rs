@@ -14,13 +14,27 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
 use crate::accept::{self, RunningService};
 use crate::accounting::{self, registry};
-use crate::cli::configuration_failed;
 use crate::config::{self, Config, Foreground};
 use crate::daemon::{self, PidFile};
 use crate::listeners::{self, Listener};
 use crate::log::{self, LogSetup};
 use crate::net::Stream;
 use crate::service::{self, StartupError};
+
+/// Ends a startup that failed (the configuration, or what was built from it): the buffered
+/// startup log to stderr, then the error, its cause and `Configuration failed`, as stunnel
+/// prints them. Returns the exit code, 1.
+pub(crate) fn configuration_failed(e: &StartupError) -> i32 {
+    log::dump_startup_to_stderr();
+    if let StartupError::Config(config_error) = e {
+        if let Some(cause) = config_error.cause() {
+            log::startup_error(cause);
+        }
+    }
+    log::startup_error(&e.to_string());
+    log::startup_error("Configuration failed");
+    1
+}
 
 fn log_setup(config: &Config) -> LogSetup<'_> {
     let global = &config.global;
@@ -57,7 +71,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     log_notice!(
         "rstunnel {} on {}",
         env!("CARGO_PKG_VERSION"),
-        crate::tls::compat::running_version()
+        crate::openssl_names::running_version()
     );
     log_notice!("Reading configuration from {}", config.source);
     // Steps 2 and 4: certificates and keys are loaded, then every listener is bound.

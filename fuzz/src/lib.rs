@@ -159,8 +159,8 @@ pub fn exercise_service(opts: &ServiceOptions) {
     }
     let _ = opts.server_sni();
     let _ = opts.key_file();
-    if let Some(protocol) = opts.protocol.and_then(rstunnel::protocol::find) {
-        let _ = rstunnel::protocol::unsupported_on(protocol, opts.client);
+    if let Some(protocol) = opts.protocol.and_then(rstunnel::config::protocol_names::find) {
+        let _ = rstunnel::config::protocol_names::unsupported_on(protocol, opts.client);
     }
 }
 

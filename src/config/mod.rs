@@ -4,13 +4,18 @@
 //! `parse` applies the option table (`options`) into `types::Config` with inheritance and
 //! stunnel's checks, and the runtime (in `service`/`tls`) builds sockets and TLS contexts
 //! from it. This module reads the configuration file and its include directories and
-//! nothing else: no OpenSSL, no sockets, no certificates.
+//! nothing else: no sockets, no certificates, and of OpenSSL only the names of its
+//! settings (`crate::openssl_names`). It imports only leaf modules (`log`,
+//! `openssl_names`), so every other layer may take its types.
 
 pub mod error;
 pub mod lexer;
 pub mod options;
 mod parse;
+pub mod protocol_names;
+pub mod sockopt;
 pub mod types;
+pub mod url;
 pub mod values;
 
 #[cfg(test)]

@@ -372,14 +372,15 @@ fn set_setgid(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
 /// `OCSP = URL`: only the scheme and authority are checked here; `https://` is accepted
 /// (stunnel does) but tls treats such a responder as giving no answer.
 fn set_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
-    crate::tls::ocsp::ResponderUrl::parse(value)?;
+    super::url::ResponderUrl::parse(value)?;
     t.service.ocsp_url = Some(value.to_string());
     Ok(())
 }
 
 /// Each line adds one flag; flags are never cleared (stunnel ORs them together).
 fn add_ocsp_flag(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
-    let name = crate::tls::ocsp::flag_name(value).ok_or(ValueError::Illegal("OCSP flag"))?;
+    let name =
+        crate::openssl_names::ocsp_flag_name(value).ok_or(ValueError::Illegal("OCSP flag"))?;
     t.service.ocsp_flags.push(name);
     Ok(())
 }
@@ -420,7 +421,7 @@ fn set_retry(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
 
 fn set_protocol(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.protocol = Some(
-        crate::protocol::find(value)
+        super::protocol_names::find(value)
             .ok_or(ValueError::Unsupported("protocol"))?
             .name,
     );
@@ -449,7 +450,7 @@ fn add_ssl_option(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
         Some(name) => (false, name),
         None => (true, value),
     };
-    let name = crate::tls::compat::ssl_option(name)?;
+    let name = crate::openssl_names::ssl_option(name)?;
     t.service.ssl_options.push(SslOptionEdit { name, set });
     Ok(())
 }
@@ -473,9 +474,7 @@ fn set_service(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
 }
 
 fn add_socket_option(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
-    t.service
-        .socket_options
-        .push(crate::net::sockopt::parse(value)?);
+    t.service.socket_options.push(super::sockopt::parse(value)?);
     Ok(())
 }
 
@@ -983,7 +982,7 @@ mod tests {
         let (_, s) = apply("socket", "r:SO_KEEPALIVE=yes").unwrap();
         assert_eq!(
             s.socket_options.len(),
-            crate::net::sockopt::defaults().len() + 1
+            crate::config::sockopt::defaults().len() + 1
         );
         assert_eq!(
             apply("socket", "r:NOPE=1").unwrap_err(),

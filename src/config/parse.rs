@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::error::{CheckError, ConfigError, LineError};
 use super::lexer::{self, LineKind, RawLine};
 use super::options::{self, Handler, Names, Scope, Target};
+use super::protocol_names;
 use super::types::{Config, Foreground, GlobalOptions, ServiceOptions};
 
 /// `include` inside included files is allowed; this bounds a directory that includes itself.
@@ -254,8 +255,8 @@ fn check_service(
 
 /// A `protocol` that this side cannot speak, or an authentication it does not have.
 fn protocol_problem(service: &ServiceOptions) -> Option<String> {
-    let protocol = crate::protocol::find(service.protocol?)?;
-    if let Some(message) = crate::protocol::unsupported_on(protocol, service.client) {
+    let protocol = protocol_names::find(service.protocol?)?;
+    if let Some(message) = protocol_names::unsupported_on(protocol, service.client) {
         return Some(message);
     }
     match (protocol.name, service.protocol_authentication) {

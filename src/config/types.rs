@@ -157,7 +157,7 @@ pub struct ServiceOptions {
     pub session_resume: bool,
     /// `logId`: how connections are numbered in log lines.
     pub log_id: LogId,
-    /// `protocol`: the clear-text exchange before TLS (a name from `protocol::PROTOCOLS`).
+    /// `protocol`: the clear-text exchange before TLS (a name from `protocol_names::PROTOCOL_NAMES`).
     pub protocol: Option<&'static str>,
     pub protocol_host: Option<String>,
     pub protocol_username: Option<String>,
@@ -221,7 +221,7 @@ pub struct ServiceOptions {
     /// Thread stack size in bytes for this service's session threads.
     pub stack: usize,
     /// `socket` lines after stunnel's defaults, in order (a later one wins).
-    pub socket_options: Vec<crate::net::sockopt::SocketOption>,
+    pub socket_options: Vec<super::sockopt::SocketOption>,
     /// `OCSP = URL`: the responder for peer certificates (and, on a server, for stapling
     /// our own); checked as `http://` or `https://` when read.
     pub ocsp_url: Option<String>,
@@ -290,7 +290,7 @@ impl Default for ServiceOptions {
             debug_level: Level::Notice,
             timeouts: Timeouts::default(),
             stack: 65536,
-            socket_options: crate::net::sockopt::defaults(),
+            socket_options: super::sockopt::defaults(),
             ocsp_url: None,
             ocsp_aia: false,
             ocsp_flags: Vec::new(),

@@ -1,7 +1,8 @@
-//! Everything that differs between OpenSSL versions, in one place:
-//! option bits by stunnel's names, how an EOF without close_notify is reported, TLS 1.3
-//! (1.1.1+), the FFI calls the `openssl` crate does not wrap. The rest of the code calls
-//! plain functions.
+//! What differs between OpenSSL versions in how rstunnel uses the library: how an EOF
+//! without close_notify is reported, TLS 1.3 (1.1.1+), the FFI calls the `openssl` crate
+//! does not wrap. The rest of the code calls plain functions. The one other file with
+//! version `#[cfg]`s is `src/openssl_names.rs`: the `options =` names and bits, which
+//! `config` checks while parsing and so cannot take from `tls`.
 //!
 //! The `#[cfg]`s are set by build.rs from the headers openssl-sys found: `ossl110`,
 //! `ossl110h`, `ossl111`, `ossl300` (OpenSSL at or above that version) and `libressl`.
@@ -16,190 +17,7 @@ use openssl::ssl::{ErrorCode, SslContextBuilder, SslOptions, SslVersion};
 use openssl_sys as ffi;
 
 use crate::config::values::TlsVersion;
-
-/// OpenSSL option names as `options =` accepts them (stunnel lists them with `-options`),
-/// with their bits in the linked OpenSSL. Obsolete names that OpenSSL keeps as 0 are
-/// accepted and do nothing, as in stunnel. Names the linked OpenSSL does not have are left
-/// out (as stunnel compiles them out) and listed in `SSL_OPTIONS_NEWER` instead; the raw
-/// bits are those of `ssl.h` where openssl-sys only binds the constant for newer versions.
-#[allow(clippy::unnecessary_cast)] // the constants' type differs between OpenSSL versions
-pub const SSL_OPTION_NAMES: &[(&str, u64)] = &[
-    ("ALL", ffi::SSL_OP_ALL as u64),
-    #[cfg(ossl300)]
-    ("ALLOW_CLIENT_RENEGOTIATION", 0x0000_0100),
-    #[cfg(ossl111)]
-    ("ALLOW_NO_DHE_KEX", 0x0000_0400),
-    (
-        "ALLOW_UNSAFE_LEGACY_RENEGOTIATION",
-        ffi::SSL_OP_ALLOW_UNSAFE_LEGACY_RENEGOTIATION as u64,
-    ),
-    (
-        "CIPHER_SERVER_PREFERENCE",
-        ffi::SSL_OP_CIPHER_SERVER_PREFERENCE as u64,
-    ),
-    ("CISCO_ANYCONNECT", ffi::SSL_OP_CISCO_ANYCONNECT as u64),
-    #[cfg(ossl300)]
-    ("CLEANSE_PLAINTEXT", 0x0000_0002),
-    ("COOKIE_EXCHANGE", ffi::SSL_OP_COOKIE_EXCHANGE as u64),
-    (
-        "CRYPTOPRO_TLSEXT_BUG",
-        ffi::SSL_OP_CRYPTOPRO_TLSEXT_BUG as u64,
-    ),
-    #[cfg(ossl300)]
-    ("DISABLE_TLSEXT_CA_NAMES", 0x0000_0200),
-    (
-        "DONT_INSERT_EMPTY_FRAGMENTS",
-        ffi::SSL_OP_DONT_INSERT_EMPTY_FRAGMENTS as u64,
-    ),
-    #[cfg(ossl300)]
-    ("ENABLE_KTLS", 0x0000_0008),
-    #[cfg(ossl111)]
-    (
-        "ENABLE_MIDDLEBOX_COMPAT",
-        ffi::SSL_OP_ENABLE_MIDDLEBOX_COMPAT as u64,
-    ),
-    ("EPHEMERAL_RSA", 0),
-    #[cfg(ossl300)]
-    ("IGNORE_UNEXPECTED_EOF", 0x0000_0080),
-    (
-        "LEGACY_SERVER_CONNECT",
-        ffi::SSL_OP_LEGACY_SERVER_CONNECT as u64,
-    ),
-    (
-        "MICROSOFT_BIG_SSLV3_BUFFER",
-        ffi::SSL_OP_MICROSOFT_BIG_SSLV3_BUFFER as u64,
-    ),
-    (
-        "MICROSOFT_SESS_ID_BUG",
-        ffi::SSL_OP_MICROSOFT_SESS_ID_BUG as u64,
-    ),
-    ("MSIE_SSLV2_RSA_PADDING", 0),
-    ("NETSCAPE_CA_DN_BUG", 0),
-    (
-        "NETSCAPE_CHALLENGE_BUG",
-        ffi::SSL_OP_NETSCAPE_CHALLENGE_BUG as u64,
-    ),
-    ("NETSCAPE_DEMO_CIPHER_CHANGE_BUG", 0),
-    (
-        "NETSCAPE_REUSE_CIPHER_CHANGE_BUG",
-        ffi::SSL_OP_NETSCAPE_REUSE_CIPHER_CHANGE_BUG as u64,
-    ),
-    #[cfg(ossl111)]
-    ("NO_ANTI_REPLAY", 0x0100_0000),
-    ("NO_COMPRESSION", ffi::SSL_OP_NO_COMPRESSION as u64),
-    (
-        "NO_DTLS_MASK",
-        (ffi::SSL_OP_NO_DTLSv1 | ffi::SSL_OP_NO_DTLSv1_2) as u64,
-    ),
-    ("NO_DTLSv1", ffi::SSL_OP_NO_DTLSv1 as u64),
-    ("NO_DTLSv1_2", ffi::SSL_OP_NO_DTLSv1_2 as u64),
-    #[cfg(ossl111)]
-    ("NO_ENCRYPT_THEN_MAC", 0x0008_0000),
-    #[cfg(ossl300)]
-    ("NO_EXTENDED_MASTER_SECRET", 0x0000_0001),
-    ("NO_QUERY_MTU", ffi::SSL_OP_NO_QUERY_MTU as u64),
-    #[cfg(ossl110h)]
-    ("NO_RENEGOTIATION", ffi::SSL_OP_NO_RENEGOTIATION as u64),
-    (
-        "NO_SESSION_RESUMPTION_ON_RENEGOTIATION",
-        ffi::SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION as u64,
-    ),
-    #[cfg(ossl110)]
-    ("NO_SSL_MASK", ffi::SSL_OP_NO_SSL_MASK as u64),
-    ("NO_SSLv2", ffi::SSL_OP_NO_SSLv2 as u64),
-    ("NO_SSLv3", ffi::SSL_OP_NO_SSLv3 as u64),
-    ("NO_TICKET", ffi::SSL_OP_NO_TICKET as u64),
-    ("NO_TLSv1", ffi::SSL_OP_NO_TLSv1 as u64),
-    ("NO_TLSv1_1", ffi::SSL_OP_NO_TLSv1_1 as u64),
-    ("NO_TLSv1_2", ffi::SSL_OP_NO_TLSv1_2 as u64),
-    #[cfg(any(ossl111, libressl))]
-    ("NO_TLSv1_3", ffi::SSL_OP_NO_TLSv1_3 as u64),
-    ("PKCS1_CHECK_1", 0),
-    ("PKCS1_CHECK_2", 0),
-    #[cfg(ossl111)]
-    ("PRIORITIZE_CHACHA", ffi::SSL_OP_PRIORITIZE_CHACHA as u64),
-    #[cfg(ossl110)]
-    (
-        "SAFARI_ECDHE_ECDSA_BUG",
-        ffi::SSL_OP_SAFARI_ECDHE_ECDSA_BUG as u64,
-    ),
-    ("SINGLE_DH_USE", ffi::SSL_OP_SINGLE_DH_USE as u64),
-    ("SINGLE_ECDH_USE", ffi::SSL_OP_SINGLE_ECDH_USE as u64),
-    (
-        "SSLEAY_080_CLIENT_DH_BUG",
-        ffi::SSL_OP_SSLEAY_080_CLIENT_DH_BUG as u64,
-    ),
-    ("SSLREF2_REUSE_CERT_TYPE_BUG", 0),
-    (
-        "TLS_BLOCK_PADDING_BUG",
-        ffi::SSL_OP_TLS_BLOCK_PADDING_BUG as u64,
-    ),
-    ("TLS_D5_BUG", ffi::SSL_OP_TLS_D5_BUG as u64),
-    ("TLSEXT_PADDING", ffi::SSL_OP_TLSEXT_PADDING as u64),
-    ("TLS_ROLLBACK_BUG", ffi::SSL_OP_TLS_ROLLBACK_BUG as u64),
-];
-
-/// Option names of newer OpenSSL versions that the linked one does not have, with the
-/// version that brought them (from `ssl.h` of 1.1.1 and 3.0).
-pub const SSL_OPTIONS_NEWER: &[(&str, &str)] = &[
-    #[cfg(not(ossl300))]
-    ("ALLOW_CLIENT_RENEGOTIATION", "OpenSSL 3.0"),
-    #[cfg(not(ossl111))]
-    ("ALLOW_NO_DHE_KEX", "OpenSSL 1.1.1"),
-    #[cfg(not(ossl300))]
-    ("CLEANSE_PLAINTEXT", "OpenSSL 3.0"),
-    #[cfg(not(ossl300))]
-    ("DISABLE_TLSEXT_CA_NAMES", "OpenSSL 3.0"),
-    #[cfg(not(ossl300))]
-    ("ENABLE_KTLS", "OpenSSL 3.0"),
-    #[cfg(not(ossl111))]
-    ("ENABLE_MIDDLEBOX_COMPAT", "OpenSSL 1.1.1"),
-    #[cfg(not(ossl300))]
-    ("IGNORE_UNEXPECTED_EOF", "OpenSSL 3.0"),
-    #[cfg(not(ossl111))]
-    ("NO_ANTI_REPLAY", "OpenSSL 1.1.1"),
-    #[cfg(not(ossl111))]
-    ("NO_ENCRYPT_THEN_MAC", "OpenSSL 1.1.1"),
-    #[cfg(not(ossl300))]
-    ("NO_EXTENDED_MASTER_SECRET", "OpenSSL 3.0"),
-    #[cfg(not(ossl110h))]
-    ("NO_RENEGOTIATION", "OpenSSL 1.1.0h"),
-    #[cfg(not(ossl110))]
-    ("NO_SSL_MASK", "OpenSSL 1.1.0"),
-    #[cfg(not(any(ossl111, libressl)))]
-    ("NO_TLSv1_3", "OpenSSL 1.1.1"),
-    #[cfg(not(ossl111))]
-    ("PRIORITIZE_CHACHA", "OpenSSL 1.1.1"),
-    #[cfg(not(ossl110))]
-    ("SAFARI_ECDHE_ECDSA_BUG", "OpenSSL 1.1.0"),
-];
-
-/// The canonical spelling of an `options` name (case-insensitive), if OpenSSL has it.
-pub fn ssl_option_name(name: &str) -> Option<&'static str> {
-    SSL_OPTION_NAMES
-        .iter()
-        .find(|(known, _)| known.eq_ignore_ascii_case(name))
-        .map(|&(known, _)| known)
-}
-
-/// `options = NAME`: the canonical name, or why it cannot be used: unknown ("Illegal TLS
-/// option", stunnel's words), or only in a newer OpenSSL than the linked one (named, with
-/// the version that has it, so an old distribution's user knows it is not a typo).
-pub fn ssl_option(name: &str) -> Result<&'static str, String> {
-    if let Some(known) = ssl_option_name(name) {
-        return Ok(known);
-    }
-    match SSL_OPTIONS_NEWER
-        .iter()
-        .find(|(newer, _)| newer.eq_ignore_ascii_case(name))
-    {
-        Some((newer, since)) => Err(format!(
-            "TLS option {newer} needs {since} or later; rstunnel is linked with {}",
-            running_version()
-        )),
-        None => Err("Illegal TLS option".to_string()),
-    }
-}
+use crate::openssl_names::running_version;
 
 /// `sslVersion*`, `ciphersuites`: whether the linked library speaks TLS 1.3.
 pub const HAS_TLS13: bool = cfg!(any(ossl111, libressl));
@@ -312,15 +130,6 @@ pub fn tls13_missing(setting: &str) -> String {
     )
 }
 
-/// The bits of a canonical option name.
-pub fn ssl_option_bits(name: &str) -> SslOptions {
-    let bits = SSL_OPTION_NAMES
-        .iter()
-        .find(|(known, _)| *known == name)
-        .map_or(0, |&(_, bits)| bits);
-    SslOptions::from_bits_retain(bits as _)
-}
-
 /// What an `ssl_read` error means for the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadEnd {
@@ -420,41 +229,6 @@ pub fn no_renegotiation() -> SslOptions {
     options
 }
 
-/// Runtime OpenSSL version text, for `-version`.
-pub fn running_version() -> &'static str {
-    openssl::version::version()
-}
-
-/// The OpenSSL version the crate was built against (the headers' OPENSSL_VERSION_NUMBER,
-/// passed on by build.rs), as "OpenSSL 1.1.1w" or "OpenSSL 3.0.19".
-pub fn built_version() -> String {
-    let number = |text: &str| u64::from_str_radix(text, 16).unwrap_or(0);
-    let libressl = number(env!("RSTUNNEL_LIBRESSL_VERSION_NUMBER"));
-    if libressl != 0 {
-        return format!("LibreSSL {}", version_text(libressl, false));
-    }
-    format!(
-        "OpenSSL {}",
-        version_text(number(env!("RSTUNNEL_OPENSSL_VERSION_NUMBER")), true)
-    )
-}
-
-/// OPENSSL_VERSION_NUMBER as text. From 3.0 on it is 0xMNN00PP0 (major, minor, patch);
-/// before, and in LibreSSL, 0xMNNFFPPS (major, minor, fix, then the patch letter that
-/// OpenSSL 1.x appends: 1 is "a").
-fn version_text(n: u64, openssl: bool) -> String {
-    let (major, minor) = (n >> 28, (n >> 20) & 0xff);
-    if openssl && major >= 3 {
-        return format!("{major}.{minor}.{}", (n >> 4) & 0xff);
-    }
-    let fix = (n >> 12) & 0xff;
-    let letter = (n >> 4) & 0xff;
-    match u8::try_from(letter) {
-        Ok(l @ 1..=26) if openssl => format!("{major}.{minor}.{fix}{}", char::from(b'a' + l - 1)),
-        _ => format!("{major}.{minor}.{fix}"),
-    }
-}
-
 extern "C" {
     // Present as a function in OpenSSL 1.0.2 through 3.x; openssl-sys does not bind it.
     fn SSL_CTX_set_timeout(ctx: *mut ffi::SSL_CTX, seconds: libc::c_long) -> libc::c_long;
@@ -506,58 +280,6 @@ pub fn in_handshake(ssl: &openssl::ssl::SslRef) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn version_numbers_as_text() {
-        assert_eq!(version_text(0x1010_117f, true), "1.1.1w");
-        assert_eq!(version_text(0x1010_009f, true), "1.1.0i");
-        assert_eq!(version_text(0x1010_1000, true), "1.1.1");
-        assert_eq!(version_text(0x3000_0130, true), "3.0.19");
-        assert_eq!(version_text(0x3050_0010, true), "3.5.1");
-        assert_eq!(version_text(0x3080_200f, false), "3.8.2");
-    }
-
-    #[test]
-    fn built_version_is_the_running_major_and_minor() {
-        // The same library at build and run time (a distribution's libssl1.1 and libssl3
-        // have different sonames), so major.minor always agree.
-        let built = built_version();
-        let major_minor = built.rsplit_once('.').map_or(built.as_str(), |(mm, _)| mm);
-        assert!(
-            running_version().starts_with(&format!("{major_minor}.")),
-            "built {built}, running {}",
-            running_version()
-        );
-    }
-
-    #[test]
-    fn option_tables_are_disjoint_and_unique() {
-        let mut names: Vec<&str> = SSL_OPTION_NAMES.iter().map(|(n, _)| *n).collect();
-        names.extend(SSL_OPTIONS_NEWER.iter().map(|(n, _)| *n));
-        let count = names.len();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), count, "a name is listed twice");
-    }
-
-    #[test]
-    fn option_lookup() {
-        assert_eq!(ssl_option("no_tlsv1"), Ok("NO_TLSv1"));
-        assert_eq!(ssl_option("NO_TLSv1.1"), Err("Illegal TLS option".into()));
-        #[cfg(ossl300)]
-        assert_eq!(ssl_option("enable_ktls"), Ok("ENABLE_KTLS"));
-        #[cfg(not(ossl300))]
-        {
-            let e = ssl_option("enable_ktls").unwrap_err();
-            assert!(
-                e.contains("ENABLE_KTLS") && e.contains("OpenSSL 3.0"),
-                "{e}"
-            );
-            assert!(e.contains(running_version()), "{e}");
-        }
-        #[cfg(ossl111)]
-        assert_eq!(ssl_option("NO_TLSv1_3"), Ok("NO_TLSv1_3"));
-    }
 
     #[test]
     fn tls13_where_the_library_has_it() {

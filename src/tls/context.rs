@@ -2,11 +2,9 @@
 //! ciphers `HIGH:!aNULL:!SSLv2:!DH:!kDHEPSK`, its TLS 1.3 suites and curves, security
 //! level 2, no SSLv2/SSLv3; renegotiation is always refused (relay rule 7, src/relay.rs).
 
-use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
 use openssl::ssl::{
     Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode, SslRef, SslSession,
@@ -15,6 +13,8 @@ use openssl::ssl::{
 use openssl::x509::X509;
 
 use super::compat;
+use super::error::TlsSetupError;
+use super::files::warn_if_world_readable;
 use super::psk::{self, PskTable};
 use super::verify::{self, VerifyPolicy};
 use crate::config::values::TlsVersion;
@@ -26,42 +26,10 @@ pub const DEFAULT_CIPHERSUITES: &str =
 pub const DEFAULT_CURVES: &str = compat::DEFAULT_CURVES;
 pub const DEFAULT_SECURITY_LEVEL: u32 = 2;
 
-/// Why a service's TLS context could not be built. Displayed as one line naming the file
-/// or setting and OpenSSL's reason.
-#[derive(Debug)]
-pub struct TlsSetupError {
-    pub what: String,
-    pub source: Option<ErrorStack>,
-}
-
-impl TlsSetupError {
-    pub(crate) fn new(what: impl Into<String>, source: ErrorStack) -> Self {
-        TlsSetupError {
-            what: what.into(),
-            source: Some(source),
-        }
-    }
-    pub(crate) fn plain(what: impl Into<String>) -> Self {
-        TlsSetupError {
-            what: what.into(),
-            source: None,
-        }
-    }
-}
-
-impl fmt::Display for TlsSetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.what)?;
-        if let Some(stack) = &self.source {
-            for e in stack.errors() {
-                write!(f, ": {}", e.reason().unwrap_or("unknown OpenSSL error"))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for TlsSetupError {}
+/// The buffer OpenSSL reads ahead into, per connection: four full TLS records, the size of
+/// one relay buffer (`relay::BUFFER_SIZE` is defined as this; relay rule 9, src/relay.rs),
+/// so that one `ssl_read` can fill a relay buffer.
+pub const READ_AHEAD_SIZE: usize = 64 * 1024;
 
 /// `setting = version` as OpenSSL's version; an error where the linked OpenSSL lacks it.
 fn openssl_version(v: TlsVersion, setting: &str) -> Result<SslVersion, TlsSetupError> {
@@ -231,7 +199,7 @@ fn apply_protocol_settings(
 ) -> Result<(), TlsSetupError> {
     let mut options = compat::baseline_options();
     for edit in &opts.ssl_options {
-        let bits = compat::ssl_option_bits(edit.name);
+        let bits = crate::openssl_names::ssl_option_bits(edit.name);
         if edit.set {
             options |= bits;
         } else {
@@ -253,7 +221,7 @@ fn apply_protocol_settings(
     // buffer size), not a 5-byte header and then the body of each record. The relay
     // already treats data buffered inside OpenSSL as readable (relay rule 3).
     ctx.set_read_ahead(true);
-    compat::set_read_buffer_len(ctx, crate::relay::BUFFER_SIZE);
+    compat::set_read_buffer_len(ctx, READ_AHEAD_SIZE);
     let min = opts
         .ssl_version_min
         .map(|v| openssl_version(v, "sslVersionMin"));
@@ -334,7 +302,7 @@ fn load_identity(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(
     ctx.set_certificate_chain_file(cert)
         .map_err(|e| TlsSetupError::new(format!("cert = {}", cert.display()), e))?;
     let key_path = opts.key_file().unwrap_or(cert);
-    super::warn_if_world_readable(key_path);
+    warn_if_world_readable(key_path);
     let key = load_private_key(key_path)?;
     ctx.set_private_key(&key)
         .map_err(|e| TlsSetupError::new(format!("key = {}", key_path.display()), e))?;
@@ -382,7 +350,7 @@ fn load_pkcs12(ctx: &mut SslContextBuilder, path: &Path) -> Result<(), TlsSetupE
             what()
         )));
     };
-    super::warn_if_world_readable(path);
+    warn_if_world_readable(path);
     ctx.set_certificate(&cert)
         .map_err(|e| TlsSetupError::new(what(), e))?;
     for ca in parsed.ca.into_iter().flatten() {
@@ -553,7 +521,7 @@ pub fn describe_session(ssl: &SslRef, server: bool) -> Vec<String> {
 
 /// A peer certificate's subject as one line (`CN=host, O=org`), for logs.
 pub fn subject_line(cert: &X509) -> String {
-    verify::name_line(cert.subject_name())
+    super::names::name_line(cert.subject_name())
 }
 
 #[cfg(test)]

@@ -1,24 +1,18 @@
 //! TLS: OpenSSL contexts built from a service's options (`context`), peer-certificate
-//! policy (`verify`), and the version-specific bits (`compat`). Certificates and keys are
-//! loaded here at startup, so a bad file is a startup error, never a per-connection
-//! surprise. Performs no socket I/O.
+//! policy (`verify`), revocation checks and stapling (`ocsp`), pre-shared keys (`psk`), and
+//! the version-specific bits (`compat`); `error`, `files` and `names` are leaves the others
+//! share. Certificates and keys are loaded here at startup, so a bad file is a startup
+//! error, never a per-connection surprise. The one socket I/O is `ocsp`'s: HTTP to OCSP
+//! responders, at startup (stapling) and inside handshakes.
 
 pub mod compat;
 pub mod context;
+pub mod error;
+mod files;
+mod names;
 pub mod ocsp;
 pub mod psk;
 pub mod verify;
 
-pub use context::{
-    build_context, describe_session, sni_matches, ServiceTls, TlsSetupError, VirtualHost,
-};
-
-/// stunnel's LOG4 `Insecure file permissions on FILE` for key material others can read.
-pub fn warn_if_world_readable(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o007 != 0 {
-            log_warning!("Insecure file permissions on {}", path.display());
-        }
-    }
-}
+pub use context::{build_context, describe_session, sni_matches, ServiceTls, VirtualHost};
+pub use error::TlsSetupError;

@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use super::context::TlsSetupError;
+use super::error::TlsSetupError;
+use super::files::warn_if_world_readable;
 
 /// OpenSSL's limit on an identity (PSK_MAX_IDENTITY_LEN).
 pub const MAX_IDENTITY_LEN: usize = 128;
@@ -64,7 +65,7 @@ impl PskTable {
 
     /// Reads a secrets file, warning when others may read it.
     pub fn load(path: &Path) -> Result<PskTable, TlsSetupError> {
-        crate::tls::warn_if_world_readable(path);
+        warn_if_world_readable(path);
         let text = std::fs::read_to_string(path)
             .map_err(|e| TlsSetupError::plain(format!("PSKsecrets = {}: {e}", path.display())))?;
         PskTable::parse(&path.display().to_string(), &text)

@@ -7,12 +7,14 @@ use foreign_types::ForeignTypeRef;
 use openssl::ex_data::Index;
 use openssl::ssl::Ssl;
 use openssl::x509::X509StoreContext;
-use openssl::x509::{X509NameRef, X509Ref, X509StoreContextRef, X509};
+use openssl::x509::{X509Ref, X509StoreContextRef, X509};
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use super::context::TlsSetupError;
+use super::error::TlsSetupError;
+/// Kept here for the callers that name it as `tls::verify::name_line` (session.rs).
+pub use super::names::name_line;
 use crate::config::ServiceOptions;
 
 pub struct VerifyPolicy {
@@ -214,16 +216,4 @@ fn verdict(policy: &VerifyPolicy, preverified: bool, store: &mut X509StoreContex
         }
     }
     true
-}
-
-/// `C=US, O=Org, CN=name`: every entry of a name, in order.
-pub fn name_line(name: &X509NameRef) -> String {
-    name.entries()
-        .map(|entry| {
-            let key = entry.object().nid().short_name().unwrap_or("?");
-            let value = entry.data().to_string().unwrap_or_else(|_| "?".into());
-            format!("{key}={value}")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
