@@ -517,6 +517,12 @@ impl Shared {
         }
     }
 
+    /// `wait` for the TLS socket to be ready for what an SSL call by `me` asked, with data
+    /// in hand (so under TIMEOUTidle, rule 8).
+    fn wait_for_tls(&self, me: Pump, events: libc::c_short, seq_before: u64) -> Woke {
+        self.wait(me, self.tls_fd(events), events, Some(seq_before), false)
+    }
+
     fn check_timers(&self, awaiting_input: bool) -> Woke {
         let limit = self.limit(awaiting_input);
         let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
@@ -936,13 +942,7 @@ fn write_all_tls(s: &Shared, data: &[u8]) -> bool {
             }
             Err(e) => match want_events(e.code()) {
                 Some(events) => {
-                    if let Woke::Stop = s.wait(
-                        Pump::Writer,
-                        s.tls_fd(events),
-                        events,
-                        Some(seq_before),
-                        false,
-                    ) {
+                    if let Woke::Stop = s.wait_for_tls(Pump::Writer, events, seq_before) {
                         return false;
                     }
                 }
@@ -999,13 +999,7 @@ fn send_close_notify(s: &Shared) {
             Err(e) => e,
         };
         if let Some(events) = want_events(e.code()) {
-            if let Woke::Stop = s.wait(
-                Pump::Writer,
-                s.tls_fd(events),
-                events,
-                Some(seq_before),
-                false,
-            ) {
+            if let Woke::Stop = s.wait_for_tls(Pump::Writer, events, seq_before) {
                 break;
             }
         } else if in_handshake {

@@ -1043,6 +1043,18 @@ fn pause_with_clients_held(
     ca: &std::path::Path,
     n: usize,
 ) -> (TcpStream, Vec<ClientThread>) {
+    pause_with_clients_held_after(t, target, ca, n, || ())
+}
+
+/// `pause_with_clients_held`, with `first` run once the service checks, before the clients
+/// arrive (what it returns is kept alive until the pause).
+fn pause_with_clients_held_after<T>(
+    t: &Tunnel,
+    target: &Blackhole,
+    ca: &std::path::Path,
+    n: usize,
+    first: impl FnOnce() -> T,
+) -> (TcpStream, Vec<ClientThread>) {
     target.accept_all(); // the startup probe
     let mut a = tls_connect(t.addr("srv"), ca).unwrap_or_else(|e| t.fail(&format!("{e:?}")));
     a.write_all(b"a\n").unwrap();
@@ -1060,10 +1072,12 @@ fn pause_with_clients_held(
     let filler = TcpStream::connect(target.addr).unwrap();
     reset(a_far);
     t.wait_for_log("checking it before accepting again", WAIT);
+    let kept = first();
     let clients = (0..n)
         .map(|i| client_sending(t.addr("srv"), ca, format!("client {i}\n")))
         .collect();
     t.wait_for_log("Service [srv] paused: ", WAIT);
+    drop(kept);
     (filler, clients)
 }
 
@@ -1080,6 +1094,37 @@ fn held_tunnel_on_fixed_port(dir: &TestDir, pki: &Pki, target: &Blackhole) -> Tu
             pki.server.combined.display()
         ),
     )
+}
+
+/// After a canary's fate: which clients were served (their handshake done) and which are
+/// still held, checked against `expected` (served, held); returns the held ones.
+fn still_held(
+    t: &Tunnel,
+    clients: Vec<ClientThread>,
+    expected: (usize, usize),
+    what: &str,
+) -> Vec<(usize, ClientThread)> {
+    std::thread::sleep(Duration::from_millis(300));
+    let (served, held): (Vec<_>, Vec<_>) = clients
+        .into_iter()
+        .enumerate()
+        .partition(|(_, c)| c.is_finished());
+    assert_eq!(
+        (served.len(), held.len()),
+        expected,
+        "{what}: {}",
+        t.log_text()
+    );
+    held
+}
+
+/// The target takes connections again: every client in `held` gets its line through.
+fn serve_the_held(t: &Tunnel, target: &Blackhole, held: Vec<(usize, ClientThread)>) {
+    let lines: Vec<String> = held.iter().map(|(i, _)| format!("client {i}\n")).collect();
+    target.collect_lines(t, &lines.iter().map(String::as_str).collect::<Vec<_>>());
+    for (_, c) in held {
+        c.join().unwrap().unwrap_or_else(|e| t.fail(&e));
+    }
 }
 
 fn held_tunnel(dir: &TestDir, pki: &Pki, target: &Blackhole) -> Tunnel {
@@ -1255,16 +1300,12 @@ fn after_a_resume_the_first_connection_goes_alone() {
     drop(target.accept_all());
     t.wait_for_log("Service [srv] resumed after ", WAIT);
     t.wait_for_logs("Service [srv] paused: ", 2, WAIT);
-    std::thread::sleep(Duration::from_millis(300));
     // The clients raced to connect: whichever was accepted first is the canary.
-    let (canary, rest): (Vec<_>, Vec<_>) = clients
-        .drain(..)
-        .enumerate()
-        .partition(|(_, c)| c.is_finished());
-    assert_eq!(
-        (canary.len(), rest.len()),
+    let held = still_held(
+        &t,
+        clients,
         (1, 2),
-        "the canary alone was served, the other two are still held"
+        "the canary alone was served, the other two are still held",
     );
     let listed = usr2_listing(&t);
     assert!(
@@ -1273,11 +1314,7 @@ fn after_a_resume_the_first_connection_goes_alone() {
             .any(|l| l.contains("Service [srv]: 2 connection(s) held on")),
         "{listed:#?}"
     );
-    let lines: Vec<String> = rest.iter().map(|(i, _)| format!("client {i}\n")).collect();
-    target.collect_lines(&t, &lines.iter().map(String::as_str).collect::<Vec<_>>());
-    for (_, c) in rest {
-        c.join().unwrap().unwrap_or_else(|e| t.fail(&e));
-    }
+    serve_the_held(&t, &target, held);
 }
 
 /// A second read of F4: the oldest held connection's client gave up during the pause, so
@@ -1292,55 +1329,27 @@ fn a_canary_whose_client_gave_up_passes_the_turn_on() {
     let pki = Pki::new(&dir);
     let target = Blackhole::new();
     let t = held_tunnel(&dir, &pki, &target);
-    target.accept_all(); // the startup probe
-    let mut a =
-        tls_connect(t.addr("srv"), &pki.ca_file).unwrap_or_else(|e| t.fail(&format!("{e:?}")));
-    a.write_all(b"a\n").unwrap();
-    let deadline = Instant::now() + WAIT;
-    let a_far = loop {
-        if let Some(s) = target.accept_all().pop() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "session A never reached the target"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let _filler = TcpStream::connect(target.addr).unwrap();
-    reset(a_far);
-    t.wait_for_log("checking it before accepting again", WAIT);
-    // First in the backlog: a client that will give up.
-    let stale = TcpStream::connect(t.addr("srv")).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let clients: Vec<ClientThread> = (0..2)
-        .map(|i| client_sending(t.addr("srv"), &pki.ca_file, format!("client {i}\n")))
-        .collect();
-    t.wait_for_log("Service [srv] paused: ", WAIT);
+    // First in the backlog: a client that gives up (it closes once the pause held it).
+    let stale = std::cell::RefCell::new(None);
+    let (_filler, clients) = pause_with_clients_held_after(&t, &target, &pki.ca_file, 2, || {
+        *stale.borrow_mut() = Some(TcpStream::connect(t.addr("srv")).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    });
     t.wait_for_log("3 connection(s) waiting on", WAIT);
-    drop(stale);
+    drop(stale.take());
     std::thread::sleep(Duration::from_millis(100));
     // Room for one connection in the target's queue: the next probe's.
     drop(target.accept_all());
     t.wait_for_log("Service [srv] resumed after ", WAIT);
     t.wait_for_logs("Service [srv] paused: ", 2, WAIT);
-    std::thread::sleep(Duration::from_millis(300));
-    let (served, rest): (Vec<_>, Vec<_>) = clients
-        .into_iter()
-        .enumerate()
-        .partition(|(_, c)| c.is_finished());
-    assert_eq!(
-        (served.len(), rest.len()),
+    let held = still_held(
+        &t,
+        clients,
         (1, 1),
-        "after the stale canary, one more canary and no more: {}",
-        t.log_text()
+        "after the stale canary, one more canary and no more",
     );
     assert!(t.has_log("the first held connection ended before reaching the far side"));
-    let lines: Vec<String> = rest.iter().map(|(i, _)| format!("client {i}\n")).collect();
-    target.collect_lines(&t, &lines.iter().map(String::as_str).collect::<Vec<_>>());
-    for (_, c) in rest {
-        c.join().unwrap().unwrap_or_else(|e| t.fail(&e));
-    }
+    serve_the_held(&t, &target, held);
 }
 
 /// A second read of F4: a reload during a canary's wait started the new listener thread
@@ -1360,17 +1369,11 @@ fn a_reload_during_the_canary_wait_keeps_the_rest_held() {
     t.signal(libc::SIGHUP);
     t.wait_for_log("Configuration reloaded", WAIT);
     t.wait_for_logs("Service [srv] paused: ", 2, Duration::from_secs(15));
-    std::thread::sleep(Duration::from_millis(300));
-    let (served, rest): (Vec<_>, Vec<_>) = clients
-        .into_iter()
-        .enumerate()
-        .partition(|(_, c)| c.is_finished());
-    assert_eq!(
-        (served.len(), rest.len()),
+    let held = still_held(
+        &t,
+        clients,
         (2, 1),
-        "one canary before the reload, one after, the third still held: {}",
-        t.log_text()
+        "one canary before the reload, one after, the third still held",
     );
-    let lines: Vec<String> = rest.iter().map(|(i, _)| format!("client {i}\n")).collect();
-    target.collect_lines(&t, &lines.iter().map(String::as_str).collect::<Vec<_>>());
+    serve_the_held(&t, &target, held);
 }
