@@ -1294,7 +1294,7 @@ fn after_a_resume_the_first_connection_goes_alone() {
     let pki = Pki::new(&dir);
     let target = Blackhole::new();
     let t = held_tunnel(&dir, &pki, &target);
-    let (_filler, mut clients) = pause_with_clients_held(&t, &target, &pki.ca_file, 3);
+    let (_filler, clients) = pause_with_clients_held(&t, &target, &pki.ca_file, 3);
     t.wait_for_log("3 connection(s) waiting on", WAIT);
     // Room for one connection in the target's queue: the next probe's.
     drop(target.accept_all());
