@@ -20,7 +20,7 @@ use process::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 /// A far side that comes back must be seen within this long: the probe back-off is at most
-/// 2.5 s, plus the probe itself.
+/// 1 s, plus the probe itself.
 const RESUME: Duration = Duration::from_secs(5);
 
 /// What a plain connect to `addr` gets right now.
