@@ -19,6 +19,7 @@ use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 
 use crate::accounting::{registry, HeldSlot, LiveSession, SessionGuard, TooManyClients};
 use crate::config::types::LogId;
+use crate::config::ServiceOptions;
 use crate::exec::{self, PeerInfo};
 use crate::health::Trigger;
 use crate::net::sockopt::Which;
@@ -301,7 +302,7 @@ fn server_session(
         Some(choose) if !redirected => {
             let deadline = Instant::now().checked_add(svc.opts.timeouts.busy);
             choose(
-                &svc.opts,
+                &protocol_settings(&svc.opts),
                 &mut BlockingTls {
                     tls: &mut tls,
                     deadline,
@@ -425,7 +426,7 @@ fn negotiate(
     let reader = far.unwrap_or(local);
     reader.set_read_timeout(Some(svc.opts.timeouts.busy));
     let result = hook(&protocol::Exchange {
-        opts: &svc.opts,
+        settings: protocol_settings(&svc.opts),
         local,
         far,
     });
@@ -437,6 +438,21 @@ fn negotiate(
     })?;
     log_info!("Protocol {name} negotiated");
     Ok(())
+}
+
+/// What `protocol` reads of a service's configuration.
+fn protocol_settings(opts: &ServiceOptions) -> protocol::Settings<'_> {
+    protocol::Settings {
+        host: opts.protocol_host.as_deref(),
+        username: opts.protocol_username.as_deref(),
+        password: opts.protocol_password.as_deref(),
+        headers: &opts.protocol_headers,
+        connect: protocol::Connect {
+            timeout: opts.timeouts.connect,
+            socket_options: &opts.socket_options,
+            local: opts.local,
+        },
+    }
 }
 
 /// The other end of the session: the `exec` program, or the first `connect` target that

@@ -7,8 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rstunnel::config::ServiceOptions;
-use rstunnel::protocol::{Exchange, Hook, PROTOCOLS};
+use rstunnel::protocol::{Exchange, Hook, Settings, PROTOCOLS};
 
 /// Every hook that reads from the far connection, in table order.
 fn far_hooks() -> Vec<Hook> {
@@ -19,19 +18,19 @@ fn far_hooks() -> Vec<Hook> {
         .collect()
 }
 
-fn options(flags: u8) -> ServiceOptions {
-    let mut opts = ServiceOptions::default();
+fn settings(flags: u8, headers: &[String]) -> Settings<'_> {
+    let mut settings = Settings::default();
     if flags & 1 != 0 {
-        opts.protocol_host = Some("db.example:5432".into());
+        settings.host = Some("db.example:5432");
     }
     if flags & 2 != 0 {
-        opts.protocol_username = Some("user".into());
-        opts.protocol_password = Some("secret".into());
+        settings.username = Some("user");
+        settings.password = Some("secret");
     }
     if flags & 4 != 0 {
-        opts.protocol_headers = vec!["User-Agent: rstunnel-fuzz".into(), "X-A: b".into()];
+        settings.headers = headers;
     }
-    opts
+    settings
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -44,11 +43,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let hooks = far_hooks();
     let hook = hooks[usize::from(*which) % hooks.len()];
-    let opts = options(*flags);
+    let headers = [
+        "User-Agent: rstunnel-fuzz".to_string(),
+        "X-A: b".to_string(),
+    ];
+    let settings = settings(*flags, &headers);
     let (far, _far_peer) = rstunnel_fuzz::scripted_peer(peer);
     let (local, _local_peer) = rstunnel_fuzz::scripted_peer(b"");
     let _ = hook(&Exchange {
-        opts: &opts,
+        settings,
         local: &local,
         far: Some(&far),
     });

@@ -5,8 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rstunnel::config::ServiceOptions;
-use rstunnel::protocol::{Exchange, Hook, PROTOCOLS};
+use rstunnel::protocol::{Exchange, Hook, Settings, PROTOCOLS};
 
 fn server_hooks() -> Vec<Hook> {
     PROTOCOLS
@@ -25,13 +24,13 @@ fuzz_target!(|data: &[u8]| {
     }
     let hooks = server_hooks();
     let hook = hooks[usize::from(*which) % hooks.len()];
-    let mut opts = ServiceOptions::default();
+    let mut settings = Settings::default();
     if flags & 1 != 0 {
-        opts.protocol_host = Some("mail.example".into());
+        settings.host = Some("mail.example");
     }
     let (local, _client) = rstunnel_fuzz::scripted_peer(peer);
     let _ = hook(&Exchange {
-        opts: &opts,
+        settings,
         local: &local,
         far: None,
     });

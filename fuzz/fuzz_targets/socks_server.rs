@@ -9,8 +9,7 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use rstunnel::config::ServiceOptions;
-use rstunnel::protocol::SOCKS;
+use rstunnel::protocol::{Settings, SOCKS};
 
 fuzz_target!(|data: &[u8]| {
     rstunnel_fuzz::init();
@@ -21,13 +20,8 @@ fuzz_target!(|data: &[u8]| {
     let hook = SOCKS
         .server_chooses_target
         .expect("SOCKS has a target hook");
-    let opts = ServiceOptions {
-        timeouts: rstunnel::config::types::Timeouts {
-            connect: Duration::from_millis(200),
-            ..ServiceOptions::default().timeouts
-        },
-        ..ServiceOptions::default()
-    };
+    let mut settings = Settings::default();
+    settings.connect.timeout = Duration::from_millis(200);
     let mut channel = rstunnel_fuzz::MemoryChannel::new(data);
-    let _ = hook(&opts, &mut channel);
+    let _ = hook(&settings, &mut channel);
 });

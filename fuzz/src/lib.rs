@@ -159,7 +159,10 @@ pub fn exercise_service(opts: &ServiceOptions) {
     }
     let _ = opts.server_sni();
     let _ = opts.key_file();
-    if let Some(protocol) = opts.protocol.and_then(rstunnel::config::protocol_names::find) {
+    if let Some(protocol) = opts
+        .protocol
+        .and_then(rstunnel::config::protocol_names::find)
+    {
         let _ = rstunnel::config::protocol_names::unsupported_on(protocol, opts.client);
     }
 }

@@ -110,7 +110,7 @@ pub(super) fn pgsql_server(x: &Exchange<'_>) -> Result<(), String> {
 mod tests {
     use super::super::line::pair;
     use super::*;
-    use crate::config::ServiceOptions;
+    use crate::protocol::Settings;
 
     #[test]
     fn ldap_starttls_request_and_success() {
@@ -129,9 +129,9 @@ mod tests {
                 ])
                 .unwrap();
         });
-        let opts = ServiceOptions::default();
+        let settings = Settings::default();
         ldap_client(&Exchange {
-            opts: &opts,
+            settings,
             local: &local_ours,
             far: Some(&far_ours),
         })

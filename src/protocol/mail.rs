@@ -5,11 +5,10 @@
 //! made, the backend's own greeting is consumed (the client already had one). Line based,
 //! on `line`; no TLS byte is read here.
 
-use super::hook::Exchange;
+use super::hook::{Exchange, Settings};
 use super::line::{
     expect_code, forward_lines, read_line, read_reply, send, MAX_REPLY_LINES, TOO_MANY_LINES,
 };
-use crate::config::ServiceOptions;
 
 /// SMTP: the server's greeting goes to the local client; EHLO and STARTTLS are ours.
 pub(super) fn smtp_client(x: &Exchange<'_>) -> Result<(), String> {
@@ -17,7 +16,7 @@ pub(super) fn smtp_client(x: &Exchange<'_>) -> Result<(), String> {
     let greeting = read_reply(far)?;
     expect_code(&greeting, "220", "SMTP greeting")?;
     forward_lines(x.local, &greeting)?;
-    let helo = greeting_host(x.opts);
+    let helo = greeting_host(&x.settings);
     send(far, &format!("EHLO {helo}\r\n"))?;
     expect_code(&read_reply(far)?, "250", "SMTP EHLO")?;
     send(far, "STARTTLS\r\n")?;
@@ -82,8 +81,8 @@ pub(super) fn nntp_client(x: &Exchange<'_>) -> Result<(), String> {
 }
 
 /// The name we greet (or say EHLO) with: `protocolHost`, else `localhost`.
-fn greeting_host(opts: &ServiceOptions) -> &str {
-    opts.protocol_host.as_deref().unwrap_or("localhost")
+fn greeting_host<'a>(settings: &Settings<'a>) -> &'a str {
+    settings.host.unwrap_or("localhost")
 }
 
 /// Commands a client may send before STARTTLS; more are refused and end the session.
@@ -92,7 +91,7 @@ const MAX_COMMANDS_BEFORE_TLS: usize = 16;
 /// SMTP server side (RFC 3207): greet, answer EHLO/HELO offering STARTTLS, refuse
 /// anything else until STARTTLS.
 pub(super) fn smtp_server(x: &Exchange<'_>) -> Result<(), String> {
-    let host = greeting_host(x.opts);
+    let host = greeting_host(&x.settings);
     send(x.local, &format!("220 {host} ESMTP\r\n"))?;
     for _ in 0..MAX_COMMANDS_BEFORE_TLS {
         let line = read_line(x.local)?;
@@ -205,9 +204,9 @@ mod tests {
             assert_eq!(read_line(&far_server).unwrap(), "STARTTLS");
             send(&far_server, "220 go ahead\r\n").unwrap();
         });
-        let opts = ServiceOptions::default();
+        let settings = Settings::default();
         smtp_client(&Exchange {
-            opts: &opts,
+            settings,
             local: &local_ours,
             far: Some(&far_ours),
         })
@@ -230,9 +229,9 @@ mod tests {
             )
             .unwrap();
         });
-        let opts = ServiceOptions::default();
+        let settings = Settings::default();
         let e = imap_client(&Exchange {
-            opts: &opts,
+            settings,
             local: &local_ours,
             far: Some(&far_ours),
         })

@@ -33,7 +33,7 @@ use mail::{
 use proxy::{http_connect, proxy_header};
 use socks::socks_server;
 
-pub use hook::{Channel, Exchange, Hook, TargetHook};
+pub use hook::{Channel, Connect, Exchange, Hook, Settings, TargetHook};
 
 /// A protocol's name and its hooks; `None`: nothing to do at that point.
 pub struct Protocol {
@@ -103,7 +103,7 @@ mod tests {
     use super::line::{pair, send};
     use super::*;
     use crate::config::protocol_names::PROTOCOL_NAMES;
-    use crate::config::ServiceOptions;
+    use crate::protocol::Settings;
 
     #[test]
     fn every_protocol_of_stunnel_is_known() {
@@ -157,9 +157,9 @@ mod tests {
             });
             (ours, writer)
         };
-        let opts = ServiceOptions {
-            protocol_host: Some("db.example:5432".into()),
-            ..ServiceOptions::default()
+        let settings = Settings {
+            host: Some("db.example:5432"),
+            ..Settings::default()
         };
         let cases: [(&'static str, Hook, &'static str); 3] = [
             ("220-more\r\n", skip_smtp_greeting, "too many lines"),
@@ -170,7 +170,7 @@ mod tests {
             let (far, writer) = endless(line);
             let (local, _client) = pair();
             let e = hook(&Exchange {
-                opts: &opts,
+                settings,
                 local: &local,
                 far: Some(&far),
             })

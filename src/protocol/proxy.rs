@@ -11,17 +11,16 @@ use super::line::{read_line, send, MAX_REPLY_LINES, TOO_MANY_LINES};
 pub(super) fn http_connect(x: &Exchange<'_>) -> Result<(), String> {
     let far = x.far()?;
     let target = x
-        .opts
-        .protocol_host
-        .as_deref()
+        .settings
+        .host
         .ok_or("protocol = connect needs protocolHost = host:port")?;
     let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
-    if let Some(user) = &x.opts.protocol_username {
-        let password = x.opts.protocol_password.as_deref().unwrap_or("");
+    if let Some(user) = x.settings.username {
+        let password = x.settings.password.unwrap_or("");
         let token = openssl::base64::encode_block(format!("{user}:{password}").as_bytes());
         request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
     }
-    for header in &x.opts.protocol_headers {
+    for header in x.settings.headers {
         request.push_str(header);
         request.push_str("\r\n");
     }
@@ -64,7 +63,7 @@ pub(super) fn proxy_header(x: &Exchange<'_>) -> Result<(), String> {
 mod tests {
     use super::super::line::pair;
     use super::*;
-    use crate::config::ServiceOptions;
+    use crate::protocol::Settings;
 
     #[test]
     fn http_connect_with_basic_auth() {
@@ -86,14 +85,14 @@ mod tests {
             .unwrap();
             lines
         });
-        let opts = ServiceOptions {
-            protocol_host: Some("db.example:5432".into()),
-            protocol_username: Some("u".into()),
-            protocol_password: Some("p".into()),
-            ..ServiceOptions::default()
+        let settings = Settings {
+            host: Some("db.example:5432"),
+            username: Some("u"),
+            password: Some("p"),
+            ..Settings::default()
         };
         http_connect(&Exchange {
-            opts: &opts,
+            settings,
             local: &local_ours,
             far: Some(&far_ours),
         })

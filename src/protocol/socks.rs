@@ -8,23 +8,22 @@
 
 use std::io;
 
-use super::hook::Channel;
-use crate::config::ServiceOptions;
+use super::hook::{Channel, Settings};
 use crate::net::Stream;
 
 /// SOCKS 4, 4a and 5 (CONNECT only, no authentication) inside the TLS session: read the
 /// request, connect to the named target within TIMEOUTconnect, answer, and hand the
 /// connection back as the session's far side.
 pub(super) fn socks_server(
-    opts: &ServiceOptions,
+    settings: &Settings<'_>,
     channel: &mut dyn Channel,
 ) -> Result<Stream, String> {
     let io = |e: io::Error| format!("SOCKS: {e}");
     let mut version = [0u8; 1];
     channel.read_exact(&mut version).map_err(io)?;
     match version[0] {
-        4 => socks4(opts, channel),
-        5 => socks5(opts, channel),
+        4 => socks4(settings, channel),
+        5 => socks5(settings, channel),
         v => Err(format!("SOCKS: unknown version {v}")),
     }
 }
@@ -53,7 +52,7 @@ enum SocksRefusal {
     Failed(String),
 }
 
-fn connect_target(opts: &ServiceOptions, host: &str, port: u16) -> Result<Stream, SocksRefusal> {
+fn connect_target(settings: &Settings<'_>, host: &str, port: u16) -> Result<Stream, SocksRefusal> {
     let endpoint = crate::net::Endpoint::Tcp {
         host: Some(host.to_string()),
         port,
@@ -73,18 +72,21 @@ fn connect_target(opts: &ServiceOptions, host: &str, port: u16) -> Result<Stream
     }
     crate::net::connect::connect_first(
         &addrs,
-        opts.timeouts.connect,
-        &opts.socket_options,
-        opts.local.map(|ip| crate::net::connect::Source {
-            ip,
-            transparent: false,
-        }),
+        settings.connect.timeout,
+        settings.connect.socket_options,
+        settings
+            .connect
+            .local
+            .map(|ip| crate::net::connect::Source {
+                ip,
+                transparent: false,
+            }),
     )
     .map(|(stream, _)| stream)
     .map_err(|_| SocksRefusal::Failed(format!("SOCKS: cannot connect to {host}:{port}")))
 }
 
-fn socks4(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, String> {
+fn socks4(settings: &Settings<'_>, channel: &mut dyn Channel) -> Result<Stream, String> {
     let io = |e: io::Error| format!("SOCKS4: {e}");
     let mut head = [0u8; 7]; // command, port, IPv4
     channel.read_exact(&mut head).map_err(io)?;
@@ -107,7 +109,7 @@ fn socks4(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, St
         let _ = channel.write_all(&answer(false));
         return Err("SOCKS4: only CONNECT is supported".into());
     }
-    match connect_target(opts, &host, port) {
+    match connect_target(settings, &host, port) {
         Ok(stream) => {
             channel.write_all(&answer(true)).map_err(io)?;
             Ok(stream)
@@ -119,7 +121,7 @@ fn socks4(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, St
     }
 }
 
-fn socks5(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, String> {
+fn socks5(settings: &Settings<'_>, channel: &mut dyn Channel) -> Result<Stream, String> {
     let io = |e: io::Error| format!("SOCKS5: {e}");
     let mut count = [0u8; 1];
     channel.read_exact(&mut count).map_err(io)?;
@@ -162,7 +164,7 @@ fn socks5(opts: &ServiceOptions, channel: &mut dyn Channel) -> Result<Stream, St
         let _ = channel.write_all(&[5, 7, 0, 1, 0, 0, 0, 0, 0, 0]);
         return Err("SOCKS5: only CONNECT is supported".into());
     }
-    match connect_target(opts, &host, port) {
+    match connect_target(settings, &host, port) {
         Ok(stream) => {
             // The bound address is not something clients use; zeros are allowed.
             channel
