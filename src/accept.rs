@@ -80,7 +80,14 @@ pub fn start(services: Vec<BoundService>) -> io::Result<Vec<RunningService>> {
 /// until the process stops.
 fn exec_connect_loop(ctx: &Arc<ServiceCtx>, stop: &WakeFd) {
     loop {
-        match crate::exec::spawn(&ctx.opts, &crate::exec::PeerInfo::default()) {
+        let started = match ctx.program() {
+            Some(program) => crate::exec::spawn(&program, &crate::exec::PeerInfo::default()),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no exec program",
+            )),
+        };
+        match started {
             Ok(program) => spawn_session_here(ctx, program, "local program".into()),
             Err(e) => log_err!("Service [{}]: exec: {e}", ctx.opts.name),
         }

@@ -10,8 +10,17 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use crate::config::ServiceOptions;
 use crate::net::Stream;
+
+/// What `exec` reads of a service's configuration (a narrow view of it; the caller fills
+/// it from `exec`, `execArgs` and `pty`).
+#[derive(Debug, Clone, Copy)]
+pub struct Program<'a> {
+    pub path: &'a std::path::Path,
+    /// argv, argv[0] first; empty: argv[0] is the path.
+    pub args: &'a [String],
+    pub pty: bool,
+}
 
 /// What the program is told about its peer.
 #[derive(Debug, Default, Clone)]
@@ -42,12 +51,8 @@ impl PeerInfo {
 /// Starts `exec` with `execArgs` (split on blanks; the first is argv[0], as in stunnel;
 /// without execArgs argv[0] is the program path). Returns our end of its stdio. The child
 /// is reaped by a small thread when it exits, so no zombie is left.
-pub fn spawn(opts: &ServiceOptions, peer: &PeerInfo) -> io::Result<Stream> {
-    let program = opts
-        .exec
-        .as_ref()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no exec program"))?;
-    let (ours, theirs, theirs_out) = if opts.pty {
+pub fn spawn(program: &Program<'_>, peer: &PeerInfo) -> io::Result<Stream> {
+    let (ours, theirs, theirs_out) = if program.pty {
         let (master, slave) = open_pty()?;
         let master_out = master.try_clone()?;
         let slave_out = slave.try_clone()?;
@@ -61,8 +66,8 @@ pub fn spawn(opts: &ServiceOptions, peer: &PeerInfo) -> io::Result<Stream> {
             OwnedFd::from(theirs_out),
         )
     };
-    let mut command = Command::new(program);
-    if opts.pty {
+    let mut command = Command::new(program.path);
+    if program.pty {
         // SAFETY: between fork and exec only async-signal-safe calls: setsid() makes the
         // child a session leader, TIOCSCTTY makes its stdin (the pty slave) the
         // controlling terminal.
@@ -75,7 +80,7 @@ pub fn spawn(opts: &ServiceOptions, peer: &PeerInfo) -> io::Result<Stream> {
             });
         }
     }
-    let mut args = opts.exec_args.iter();
+    let mut args = program.args.iter();
     if let Some(arg0) = args.next() {
         command.arg0(arg0);
     }
@@ -155,16 +160,17 @@ mod tests {
 
     #[test]
     fn the_program_talks_on_its_stdio_and_sees_the_environment() {
-        let opts = ServiceOptions {
-            exec: Some("/bin/sh".into()),
-            exec_args: vec![
-                "sh".into(),
-                "-c".into(),
-                "echo \"$REMOTE_HOST $REMOTE_PORT\"; cat".into(),
-            ],
-            ..ServiceOptions::default()
+        let args = [
+            "sh".to_string(),
+            "-c".into(),
+            "echo \"$REMOTE_HOST $REMOTE_PORT\"; cat".into(),
+        ];
+        let program = Program {
+            path: std::path::Path::new("/bin/sh"),
+            args: &args,
+            pty: false,
         };
-        let stream = spawn(&opts, &PeerInfo::from_peer("192.0.2.7:555")).unwrap();
+        let stream = spawn(&program, &PeerInfo::from_peer("192.0.2.7:555")).unwrap();
         (&stream).write_all(b"through cat\n").unwrap();
         stream.shutdown_write();
         let mut out = String::new();

@@ -226,6 +226,15 @@ impl ServiceCtx {
                 .is_none_or(|p| p.server_chooses_target.is_none())
     }
 
+    /// The `exec` program, as `exec::spawn` takes it.
+    pub fn program(&self) -> Option<crate::exec::Program<'_>> {
+        Some(crate::exec::Program {
+            path: self.opts.exec.as_deref()?,
+            args: &self.opts.exec_args,
+            pty: self.opts.pty,
+        })
+    }
+
     /// What a session of this service saw of its far side (ignored unless it `pauses`).
     pub fn far_side_news(&self, trigger: Trigger) {
         if self.pauses() {

@@ -463,15 +463,13 @@ fn far_side(
     redirected: bool,
     accepted: &Stream,
 ) -> Result<Stream, SessionError> {
-    if !redirected && svc.opts.exec.is_some() && svc.opts.connect.is_empty() {
-        return exec::spawn(&svc.opts, peer).map_err(|error| {
+    if let Some(program) = svc
+        .program()
+        .filter(|_| !redirected && svc.opts.connect.is_empty())
+    {
+        return exec::spawn(&program, peer).map_err(|error| {
             SessionError::Setup(Setup::Exec {
-                program: svc
-                    .opts
-                    .exec
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
+                program: program.path.display().to_string(),
                 error,
             })
         });
