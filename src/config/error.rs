@@ -27,17 +27,6 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn message(&self) -> &str {
-        match self {
-            ConfigError::File { reason, .. } => reason,
-            ConfigError::Line { message, .. }
-            | ConfigError::Service { message, .. }
-            | ConfigError::Global { message }
-            | ConfigError::Inetd { message } => message,
-            ConfigError::GlobalTls { .. } => "Failed to initialize TLS",
-        }
-    }
-
     /// A line stunnel prints before this error (its cause), if any.
     pub fn cause(&self) -> Option<&str> {
         match self {
