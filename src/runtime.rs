@@ -47,7 +47,6 @@ fn tune_malloc() {
 }
 
 pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
-    log::install_bridge();
     tune_malloc();
     if config.is_inetd_mode() {
         return run_inetd(&config);
