@@ -3,8 +3,12 @@
 //! Three named stages (docs/ARCHITECTURE.md, Modules): `lexer` turns bytes into `RawLine`s,
 //! `parse` applies the option table (`options`) into `types::Config` with inheritance and
 //! stunnel's checks, and the runtime (in `service`/`tls`) builds sockets and TLS contexts
-//! from it. This module reads the configuration file and its include directories and
-//! nothing else: no OpenSSL, no sockets, no certificates.
+//! from it. Files: the configuration and its include directories only; no certificate is
+//! loaded and no socket is bound or connected here. Two kinds of lookup happen while
+//! parsing, as in stunnel: `setuid`/`setgid` names in the user database (skipped with
+//! `Names::Skip`) and `local = HOST`, resolved to an address by the system resolver (which
+//! may ask DNS). OpenSSL is not called, but option names and values are checked against
+//! `tls::compat` and `tls::ocsp` tables.
 
 pub mod error;
 pub mod lexer;
