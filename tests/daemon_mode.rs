@@ -6,12 +6,11 @@
 //! the fork exit 1 with the reason on stderr.
 //!
 //! The daemon is not our child: this test binary makes itself a child subreaper so the
-//! daemon is re-parented to it (its exit status can be read), and a [`process::DaemonGuard`]
-//! finds it by its unique config path and kills it even if the test panics.
+//! daemon is re-parented to it (its exit status can be read), and a
+//! [`common::process::DaemonGuard`] finds it by its unique config path and kills it even
+//! if the test panics.
 
 mod common;
-#[path = "common/process.rs"]
-mod process;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -19,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::daemon::rstunnel_bin;
+use common::process::*;
 use common::tools::{self, RunResult};
 use common::*;
-use process::*;
 
 /// The parent must be gone well within this.
 const PARENT_EXIT: Duration = Duration::from_secs(5);

@@ -9,8 +9,6 @@
 //!   are closed at once with `rejected: too many clients`, and slots free up when sessions end.
 
 mod common;
-#[path = "common/process.rs"]
-mod process;
 
 use std::io;
 use std::net::TcpStream;
@@ -20,8 +18,8 @@ use std::time::{Duration, Instant};
 use openssl::ssl::{ErrorCode, SslStream};
 
 use common::daemon::{parse_log_line, rstunnel_bin};
+use common::process::*;
 use common::*;
-use process::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 

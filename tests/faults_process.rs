@@ -29,8 +29,6 @@
 //! figures of case 2 mean more on a machine that is not also running case 1.
 
 mod common;
-#[path = "common/process.rs"]
-mod process;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
@@ -45,9 +43,9 @@ use std::time::{Duration, Instant};
 use openssl::sha::Sha256;
 
 use common::daemon::{rstunnel_bin, Program};
+use common::process::*;
 use common::tools::{self, ChildGuard};
 use common::*;
-use process::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 

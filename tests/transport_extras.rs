@@ -31,8 +31,7 @@
 //! ```
 
 mod common;
-#[path = "common/process.rs"]
-mod process;
+use common::process;
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
@@ -49,9 +48,9 @@ use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslSession, SslStream, 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use common::daemon::{rstunnel_bin, START_TIMEOUT};
+use common::process::{echo_check, pid_alive, require_root};
 use common::tools::{find_program, run, RunResult};
 use common::*;
-use process::{echo_check, pid_alive, require_root};
 
 const T: Duration = Duration::from_secs(10);
 

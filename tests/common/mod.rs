@@ -10,6 +10,9 @@
 //!   reads the bound ports back from its log and stops it with SIGTERM, then SIGKILL, on drop.
 //! * [`net`]: plain TCP backends (echo, sink, digest-after-EOF, greeter, source) and client
 //!   helpers; every socket has read and write timeouts so no test can hang.
+//! * [`process`]: root checks, free ports, a TLS client made with the `openssl` crate,
+//!   config rewrites, log-file waits, finding a tunnel's pid, and a guard for daemonised
+//!   processes that are not our children.
 //! * [`tools`]: locating external programs (`openssl`, `stunnel4`); a missing one fails the
 //!   test with a pointer to `scripts/deps.sh` instead of passing silently.
 //!
@@ -27,6 +30,7 @@ pub mod certs;
 pub mod daemon;
 pub mod faults;
 pub mod net;
+pub mod process;
 pub mod tools;
 
 use std::path::{Path, PathBuf};
