@@ -99,24 +99,6 @@ fn cpu_seconds(pid: i32) -> f64 {
     ticks as f64 / hz
 }
 
-/// The single live process started with config `conf` (foreground tunnels have no pid
-/// accessor in the harness; their command line holds the unique config path).
-fn pid_of(conf: &Path) -> i32 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let pids = pids_with_arg(&conf.to_string_lossy());
-        if pids.len() == 1 {
-            return pids[0];
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected one process running {}, found {pids:?}",
-            conf.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `key:` fields of /proc/PID/task/TID/status for every thread of `pid`.
 fn task_fields(pid: i32, key: &str) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
@@ -716,7 +698,7 @@ fn fd_exhaustion_refuses_cleanly_without_spinning() {
         (LIMIT as usize - 64) / 2,
         "cap from RLIMIT_NOFILE {LIMIT}"
     );
-    let pid = pid_of(&conf);
+    let pid = sole_pid_with_arg(&conf, WAIT);
     let addr = t.addr("srv");
     let ca = pki.ca_file.clone();
 
@@ -1349,7 +1331,7 @@ fn privileges_are_dropped_before_any_traffic() {
         server_body(echo.addr(), &pki.server.combined, "")
     );
     let t = Tunnel::start(&dir, "privdrop", &body);
-    let pid = pid_of(&t.conf);
+    let pid = sole_pid_with_arg(&t.conf, WAIT);
     // `bound to` comes before the drop (ports are bound as root); this line after it, and
     // before it no listener thread exists, so no connection can have been handled yet.
     t.wait_for_log("Accepting new connections", WAIT);
@@ -1407,7 +1389,7 @@ fn chroot_confines_exec_and_reload() {
     };
     let server_cert = pki.server.combined.display().to_string();
     let t = Tunnel::start(&dir, "chroot", &body(&server_cert, &server_cert));
-    let pid = pid_of(&t.conf);
+    let pid = sole_pid_with_arg(&t.conf, WAIT);
     t.wait_for_log("Accepting new connections", WAIT);
     assert_eq!(
         std::fs::read_link(format!("/proc/{pid}/root")).unwrap(),

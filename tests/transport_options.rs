@@ -81,28 +81,6 @@ fn reply(entry: SocketAddr) -> String {
     text.trim_end().to_string()
 }
 
-/// The pid of the running process `t` (found by its config path on its command line).
-fn pid_of(t: &Tunnel) -> u32 {
-    let want = t.conf.as_os_str().as_encoded_bytes().to_vec();
-    for entry in std::fs::read_dir("/proc").expect("reading /proc") {
-        let entry = entry.unwrap();
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if cmdline.split(|b| *b == 0).any(|arg| arg == want.as_slice()) {
-            return pid;
-        }
-    }
-    t.fail("no process in /proc has this config on its command line");
-}
-
 /// A TLS client straight to a server section (no certificate check; we test TCP here). The
 /// unexpected-EOF option makes a FIN without close_notify read as a plain EOF (`Ok(0)`).
 fn tls_connect(addr: SocketAddr) -> SslStream<TcpStream> {
@@ -456,7 +434,7 @@ fn accepted_ids(t: &Tunnel, service: &str, n: usize) -> Vec<String> {
 
 /// Runs two echo sessions through a pair with `logId = kind` on both tunnels; returns
 /// (pair, client pid, server pid).
-fn log_id_pair(dir: &TestDir, pki: &Pki, echo: &Backend, kind: &str) -> (TunnelPair, u32, u32) {
+fn log_id_pair(dir: &TestDir, pki: &Pki, echo: &Backend, kind: &str) -> (TunnelPair, i32, i32) {
     let extra = format!("logId = {kind}");
     let pair = TunnelPair::start(dir, pki, echo.addr(), &extra, &extra);
     for seed in 0..2 {
@@ -465,7 +443,10 @@ fn log_id_pair(dir: &TestDir, pki: &Pki, echo: &Backend, kind: &str) -> (TunnelP
     }
     pair.client.wait_close_counts(2, T);
     pair.server.wait_close_counts(2, T);
-    let (cp, sp) = (pid_of(&pair.client), pid_of(&pair.server));
+    let (cp, sp) = (
+        common::process::tunnel_pid(&pair.client),
+        common::process::tunnel_pid(&pair.server),
+    );
     (pair, cp, sp)
 }
 

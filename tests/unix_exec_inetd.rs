@@ -224,28 +224,6 @@ fn tls_close<S: Read + Write>(s: &mut SslStream<S>, what: &str) -> Vec<u8> {
     rest
 }
 
-/// The pid of the running tunnel `t` (found by its config path on its command line).
-fn pid_of(t: &Tunnel) -> u32 {
-    let want = t.conf.as_os_str().as_encoded_bytes().to_vec();
-    for entry in std::fs::read_dir("/proc").expect("reading /proc") {
-        let entry = entry.unwrap();
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if cmdline.split(|b| *b == 0).any(|arg| arg == want.as_slice()) {
-            return pid;
-        }
-    }
-    t.fail("no process in /proc has this config on its command line");
-}
-
 /// (state, ppid) of process `pid` from /proc/PID/stat, if it exists.
 fn proc_state(pid: u32) -> Option<(char, u32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -593,7 +571,11 @@ fn section_setuid_setgid_own_the_unix_accept_socket() {
         path.display()
     );
     // In a section they are only the socket's owner: the process keeps its user.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid_of(&client))).unwrap();
+    let status = std::fs::read_to_string(format!(
+        "/proc/{}/status",
+        common::process::tunnel_pid(&client)
+    ))
+    .unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(
         uid_line.split_whitespace().skip(1).all(|f| f == "0"),
@@ -876,7 +858,7 @@ fn parallel_exec_sessions_get_their_own_programs_and_leave_no_zombies() {
             "",
         ),
     );
-    let tunnel_pid = pid_of(&server);
+    let tunnel_pid = common::process::tunnel_pid(&server) as u32;
     let addr = server.addr("srv");
 
     // Each thread opens a session, reports its program's pid, waits for "go" (so all N are

@@ -24,6 +24,7 @@ use openssl::ssl::{
 use super::certs::LeafFiles;
 use super::daemon::Tunnel;
 use super::net::{connect, echo_session, payload, Digest};
+pub use super::process::tunnel_pid;
 use super::tools::find_program;
 
 /// One connection's handler, run on its own thread.
@@ -408,23 +409,6 @@ fn run_ok(program: &Path, args: &[&str]) {
         program.display(),
         r.describe()
     );
-}
-
-/// The pid of the running tunnel (found by its unique config path on its command line).
-pub fn tunnel_pid(t: &Tunnel) -> i32 {
-    let needle = t.conf.to_string_lossy().into_owned();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if cmdline.split(|b| *b == 0).any(|a| a == needle.as_bytes()) {
-            return pid;
-        }
-    }
-    t.fail("no process has this tunnel's config on its command line");
 }
 
 /// VmRSS of `pid` in KiB.

@@ -217,6 +217,34 @@ pub fn pids_with_arg(needle: &str) -> Vec<i32> {
     found
 }
 
+/// The pid of the running tunnel `t`: the live process whose command line has `t`'s config
+/// path (unique to its test directory) as one argument.
+pub fn tunnel_pid(t: &crate::common::Tunnel) -> i32 {
+    match pids_with_arg(&t.conf.to_string_lossy()).first() {
+        Some(&pid) => pid,
+        None => t.fail("no process has this tunnel's config on its command line"),
+    }
+}
+
+/// The single live process started with config `conf`, waited for up to `wait` (foreground
+/// tunnels' command line holds the unique config path): fails the test unless exactly one
+/// such process runs by then (`Duration::ZERO`: now).
+pub fn sole_pid_with_arg(conf: &Path, wait: Duration) -> i32 {
+    let deadline = Instant::now() + wait;
+    loop {
+        let pids = pids_with_arg(&conf.to_string_lossy());
+        if pids.len() == 1 {
+            return pids[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected one process running {}, found {pids:?}",
+            conf.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Makes this test process the reaper of orphaned descendants, so a daemon that forked away
 /// from its parent becomes our child: `waitpid` then gives its exit status and no zombie is
 /// left behind. Process-wide; harmless to call more than once.
