@@ -45,7 +45,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslSession, SslStream, SslVerifyMode};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use common::daemon::{rstunnel_bin, START_TIMEOUT};
 use common::process::{echo_check, pid_alive, require_root};
@@ -96,44 +95,6 @@ fn start_with(
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
-}
-
-/// A TCP port that refuses connections: bound (so nobody else takes it while
-/// the guard lives) but not listening.
-struct DeadPort {
-    _socket: Socket,
-    addr: SocketAddr,
-}
-
-impl DeadPort {
-    fn on(ip: IpAddr) -> DeadPort {
-        let socket = Socket::new(
-            Domain::for_address(SocketAddr::new(ip, 0)),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )
-        .unwrap();
-        socket
-            .bind(&SocketAddr::new(ip, 0).into())
-            .expect("bind dead port");
-        let addr = socket.local_addr().unwrap().as_socket().unwrap();
-        DeadPort {
-            _socket: socket,
-            addr,
-        }
-    }
-}
-
-/// A backend that answers every connection with `<tag>\n`, then waits for the client's EOF.
-fn tagged_backend(tag: &'static str) -> Backend {
-    Backend::spawn(move |mut s, r| {
-        let line = format!("{tag}\n");
-        r.report(Digest::of(line.as_bytes()));
-        s.write_all(line.as_bytes())?;
-        s.shutdown(Shutdown::Write)?;
-        let _ = read_digest(&mut s);
-        Ok(())
-    })
 }
 
 /// A TLS client over `stream`. `ca`: check the server's chain and the name `localhost`
@@ -256,8 +217,8 @@ fn tag_via(entry: SocketAddr, pki: &Pki, cert: Option<&LeafFiles>, what: &str) -
 fn redirect_sends_clients_that_fail_verification_elsewhere() {
     let dir = TestDir::new("redirect");
     let pki = Pki::new(&dir);
-    let a = tagged_backend("A");
-    let b = tagged_backend("B");
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
     let verify = format!("verifyChain = yes\nCAfile = {}", pki.ca_file.display());
     let srv = redirect_server(&dir, &pki, &a, &b, &verify);
     let entry = srv.addr("srv");
@@ -331,8 +292,8 @@ fn tag_via_session(
 fn redirect_survives_session_resumption() {
     let dir = TestDir::new("redirect-resume");
     let pki = Pki::new(&dir);
-    let a = tagged_backend("A");
-    let b = tagged_backend("B");
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
     let verify = format!("verifyChain = yes\nCAfile = {}", pki.ca_file.display());
     let srv = redirect_server(&dir, &pki, &a, &b, &verify);
     let entry = srv.addr("srv");
@@ -356,8 +317,8 @@ fn redirect_survives_session_resumption() {
 fn redirect_with_verify_peer_sends_unpinned_clients_elsewhere() {
     let dir = TestDir::new("redirect-peer");
     let pki = Pki::new(&dir);
-    let a = tagged_backend("A");
-    let b = tagged_backend("B");
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
     // Pinning: only the client certificate itself is "trusted".
     let verify = format!("verifyPeer = yes\nCAfile = {}", pki.client.cert.display());
     let srv = redirect_server(&dir, &pki, &a, &b, &verify);

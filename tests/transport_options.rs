@@ -26,48 +26,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use common::*;
 
 const T: Duration = Duration::from_secs(10);
 const RESULT_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A TCP port on 127.0.0.1 that refuses connections: bound (so no one else gets it while
-/// the guard lives) but not listening, so a SYN to it is answered with RST.
-struct DeadPort {
-    _socket: Socket,
-    addr: SocketAddr,
-}
-
-impl DeadPort {
-    fn new() -> DeadPort {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-        socket
-            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .expect("bind dead port");
-        let addr = socket.local_addr().unwrap().as_socket().unwrap();
-        DeadPort {
-            _socket: socket,
-            addr,
-        }
-    }
-}
-
-/// A backend that answers every connection with `<tag> <peer ip>\n`, then closes after the
-/// client's EOF.
-fn tagged_backend(tag: &'static str) -> Backend {
-    Backend::spawn(move |mut s, r| {
-        let peer = s.peer_addr()?;
-        let line = format!("{tag} {}\n", peer.ip());
-        r.report(Digest::of(line.as_bytes()));
-        s.write_all(line.as_bytes())?;
-        s.shutdown(std::net::Shutdown::Write)?;
-        // Let the tunnel see our EOF before the socket is closed under it.
-        let _ = read_digest(&mut s);
-        Ok(())
-    })
-}
 
 /// One session to `entry`: the line the backend answered with, without the newline.
 fn reply(entry: SocketAddr) -> String {
@@ -112,8 +75,8 @@ fn server_section(name: &str, connect: &str, cert: &Path, extra: &str) -> String
 fn failover_prio_skips_a_dead_first_target() {
     let dir = TestDir::new("failover-prio-dead");
     let pki = Pki::new(&dir);
-    let dead = DeadPort::new();
-    let b = tagged_backend("B");
+    let dead = DeadPort::loopback();
+    let b = Backend::tagged_with_peer("B");
     let pair = TunnelPair::start(
         &dir,
         &pki,
@@ -147,8 +110,8 @@ fn failover_prio_skips_a_dead_first_target() {
 fn failover_prio_always_uses_the_first_live_target() {
     let dir = TestDir::new("failover-prio-live");
     let pki = Pki::new(&dir);
-    let a = tagged_backend("A");
-    let b = tagged_backend("B");
+    let a = Backend::tagged_with_peer("A");
+    let b = Backend::tagged_with_peer("B");
     let pair = TunnelPair::start(
         &dir,
         &pki,
@@ -170,8 +133,8 @@ fn failover_prio_always_uses_the_first_live_target() {
 fn failover_rr_alternates_between_live_targets() {
     let dir = TestDir::new("failover-rr");
     let pki = Pki::new(&dir);
-    let a = tagged_backend("A");
-    let b = tagged_backend("B");
+    let a = Backend::tagged_with_peer("A");
+    let b = Backend::tagged_with_peer("B");
     let pair = TunnelPair::start(
         &dir,
         &pki,
@@ -208,7 +171,7 @@ fn failover_rr_alternates_between_live_targets() {
 fn backend_sees(label: &str, server_extra: &str) -> (String, String) {
     let dir = TestDir::new(label);
     let pki = Pki::new(&dir);
-    let b = tagged_backend("A");
+    let b = Backend::tagged_with_peer("A");
     let pair = TunnelPair::start(&dir, &pki, b.addr(), server_extra, "");
     let r = reply(pair.entry());
     let line = pair
@@ -340,7 +303,7 @@ fn unresolvable_connect_with_delay() {
 fn read_after_backend_refused(label: &str, extra: &str) -> (Vec<io::Result<usize>>, Vec<String>) {
     let dir = TestDir::new(label);
     let pki = Pki::new(&dir);
-    let dead = DeadPort::new();
+    let dead = DeadPort::loopback();
     let t = Tunnel::start(
         &dir,
         "server",

@@ -276,6 +276,34 @@ impl Backend {
         }
     }
 
+    /// Answers every connection with `<tag>\n` (reported as its digest), then waits for the
+    /// client's EOF: which of several backends a tunnel connected to.
+    pub fn tagged(tag: &'static str) -> Backend {
+        Backend::tagged_lines(tag, false)
+    }
+
+    /// Like [`Backend::tagged`], with the peer's IP: `<tag> <peer ip>\n` (which source
+    /// address a tunnel connected from).
+    pub fn tagged_with_peer(tag: &'static str) -> Backend {
+        Backend::tagged_lines(tag, true)
+    }
+
+    fn tagged_lines(tag: &'static str, with_peer: bool) -> Backend {
+        Backend::spawn(move |mut s, r| {
+            let line = if with_peer {
+                format!("{tag} {}\n", s.peer_addr()?.ip())
+            } else {
+                format!("{tag}\n")
+            };
+            r.report(Digest::of(line.as_bytes()));
+            s.write_all(line.as_bytes())?;
+            s.shutdown(Shutdown::Write)?;
+            // Let the tunnel see our EOF before the socket is closed under it.
+            let _ = read_digest(&mut s);
+            Ok(())
+        })
+    }
+
     /// Echoes everything back as it arrives; after EOF from the peer, shuts down its write
     /// side and reports the digest of what it echoed.
     pub fn echo() -> Backend {
@@ -481,4 +509,36 @@ pub fn probe(addr: SocketAddr, data: &[u8], timeout: Duration) -> Probe {
         }
     };
     Probe { received, end }
+}
+
+/// A TCP port that refuses connections: bound (so nobody else takes it while the guard
+/// lives) but not listening, so a SYN to it is answered with RST.
+pub struct DeadPort {
+    _socket: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+impl DeadPort {
+    /// A dead port on `ip`.
+    pub fn on(ip: std::net::IpAddr) -> DeadPort {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let any_port = SocketAddr::new(ip, 0);
+        let socket = Socket::new(
+            Domain::for_address(any_port),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .unwrap();
+        socket.bind(&any_port.into()).expect("bind dead port");
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        DeadPort {
+            _socket: socket,
+            addr,
+        }
+    }
+
+    /// A dead port on 127.0.0.1.
+    pub fn loopback() -> DeadPort {
+        DeadPort::on(std::net::Ipv4Addr::LOCALHOST.into())
+    }
 }
