@@ -160,20 +160,6 @@ fn session_id(pid: i32) -> i32 {
     after.split_whitespace().nth(3).unwrap().parse().unwrap()
 }
 
-/// The name with id 65534 in /etc/passwd or /etc/group (`nobody`/`nogroup` on Debian), else
-/// the number itself.
-fn name_of_65534(db: &str) -> String {
-    std::fs::read_to_string(db)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2] == "65534").then(|| f[0].to_string())
-        })
-        .next()
-        .unwrap_or_else(|| "65534".to_string())
-}
-
 /// A directory anyone may write to (the dropped user creates its pid and log files there).
 fn world_writable(path: PathBuf) -> PathBuf {
     std::fs::create_dir_all(&path).unwrap();

@@ -1270,18 +1270,6 @@ fn kill_9_far_tunnel_during_syslog_stream() {
 // Cases 4 and 5: privileges and chroot
 // ---------------------------------------------------------------------------------------
 
-/// The name with id 65534 in `db` (`nobody`/`nogroup` on Debian), else the number.
-fn name_of_65534(db: &str) -> String {
-    read_text(Path::new(db))
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2] == "65534").then(|| f[0].to_string())
-        })
-        .next()
-        .unwrap_or_else(|| "65534".to_string())
-}
-
 fn make_dir(p: &Path, mode: u32) -> PathBuf {
     std::fs::create_dir_all(p).unwrap();
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();

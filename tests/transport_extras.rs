@@ -36,7 +36,6 @@ use common::process;
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +46,7 @@ use std::time::{Duration, Instant};
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslSession, SslStream, SslVerifyMode};
 
 use common::daemon::{rstunnel_bin, START_TIMEOUT};
+use common::faults::{in_named_netns, ip_words};
 use common::process::{echo_check, pid_alive, require_root};
 use common::tools::{find_program, run, RunResult};
 use common::*;
@@ -414,7 +414,7 @@ impl Echo {
     /// Listens on `bind` inside network namespace `ns`.
     fn in_ns(ns: &str, bind: &str) -> Echo {
         let bind = bind.to_string();
-        Echo::on(in_netns(ns, move || {
+        Echo::on(in_named_netns(ns, move || {
             TcpListener::bind(&bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"))
         }))
     }
@@ -883,18 +883,6 @@ fn exec_connect_pty_gives_the_program_a_terminal() {
 // ---------------------------------------------------------------------------------------
 // transparent: network namespaces
 
-/// Runs `ip ARGS` (ARGS split on blanks); panics with its output on failure.
-fn ip(args: &str) {
-    let args: Vec<&str> = args.split_whitespace().collect();
-    let r = run(&find_program("ip"), &args, T);
-    assert!(
-        r.status.success(),
-        "ip {}\n{}",
-        args.join(" "),
-        r.describe()
-    );
-}
-
 /// Network namespaces owned by one test, named `rstx<pid>-<tag>-<role>`; deleted on drop
 /// (also while panicking), after any process still in them is killed. Everything made
 /// inside (veth pairs, addresses, routes, rules, iptables rules) goes with them.
@@ -908,9 +896,9 @@ impl Namespaces {
         let mut ns = Namespaces { names: Vec::new() };
         for role in roles {
             let name = format!("rstx{}-{tag}-{role}", std::process::id());
-            ip(&format!("netns add {name}"));
+            ip_words(&format!("netns add {name}"));
             ns.names.push(name.clone());
-            ip(&format!("-n {name} link set lo up"));
+            ip_words(&format!("-n {name} link set lo up"));
         }
         ns
     }
@@ -930,12 +918,12 @@ impl Namespaces {
         (ns_b, if_b, addr_b): (&str, &str, &str),
     ) {
         let (na, nb) = (self.name(ns_a).to_string(), self.name(ns_b).to_string());
-        ip(&format!(
+        ip_words(&format!(
             "link add {if_a} netns {na} type veth peer name {if_b} netns {nb}"
         ));
         for (n, i, a) in [(&na, if_a, addr_a), (&nb, if_b, addr_b)] {
-            ip(&format!("-n {n} addr add {a} dev {i}"));
-            ip(&format!("-n {n} link set {i} up"));
+            ip_words(&format!("-n {n} addr add {a} dev {i}"));
+            ip_words(&format!("-n {n} link set {i} up"));
         }
     }
 }
@@ -988,24 +976,9 @@ fn remove_stale_namespaces() {
     }
 }
 
-/// Runs `f` on a thread that has entered network namespace `ns`; sockets made there stay
-/// in that namespace wherever they are used later.
-fn in_netns<R: Send + 'static>(ns: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on an open namespace file; it changes only this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("namespace thread panicked")
-}
-
 /// A TCP connection made from inside namespace `ns`.
 fn connect_from(ns: &str, to: SocketAddr) -> TcpStream {
-    let s = in_netns(ns, move || TcpStream::connect_timeout(&to, CONNECT_TIMEOUT))
+    let s = in_named_netns(ns, move || TcpStream::connect_timeout(&to, CONNECT_TIMEOUT))
         .unwrap_or_else(|e| panic!("connect {to} from the client namespace: {e}"));
     set_timeouts(&s);
     s
@@ -1017,11 +990,11 @@ fn three_namespaces(tag: &str) -> Namespaces {
     let ns = Namespaces::new(tag, &["c", "t", "b"]);
     ns.link(("c", "vc", "192.0.2.2/30"), ("t", "vtc", "192.0.2.1/30"));
     ns.link(("t", "vtb", "192.0.2.5/30"), ("b", "vb", "192.0.2.6/30"));
-    ip(&format!(
+    ip_words(&format!(
         "-n {} route add default via 192.0.2.1",
         ns.name("c")
     ));
-    ip(&format!(
+    ip_words(&format!(
         "-n {} route add default via 192.0.2.5",
         ns.name("b")
     ));
@@ -1141,11 +1114,11 @@ fn transparent_source_without_cap_net_admin_logs_the_failure() {
 /// `transparent = source` needs this on the tunnel host: replies to the client's address
 /// that belong to one of its sockets are delivered locally instead of being routed on.
 fn deliver_spoofed_replies_locally(t: &str) {
-    ip(&format!(
+    ip_words(&format!(
         "netns exec {t} iptables -t mangle -A PREROUTING -p tcp -m socket -j MARK --set-mark 1"
     ));
-    ip(&format!("-n {t} rule add fwmark 1 lookup 100"));
-    ip(&format!(
+    ip_words(&format!("-n {t} rule add fwmark 1 lookup 100"));
+    ip_words(&format!(
         "-n {t} route add local 0.0.0.0/0 dev lo table 100"
     ));
 }
@@ -1186,7 +1159,7 @@ fn transparent_destination_round_trip(tag: &str, mode: &str) -> String {
         &["tdst"],
     );
     let port = tunnel.port("tdst");
-    ip(&format!(
+    ip_words(&format!(
         "netns exec {t} iptables -t nat -A PREROUTING -p tcp -d 192.0.2.6 --dport 7777 \
          -j REDIRECT --to-ports {port}"
     ));

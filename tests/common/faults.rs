@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -372,7 +373,7 @@ impl Bystander {
 /// sockets, its child processes (tunnels, tcpdump) and its iptables rules are private and
 /// vanish with it. Needs root (CAP_SYS_ADMIN); panics otherwise. A panic in `f` is re-raised.
 pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let h = std::thread::spawn(move || {
+    on_own_thread(move || {
         // SAFETY: unshare(CLONE_NEWNET) moves only the calling thread (this new one) into a
         // new network namespace; threads and children it creates afterwards inherit it.
         let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
@@ -384,8 +385,27 @@ pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
         );
         ip(&["link", "set", "lo", "up"]);
         f()
-    });
-    match h.join() {
+    })
+}
+
+/// Runs `f` on a thread of its own that has entered the named network namespace `ns`
+/// (`/run/netns/NS`, made with `ip netns add`); sockets made there stay in that namespace
+/// wherever they are used later. A panic in `f` is re-raised.
+pub fn in_named_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    on_own_thread(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on an open namespace file; it changes only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+        f()
+    })
+}
+
+/// Runs `f` on a new thread (whose namespace changes stay its own) and returns its value;
+/// a panic in `f` is re-raised here.
+fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match std::thread::spawn(f).join() {
         Ok(v) => v,
         Err(p) => std::panic::resume_unwind(p),
     }
@@ -394,6 +414,12 @@ pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
 /// Runs `ip ARGS…` (in the calling thread's namespace); panics on failure.
 pub fn ip(args: &[&str]) {
     run_ok(&find_program("ip"), args);
+}
+
+/// [`ip`] with its arguments in one string, split on blanks (`ip_words("-n NS link set lo
+/// up")`).
+pub fn ip_words(args: &str) {
+    ip(&args.split_whitespace().collect::<Vec<_>>());
 }
 
 /// Runs `iptables ARGS…`; panics on failure.

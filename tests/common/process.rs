@@ -245,6 +245,20 @@ pub fn sole_pid_with_arg(conf: &Path, wait: Duration) -> i32 {
     }
 }
 
+/// The name with id 65534 in `db`, /etc/passwd or /etc/group (`nobody`/`nogroup` on
+/// Debian), else the number itself: what the privilege-drop tests write as setuid/setgid.
+pub fn name_of_65534(db: &str) -> String {
+    std::fs::read_to_string(db)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == "65534").then(|| f[0].to_string())
+        })
+        .next()
+        .unwrap_or_else(|| "65534".to_string())
+}
+
 /// Makes this test process the reaper of orphaned descendants, so a daemon that forked away
 /// from its parent becomes our child: `waitpid` then gives its exit status and no zombie is
 /// left behind. Process-wide; harmless to call more than once.
