@@ -48,6 +48,7 @@ use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslSession, SslStream, 
 use common::daemon::{rstunnel_bin, START_TIMEOUT};
 use common::faults::{in_named_netns, ip_words};
 use common::process::{echo_check, pid_alive, require_root};
+use common::tls::tls_over;
 use common::tools::{find_program, run, RunResult};
 use common::*;
 
@@ -95,38 +96,6 @@ fn start_with(
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
-}
-
-/// A TLS client over `stream`. `ca`: check the server's chain and the name `localhost`
-/// (None: no check). `client`: present this certificate. A FIN without close_notify reads as
-/// a plain EOF.
-fn tls_over(
-    stream: TcpStream,
-    ca: Option<&Path>,
-    client: Option<&LeafFiles>,
-) -> SslStream<TcpStream> {
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    // OpenSSL 1.1.1 reads such an EOF as EOF already, and has no IGNORE_UNEXPECTED_EOF.
-    #[cfg(ossl300)]
-    b.set_options(openssl::ssl::SslOptions::IGNORE_UNEXPECTED_EOF);
-    match ca {
-        Some(ca) => {
-            b.set_ca_file(ca).unwrap();
-            b.set_verify(SslVerifyMode::PEER);
-        }
-        None => b.set_verify(SslVerifyMode::NONE),
-    }
-    if let Some(c) = client {
-        b.set_certificate_file(&c.cert, SslFiletype::PEM).unwrap();
-        b.set_private_key_file(&c.key, SslFiletype::PEM).unwrap();
-    }
-    let c = b.build();
-    let mut cfg = c.configure().unwrap();
-    if ca.is_none() {
-        cfg.set_verify_hostname(false);
-    }
-    cfg.connect("localhost", stream)
-        .unwrap_or_else(|e| panic!("TLS handshake: {e}"))
 }
 
 /// Reads up to `\n`; panics unless a complete line came.

@@ -21,12 +21,11 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
-
+use common::tls::tls_to;
 use common::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -42,21 +41,6 @@ fn reply(entry: SocketAddr) -> String {
         "no complete reply line came back: {text:?}"
     );
     text.trim_end().to_string()
-}
-
-/// A TLS client straight to a server section (no certificate check; we test TCP here). The
-/// unexpected-EOF option makes a FIN without close_notify read as a plain EOF (`Ok(0)`).
-fn tls_connect(addr: SocketAddr) -> SslStream<TcpStream> {
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    b.set_verify(SslVerifyMode::NONE);
-    // OpenSSL 1.1.1 reads such an EOF as EOF already, and has no IGNORE_UNEXPECTED_EOF.
-    #[cfg(ossl300)]
-    b.set_options(openssl::ssl::SslOptions::IGNORE_UNEXPECTED_EOF);
-    let c = b.build();
-    let mut cfg = c.configure().unwrap();
-    cfg.set_verify_hostname(false);
-    cfg.connect("localhost", connect(addr))
-        .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"))
 }
 
 /// `[srv]` section (with `pki.server`) on 127.0.0.1:0 whose `connect` line is `connect`
@@ -276,7 +260,7 @@ fn unresolvable_connect(label: &str, bad_extra: &str) {
     assert!(t.try_wait().is_none(), "the process exited");
 
     // The other service of the same process is unaffected.
-    let mut s = tls_connect(t.addr("good"));
+    let mut s = tls_to(t.addr("good"), None, None);
     s.write_all(b"still up\n").unwrap();
     let mut buf = [0u8; 9];
     s.read_exact(&mut buf).expect("echo through [good]");
@@ -312,7 +296,7 @@ fn read_after_backend_refused(label: &str, extra: &str) -> (Vec<io::Result<usize
     let mut results = Vec::new();
     for i in 0..5 {
         // Nothing is written: unread data would make the kernel send RST on close anyway.
-        let mut s = tls_connect(t.addr("srv"));
+        let mut s = tls_to(t.addr("srv"), None, None);
         let mut buf = [0u8; 64];
         results.push(s.read(&mut buf));
         t.wait_close_counts(i + 1, T);

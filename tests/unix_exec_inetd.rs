@@ -28,7 +28,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -40,9 +40,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
+use openssl::ssl::SslStream;
 
 use common::daemon::{parse_close_line, rstunnel_bin, START_TIMEOUT};
+use common::tls::{tls_over, tls_to};
 use common::tools::{find_program, ChildGuard};
 use common::*;
 
@@ -156,33 +157,6 @@ fn start_tunnel(
         );
     }
     t
-}
-
-/// A TLS client over `stream` (no server certificate check: these tests are about the far
-/// side), optionally presenting `client` as its certificate. A FIN without close_notify
-/// reads as a plain EOF.
-fn tls_over<S: Read + Write + std::fmt::Debug>(
-    stream: S,
-    client: Option<&LeafFiles>,
-) -> SslStream<S> {
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    b.set_verify(SslVerifyMode::NONE);
-    // OpenSSL 1.1.1 reads such an EOF as EOF already, and has no IGNORE_UNEXPECTED_EOF.
-    #[cfg(ossl300)]
-    b.set_options(openssl::ssl::SslOptions::IGNORE_UNEXPECTED_EOF);
-    if let Some(c) = client {
-        b.set_certificate_file(&c.cert, SslFiletype::PEM).unwrap();
-        b.set_private_key_file(&c.key, SslFiletype::PEM).unwrap();
-    }
-    let c = b.build();
-    let mut cfg = c.configure().unwrap();
-    cfg.set_verify_hostname(false);
-    cfg.connect("localhost", stream)
-        .unwrap_or_else(|e| panic!("TLS handshake: {e}"))
-}
-
-fn tls_connect(addr: SocketAddr, client: Option<&LeafFiles>) -> SslStream<TcpStream> {
-    tls_over(connect(addr), client)
 }
 
 /// Sends the payload (`seed`, `len`) in [`STEP`]-byte chunks, reading each chunk back before
@@ -320,7 +294,7 @@ fn server_tunnel_connects_to_a_unix_socket_backend() {
         &[],
     );
     for seed in 0..2u64 {
-        let mut s = tls_connect(server.addr("srv"), None);
+        let mut s = tls_to(server.addr("srv"), None, None);
         lockstep_echo(
             &mut s,
             seed,
@@ -762,7 +736,7 @@ fn exec_cat_echoes_a_mebibyte() {
         "server",
         &exec_body(&pki.server.combined, "/bin/cat", "cat", ""),
     );
-    let mut s = tls_connect(server.addr("srv"), None);
+    let mut s = tls_to(server.addr("srv"), None, None);
     lockstep_echo(&mut s, 11, MIB as usize, "1 MiB through exec = /bin/cat");
     let rest = tls_close(&mut s, "exec = /bin/cat");
     assert!(rest.is_empty(), "bytes after the echo: {}", rest.len());
@@ -813,7 +787,7 @@ fn exec_program_sees_the_peer_in_its_environment() {
             &format!("CAfile = {}\nverifyChain = yes", pki.ca_file.display()),
         ),
     );
-    let mut s = tls_connect(server.addr("srv"), Some(&pki.client));
+    let mut s = tls_to(server.addr("srv"), None, Some(&pki.client));
     let local_port = s.get_ref().local_addr().unwrap().port();
     let mut out = Vec::new();
     s.read_to_end(&mut out)
@@ -871,7 +845,7 @@ fn parallel_exec_sessions_get_their_own_programs_and_leave_no_zombies() {
         go.push(go_tx);
         let pid_tx = pid_tx.clone();
         threads.push(std::thread::spawn(move || {
-            let mut s = tls_connect(addr, None);
+            let mut s = tls_to(addr, None, None);
             let line = read_line(&mut s, 100).expect("reading the program's PID line");
             let text = String::from_utf8_lossy(&line).into_owned();
             let pid: u32 = text
@@ -1033,7 +1007,7 @@ fn inetd_server_mode_serves_one_tls_session_on_stdio_and_exits_0() {
         ),
     );
     let ours = inetd.ours.take().unwrap();
-    let mut s = tls_over(ours, None);
+    let mut s = tls_over(ours, None, None);
     lockstep_echo(&mut s, 21, 200 * 1024, "inetd server-mode session");
     let rest = tls_close(&mut s, "inetd server mode");
     assert!(rest.is_empty(), "bytes after the echo: {}", rest.len());

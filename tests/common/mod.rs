@@ -13,6 +13,8 @@
 //! * [`process`]: root checks, free ports, a TLS client made with the `openssl` crate,
 //!   config rewrites, log-file waits, finding a tunnel's pid, and a guard for daemonised
 //!   processes that are not our children.
+//! * [`tls`]: TLS clients over any stream (`tls_over`, `tls_to`), checking the server or
+//!   not, with or without a client certificate.
 //! * [`tools`]: locating external programs (`openssl`, `stunnel4`); a missing one fails the
 //!   test with a pointer to `scripts/deps.sh` instead of passing silently.
 //!
@@ -31,6 +33,7 @@ pub mod daemon;
 pub mod faults;
 pub mod net;
 pub mod process;
+pub mod tls;
 pub mod tools;
 
 use std::path::{Path, PathBuf};
