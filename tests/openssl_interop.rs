@@ -10,10 +10,10 @@
 
 mod common;
 
-use std::process::Command;
+use std::ffi::OsStr;
 use std::time::Duration;
 
-use common::tools::{openssl, run_with_timeout, RunResult};
+use common::tools::RunResult;
 use common::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -31,20 +31,19 @@ fn server(dir: &TestDir, pki: &Pki, backend: &Backend, extra: &str) -> Tunnel {
 /// `openssl s_client` to `port` with `args`, verifying the chain against the CA and the host
 /// name `localhost`; sends [`LINE`] and (with `-ign_eof`) reads until the server closes.
 fn s_client(pki: &Pki, port: u16, args: &[&str]) -> RunResult {
-    let mut cmd = Command::new(openssl());
-    cmd.arg("s_client")
-        .arg("-connect")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-servername")
-        .arg("localhost")
-        .arg("-CAfile")
-        .arg(&pki.ca_file)
-        .arg("-verify_return_error")
-        .arg("-verify_hostname")
-        .arg("localhost")
-        .arg("-ign_eof")
-        .args(args);
-    run_with_timeout(cmd, LINE.as_bytes(), RUN_TIMEOUT)
+    let verify = ["-servername", "localhost", "-CAfile"].map(OsStr::new);
+    let rest = [
+        "-verify_return_error",
+        "-verify_hostname",
+        "localhost",
+        "-ign_eof",
+    ];
+    let all: Vec<&OsStr> = verify
+        .into_iter()
+        .chain([pki.ca_file.as_os_str()])
+        .chain(rest.iter().chain(args).map(OsStr::new))
+        .collect();
+    openssl_cli::s_client(port, &all, LINE.as_bytes(), RUN_TIMEOUT)
 }
 
 fn assert_echoed(r: &RunResult, server: &Tunnel) {
@@ -152,25 +151,8 @@ fn client_tunnel_to_s_server() {
     let dir = TestDir::new("s-server");
     let pki = Pki::new(&dir);
     let cert = pki.server.combined.to_string_lossy().into_owned();
-    let args = [
-        "s_server",
-        "-accept",
-        "127.0.0.1:0",
-        "-cert",
-        &cert,
-        "-naccept",
-        "1",
-        "-rev",
-    ];
-    // The "config" of this process is its command line, kept for failure messages.
-    let argfile = dir.write("s_server.args", format!("openssl {}\n", args.join(" ")));
-    let os_args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-    let s_server = Tunnel::spawn(&openssl(), &os_args, "s_server", argfile);
-    let accept = s_server.wait_for_log("ACCEPT ", Duration::from_secs(10));
-    let port = accept
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.trim().parse::<u16>().ok())
-        .expect("s_server port");
+    let args = ["-cert", &cert, "-naccept", "1", "-rev"];
+    let (s_server, port) = openssl_cli::s_server(&dir, "s_server", &args);
     let verify = format!(
         "verifyChain = yes\nCAfile = {}\ncheckHost = localhost\n",
         pki.ca_file.display()

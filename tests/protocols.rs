@@ -40,6 +40,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -1031,13 +1032,20 @@ fn s_client_to_rstunnel_server(name: &str, starttls: &str) {
             &format!("protocol = {name}\n"),
         ),
     );
-    let mut cmd = std::process::Command::new(tools::openssl());
-    cmd.args(["s_client", "-starttls", starttls, "-connect"])
-        .arg(server.addr("srv").to_string())
-        .arg("-CAfile")
-        .arg(&pki.ca_file)
-        .args(["-verify_return_error", "-quiet"]);
-    let r = tools::run_with_timeout(cmd, b"hello from s_client\n", Duration::from_secs(20));
+    let args = [
+        OsStr::new("-starttls"),
+        OsStr::new(starttls),
+        OsStr::new("-CAfile"),
+        pki.ca_file.as_os_str(),
+        OsStr::new("-verify_return_error"),
+        OsStr::new("-quiet"),
+    ];
+    let r = openssl_cli::s_client(
+        server.port("srv"),
+        &args,
+        b"hello from s_client\n",
+        Duration::from_secs(20),
+    );
     let got = backend.next(T);
     assert_eq!(
         got.as_deref(),

@@ -92,13 +92,8 @@ fn ossl(cwd: &Path, args: &[&str]) -> RunResult {
 /// `openssl s_client` to `127.0.0.1:port` with `args`: sends [`LINE`] and reads (with
 /// `-ign_eof`) until the server closes. No server verification unless `args` asks.
 fn s_client(port: u16, args: &[&str]) -> RunResult {
-    let mut cmd = Command::new(openssl());
-    cmd.arg("s_client")
-        .arg("-connect")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-ign_eof")
-        .args(args);
-    run_with_timeout(cmd, LINE.as_bytes(), RUN_TIMEOUT)
+    let all: Vec<&str> = ["-ign_eof"].iter().chain(args).copied().collect();
+    openssl_cli::s_client(port, &all, LINE.as_bytes(), RUN_TIMEOUT)
 }
 
 /// Whether s_client got [`LINE`] echoed back by the backend behind the tunnel.
@@ -119,20 +114,8 @@ fn s_client_subject(r: &RunResult) -> String {
 /// `args` (certificate options etc.), run as a [`Tunnel`] so that it is killed on drop and
 /// its output lands in failure messages. Returns it and its port.
 fn s_server(dir: &TestDir, label: &str, args: &[&str]) -> (Tunnel, u16) {
-    let mut all = vec!["s_server", "-accept", "127.0.0.1:0", "-rev"];
-    all.extend_from_slice(args);
-    let argfile = dir.write(
-        &format!("{label}.args"),
-        format!("openssl {}\n", all.join(" ")),
-    );
-    let os_args: Vec<&std::ffi::OsStr> = all.iter().map(|a| a.as_ref()).collect();
-    let t = Tunnel::spawn(&openssl(), &os_args, label, argfile);
-    let accept = t.wait_for_log("ACCEPT ", T);
-    let port = accept
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.trim().parse::<u16>().ok())
-        .unwrap_or_else(|| t.fail(&format!("no port in {accept:?}")));
-    (t, port)
+    let all: Vec<&str> = ["-rev"].iter().chain(args).copied().collect();
+    openssl_cli::s_server(dir, label, &all)
 }
 
 /// Sends [`LINE`] through a client tunnel whose far end is `s_server -rev`; the reversed

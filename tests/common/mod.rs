@@ -10,6 +10,7 @@
 //!   reads the bound ports back from its log and stops it with SIGTERM, then SIGKILL, on drop.
 //! * [`net`]: plain TCP backends (echo, sink, digest-after-EOF, greeter, source) and client
 //!   helpers; every socket has read and write timeouts so no test can hang.
+//! * [`openssl_cli`]: `openssl s_client` and `s_server` as TLS peers.
 //! * [`process`]: root checks, free ports, a TLS client made with the `openssl` crate,
 //!   config rewrites, log-file waits, finding a tunnel's pid, and a guard for daemonised
 //!   processes that are not our children.
@@ -32,6 +33,7 @@ pub mod certs;
 pub mod daemon;
 pub mod faults;
 pub mod net;
+pub mod openssl_cli;
 pub mod process;
 pub mod tls;
 pub mod tools;
