@@ -175,23 +175,8 @@ fn line(s: &mut impl Read) -> io::Result<String> {
 /// (EOF or reset) rather than leaving the connection hanging.
 fn drain(s: &mut impl Read) -> (Vec<u8>, bool) {
     let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return (got, true),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return (got, false)
-            }
-            Err(_) => return (got, true),
-        }
-    }
+    let end = read_to_end_or_timeout(s, &mut got, None);
+    (got, end != End::TimedOut)
 }
 
 /// Reads exactly `n` bytes or what came before EOF / error / timeout.

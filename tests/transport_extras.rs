@@ -34,7 +34,7 @@ mod common;
 use common::process;
 
 use std::ffi::OsStr;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -125,26 +125,13 @@ fn tls_finish<S: Read + Write>(s: &mut SslStream<S>) {
 /// such as a reset) rather than hanging until `timeout`.
 fn read_until_end<S: Read>(s: &mut S, timeout_hint: &str) -> (Vec<u8>, Result<(), String>) {
     let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return (got, Ok(())),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return (
-                    got,
-                    Err(format!("{timeout_hint}: still open after the timeout")),
-                )
-            }
-            // A reset (reset = yes) or a TLS error: the session is over.
-            Err(_) => return (got, Ok(())),
-        }
+    // A reset (reset = yes) or a TLS error ends the session as an EOF does.
+    match read_to_end_or_timeout(s, &mut got, None) {
+        End::Eof | End::Closed(_) => (got, Ok(())),
+        End::TimedOut => (
+            got,
+            Err(format!("{timeout_hint}: still open after the timeout")),
+        ),
     }
 }
 

@@ -24,7 +24,7 @@ use openssl::ssl::{
 
 use super::certs::LeafFiles;
 use super::daemon::Tunnel;
-use super::net::{connect, echo_session, payload, Digest};
+use super::net::{connect, echo_session, payload, read_to_end_or_timeout, Digest, End};
 pub use super::process::tunnel_pid;
 use super::tools::find_program;
 
@@ -193,25 +193,10 @@ pub enum Ending {
 pub fn read_until_end(s: &mut impl Read, timeout: Duration) -> (Vec<u8>, Ending, Duration) {
     let start = Instant::now();
     let mut got = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let end = loop {
-        if start.elapsed() > timeout {
-            break Ending::Hung;
-        }
-        match s.read(&mut buf) {
-            Ok(0) => break Ending::Eof,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break Ending::Hung
-            }
-            Err(e) => break Ending::Error(e.kind()),
-        }
+    let end = match read_to_end_or_timeout(s, &mut got, Some(start + timeout)) {
+        End::Eof => Ending::Eof,
+        End::Closed(kind) => Ending::Error(kind),
+        End::TimedOut => Ending::Hung,
     };
     (got, end, start.elapsed())
 }

@@ -451,7 +451,7 @@ pub fn echo_session(addr: SocketAddr, data: &[u8]) -> io::Result<Vec<u8>> {
     Ok(got)
 }
 
-/// How a connection ended for [`probe`].
+/// How a connection ended for [`probe`] and [`read_to_end_or_timeout`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum End {
     /// Orderly EOF.
@@ -491,11 +491,27 @@ pub fn probe(addr: SocketAddr, data: &[u8], timeout: Duration) -> Probe {
     s.set_read_timeout(Some(timeout)).unwrap();
     let _ = s.write_all(data);
     let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    let end = loop {
+    let end = read_to_end_or_timeout(&mut s, &mut received, None);
+    Probe { received, end }
+}
+
+/// Reads `s` until EOF ([`End::Eof`]), an error such as a reset ([`End::Closed`]) or a read
+/// that times out ([`End::TimedOut`]: the stream's own read timeout), retrying `EINTR`, and
+/// appends what came to `got`. With a `deadline`, also [`End::TimedOut`] once it has passed
+/// (checked before each read), however steadily bytes come.
+pub fn read_to_end_or_timeout(
+    s: &mut impl Read,
+    got: &mut Vec<u8>,
+    deadline: Option<std::time::Instant>,
+) -> End {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            return End::TimedOut;
+        }
         match s.read(&mut buf) {
-            Ok(0) => break End::Eof,
-            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Ok(0) => return End::Eof,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e)
                 if matches!(
@@ -503,12 +519,11 @@ pub fn probe(addr: SocketAddr, data: &[u8], timeout: Duration) -> Probe {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                break End::TimedOut
+                return End::TimedOut
             }
-            Err(e) => break End::Closed(e.kind()),
+            Err(e) => return End::Closed(e.kind()),
         }
-    };
-    Probe { received, end }
+    }
 }
 
 /// A TCP port that refuses connections: bound (so nobody else takes it while the guard
