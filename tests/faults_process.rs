@@ -336,10 +336,20 @@ fn sigterm_under_load(program: Program, label: &str, n: usize) -> SigtermRun {
     let pki = Pki::new(&dir);
     let backend = HoldBackend::start();
     let (far_port, near_port) = (free_port(), free_port());
+    // As the harness does for tests not about pausing (common::daemon::test_globals):
+    // with pauseWhenDown the near tunnel would listen only once its first probe of the far
+    // one answered, and this daemon is taken as started when its pid file appears, so the
+    // first sessions could be refused (seen under load: "session 0: connect: Connection
+    // refused"). stunnel4 does not know the option.
+    let no_pause = if program == Program::Rstunnel {
+        "pauseWhenDown = no\n"
+    } else {
+        ""
+    };
     let global = |name: &str| {
         format!(
             "; written by tests/faults_process.rs\nforeground = no\nsyslog = no\ndebug = 5\n\
-             pid = {}\noutput = {}\n",
+             {no_pause}pid = {}\noutput = {}\n",
             dir.join(&format!("{name}.pid")).display(),
             dir.join(&format!("{name}.log")).display()
         )
