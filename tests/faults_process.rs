@@ -200,14 +200,7 @@ impl HoldBackend {
         let thread = {
             let (seen, stop) = (seen.clone(), stop.clone());
             std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Ok(mut s) = conn else {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    };
+                accept_until_stopped(listener.incoming(), &stop, |mut s| {
                     let seen = seen.clone();
                     let _ = std::thread::Builder::new()
                         .stack_size(64 * 1024)
@@ -243,7 +236,7 @@ impl HoldBackend {
                             let sha = h.finish();
                             seen.lock().unwrap().insert(n, Seen { bytes, sha, clean });
                         });
-                }
+                });
             })
         };
         HoldBackend {
@@ -891,11 +884,7 @@ impl LineSink {
         {
             let (lines, stop) = (lines.clone(), stop.clone());
             std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Ok(s) = conn else { continue };
+                accept_until_stopped(listener.incoming(), &stop, |s| {
                     let lines = lines.clone();
                     std::thread::spawn(move || {
                         use std::io::BufRead;
@@ -912,7 +901,7 @@ impl LineSink {
                             buf.clear();
                         }
                     });
-                }
+                });
             });
         }
         LineSink { addr, lines, stop }

@@ -90,14 +90,7 @@ impl<R: Send + 'static> Server<R> {
             let stop = stop.clone();
             let accepted = accepted.clone();
             std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(s) = conn else {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    };
+                accept_until_stopped(listener.incoming(), &stop, |s| {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     s.set_read_timeout(Some(T)).unwrap();
                     s.set_write_timeout(Some(T)).unwrap();
@@ -107,7 +100,7 @@ impl<R: Send + 'static> Server<R> {
                     std::thread::spawn(move || {
                         let _ = tx.send(handler(s));
                     });
-                }
+                });
             })
         };
         Server {

@@ -81,14 +81,7 @@ impl UnixEcho {
             let stop = stop.clone();
             let accepted = accepted.clone();
             std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(mut s) = conn else {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    };
+                accept_until_stopped(listener.incoming(), &stop, |mut s| {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     unix_timeouts(&s);
                     std::thread::spawn(move || -> io::Result<()> {
@@ -102,7 +95,7 @@ impl UnixEcho {
                         }
                         s.shutdown(Shutdown::Write)
                     });
-                }
+                });
             })
         };
         UnixEcho {

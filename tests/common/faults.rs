@@ -56,14 +56,7 @@ impl Target {
         let thread = {
             let (queue, accepted, stop) = (queue.clone(), accepted.clone(), stop.clone());
             std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(s) = conn else {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    };
+                super::net::accept_until_stopped(listener.incoming(), &stop, |s| {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     super::net::set_timeouts(&s);
                     let _ = s.set_nodelay(true);
@@ -76,7 +69,7 @@ impl Target {
                             std::thread::spawn(move || d(s));
                         }
                     }
-                }
+                });
             })
         };
         Target {

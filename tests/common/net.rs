@@ -209,6 +209,26 @@ impl Reporter {
     }
 }
 
+/// Hands every connection `incoming` yields (`TcpListener::incoming`,
+/// `UnixListener::incoming`) to `each` until `stop` is set, which is checked after each
+/// accept: whoever sets it then connects once to wake the blocking accept. A failed accept
+/// (EMFILE, ECONNABORTED…) is retried after 5 ms.
+pub fn accept_until_stopped<S>(
+    incoming: impl Iterator<Item = io::Result<S>>,
+    stop: &AtomicBool,
+    mut each: impl FnMut(S),
+) {
+    for conn in incoming {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match conn {
+            Ok(s) => each(s),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
 type Handler = dyn Fn(TcpStream, &Reporter) -> io::Result<()> + Send + Sync + 'static;
 
 /// A plain TCP server on `127.0.0.1:0` running `handler` on a thread per connection.
@@ -242,17 +262,7 @@ impl Backend {
             let accepted = accepted.clone();
             let reporter = reporter.clone();
             std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let s = match conn {
-                        Ok(s) => s,
-                        Err(_) => {
-                            std::thread::sleep(Duration::from_millis(5));
-                            continue;
-                        }
-                    };
+                accept_until_stopped(listener.incoming(), &stop, |s| {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     set_timeouts(&s);
                     let _ = s.set_nodelay(true);
@@ -263,7 +273,7 @@ impl Backend {
                             r.errors.lock().unwrap().push(e.to_string());
                         }
                     });
-                }
+                });
             })
         };
         Backend {
