@@ -23,14 +23,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn start_server(dir: &TestDir, pki: &Pki, backend: &Backend, extra: &str) -> Tunnel {
-    Tunnel::start(
-        dir,
-        "server",
-        &server_body(backend.addr(), &pki.server.combined, extra),
-    )
-}
-
 fn open_session(t: &Tunnel, ca: &Path, i: usize) -> SslStream<TcpStream> {
     let mut s =
         tls_connect(t.addr("srv"), ca).unwrap_or_else(|e| t.fail(&format!("session {i}: {e:?}")));
@@ -43,7 +35,7 @@ fn sigusr2_lists_active_connections() {
     let dir = TestDir::new("sigusr2");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let t = start_server(&dir, &pki, &echo, "");
+    let t = Tunnel::server(&dir, &pki, echo.addr(), "");
     let sessions: Vec<_> = (0..3).map(|i| open_session(&t, &pki.ca_file, i)).collect();
 
     t.signal(libc::SIGUSR2);
@@ -152,7 +144,7 @@ fn sigterm_drains_live_sessions_and_exits_0_within_timeout_close() {
     let dir = TestDir::new("drain");
     let pki = Pki::new(&dir);
     let sink = Backend::sink();
-    let mut t = start_server(&dir, &pki, &sink, "TIMEOUTclose = 5");
+    let mut t = Tunnel::server(&dir, &pki, sink.addr(), "TIMEOUTclose = 5");
     let addr = t.addr("srv");
     let mut sessions: Vec<SslStream<TcpStream>> = (0..3)
         .map(|i| {

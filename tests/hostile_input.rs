@@ -223,11 +223,7 @@ fn client_without_verification_warns_at_startup() {
 
     // A server-mode service never gets it, whatever it verifies.
     let backend = Backend::echo();
-    let srv = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(backend.addr(), &pki.server.combined, ""),
-    );
+    let srv = Tunnel::server(&dir, &pki, backend.addr(), "");
     wait_configured(&srv);
     assert_no_line(&srv, MITM);
     summary(
@@ -442,14 +438,11 @@ fn hostile_certificate_subjects_are_sanitized() {
         "the certificate must carry the raw control characters"
     );
     let backend = Backend::echo();
-    let srv = Tunnel::start(
+    let srv = Tunnel::server(
         &dir,
-        "server",
-        &server_body(
-            backend.addr(),
-            &pki.server.combined,
-            &format!("verify = 2\nCAfile = {}", pki.ca_file.display()),
-        ),
+        &pki,
+        backend.addr(),
+        &format!("verify = 2\nCAfile = {}", pki.ca_file.display()),
     );
     let payload = payload(5, 2048);
     let expected = format!("O=rstunnel tests, CN={}", sanitized_cn());

@@ -19,15 +19,6 @@ use common::*;
 const RUN_TIMEOUT: Duration = Duration::from_secs(20);
 const LINE: &str = "hello through rstunnel\n";
 
-/// A server tunnel `[srv]` in front of a backend that echoes one line and closes.
-fn server(dir: &TestDir, pki: &Pki, backend: &Backend, extra: &str) -> Tunnel {
-    Tunnel::start(
-        dir,
-        "server",
-        &server_body(backend.addr(), &pki.server.combined, extra),
-    )
-}
-
 /// `openssl s_client` to `port` with `args`, verifying the chain against the CA and the host
 /// name `localhost`; sends [`LINE`] and (with `-ign_eof`) reads until the server closes.
 fn s_client(pki: &Pki, port: u16, args: &[&str]) -> RunResult {
@@ -65,7 +56,7 @@ fn s_client_tls13_line_is_echoed() {
     let dir = TestDir::new("s-client-13");
     let pki = Pki::new(&dir);
     let backend = Backend::line_echo_once();
-    let srv = server(&dir, &pki, &backend, "");
+    let srv = Tunnel::server(&dir, &pki, backend.addr(), "");
     let r = s_client(&pki, srv.port("srv"), &["-tls1_3"]);
     assert_echoed(&r, &srv);
     assert!(
@@ -85,10 +76,10 @@ fn s_client_tls12_gets_configured_cipher() {
     let dir = TestDir::new("s-client-12");
     let pki = Pki::new(&dir); // EC keys, hence ECDSA
     let backend = Backend::line_echo_once();
-    let srv = server(
+    let srv = Tunnel::server(
         &dir,
         &pki,
-        &backend,
+        backend.addr(),
         "sslVersionMax = TLSv1.2\nciphers = ECDHE-ECDSA-AES128-GCM-SHA256\n",
     );
     let r = s_client(&pki, srv.port("srv"), &[]);
@@ -106,10 +97,10 @@ fn s_client_tls13_gets_configured_ciphersuite() {
     let dir = TestDir::new("s-client-suite");
     let pki = Pki::new(&dir);
     let backend = Backend::line_echo_once();
-    let srv = server(
+    let srv = Tunnel::server(
         &dir,
         &pki,
-        &backend,
+        backend.addr(),
         "ciphersuites = TLS_CHACHA20_POLY1305_SHA256\n",
     );
     let r = s_client(&pki, srv.port("srv"), &["-tls1_3"]);
@@ -127,7 +118,7 @@ fn tls13_only_server_refuses_tls12_client() {
     let dir = TestDir::new("s-client-refused");
     let pki = Pki::new(&dir);
     let backend = Backend::line_echo_once();
-    let srv = server(&dir, &pki, &backend, "sslVersionMin = TLSv1.3\n");
+    let srv = Tunnel::server(&dir, &pki, backend.addr(), "sslVersionMin = TLSv1.3\n");
     let r = s_client(&pki, srv.port("srv"), &["-tls1_2"]);
     assert!(
         !r.status.success(),

@@ -1001,15 +1001,7 @@ fn s_client_to_rstunnel_server(name: &str, starttls: &str) {
         let _ = drain(&mut s);
         Ok(l)
     });
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(
-            backend.addr(),
-            &pki.server.combined,
-            &format!("protocol = {name}\n"),
-        ),
-    );
+    let server = Tunnel::server(&dir, &pki, backend.addr(), &format!("protocol = {name}\n"));
     let args = [
         OsStr::new("-starttls"),
         OsStr::new(starttls),
@@ -1257,11 +1249,7 @@ fn connect_through_a_proxy_to_an_rstunnel_server() {
     let dir = TestDir::new("connect-rstunnel");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let proxy = http_proxy(None);
     let target_name = format!("localhost:{}", server.port("srv"));
     let client = Tunnel::start(

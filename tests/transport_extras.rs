@@ -714,11 +714,7 @@ fn exec_connect_with_retry_restarts_the_program() {
     let dir = TestDir::new("exec-connect-retry");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let out = dir.join("runs.txt");
     let script = ping_script(&dir, "ping.sh", &out);
     let started = Instant::now();
@@ -757,11 +753,7 @@ fn exec_connect_without_retry_runs_once() {
     let dir = TestDir::new("exec-connect-once");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let out = dir.join("runs.txt");
     let script = ping_script(&dir, "ping.sh", &out);
     let mut t = exec_connect(&dir, "ec", server.addr("srv"), &script, "retry = no");
@@ -787,11 +779,7 @@ fn exec_connect_pty_gives_the_program_a_terminal() {
     let dir = TestDir::new("exec-connect-pty");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     for (pty, expect_tty) in [("yes", true), ("no", false)] {
         let out = dir.join(&format!("tty-{pty}.txt"));
         // Raw mode without echo, so the terminal neither echoes the reply back nor turns

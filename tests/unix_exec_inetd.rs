@@ -353,11 +353,7 @@ fn client_tunnel_accepts_on_a_unix_socket() {
     let dir = TestDir::new("unix-accept");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let path = dir.join("in.sock");
     let client = start_tunnel(
         &dir,
@@ -404,11 +400,7 @@ fn unix_accept_replaces_a_stale_socket_file() {
     let dir = TestDir::new("unix-stale");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let path = dir.join("in.sock");
     // What an earlier run that was killed leaves behind: a socket file nobody listens on.
     drop(UnixListener::bind(&path).unwrap());
@@ -479,11 +471,7 @@ fn unix_accept_socket_file_is_removed_on_sigterm() {
     let dir = TestDir::new("unix-unlink");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let path = dir.join("in.sock");
     let mut client = start_tunnel(
         &dir,
@@ -517,11 +505,7 @@ fn section_setuid_setgid_own_the_unix_accept_socket() {
     let dir = TestDir::new("unix-owner");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let path = dir.join("owned.sock");
     let client = start_tunnel(
         &dir,
@@ -1043,11 +1027,7 @@ fn inetd_client_mode_relays_plain_stdio_to_a_tls_server() {
     let dir = TestDir::new("inetd-client");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let mut inetd = Inetd::start(
         &dir,
         "inetd",

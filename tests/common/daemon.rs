@@ -256,6 +256,16 @@ impl Tunnel {
         Tunnel::start_program(Program::Rstunnel, dir, label, body)
     }
 
+    /// The usual server tunnel, labelled `server`: `[srv]` on 127.0.0.1:0 with `pki.server`,
+    /// in front of `backend`, with `extra` lines in the section ([`server_body`]).
+    pub fn server(dir: &TestDir, pki: &Pki, backend: SocketAddr, extra: &str) -> Tunnel {
+        Tunnel::start(
+            dir,
+            "server",
+            &server_body(backend, &pki.server.combined, extra),
+        )
+    }
+
     /// Writes `<label>.conf` = the standard global lines + `body`, starts `program` with it and
     /// waits (up to [`START_TIMEOUT`]) until every `[section]` in `body` logged its `bound to`
     /// line. Panics with the log if the process exits or the deadline passes first.
