@@ -25,7 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::daemon::{parse_log_line, START_TIMEOUT};
+use common::daemon::parse_log_line;
 use common::*;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{Ssl, SslContext, SslMethod, SslVerifyMode};
@@ -39,21 +39,6 @@ fn summary(case: &str, load: &str, faults: &str, bad_inputs: u64, bytes_lost: u6
     println!(
         "summary: sec {case} | load={load} | faults={faults} | bad_inputs={bad_inputs} | bytes_lost={bytes_lost}"
     );
-}
-
-/// Writes `<label>.conf` (standard globals + `body`), starts rstunnel and waits only for the
-/// `bound` sections: virtual hosts (`sni = PRIMARY:…`) have no listener of their own.
-fn start_waiting_for(dir: &TestDir, label: &str, body: &str, bound: &[&str]) -> Tunnel {
-    let program = Program::Rstunnel.path();
-    let conf = format!(
-        "; {label}: written by tests/hostile_input.rs\nforeground = yes\ndebug = 7\n{}{body}\n",
-        common::daemon::test_globals(&program, body)
-    );
-    let conf_path = dir.write(&format!("{label}.conf"), conf);
-    let mut t = Tunnel::spawn(&program, &[conf_path.as_os_str()], label, conf_path.clone());
-    let names: Vec<String> = bound.iter().map(|s| s.to_string()).collect();
-    t.wait_bound(&names, START_TIMEOUT);
-    t
 }
 
 /// Waits for the end of startup, after which no more startup warnings can come.
@@ -320,7 +305,7 @@ fn sni_server(dir: &TestDir, pki: &Pki, a: &Backend, b: &Backend) -> Tunnel {
         b.addr(),
         pki.server.combined.display()
     );
-    start_waiting_for(dir, "server", &body, &["srv"])
+    Tunnel::start_waiting_for(Program::Rstunnel, dir, "server", &body, &["srv"])
 }
 
 #[test]

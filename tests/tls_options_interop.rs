@@ -195,26 +195,6 @@ fn assert_refused(entry: SocketAddr, refuser: &Tunnel, from: usize, logged: &str
 
 /// Body of a stunnel4/rstunnel config whose sections include some without `accept`
 /// (virtual hosts): starts `program` and waits only for `bound` sections.
-fn start_waiting_for(
-    program: Program,
-    dir: &TestDir,
-    label: &str,
-    body: &str,
-    bound: &[&str],
-) -> Tunnel {
-    let path = program.path();
-    let mut conf =
-        format!("; {label}: tests/tls_options_interop.rs\nforeground = yes\ndebug = 7\n");
-    conf.push_str(&daemon::test_globals(&path, body));
-    conf.push_str(body);
-    conf.push('\n');
-    let conf_path = dir.write(&format!("{label}.conf"), &conf);
-    let mut t = Tunnel::spawn(&path, &[conf_path.as_os_str()], label, conf_path.clone());
-    let names: Vec<String> = bound.iter().map(|s| s.to_string()).collect();
-    t.wait_bound(&names, daemon::START_TIMEOUT);
-    t
-}
-
 fn server(
     program: Program,
     dir: &TestDir,
@@ -1171,7 +1151,7 @@ fn sni_server(
         b.addr(),
         vhost_cert.display()
     );
-    start_waiting_for(program, dir, label, &body, &["primary"])
+    Tunnel::start_waiting_for(program, dir, label, &body, &["primary"])
 }
 
 fn vhost_cert(dir: &TestDir, pki: &Pki) -> LeafFiles {
@@ -1351,7 +1331,7 @@ fn strict_vhost_server(dir: &TestDir, pki: &Pki, a: &Backend, b: &Backend) -> Tu
         vhost.combined.display(),
         pki.ca_file.display()
     );
-    start_waiting_for(Program::Rstunnel, dir, "server", &body, &["primary"])
+    Tunnel::start_waiting_for(Program::Rstunnel, dir, "server", &body, &["primary"])
 }
 
 /// A virtual host keeps its own client verification under a primary that asks for no

@@ -69,13 +69,8 @@ fn start_with(
     sections: &[&str],
 ) -> Tunnel {
     let bin = rstunnel_bin();
-    let mut conf =
-        format!("; {label}: written by tests/transport_extras.rs\nforeground = yes\ndebug = 7\n");
     // RSTUNNEL_TEST_BIN=/usr/bin/stunnel4 checks the tests against the reference.
-    conf.push_str(&common::daemon::test_globals(&bin, body));
-    conf.push_str(body);
-    conf.push('\n');
-    let conf_path = dir.write(&format!("{label}.conf"), conf);
+    let conf_path = common::daemon::write_test_conf(dir, label, &bin, body);
     let (program, mut args): (PathBuf, Vec<&OsStr>) = match prefix.split_first() {
         Some((first, rest)) => (
             find_program(first),

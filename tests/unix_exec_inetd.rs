@@ -134,12 +134,7 @@ fn start_tunnel(
     unix_paths: &[&Path],
 ) -> Tunnel {
     let bin = rstunnel_bin();
-    let mut conf =
-        format!("; {label}: written by tests/unix_exec_inetd.rs\nforeground = yes\ndebug = 7\n");
-    conf.push_str(&common::daemon::test_globals(&bin, body));
-    conf.push_str(body);
-    conf.push('\n');
-    let conf_path = dir.write(&format!("{label}.conf"), &conf);
+    let conf_path = common::daemon::write_test_conf(dir, label, &bin, body);
     let mut t = Tunnel::spawn(&bin, &[conf_path.as_os_str()], label, conf_path.clone());
     let sections: Vec<String> = tcp_sections.iter().map(|s| s.to_string()).collect();
     t.wait_bound(&sections, START_TIMEOUT);

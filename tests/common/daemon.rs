@@ -74,6 +74,17 @@ pub fn test_globals(program: &Path, body: &str) -> String {
     }
 }
 
+/// Writes `<label>.conf` in `dir` for `program`: `foreground = yes`, `debug = 7`, the
+/// [`test_globals`], then `body`. Returns its path.
+pub fn write_test_conf(dir: &TestDir, label: &str, program: &Path, body: &str) -> PathBuf {
+    let conf = format!(
+        "; {label}: written by the test harness (tests/common/daemon.rs)\n\
+         foreground = yes\ndebug = 7\n{}{body}\n",
+        test_globals(program, body)
+    );
+    dir.write(&format!("{label}.conf"), conf)
+}
+
 /// Lines captured from a process, with a condition variable to wait for new ones.
 pub struct LogBuf {
     state: Mutex<LogState>,
@@ -272,16 +283,25 @@ impl Tunnel {
     ///
     /// `body` may begin with more global options before its first section header.
     pub fn start_program(program: Program, dir: &TestDir, label: &str, body: &str) -> Tunnel {
-        let path = program.path();
-        let mut conf =
-            format!("; {label}: written by tests/common/daemon.rs\nforeground = yes\ndebug = 7\n");
-        conf.push_str(&test_globals(&path, body));
-        conf.push_str(body);
-        conf.push('\n');
-        let conf_path = dir.write(&format!("{label}.conf"), &conf);
-        let mut t = Tunnel::spawn(&path, &[conf_path.as_os_str()], label, conf_path.clone());
         let sections = section_names(body);
-        t.wait_bound(&sections, START_TIMEOUT);
+        let names: Vec<&str> = sections.iter().map(String::as_str).collect();
+        Tunnel::start_waiting_for(program, dir, label, body, &names)
+    }
+
+    /// [`Tunnel::start_program`], waiting only for the `bound to` lines of `sections`: a
+    /// virtual host (`sni = PRIMARY:…`) or an exec+connect section has no listener.
+    pub fn start_waiting_for(
+        program: Program,
+        dir: &TestDir,
+        label: &str,
+        body: &str,
+        sections: &[&str],
+    ) -> Tunnel {
+        let path = program.path();
+        let conf_path = write_test_conf(dir, label, &path, body);
+        let mut t = Tunnel::spawn(&path, &[conf_path.as_os_str()], label, conf_path.clone());
+        let names: Vec<String> = sections.iter().map(|s| s.to_string()).collect();
+        t.wait_bound(&names, START_TIMEOUT);
         t
     }
 
