@@ -1482,20 +1482,6 @@ fn check(dir: &TestDir, name: &str, conf: &str) -> (std::path::PathBuf, RunResul
     (path, r)
 }
 
-fn assert_refused(r: &RunResult, message: &str) {
-    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
-    assert!(
-        r.stderr.contains(message),
-        "stderr must contain {message:?}\n{}",
-        r.describe()
-    );
-    assert!(
-        !r.stdout.contains("configuration OK") && !r.stderr.contains("configuration OK"),
-        "{}",
-        r.describe()
-    );
-}
-
 /// nntp and ldap have no server side (neither in stunnel 5.68).
 #[test]
 fn check_refuses_nntp_and_ldap_on_the_server_side() {
@@ -1510,7 +1496,7 @@ fn check_refuses_nntp_and_ldap_on_the_server_side() {
                 pki.server.combined.display()
             ),
         );
-        assert_refused(
+        tools::assert_config_refused(
             &r,
             &format!("protocol = {name} is not supported on the server side yet"),
         );
@@ -1530,7 +1516,7 @@ fn check_refuses_proxy_on_the_client_side() {
         "proxy-client.conf",
         "foreground = yes\nclient = yes\n[p]\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:9\nprotocol = proxy\n",
     );
-    assert_refused(&r, "protocol = proxy is not supported on the client side");
+    tools::assert_config_refused(&r, "protocol = proxy is not supported on the client side");
 }
 
 #[test]
@@ -1541,7 +1527,7 @@ fn check_refuses_an_unknown_protocol_with_its_line() {
         "nonsense.conf",
         "foreground = yes\nclient = yes\n[n]\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:9\nprotocol = nonsense\n",
     );
-    assert_refused(
+    tools::assert_config_refused(
         &r,
         &format!(
             "{}:6: \"protocol = nonsense\": Unsupported protocol",
