@@ -668,12 +668,25 @@ impl TunnelPair {
         server_extra: &str,
         client_extra: &str,
     ) -> TunnelPair {
-        let server = Tunnel::start_program(
+        Self::start_with_server_body(
+            client_prog,
             server_prog,
             dir,
-            "server",
             &server_body(backend, &pki.server.combined, server_extra),
-        );
+            client_extra,
+        )
+    }
+
+    /// `server_prog` with `server_section` (a `[srv]` section, e.g. a PSK-only one), then
+    /// `client_prog` with a `[cli]` section connecting to it, `client_extra` in it.
+    pub fn start_with_server_body(
+        client_prog: Program,
+        server_prog: Program,
+        dir: &TestDir,
+        server_section: &str,
+        client_extra: &str,
+    ) -> TunnelPair {
+        let server = Tunnel::start_program(server_prog, dir, "server", server_section);
         let client = Tunnel::start_program(
             client_prog,
             dir,
