@@ -698,51 +698,10 @@ fn crlfile_client_side_refuses_revoked_server() {
         rev.crl_file.display()
     );
     for (leaf, ok) in [(&rev.good, true), (&rev.revoked, false)] {
-        let (ss, port) = s_server(
-            &dir,
-            "s_server",
-            &["-cert", &p(&leaf.cert), "-key", &p(&leaf.key)],
-        );
-        let cli = client(
-            Program::Rstunnel,
-            &dir,
-            "client",
-            ([127, 0, 0, 1], port).into(),
-            &verify,
-        );
-        if ok {
-            assert_reversed(cli.addr("cli"), &cli, &ss);
-        } else {
-            assert_refused(
-                cli.addr("cli"),
-                &cli,
-                0,
-                "certificate revoked",
-                "revoked s_server",
-            );
-        }
-        let echo = Backend::echo();
-        let s4 = server(
-            Program::Stunnel4,
-            &dir,
-            "s4-server",
-            echo.addr(),
-            &leaf.combined,
-            "",
-        );
-        let cli = client(Program::Rstunnel, &dir, "client2", s4.addr("srv"), &verify);
-        if ok {
-            assert_echo_works(cli.addr("cli"), &cli, "good stunnel4 server");
-        } else {
-            assert_refused(
-                cli.addr("cli"),
-                &cli,
-                0,
-                "certificate revoked",
-                "revoked stunnel4 server",
-            );
-            assert_eq!(echo.connections(), 0);
-        }
+        let state = if ok { "good" } else { "revoked" };
+        client_against_both_servers(&dir, leaf, &verify, ok, "certificate revoked", &|peer| {
+            format!("{state} {peer}")
+        });
     }
 }
 
@@ -763,51 +722,10 @@ fn verify_peer_client_pins_the_server_certificate() {
         .write(&dir, "other-server");
     let pin = format!("verifyPeer = yes\nCAfile = {}\n", pki.server.cert.display());
     for (leaf, ok) in [(&pki.server, true), (&other, false)] {
-        let (ss, port) = s_server(
-            &dir,
-            "s_server",
-            &["-cert", &p(&leaf.cert), "-key", &p(&leaf.key)],
-        );
-        let cli = client(
-            Program::Rstunnel,
-            &dir,
-            "client",
-            ([127, 0, 0, 1], port).into(),
-            &pin,
-        );
-        if ok {
-            assert_reversed(cli.addr("cli"), &cli, &ss);
-        } else {
-            assert_refused(
-                cli.addr("cli"),
-                &cli,
-                0,
-                "Rejected by CERT",
-                "unpinned s_server",
-            );
-        }
-        let echo = Backend::echo();
-        let s4 = server(
-            Program::Stunnel4,
-            &dir,
-            "s4-server",
-            echo.addr(),
-            &leaf.combined,
-            "",
-        );
-        let cli = client(Program::Rstunnel, &dir, "client2", s4.addr("srv"), &pin);
-        if ok {
-            assert_echo_works(cli.addr("cli"), &cli, "pinned stunnel4 server");
-        } else {
-            assert_refused(
-                cli.addr("cli"),
-                &cli,
-                0,
-                "Rejected by CERT",
-                "unpinned stunnel4 server",
-            );
-            assert_eq!(echo.connections(), 0);
-        }
+        let state = if ok { "pinned" } else { "unpinned" };
+        client_against_both_servers(&dir, leaf, &pin, ok, "Rejected by CERT", &|peer| {
+            format!("{state} {peer}")
+        });
     }
 }
 
@@ -967,6 +885,23 @@ fn client_checks(dir: &TestDir, pki: &Pki, leaf: &LeafFiles, checks: &str, ok: b
         "verifyChain = yes\nCAfile = {}\n{checks}",
         pki.ca_file.display()
     );
+    client_against_both_servers(dir, leaf, &verify, ok, "Rejected by CERT", &|peer| {
+        format!("{peer}, {checks:?}")
+    });
+}
+
+/// An rstunnel client with `verify` lines against `s_server` presenting `leaf`, then
+/// against a stunnel4 server presenting it: through both (`ok`), or refused by both with
+/// `refused` in the client's log (and the stunnel4 server's backend never contacted).
+/// `what(peer)` names the case in failure messages (`peer`: "s_server", "stunnel4 server").
+fn client_against_both_servers(
+    dir: &TestDir,
+    leaf: &LeafFiles,
+    verify: &str,
+    ok: bool,
+    refused: &str,
+    what: &dyn Fn(&str) -> String,
+) {
     let (ss, port) = s_server(
         dir,
         "s_server",
@@ -977,18 +912,12 @@ fn client_checks(dir: &TestDir, pki: &Pki, leaf: &LeafFiles, checks: &str, ok: b
         dir,
         "client",
         ([127, 0, 0, 1], port).into(),
-        &verify,
+        verify,
     );
     if ok {
         assert_reversed(cli.addr("cli"), &cli, &ss);
     } else {
-        assert_refused(
-            cli.addr("cli"),
-            &cli,
-            0,
-            "Rejected by CERT",
-            &format!("s_server, {checks:?}"),
-        );
+        assert_refused(cli.addr("cli"), &cli, 0, refused, &what("s_server"));
     }
     drop((cli, ss));
     let echo = Backend::echo();
@@ -1000,21 +929,11 @@ fn client_checks(dir: &TestDir, pki: &Pki, leaf: &LeafFiles, checks: &str, ok: b
         &leaf.combined,
         "",
     );
-    let cli = client(Program::Rstunnel, dir, "client2", s4.addr("srv"), &verify);
+    let cli = client(Program::Rstunnel, dir, "client2", s4.addr("srv"), verify);
     if ok {
-        assert_echo_works(
-            cli.addr("cli"),
-            &cli,
-            &format!("stunnel4 server, {checks:?}"),
-        );
+        assert_echo_works(cli.addr("cli"), &cli, &what("stunnel4 server"));
     } else {
-        assert_refused(
-            cli.addr("cli"),
-            &cli,
-            0,
-            "Rejected by CERT",
-            &format!("stunnel4 server, {checks:?}"),
-        );
+        assert_refused(cli.addr("cli"), &cli, 0, refused, &what("stunnel4 server"));
         assert_eq!(echo.connections(), 0);
     }
 }
