@@ -178,7 +178,8 @@ soak:
 demo: build
 	RSTUNNEL=$(RELEASE_BIN) scripts/demo.sh
 
-# bench.sh builds the release binaries itself.
+# bench.sh builds the release binaries itself: rstunnel and the load generator
+# (tools/loadgen, a workspace member that neither `make install` nor the packages ship).
 bench:
 	scripts/bench.sh
 

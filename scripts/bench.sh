@@ -44,7 +44,8 @@
 #
 # Environment (BENCH_QUICK=1 shrinks every default for a dev run, ~2 min):
 #   RSTUNNEL, STUNNEL, LOADGEN   binaries (default target/release/rstunnel,
-#                                stunnel4 from PATH, target/release/rstunnel-loadgen)
+#                                stunnel4 from PATH, target/release/rstunnel-loadgen:
+#                                the workspace member tools/loadgen, never installed)
 #   BENCH_ROUNDS        rounds of the throughput/latency workloads (3)
 #   BENCH_IDLE_ROUNDS   rounds of the idle levels (1: the 10,000 level alone takes
 #                       minutes per implementation; RSS per session varies <1% between rounds)
@@ -58,7 +59,7 @@
 #   BENCH_IDLE_LEVELS   idle session counts ("1000 5000 10000")
 #   BENCH_OUT           report (BENCHMARKS.md at the repository root)
 #   BENCH_CHART         chart (docs/bench-ratios.png at the repository root)
-#   BENCH_NO_BUILD=1    skip `cargo build --release`
+#   BENCH_NO_BUILD=1    skip `cargo build --release -p rstunnel -p rstunnel-loadgen`
 #   BENCH_NO_CHART=1    skip the chart
 #   BENCH_KEEP=1        keep the temp dir (configs, certs, tunnel logs)
 set -euo pipefail
@@ -101,8 +102,8 @@ log() { echo "bench: $(date +%H:%M:%S) $*" >&2; }
 die() { echo "bench: ERROR: $*" >&2; exit 1; }
 
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release --bins) || die "build failed"
+    log "cargo build --release -p rstunnel -p rstunnel-loadgen"
+    (cd "$ROOT" && cargo build --release -p rstunnel -p rstunnel-loadgen) || die "build failed"
 fi
 for b in "$RSTUNNEL" "$STUNNEL" "$LOADGEN"; do
     [ -x "$b" ] || die "not executable: $b"

@@ -2,7 +2,7 @@
 """check-deps.py - every external command the project runs must be installed by
 scripts/deps.sh or be part of Debian's Essential set.
 
-Reads the commands that scripts/*.sh, .ci/run, the Makefile's recipes and the Rust tests
+Reads the commands that scripts/*.sh, scripts/lib/*.sh (sourced by them), .ci/run, the Makefile's recipes and the Rust tests
 (tests/**/*.rs: Command::new("X"), find_program("X"), /bin/X paths, shell strings after
 "-c" and shell scripts the tests write) call, and the COMMANDS table of scripts/deps.sh
 (command -> Debian package). Fails when a command is
@@ -517,8 +517,26 @@ def collect():
     shell_files = sorted(
         os.path.join("scripts", f) for f in os.listdir(os.path.join(ROOT, "scripts"))
         if f.endswith(".sh")) + [".ci/run"]
+    libraries = sorted(
+        os.path.join("scripts", "lib", f)
+        for f in os.listdir(os.path.join(ROOT, "scripts", "lib")) if f.endswith(".sh"))
+    text = {rel: open(os.path.join(ROOT, rel)).read() for rel in shell_files + libraries}
+    # A script that sources scripts/lib/X.sh (`. "$ROOT/scripts/lib/X.sh"`) may call X's
+    # functions; X is read with the functions of the scripts that source it (log, die).
+    sources = {rel: set(re.findall(r'^\s*(?:\.|source)\s+"?\$ROOT/(scripts/lib/[\w.-]+\.sh)"?',
+                                   text[rel], re.M)) & set(libraries)
+               for rel in shell_files}
     for rel in shell_files:
-        commands_in_shell(open(os.path.join(ROOT, rel)).read(), rel, found)
+        functions = set()
+        for lib in sources[rel]:
+            functions |= functions_in(text[lib])[0]
+        commands_in_shell(text[rel], rel, found, functions)
+    for lib in libraries:
+        functions = set()
+        for rel in shell_files:
+            if lib in sources[rel]:
+                functions |= functions_in(text[rel])[0]
+        commands_in_shell(text[lib], lib, found, functions)
     makefile_commands(found)
     for base, _, files in os.walk(os.path.join(ROOT, "tests")):
         for f in sorted(files):

@@ -5,7 +5,8 @@
 #   1. target/debian11-root: a bullseye minbase root from http://deb.debian.org/debian with
 #      the build and test packages (below). Bootstrapped once; the bootstrapped tree is
 #      also kept as target/debian11-rootfs.tar.gz, from which a lost or damaged root is
-#      unpacked again instead of downloaded.
+#      unpacked again instead of downloaded (scripts/lib/rootfs.sh, shared with
+#      scripts/test-systemd.sh).
 #   2. In a private mount namespace (unshare --mount: no mount is visible outside, and
 #      all go away with the namespace; a trap also unmounts them in order):
 #        the root bind-mounted on itself (so `ip netns exec` can remount / as a slave),
@@ -54,8 +55,11 @@ PACKAGES=(
     python3                                    # e2e-syslog.sh (its syslog sink helper)
     binutils                                   # objdump for `make deb`
 )
-# The stamp names what the root was made from: another package list means another root.
-STAMP_TEXT="$SUITE $MIRROR minbase ${PACKAGES[*]}"
+# The root's stamp is what it was made from (suite, mirror, this list): another list means
+# another root (scripts/lib/rootfs.sh).
+
+# shellcheck source=scripts/lib/rootfs.sh
+. "$ROOT/scripts/lib/rootfs.sh"
 
 log() { echo "test-debian11: $*"; }
 die() { echo "test-debian11: FAIL: $*" >&2; exit 1; }
@@ -228,40 +232,11 @@ if [ ! -x "$TOOLCHAIN_BIN/cargo" ] || [ ! -x "$TOOLCHAIN_BIN/rustc" ]; then
 fi
 CARGO_REGISTRY="${CARGO_HOME:-$HOME/.cargo}/registry"
 
-# Mounts only ever exist in the namespace of stage 2; never delete a root that has one
-# (the repository is bind-mounted into it).
-if grep -q " ${CHROOT}[/ ]" /proc/self/mounts; then
-    die "something is mounted under $CHROOT; unmount it first"
-fi
-
-# The root: reuse, unpack from the tarball, or bootstrap.
-if [ "${DEBIAN11_FRESH:-0}" = 1 ]; then
-    rm -rf "$CHROOT" "$TARBALL" "$TARBALL.stamp"
-fi
-if [ -s "$CHROOT/.rstunnel-root" ] && [ "$(cat "$CHROOT/.rstunnel-root")" = "$STAMP_TEXT" ]; then
-    log "reusing ${CHROOT#"$ROOT"/}"
-else
-    rm -rf "$CHROOT" "$CHROOT.new"
-    if [ -s "$TARBALL" ] && [ "$(cat "$TARBALL.stamp" 2>/dev/null)" = "$STAMP_TEXT" ]; then
-        log "unpacking ${TARBALL#"$ROOT"/}"
-        mkdir -p "$CHROOT.new"
-        tar -C "$CHROOT.new" -xzf "$TARBALL"
-    else
-        log "debootstrap $SUITE (minbase + ${#PACKAGES[@]} packages) from $MIRROR"
-        T=$(now)
-        include=$(IFS=,; echo "${PACKAGES[*]}")
-        debootstrap --variant=minbase --include="$include" "$SUITE" "$CHROOT.new" "$MIRROR" \
-            >"$ROOT/target/debian11-debootstrap.log" 2>&1 \
-            || { tail -n 30 "$ROOT/target/debian11-debootstrap.log" >&2; die "debootstrap failed (log: target/debian11-debootstrap.log)"; }
-        rm -rf "$CHROOT.new/var/cache/apt/archives/"*.deb
-        log "bootstrapped ($(($(now) - T)) s); caching it as ${TARBALL#"$ROOT"/}"
-        tar -C "$CHROOT.new" --one-file-system -czf "$TARBALL.tmp" .
-        mv "$TARBALL.tmp" "$TARBALL"
-        echo "$STAMP_TEXT" >"$TARBALL.stamp"
-    fi
-    echo "$STAMP_TEXT" >"$CHROOT.new/.rstunnel-root"
-    mv "$CHROOT.new" "$CHROOT"
-fi
+# The root: reuse, unpack from the tarball, or bootstrap (scripts/lib/rootfs.sh). Mounts
+# only ever exist in the namespace of stage 2; a root that has one is never deleted (the
+# repository is bind-mounted into it).
+rootfs_ensure "$CHROOT" "$TARBALL" "$ROOT/target/debian11-debootstrap.log" "${DEBIAN11_FRESH:-0}" \
+    "$SUITE" "$MIRROR" "${PACKAGES[@]}"
 
 export CHROOT ROOT RUSTUP_DIR TOOLCHAIN_BIN CARGO_REGISTRY
 export DEBIAN11_TESTS="${DEBIAN11_TESTS:---test stunnel4_interop --test openssl_versions}"
@@ -269,8 +244,7 @@ export DEBIAN11_E2E="${DEBIAN11_E2E:-1}"
 rc=0
 unshare --mount --propagation private -- "$ROOT/scripts/test-debian11.sh" --in-namespace || rc=$?
 # Nothing may be left mounted under the root (the namespace is gone; this checks it).
-if grep -q " $CHROOT/" /proc/self/mounts; then
-    die "mounts under $CHROOT leaked: $(grep " $CHROOT/" /proc/self/mounts | awk '{ print $2 }' | tr '\n' ' ')"
-fi
+leaked=$(rootfs_mounts "$CHROOT")
+[ -z "$leaked" ] || die "mounts under $CHROOT leaked: ${leaked//$'\n'/ }"
 [ "$rc" -eq 0 ] || die "the Debian 11 run failed (exit $rc)"
 log "passed on Debian 11 in $(($(now) - T0)) s"

@@ -5,7 +5,8 @@
 #   1. target/systemd-root: a Debian 12 (bookworm) minbase root from deb.debian.org with
 #      only systemd, systemd-sysv, dbus, libssl3 and logrotate added: no procps, so
 #      anything the package needs beyond Essential shows up here. Bootstrapped once and
-#      also kept as target/systemd-rootfs.tar.gz, as scripts/test-debian11.sh does.
+#      also kept as target/systemd-rootfs.tar.gz (scripts/lib/rootfs.sh, shared with
+#      scripts/test-debian11.sh).
 #      In each run's copy mawk is purged too (with --force-depends: base-files depends
 #      on awk), so that nothing of the package may use awk either.
 #   2. The freshly built .deb (`make deb`) and two certificates made now with
@@ -55,7 +56,9 @@ SROOT="$ROOT/target/systemd-root"
 TARBALL="$ROOT/target/systemd-rootfs.tar.gz"
 WORK="$ROOT/target/systemd-run"
 PACKAGES=(systemd systemd-sysv dbus libssl3 logrotate)
-STAMP_TEXT="$SUITE $MIRROR minbase ${PACKAGES[*]}"
+
+# shellcheck source=scripts/lib/rootfs.sh
+. "$ROOT/scripts/lib/rootfs.sh"
 
 log() { echo "test-systemd: $*"; }
 die() { echo "test-systemd: FAIL: $*" >&2; exit 1; }
@@ -681,37 +684,10 @@ debs=("$ROOT"/target/deb/rstunnel_*.deb)
 DEB="${debs[0]}"
 [ -f "$DEB" ] || die "no target/deb/rstunnel_*.deb (make deb)"
 
-# The root: reuse, unpack from the tarball, or bootstrap.
-if grep -q " ${SROOT}[/ ]" /proc/self/mounts; then
-    die "something is mounted under $SROOT; unmount it first"
-fi
-if [ "${SYSTEMD_TEST_FRESH:-0}" = 1 ]; then
-    rm -rf "$SROOT" "$TARBALL" "$TARBALL.stamp"
-fi
-if [ -s "$SROOT/.rstunnel-root" ] && [ "$(cat "$SROOT/.rstunnel-root")" = "$STAMP_TEXT" ]; then
-    log "reusing ${SROOT#"$ROOT"/}"
-else
-    rm -rf "$SROOT" "$SROOT.new"
-    if [ -s "$TARBALL" ] && [ "$(cat "$TARBALL.stamp" 2>/dev/null)" = "$STAMP_TEXT" ]; then
-        log "unpacking ${TARBALL#"$ROOT"/}"
-        mkdir -p "$SROOT.new"
-        tar -C "$SROOT.new" -xzf "$TARBALL"
-    else
-        log "debootstrap $SUITE (minbase + ${PACKAGES[*]}) from $MIRROR"
-        T=$(now)
-        include=$(IFS=,; echo "${PACKAGES[*]}")
-        debootstrap --variant=minbase --include="$include" "$SUITE" "$SROOT.new" "$MIRROR" \
-            >"$ROOT/target/systemd-debootstrap.log" 2>&1 \
-            || { tail -n 30 "$ROOT/target/systemd-debootstrap.log" >&2; die "debootstrap failed (log: target/systemd-debootstrap.log)"; }
-        rm -rf "$SROOT.new/var/cache/apt/archives/"*.deb
-        log "bootstrapped ($(($(now) - T)) s); caching it as ${TARBALL#"$ROOT"/}"
-        tar -C "$SROOT.new" --one-file-system -czf "$TARBALL.tmp" .
-        mv "$TARBALL.tmp" "$TARBALL"
-        echo "$STAMP_TEXT" >"$TARBALL.stamp"
-    fi
-    echo "$STAMP_TEXT" >"$SROOT.new/.rstunnel-root"
-    mv "$SROOT.new" "$SROOT"
-fi
+# The root: reuse, unpack from the tarball, or bootstrap (scripts/lib/rootfs.sh; never
+# deleted while something is mounted under it).
+rootfs_ensure "$SROOT" "$TARBALL" "$ROOT/target/systemd-debootstrap.log" "${SYSTEMD_TEST_FRESH:-0}" \
+    "$SUITE" "$MIRROR" "${PACKAGES[@]}"
 
 # What the container sees at /srv/rstunnel-test: the .deb and two certificates.
 rm -rf "$WORK"
@@ -775,8 +751,6 @@ unshare --mount --propagation private -- "$ROOT/scripts/test-systemd.sh" --in-na
 NS_PID=$!
 wait "$NS_PID" || rc=$?
 NS_PID=
-if grep -q " ${SROOT}[/ ]" /proc/self/mounts; then
-    die "mounts under $SROOT leaked"
-fi
+[ -z "$(rootfs_mounts "$SROOT")" ] || die "mounts under $SROOT leaked"
 [ "$rc" -eq 0 ] || die "the systemd run failed (exit $rc)"
 log "passed in $(($(now) - T0)) s"

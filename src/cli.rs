@@ -178,7 +178,6 @@ fn run_check(config: &Config, load_files: bool) -> i32 {
     for note in &config.not_checked {
         eprintln!("note: {note}");
     }
-    log::install_bridge();
     let _ = log::configure(&LogSetup {
         stderr: true,
         output: None,

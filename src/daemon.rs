@@ -1,6 +1,7 @@
 //! Process-level steps of startup (docs/ARCHITECTURE.md, Startup): going into the
-//! background and the pid file. `daemonize` must run before any thread exists (fork copies
-//! only the calling thread).
+//! background, /dev/null, the pid file, chroot, the group and user switch, and systemd's
+//! notify socket (`READY=1`, `RELOADING=1`, `STOPPING=1`). `daemonize` must run before any
+//! thread exists (fork copies only the calling thread).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

@@ -3,8 +3,8 @@
 //!
 //! Owns the eight syslog levels, the sinks, and the per-thread context (the connection id
 //! and that service's debug level, set by session threads). It formats and writes; it never
-//! decides what is worth logging. Also routes the `log` crate's records (from libraries)
-//! into the same sinks.
+//! decides what is worth logging. (No dependency logs through the `log` crate, so there is
+//! no bridge for it: every line comes from the `log_*!` macros below.)
 
 use std::cell::RefCell;
 use std::ffi::CString;
@@ -253,36 +253,6 @@ macro_rules! log_notice { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level:
 macro_rules! log_info { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Info, $($arg)*) }; }
 #[macro_export]
 macro_rules! log_debug { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Debug, $($arg)*) }; }
-
-/// Routes records of the `log` crate (from libraries) into the same sinks.
-struct Bridge;
-
-impl ::log::Log for Bridge {
-    fn enabled(&self, metadata: &::log::Metadata<'_>) -> bool {
-        enabled(bridge_level(metadata.level()))
-    }
-    fn log(&self, record: &::log::Record<'_>) {
-        emit(bridge_level(record.level()), *record.args());
-    }
-    fn flush(&self) {}
-}
-
-fn bridge_level(level: ::log::Level) -> Level {
-    match level {
-        ::log::Level::Error => Level::Err,
-        ::log::Level::Warn => Level::Warning,
-        ::log::Level::Info => Level::Info,
-        ::log::Level::Debug | ::log::Level::Trace => Level::Debug,
-    }
-}
-
-/// Installs the `log` crate bridge (once; later calls do nothing).
-pub fn install_bridge() {
-    static BRIDGE: Bridge = Bridge;
-    if ::log::set_logger(&BRIDGE).is_ok() {
-        ::log::set_max_level(::log::LevelFilter::Trace);
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -51,13 +51,13 @@ fn log_setup(config: &Config) -> LogSetup<'_> {
 /// Runs the configuration until a terminating signal; returns the exit code.
 /// `source` is the file to re-read on SIGHUP (`None`: read from a descriptor, no reload).
 pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
-    log::install_bridge();
     crate::memory::tune_malloc();
     if config.is_inetd_mode() {
         return run_inetd(&config);
     }
-    // Step 3: stderr and syslog now (syslog must be opened before chroot); the output
-    // file only after the privilege drop, so that it belongs to the dropped user.
+    // Startup step 3 (docs/ARCHITECTURE.md, Startup): stderr and syslog now (syslog must
+    // be opened before chroot); the output file only after the privilege drop, so that it
+    // belongs to the dropped user.
     let early = LogSetup {
         output: None,
         ..log_setup(&config)
@@ -74,7 +74,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
         crate::openssl_names::running_version()
     );
     log_notice!("Reading configuration from {}", config.source);
-    // Steps 2 and 4: certificates and keys are loaded, then every listener is bound.
+    // Startup steps 4 and 5: certificates and keys are loaded, then every listener is bound.
     let bound = match service::build(&config, true)
         .and_then(|s| listeners::bind_all(&s, &mut Vec::new()))
     {
@@ -218,7 +218,7 @@ fn run_inetd(config: &Config) -> i32 {
     0
 }
 
-/// Steps 5–7: chroot, then group, then user.
+/// Startup step 7 (docs/ARCHITECTURE.md, Startup): chroot, then group, then user.
 fn drop_privileges(config: &Config) -> Result<(), StartupError> {
     let global = &config.global;
     if let Some(dir) = &global.chroot {

@@ -105,17 +105,7 @@ fn bad_boolean_config() -> (TestDir, std::path::PathBuf, String) {
 fn check_reports_bad_value_with_file_and_line() {
     let (_dir, conf, expected) = bad_boolean_config();
     let r = rstunnel(&["--check", path_str(&conf)]);
-    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
-    assert!(
-        r.stderr.contains(&expected),
-        "stderr must contain {expected:?}\n{}",
-        r.describe()
-    );
-    assert!(
-        !r.stdout.contains("configuration OK") && !r.stderr.contains("configuration OK"),
-        "{}",
-        r.describe()
-    );
+    common::tools::assert_config_refused(&r, &expected);
 }
 
 #[test]

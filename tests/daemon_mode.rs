@@ -6,12 +6,11 @@
 //! the fork exit 1 with the reason on stderr.
 //!
 //! The daemon is not our child: this test binary makes itself a child subreaper so the
-//! daemon is re-parented to it (its exit status can be read), and a [`process::DaemonGuard`]
-//! finds it by its unique config path and kills it even if the test panics.
+//! daemon is re-parented to it (its exit status can be read), and a
+//! [`common::process::DaemonGuard`] finds it by its unique config path and kills it even
+//! if the test panics.
 
 mod common;
-#[path = "common/process.rs"]
-mod process;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -19,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::daemon::rstunnel_bin;
+use common::process::*;
 use common::tools::{self, RunResult};
 use common::*;
-use process::*;
 
 /// The parent must be gone well within this.
 const PARENT_EXIT: Duration = Duration::from_secs(5);
@@ -159,20 +158,6 @@ fn session_id(pid: i32) -> i32 {
     let after = &stat[stat.rfind(')').unwrap() + 1..];
     // state ppid pgrp session ...
     after.split_whitespace().nth(3).unwrap().parse().unwrap()
-}
-
-/// The name with id 65534 in /etc/passwd or /etc/group (`nobody`/`nogroup` on Debian), else
-/// the number itself.
-fn name_of_65534(db: &str) -> String {
-    std::fs::read_to_string(db)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2] == "65534").then(|| f[0].to_string())
-        })
-        .next()
-        .unwrap_or_else(|| "65534".to_string())
 }
 
 /// A directory anyone may write to (the dropped user creates its pid and log files there).

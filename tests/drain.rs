@@ -9,8 +9,6 @@
 //!   are closed at once with `rejected: too many clients`, and slots free up when sessions end.
 
 mod common;
-#[path = "common/process.rs"]
-mod process;
 
 use std::io;
 use std::net::TcpStream;
@@ -20,18 +18,10 @@ use std::time::{Duration, Instant};
 use openssl::ssl::{ErrorCode, SslStream};
 
 use common::daemon::{parse_log_line, rstunnel_bin};
+use common::process::*;
 use common::*;
-use process::*;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn start_server(dir: &TestDir, pki: &Pki, backend: &Backend, extra: &str) -> Tunnel {
-    Tunnel::start(
-        dir,
-        "server",
-        &server_body(backend.addr(), &pki.server.combined, extra),
-    )
-}
 
 fn open_session(t: &Tunnel, ca: &Path, i: usize) -> SslStream<TcpStream> {
     let mut s =
@@ -45,7 +35,7 @@ fn sigusr2_lists_active_connections() {
     let dir = TestDir::new("sigusr2");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let t = start_server(&dir, &pki, &echo, "");
+    let t = Tunnel::server(&dir, &pki, echo.addr(), "");
     let sessions: Vec<_> = (0..3).map(|i| open_session(&t, &pki.ca_file, i)).collect();
 
     t.signal(libc::SIGUSR2);
@@ -154,7 +144,7 @@ fn sigterm_drains_live_sessions_and_exits_0_within_timeout_close() {
     let dir = TestDir::new("drain");
     let pki = Pki::new(&dir);
     let sink = Backend::sink();
-    let mut t = start_server(&dir, &pki, &sink, "TIMEOUTclose = 5");
+    let mut t = Tunnel::server(&dir, &pki, sink.addr(), "TIMEOUTclose = 5");
     let addr = t.addr("srv");
     let mut sessions: Vec<SslStream<TcpStream>> = (0..3)
         .map(|i| {

@@ -10,8 +10,7 @@
 //! their iptables rule and their capture see nothing but their own traffic.
 
 mod common;
-#[path = "common/process.rs"]
-mod process;
+use common::process;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -25,7 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::daemon::{parse_log_line, START_TIMEOUT};
+use common::daemon::parse_log_line;
 use common::*;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{Ssl, SslContext, SslMethod, SslVerifyMode};
@@ -39,21 +39,6 @@ fn summary(case: &str, load: &str, faults: &str, bad_inputs: u64, bytes_lost: u6
     println!(
         "summary: sec {case} | load={load} | faults={faults} | bad_inputs={bad_inputs} | bytes_lost={bytes_lost}"
     );
-}
-
-/// Writes `<label>.conf` (standard globals + `body`), starts rstunnel and waits only for the
-/// `bound` sections: virtual hosts (`sni = PRIMARY:…`) have no listener of their own.
-fn start_waiting_for(dir: &TestDir, label: &str, body: &str, bound: &[&str]) -> Tunnel {
-    let program = Program::Rstunnel.path();
-    let conf = format!(
-        "; {label}: written by tests/hostile_input.rs\nforeground = yes\ndebug = 7\n{}{body}\n",
-        common::daemon::test_globals(&program, body)
-    );
-    let conf_path = dir.write(&format!("{label}.conf"), conf);
-    let mut t = Tunnel::spawn(&program, &[conf_path.as_os_str()], label, conf_path.clone());
-    let names: Vec<String> = bound.iter().map(|s| s.to_string()).collect();
-    t.wait_bound(&names, START_TIMEOUT);
-    t
 }
 
 /// Waits for the end of startup, after which no more startup warnings can come.
@@ -223,11 +208,7 @@ fn client_without_verification_warns_at_startup() {
 
     // A server-mode service never gets it, whatever it verifies.
     let backend = Backend::echo();
-    let srv = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(backend.addr(), &pki.server.combined, ""),
-    );
+    let srv = Tunnel::server(&dir, &pki, backend.addr(), "");
     wait_configured(&srv);
     assert_no_line(&srv, MITM);
     summary(
@@ -324,7 +305,7 @@ fn sni_server(dir: &TestDir, pki: &Pki, a: &Backend, b: &Backend) -> Tunnel {
         b.addr(),
         pki.server.combined.display()
     );
-    start_waiting_for(dir, "server", &body, &["srv"])
+    Tunnel::start_waiting_for(Program::Rstunnel, dir, "server", &body, &["srv"])
 }
 
 #[test]
@@ -442,14 +423,11 @@ fn hostile_certificate_subjects_are_sanitized() {
         "the certificate must carry the raw control characters"
     );
     let backend = Backend::echo();
-    let srv = Tunnel::start(
+    let srv = Tunnel::server(
         &dir,
-        "server",
-        &server_body(
-            backend.addr(),
-            &pki.server.combined,
-            &format!("verify = 2\nCAfile = {}", pki.ca_file.display()),
-        ),
+        &pki,
+        backend.addr(),
+        &format!("verify = 2\nCAfile = {}", pki.ca_file.display()),
     );
     let payload = payload(5, 2048);
     let expected = format!("O=rstunnel tests, CN={}", sanitized_cn());

@@ -6,8 +6,6 @@
 //! datagram socket the test owns, so nothing reaches (or needs) the machine's syslog daemon.
 
 mod common;
-#[path = "common/process.rs"]
-mod process;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -15,8 +13,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{parse_log_line, rstunnel_bin};
+use common::process::*;
 use common::*;
-use process::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 

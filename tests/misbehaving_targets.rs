@@ -4,15 +4,13 @@
 //! process keeps serving other sessions meanwhile.
 
 mod common;
-#[path = "common/process.rs"]
-mod process;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::process::*;
 use common::*;
-use process::*;
 
 /// A loopback "black hole": a listener with a backlog of 0 that never accepts, filled
 /// up, so that further SYNs are dropped and connect() hangs as with a dead host.

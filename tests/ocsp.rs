@@ -23,6 +23,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -41,7 +42,7 @@ use openssl::x509::extension::{
 };
 use openssl::x509::{X509Builder, X509Extension, X509NameBuilder};
 
-use common::tools::{openssl, run_with_timeout, ChildGuard};
+use common::tools::{openssl, ChildGuard};
 use common::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -439,14 +440,14 @@ fn server_refuses_a_revoked_client_certificate() {
 /// `openssl s_client -status` against `port`, verifying against the CA; stdin is empty, so
 /// it exits after the handshake.
 fn s_client_status(s: &Scenario, port: u16) -> String {
-    let mut cmd = Command::new(openssl());
-    cmd.args(["s_client", "-status", "-connect"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-servername")
-        .arg("localhost")
-        .arg("-CAfile")
-        .arg(&s.ca_file);
-    let r = run_with_timeout(cmd, b"", Duration::from_secs(20));
+    let args = [
+        OsStr::new("-status"),
+        OsStr::new("-servername"),
+        OsStr::new("localhost"),
+        OsStr::new("-CAfile"),
+        s.ca_file.as_os_str(),
+    ];
+    let r = openssl_cli::s_client(port, &args, b"", Duration::from_secs(20));
     format!("{}\n{}", r.stdout, r.stderr)
 }
 

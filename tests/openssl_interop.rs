@@ -10,41 +10,31 @@
 
 mod common;
 
-use std::process::Command;
+use std::ffi::OsStr;
 use std::time::Duration;
 
-use common::tools::{openssl, run_with_timeout, RunResult};
+use common::tools::RunResult;
 use common::*;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(20);
 const LINE: &str = "hello through rstunnel\n";
 
-/// A server tunnel `[srv]` in front of a backend that echoes one line and closes.
-fn server(dir: &TestDir, pki: &Pki, backend: &Backend, extra: &str) -> Tunnel {
-    Tunnel::start(
-        dir,
-        "server",
-        &server_body(backend.addr(), &pki.server.combined, extra),
-    )
-}
-
 /// `openssl s_client` to `port` with `args`, verifying the chain against the CA and the host
 /// name `localhost`; sends [`LINE`] and (with `-ign_eof`) reads until the server closes.
 fn s_client(pki: &Pki, port: u16, args: &[&str]) -> RunResult {
-    let mut cmd = Command::new(openssl());
-    cmd.arg("s_client")
-        .arg("-connect")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-servername")
-        .arg("localhost")
-        .arg("-CAfile")
-        .arg(&pki.ca_file)
-        .arg("-verify_return_error")
-        .arg("-verify_hostname")
-        .arg("localhost")
-        .arg("-ign_eof")
-        .args(args);
-    run_with_timeout(cmd, LINE.as_bytes(), RUN_TIMEOUT)
+    let verify = ["-servername", "localhost", "-CAfile"].map(OsStr::new);
+    let rest = [
+        "-verify_return_error",
+        "-verify_hostname",
+        "localhost",
+        "-ign_eof",
+    ];
+    let all: Vec<&OsStr> = verify
+        .into_iter()
+        .chain([pki.ca_file.as_os_str()])
+        .chain(rest.iter().chain(args).map(OsStr::new))
+        .collect();
+    openssl_cli::s_client(port, &all, LINE.as_bytes(), RUN_TIMEOUT)
 }
 
 fn assert_echoed(r: &RunResult, server: &Tunnel) {
@@ -66,7 +56,7 @@ fn s_client_tls13_line_is_echoed() {
     let dir = TestDir::new("s-client-13");
     let pki = Pki::new(&dir);
     let backend = Backend::line_echo_once();
-    let srv = server(&dir, &pki, &backend, "");
+    let srv = Tunnel::server(&dir, &pki, backend.addr(), "");
     let r = s_client(&pki, srv.port("srv"), &["-tls1_3"]);
     assert_echoed(&r, &srv);
     assert!(
@@ -86,10 +76,10 @@ fn s_client_tls12_gets_configured_cipher() {
     let dir = TestDir::new("s-client-12");
     let pki = Pki::new(&dir); // EC keys, hence ECDSA
     let backend = Backend::line_echo_once();
-    let srv = server(
+    let srv = Tunnel::server(
         &dir,
         &pki,
-        &backend,
+        backend.addr(),
         "sslVersionMax = TLSv1.2\nciphers = ECDHE-ECDSA-AES128-GCM-SHA256\n",
     );
     let r = s_client(&pki, srv.port("srv"), &[]);
@@ -107,10 +97,10 @@ fn s_client_tls13_gets_configured_ciphersuite() {
     let dir = TestDir::new("s-client-suite");
     let pki = Pki::new(&dir);
     let backend = Backend::line_echo_once();
-    let srv = server(
+    let srv = Tunnel::server(
         &dir,
         &pki,
-        &backend,
+        backend.addr(),
         "ciphersuites = TLS_CHACHA20_POLY1305_SHA256\n",
     );
     let r = s_client(&pki, srv.port("srv"), &["-tls1_3"]);
@@ -128,7 +118,7 @@ fn tls13_only_server_refuses_tls12_client() {
     let dir = TestDir::new("s-client-refused");
     let pki = Pki::new(&dir);
     let backend = Backend::line_echo_once();
-    let srv = server(&dir, &pki, &backend, "sslVersionMin = TLSv1.3\n");
+    let srv = Tunnel::server(&dir, &pki, backend.addr(), "sslVersionMin = TLSv1.3\n");
     let r = s_client(&pki, srv.port("srv"), &["-tls1_2"]);
     assert!(
         !r.status.success(),
@@ -152,25 +142,8 @@ fn client_tunnel_to_s_server() {
     let dir = TestDir::new("s-server");
     let pki = Pki::new(&dir);
     let cert = pki.server.combined.to_string_lossy().into_owned();
-    let args = [
-        "s_server",
-        "-accept",
-        "127.0.0.1:0",
-        "-cert",
-        &cert,
-        "-naccept",
-        "1",
-        "-rev",
-    ];
-    // The "config" of this process is its command line, kept for failure messages.
-    let argfile = dir.write("s_server.args", format!("openssl {}\n", args.join(" ")));
-    let os_args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-    let s_server = Tunnel::spawn(&openssl(), &os_args, "s_server", argfile);
-    let accept = s_server.wait_for_log("ACCEPT ", Duration::from_secs(10));
-    let port = accept
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.trim().parse::<u16>().ok())
-        .expect("s_server port");
+    let args = ["-cert", &cert, "-naccept", "1", "-rev"];
+    let (s_server, port) = openssl_cli::s_server(&dir, "s_server", &args);
     let verify = format!(
         "verifyChain = yes\nCAfile = {}\ncheckHost = localhost\n",
         pki.ca_file.display()

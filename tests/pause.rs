@@ -6,8 +6,6 @@
 //! TLS with certificates made at run time, and listens on loopback only.
 
 mod common;
-#[path = "common/process.rs"]
-mod process;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::daemon::{is_connection_problem, rstunnel_bin};
 use common::faults::{echo_stream, echo_until_end, reset, Target};
 use common::*;
-use process::*;
+use common::process::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 /// A far side that comes back must be seen within this long: the probe back-off is at most

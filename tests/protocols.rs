@@ -40,6 +40,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -89,14 +90,7 @@ impl<R: Send + 'static> Server<R> {
             let stop = stop.clone();
             let accepted = accepted.clone();
             std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(s) = conn else {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    };
+                accept_until_stopped(listener.incoming(), &stop, |s| {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     s.set_read_timeout(Some(T)).unwrap();
                     s.set_write_timeout(Some(T)).unwrap();
@@ -106,7 +100,7 @@ impl<R: Send + 'static> Server<R> {
                     std::thread::spawn(move || {
                         let _ = tx.send(handler(s));
                     });
-                }
+                });
             })
         };
         Server {
@@ -174,23 +168,8 @@ fn line(s: &mut impl Read) -> io::Result<String> {
 /// (EOF or reset) rather than leaving the connection hanging.
 fn drain(s: &mut impl Read) -> (Vec<u8>, bool) {
     let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return (got, true),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return (got, false)
-            }
-            Err(_) => return (got, true),
-        }
-    }
+    let end = read_to_end_or_timeout(s, &mut got, None);
+    (got, end != End::TimedOut)
 }
 
 /// Reads exactly `n` bytes or what came before EOF / error / timeout.
@@ -1022,22 +1001,21 @@ fn s_client_to_rstunnel_server(name: &str, starttls: &str) {
         let _ = drain(&mut s);
         Ok(l)
     });
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(
-            backend.addr(),
-            &pki.server.combined,
-            &format!("protocol = {name}\n"),
-        ),
+    let server = Tunnel::server(&dir, &pki, backend.addr(), &format!("protocol = {name}\n"));
+    let args = [
+        OsStr::new("-starttls"),
+        OsStr::new(starttls),
+        OsStr::new("-CAfile"),
+        pki.ca_file.as_os_str(),
+        OsStr::new("-verify_return_error"),
+        OsStr::new("-quiet"),
+    ];
+    let r = openssl_cli::s_client(
+        server.port("srv"),
+        &args,
+        b"hello from s_client\n",
+        Duration::from_secs(20),
     );
-    let mut cmd = std::process::Command::new(tools::openssl());
-    cmd.args(["s_client", "-starttls", starttls, "-connect"])
-        .arg(server.addr("srv").to_string())
-        .arg("-CAfile")
-        .arg(&pki.ca_file)
-        .args(["-verify_return_error", "-quiet"]);
-    let r = tools::run_with_timeout(cmd, b"hello from s_client\n", Duration::from_secs(20));
     let got = backend.next(T);
     assert_eq!(
         got.as_deref(),
@@ -1271,11 +1249,7 @@ fn connect_through_a_proxy_to_an_rstunnel_server() {
     let dir = TestDir::new("connect-rstunnel");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let proxy = http_proxy(None);
     let target_name = format!("localhost:{}", server.port("srv"));
     let client = Tunnel::start(
@@ -1508,20 +1482,6 @@ fn check(dir: &TestDir, name: &str, conf: &str) -> (std::path::PathBuf, RunResul
     (path, r)
 }
 
-fn assert_refused(r: &RunResult, message: &str) {
-    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
-    assert!(
-        r.stderr.contains(message),
-        "stderr must contain {message:?}\n{}",
-        r.describe()
-    );
-    assert!(
-        !r.stdout.contains("configuration OK") && !r.stderr.contains("configuration OK"),
-        "{}",
-        r.describe()
-    );
-}
-
 /// nntp and ldap have no server side (neither in stunnel 5.68).
 #[test]
 fn check_refuses_nntp_and_ldap_on_the_server_side() {
@@ -1536,7 +1496,7 @@ fn check_refuses_nntp_and_ldap_on_the_server_side() {
                 pki.server.combined.display()
             ),
         );
-        assert_refused(
+        tools::assert_config_refused(
             &r,
             &format!("protocol = {name} is not supported on the server side yet"),
         );
@@ -1556,7 +1516,7 @@ fn check_refuses_proxy_on_the_client_side() {
         "proxy-client.conf",
         "foreground = yes\nclient = yes\n[p]\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:9\nprotocol = proxy\n",
     );
-    assert_refused(&r, "protocol = proxy is not supported on the client side");
+    tools::assert_config_refused(&r, "protocol = proxy is not supported on the client side");
 }
 
 #[test]
@@ -1567,7 +1527,7 @@ fn check_refuses_an_unknown_protocol_with_its_line() {
         "nonsense.conf",
         "foreground = yes\nclient = yes\n[n]\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:9\nprotocol = nonsense\n",
     );
-    assert_refused(
+    tools::assert_config_refused(
         &r,
         &format!(
             "{}:6: \"protocol = nonsense\": Unsupported protocol",

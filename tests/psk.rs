@@ -67,25 +67,16 @@ fn start_psk_pair(
     server_extra: &str,
     client_extra: &str,
 ) -> TunnelPair {
-    let server = Tunnel::start_program(
+    TunnelPair::start_with_server_body(
+        client_prog,
         server_prog,
         dir,
-        "server",
         &psk_server_body(backend, server_secrets, server_extra),
-    );
-    let client = Tunnel::start_program(
-        client_prog,
-        dir,
-        "client",
-        &client_body(
-            server.addr("srv"),
-            &format!(
-                "PSKsecrets = {}\n{client_extra}\n",
-                client_secrets.display()
-            ),
+        &format!(
+            "PSKsecrets = {}\n{client_extra}\n",
+            client_secrets.display()
         ),
-    );
-    TunnelPair { client, server }
+    )
 }
 
 /// An echoed payload comes back intact; the backend saw exactly it.

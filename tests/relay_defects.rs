@@ -760,11 +760,7 @@ fn inetd_stdout_pipe_nobody_reads_cannot_hold_the_session() {
     let dir = TestDir::new("inetd-pipe-never-read");
     let pki = Pki::new(&dir);
     let source = Backend::source(5, 16 * MIB);
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(source.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, source.addr(), "");
     let output = dir.join("inetd.log");
     let conf = dir.write(
         "inetd.conf",

@@ -7,8 +7,6 @@
 //! Ports are fixed (found free by the test): port 0 cannot be kept across reloads.
 
 mod common;
-#[path = "common/process.rs"]
-mod process;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -18,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::certs::SERVER_NAMES;
+use common::process::*;
 use common::*;
-use process::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 const SESSIONS: usize = 50;

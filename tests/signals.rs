@@ -10,19 +10,11 @@ use std::time::Duration;
 
 use common::*;
 
-fn server(dir: &TestDir, pki: &Pki, backend: &Backend, extra: &str) -> Tunnel {
-    Tunnel::start(
-        dir,
-        "server",
-        &server_body(backend.addr(), &pki.server.combined, extra),
-    )
-}
-
 fn assert_stops_with_0(sig: libc::c_int, name: &str) {
     let dir = TestDir::new(name);
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let mut t = server(&dir, &pki, &echo, "");
+    let mut t = Tunnel::server(&dir, &pki, echo.addr(), "");
     let addr = t.addr("srv");
     let (status, killed) = t.stop_with(sig);
     if killed {
@@ -56,7 +48,7 @@ fn sigterm_with_open_session_exits_0() {
     let dir = TestDir::new("sigterm-live");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let mut srv = server(&dir, &pki, &echo, "TIMEOUTclose = 0");
+    let mut srv = Tunnel::server(&dir, &pki, echo.addr(), "TIMEOUTclose = 0");
     let client = Tunnel::start(
         &dir,
         "client",

@@ -66,7 +66,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -582,30 +581,6 @@ fn churner(
 // ---------------------------------------------------------------------------------------------
 // Process sampling
 
-/// The pid of the process whose command line names `conf` (each tunnel's config path is
-/// unique to this test's directory).
-fn pid_of(conf: &Path) -> u32 {
-    let want = conf.as_os_str().as_encoded_bytes();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            if cmd.split(|&b| b == 0).any(|a| a == want) {
-                found.push(pid);
-            }
-        }
-    }
-    assert_eq!(
-        found.len(),
-        1,
-        "processes running {}: {found:?}",
-        conf.display()
-    );
-    found[0]
-}
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Proc {
     rss_kib: u64,
@@ -613,7 +588,7 @@ struct Proc {
     threads: u64,
 }
 
-fn sample_proc(pid: u32) -> Proc {
+fn sample_proc(pid: i32) -> Proc {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e} (tunnel gone?)"));
     let field = |name: &str| -> u64 {
@@ -804,7 +779,10 @@ fn soak_streams_and_churn() {
         ),
     );
     let entry = pair.entry();
-    let pids = [pid_of(&pair.client.conf), pid_of(&pair.server.conf)];
+    let pids = [
+        common::process::sole_pid_with_arg(&pair.client.conf, Duration::ZERO),
+        common::process::sole_pid_with_arg(&pair.server.conf, Duration::ZERO),
+    ];
     let sample_both = || [sample_proc(pids[0]), sample_proc(pids[1])];
     let idle = sample_both();
     println!("idle tunnels: client {:?}, server {:?}", idle[0], idle[1]);

@@ -64,11 +64,7 @@ fn stalled_handshake_is_dropped_after_timeout_busy() {
     let dir = TestDir::new("busy");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let srv = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, "TIMEOUTbusy = 2"),
-    );
+    let srv = Tunnel::server(&dir, &pki, echo.addr(), "TIMEOUTbusy = 2");
     // Connect to the TLS port and send nothing: no ClientHello ever comes.
     let mut s = connect(srv.addr("srv"));
     let waited = time_until_closed(&mut s, "TIMEOUTbusy = 2", &srv);

@@ -92,13 +92,8 @@ fn ossl(cwd: &Path, args: &[&str]) -> RunResult {
 /// `openssl s_client` to `127.0.0.1:port` with `args`: sends [`LINE`] and reads (with
 /// `-ign_eof`) until the server closes. No server verification unless `args` asks.
 fn s_client(port: u16, args: &[&str]) -> RunResult {
-    let mut cmd = Command::new(openssl());
-    cmd.arg("s_client")
-        .arg("-connect")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-ign_eof")
-        .args(args);
-    run_with_timeout(cmd, LINE.as_bytes(), RUN_TIMEOUT)
+    let all: Vec<&str> = ["-ign_eof"].iter().chain(args).copied().collect();
+    openssl_cli::s_client(port, &all, LINE.as_bytes(), RUN_TIMEOUT)
 }
 
 /// Whether s_client got [`LINE`] echoed back by the backend behind the tunnel.
@@ -119,20 +114,8 @@ fn s_client_subject(r: &RunResult) -> String {
 /// `args` (certificate options etc.), run as a [`Tunnel`] so that it is killed on drop and
 /// its output lands in failure messages. Returns it and its port.
 fn s_server(dir: &TestDir, label: &str, args: &[&str]) -> (Tunnel, u16) {
-    let mut all = vec!["s_server", "-accept", "127.0.0.1:0", "-rev"];
-    all.extend_from_slice(args);
-    let argfile = dir.write(
-        &format!("{label}.args"),
-        format!("openssl {}\n", all.join(" ")),
-    );
-    let os_args: Vec<&std::ffi::OsStr> = all.iter().map(|a| a.as_ref()).collect();
-    let t = Tunnel::spawn(&openssl(), &os_args, label, argfile);
-    let accept = t.wait_for_log("ACCEPT ", T);
-    let port = accept
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.trim().parse::<u16>().ok())
-        .unwrap_or_else(|| t.fail(&format!("no port in {accept:?}")));
-    (t, port)
+    let all: Vec<&str> = ["-rev"].iter().chain(args).copied().collect();
+    openssl_cli::s_server(dir, label, &all)
 }
 
 /// Sends [`LINE`] through a client tunnel whose far end is `s_server -rev`; the reversed
@@ -212,26 +195,6 @@ fn assert_refused(entry: SocketAddr, refuser: &Tunnel, from: usize, logged: &str
 
 /// Body of a stunnel4/rstunnel config whose sections include some without `accept`
 /// (virtual hosts): starts `program` and waits only for `bound` sections.
-fn start_waiting_for(
-    program: Program,
-    dir: &TestDir,
-    label: &str,
-    body: &str,
-    bound: &[&str],
-) -> Tunnel {
-    let path = program.path();
-    let mut conf =
-        format!("; {label}: tests/tls_options_interop.rs\nforeground = yes\ndebug = 7\n");
-    conf.push_str(&daemon::test_globals(&path, body));
-    conf.push_str(body);
-    conf.push('\n');
-    let conf_path = dir.write(&format!("{label}.conf"), &conf);
-    let mut t = Tunnel::spawn(&path, &[conf_path.as_os_str()], label, conf_path.clone());
-    let names: Vec<String> = bound.iter().map(|s| s.to_string()).collect();
-    t.wait_bound(&names, daemon::START_TIMEOUT);
-    t
-}
-
 fn server(
     program: Program,
     dir: &TestDir,
@@ -735,51 +698,10 @@ fn crlfile_client_side_refuses_revoked_server() {
         rev.crl_file.display()
     );
     for (leaf, ok) in [(&rev.good, true), (&rev.revoked, false)] {
-        let (ss, port) = s_server(
-            &dir,
-            "s_server",
-            &["-cert", &p(&leaf.cert), "-key", &p(&leaf.key)],
-        );
-        let cli = client(
-            Program::Rstunnel,
-            &dir,
-            "client",
-            ([127, 0, 0, 1], port).into(),
-            &verify,
-        );
-        if ok {
-            assert_reversed(cli.addr("cli"), &cli, &ss);
-        } else {
-            assert_refused(
-                cli.addr("cli"),
-                &cli,
-                0,
-                "certificate revoked",
-                "revoked s_server",
-            );
-        }
-        let echo = Backend::echo();
-        let s4 = server(
-            Program::Stunnel4,
-            &dir,
-            "s4-server",
-            echo.addr(),
-            &leaf.combined,
-            "",
-        );
-        let cli = client(Program::Rstunnel, &dir, "client2", s4.addr("srv"), &verify);
-        if ok {
-            assert_echo_works(cli.addr("cli"), &cli, "good stunnel4 server");
-        } else {
-            assert_refused(
-                cli.addr("cli"),
-                &cli,
-                0,
-                "certificate revoked",
-                "revoked stunnel4 server",
-            );
-            assert_eq!(echo.connections(), 0);
-        }
+        let state = if ok { "good" } else { "revoked" };
+        client_against_both_servers(&dir, leaf, &verify, ok, "certificate revoked", &|peer| {
+            format!("{state} {peer}")
+        });
     }
 }
 
@@ -800,51 +722,10 @@ fn verify_peer_client_pins_the_server_certificate() {
         .write(&dir, "other-server");
     let pin = format!("verifyPeer = yes\nCAfile = {}\n", pki.server.cert.display());
     for (leaf, ok) in [(&pki.server, true), (&other, false)] {
-        let (ss, port) = s_server(
-            &dir,
-            "s_server",
-            &["-cert", &p(&leaf.cert), "-key", &p(&leaf.key)],
-        );
-        let cli = client(
-            Program::Rstunnel,
-            &dir,
-            "client",
-            ([127, 0, 0, 1], port).into(),
-            &pin,
-        );
-        if ok {
-            assert_reversed(cli.addr("cli"), &cli, &ss);
-        } else {
-            assert_refused(
-                cli.addr("cli"),
-                &cli,
-                0,
-                "Rejected by CERT",
-                "unpinned s_server",
-            );
-        }
-        let echo = Backend::echo();
-        let s4 = server(
-            Program::Stunnel4,
-            &dir,
-            "s4-server",
-            echo.addr(),
-            &leaf.combined,
-            "",
-        );
-        let cli = client(Program::Rstunnel, &dir, "client2", s4.addr("srv"), &pin);
-        if ok {
-            assert_echo_works(cli.addr("cli"), &cli, "pinned stunnel4 server");
-        } else {
-            assert_refused(
-                cli.addr("cli"),
-                &cli,
-                0,
-                "Rejected by CERT",
-                "unpinned stunnel4 server",
-            );
-            assert_eq!(echo.connections(), 0);
-        }
+        let state = if ok { "pinned" } else { "unpinned" };
+        client_against_both_servers(&dir, leaf, &pin, ok, "Rejected by CERT", &|peer| {
+            format!("{state} {peer}")
+        });
     }
 }
 
@@ -1004,6 +885,23 @@ fn client_checks(dir: &TestDir, pki: &Pki, leaf: &LeafFiles, checks: &str, ok: b
         "verifyChain = yes\nCAfile = {}\n{checks}",
         pki.ca_file.display()
     );
+    client_against_both_servers(dir, leaf, &verify, ok, "Rejected by CERT", &|peer| {
+        format!("{peer}, {checks:?}")
+    });
+}
+
+/// An rstunnel client with `verify` lines against `s_server` presenting `leaf`, then
+/// against a stunnel4 server presenting it: through both (`ok`), or refused by both with
+/// `refused` in the client's log (and the stunnel4 server's backend never contacted).
+/// `what(peer)` names the case in failure messages (`peer`: "s_server", "stunnel4 server").
+fn client_against_both_servers(
+    dir: &TestDir,
+    leaf: &LeafFiles,
+    verify: &str,
+    ok: bool,
+    refused: &str,
+    what: &dyn Fn(&str) -> String,
+) {
     let (ss, port) = s_server(
         dir,
         "s_server",
@@ -1014,18 +912,12 @@ fn client_checks(dir: &TestDir, pki: &Pki, leaf: &LeafFiles, checks: &str, ok: b
         dir,
         "client",
         ([127, 0, 0, 1], port).into(),
-        &verify,
+        verify,
     );
     if ok {
         assert_reversed(cli.addr("cli"), &cli, &ss);
     } else {
-        assert_refused(
-            cli.addr("cli"),
-            &cli,
-            0,
-            "Rejected by CERT",
-            &format!("s_server, {checks:?}"),
-        );
+        assert_refused(cli.addr("cli"), &cli, 0, refused, &what("s_server"));
     }
     drop((cli, ss));
     let echo = Backend::echo();
@@ -1037,21 +929,11 @@ fn client_checks(dir: &TestDir, pki: &Pki, leaf: &LeafFiles, checks: &str, ok: b
         &leaf.combined,
         "",
     );
-    let cli = client(Program::Rstunnel, dir, "client2", s4.addr("srv"), &verify);
+    let cli = client(Program::Rstunnel, dir, "client2", s4.addr("srv"), verify);
     if ok {
-        assert_echo_works(
-            cli.addr("cli"),
-            &cli,
-            &format!("stunnel4 server, {checks:?}"),
-        );
+        assert_echo_works(cli.addr("cli"), &cli, &what("stunnel4 server"));
     } else {
-        assert_refused(
-            cli.addr("cli"),
-            &cli,
-            0,
-            "Rejected by CERT",
-            &format!("stunnel4 server, {checks:?}"),
-        );
+        assert_refused(cli.addr("cli"), &cli, 0, refused, &what("stunnel4 server"));
         assert_eq!(echo.connections(), 0);
     }
 }
@@ -1188,7 +1070,7 @@ fn sni_server(
         b.addr(),
         vhost_cert.display()
     );
-    start_waiting_for(program, dir, label, &body, &["primary"])
+    Tunnel::start_waiting_for(program, dir, label, &body, &["primary"])
 }
 
 fn vhost_cert(dir: &TestDir, pki: &Pki) -> LeafFiles {
@@ -1368,7 +1250,7 @@ fn strict_vhost_server(dir: &TestDir, pki: &Pki, a: &Backend, b: &Backend) -> Tu
         vhost.combined.display(),
         pki.ca_file.display()
     );
-    start_waiting_for(Program::Rstunnel, dir, "server", &body, &["primary"])
+    Tunnel::start_waiting_for(Program::Rstunnel, dir, "server", &body, &["primary"])
 }
 
 /// A virtual host keeps its own client verification under a primary that asks for no

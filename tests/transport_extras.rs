@@ -31,13 +31,11 @@
 //! ```
 
 mod common;
-#[path = "common/process.rs"]
-mod process;
+use common::process;
 
 use std::ffi::OsStr;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,12 +44,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslSession, SslStream, SslVerifyMode};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use common::daemon::{rstunnel_bin, START_TIMEOUT};
+use common::faults::{in_named_netns, ip_words};
+use common::process::{echo_check, pid_alive, require_root};
+use common::tls::tls_over;
 use common::tools::{find_program, run, RunResult};
 use common::*;
-use process::{echo_check, pid_alive, require_root};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -70,13 +69,8 @@ fn start_with(
     sections: &[&str],
 ) -> Tunnel {
     let bin = rstunnel_bin();
-    let mut conf =
-        format!("; {label}: written by tests/transport_extras.rs\nforeground = yes\ndebug = 7\n");
     // RSTUNNEL_TEST_BIN=/usr/bin/stunnel4 checks the tests against the reference.
-    conf.push_str(&common::daemon::test_globals(&bin, body));
-    conf.push_str(body);
-    conf.push('\n');
-    let conf_path = dir.write(&format!("{label}.conf"), conf);
+    let conf_path = common::daemon::write_test_conf(dir, label, &bin, body);
     let (program, mut args): (PathBuf, Vec<&OsStr>) = match prefix.split_first() {
         Some((first, rest)) => (
             find_program(first),
@@ -97,76 +91,6 @@ fn start_with(
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
-}
-
-/// A TCP port that refuses connections: bound (so nobody else takes it while
-/// the guard lives) but not listening.
-struct DeadPort {
-    _socket: Socket,
-    addr: SocketAddr,
-}
-
-impl DeadPort {
-    fn on(ip: IpAddr) -> DeadPort {
-        let socket = Socket::new(
-            Domain::for_address(SocketAddr::new(ip, 0)),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )
-        .unwrap();
-        socket
-            .bind(&SocketAddr::new(ip, 0).into())
-            .expect("bind dead port");
-        let addr = socket.local_addr().unwrap().as_socket().unwrap();
-        DeadPort {
-            _socket: socket,
-            addr,
-        }
-    }
-}
-
-/// A backend that answers every connection with `<tag>\n`, then waits for the client's EOF.
-fn tagged_backend(tag: &'static str) -> Backend {
-    Backend::spawn(move |mut s, r| {
-        let line = format!("{tag}\n");
-        r.report(Digest::of(line.as_bytes()));
-        s.write_all(line.as_bytes())?;
-        s.shutdown(Shutdown::Write)?;
-        let _ = read_digest(&mut s);
-        Ok(())
-    })
-}
-
-/// A TLS client over `stream`. `ca`: check the server's chain and the name `localhost`
-/// (None: no check). `client`: present this certificate. A FIN without close_notify reads as
-/// a plain EOF.
-fn tls_over(
-    stream: TcpStream,
-    ca: Option<&Path>,
-    client: Option<&LeafFiles>,
-) -> SslStream<TcpStream> {
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    // OpenSSL 1.1.1 reads such an EOF as EOF already, and has no IGNORE_UNEXPECTED_EOF.
-    #[cfg(ossl300)]
-    b.set_options(openssl::ssl::SslOptions::IGNORE_UNEXPECTED_EOF);
-    match ca {
-        Some(ca) => {
-            b.set_ca_file(ca).unwrap();
-            b.set_verify(SslVerifyMode::PEER);
-        }
-        None => b.set_verify(SslVerifyMode::NONE),
-    }
-    if let Some(c) = client {
-        b.set_certificate_file(&c.cert, SslFiletype::PEM).unwrap();
-        b.set_private_key_file(&c.key, SslFiletype::PEM).unwrap();
-    }
-    let c = b.build();
-    let mut cfg = c.configure().unwrap();
-    if ca.is_none() {
-        cfg.set_verify_hostname(false);
-    }
-    cfg.connect("localhost", stream)
-        .unwrap_or_else(|e| panic!("TLS handshake: {e}"))
 }
 
 /// Reads up to `\n`; panics unless a complete line came.
@@ -196,26 +120,13 @@ fn tls_finish<S: Read + Write>(s: &mut SslStream<S>) {
 /// such as a reset) rather than hanging until `timeout`.
 fn read_until_end<S: Read>(s: &mut S, timeout_hint: &str) -> (Vec<u8>, Result<(), String>) {
     let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return (got, Ok(())),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return (
-                    got,
-                    Err(format!("{timeout_hint}: still open after the timeout")),
-                )
-            }
-            // A reset (reset = yes) or a TLS error: the session is over.
-            Err(_) => return (got, Ok(())),
-        }
+    // A reset (reset = yes) or a TLS error ends the session as an EOF does.
+    match read_to_end_or_timeout(s, &mut got, None) {
+        End::Eof | End::Closed(_) => (got, Ok(())),
+        End::TimedOut => (
+            got,
+            Err(format!("{timeout_hint}: still open after the timeout")),
+        ),
     }
 }
 
@@ -257,8 +168,8 @@ fn tag_via(entry: SocketAddr, pki: &Pki, cert: Option<&LeafFiles>, what: &str) -
 fn redirect_sends_clients_that_fail_verification_elsewhere() {
     let dir = TestDir::new("redirect");
     let pki = Pki::new(&dir);
-    let a = tagged_backend("A");
-    let b = tagged_backend("B");
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
     let verify = format!("verifyChain = yes\nCAfile = {}", pki.ca_file.display());
     let srv = redirect_server(&dir, &pki, &a, &b, &verify);
     let entry = srv.addr("srv");
@@ -332,8 +243,8 @@ fn tag_via_session(
 fn redirect_survives_session_resumption() {
     let dir = TestDir::new("redirect-resume");
     let pki = Pki::new(&dir);
-    let a = tagged_backend("A");
-    let b = tagged_backend("B");
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
     let verify = format!("verifyChain = yes\nCAfile = {}", pki.ca_file.display());
     let srv = redirect_server(&dir, &pki, &a, &b, &verify);
     let entry = srv.addr("srv");
@@ -357,8 +268,8 @@ fn redirect_survives_session_resumption() {
 fn redirect_with_verify_peer_sends_unpinned_clients_elsewhere() {
     let dir = TestDir::new("redirect-peer");
     let pki = Pki::new(&dir);
-    let a = tagged_backend("A");
-    let b = tagged_backend("B");
+    let a = Backend::tagged("A");
+    let b = Backend::tagged("B");
     // Pinning: only the client certificate itself is "trusted".
     let verify = format!("verifyPeer = yes\nCAfile = {}", pki.client.cert.display());
     let srv = redirect_server(&dir, &pki, &a, &b, &verify);
@@ -454,7 +365,7 @@ impl Echo {
     /// Listens on `bind` inside network namespace `ns`.
     fn in_ns(ns: &str, bind: &str) -> Echo {
         let bind = bind.to_string();
-        Echo::on(in_netns(ns, move || {
+        Echo::on(in_named_netns(ns, move || {
             TcpListener::bind(&bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"))
         }))
     }
@@ -798,11 +709,7 @@ fn exec_connect_with_retry_restarts_the_program() {
     let dir = TestDir::new("exec-connect-retry");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let out = dir.join("runs.txt");
     let script = ping_script(&dir, "ping.sh", &out);
     let started = Instant::now();
@@ -841,11 +748,7 @@ fn exec_connect_without_retry_runs_once() {
     let dir = TestDir::new("exec-connect-once");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let out = dir.join("runs.txt");
     let script = ping_script(&dir, "ping.sh", &out);
     let mut t = exec_connect(&dir, "ec", server.addr("srv"), &script, "retry = no");
@@ -871,11 +774,7 @@ fn exec_connect_pty_gives_the_program_a_terminal() {
     let dir = TestDir::new("exec-connect-pty");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     for (pty, expect_tty) in [("yes", true), ("no", false)] {
         let out = dir.join(&format!("tty-{pty}.txt"));
         // Raw mode without echo, so the terminal neither echoes the reply back nor turns
@@ -923,18 +822,6 @@ fn exec_connect_pty_gives_the_program_a_terminal() {
 // ---------------------------------------------------------------------------------------
 // transparent: network namespaces
 
-/// Runs `ip ARGS` (ARGS split on blanks); panics with its output on failure.
-fn ip(args: &str) {
-    let args: Vec<&str> = args.split_whitespace().collect();
-    let r = run(&find_program("ip"), &args, T);
-    assert!(
-        r.status.success(),
-        "ip {}\n{}",
-        args.join(" "),
-        r.describe()
-    );
-}
-
 /// Network namespaces owned by one test, named `rstx<pid>-<tag>-<role>`; deleted on drop
 /// (also while panicking), after any process still in them is killed. Everything made
 /// inside (veth pairs, addresses, routes, rules, iptables rules) goes with them.
@@ -948,9 +835,9 @@ impl Namespaces {
         let mut ns = Namespaces { names: Vec::new() };
         for role in roles {
             let name = format!("rstx{}-{tag}-{role}", std::process::id());
-            ip(&format!("netns add {name}"));
+            ip_words(&format!("netns add {name}"));
             ns.names.push(name.clone());
-            ip(&format!("-n {name} link set lo up"));
+            ip_words(&format!("-n {name} link set lo up"));
         }
         ns
     }
@@ -970,12 +857,12 @@ impl Namespaces {
         (ns_b, if_b, addr_b): (&str, &str, &str),
     ) {
         let (na, nb) = (self.name(ns_a).to_string(), self.name(ns_b).to_string());
-        ip(&format!(
+        ip_words(&format!(
             "link add {if_a} netns {na} type veth peer name {if_b} netns {nb}"
         ));
         for (n, i, a) in [(&na, if_a, addr_a), (&nb, if_b, addr_b)] {
-            ip(&format!("-n {n} addr add {a} dev {i}"));
-            ip(&format!("-n {n} link set {i} up"));
+            ip_words(&format!("-n {n} addr add {a} dev {i}"));
+            ip_words(&format!("-n {n} link set {i} up"));
         }
     }
 }
@@ -1028,24 +915,9 @@ fn remove_stale_namespaces() {
     }
 }
 
-/// Runs `f` on a thread that has entered network namespace `ns`; sockets made there stay
-/// in that namespace wherever they are used later.
-fn in_netns<R: Send + 'static>(ns: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on an open namespace file; it changes only this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("namespace thread panicked")
-}
-
 /// A TCP connection made from inside namespace `ns`.
 fn connect_from(ns: &str, to: SocketAddr) -> TcpStream {
-    let s = in_netns(ns, move || TcpStream::connect_timeout(&to, CONNECT_TIMEOUT))
+    let s = in_named_netns(ns, move || TcpStream::connect_timeout(&to, CONNECT_TIMEOUT))
         .unwrap_or_else(|e| panic!("connect {to} from the client namespace: {e}"));
     set_timeouts(&s);
     s
@@ -1057,11 +929,11 @@ fn three_namespaces(tag: &str) -> Namespaces {
     let ns = Namespaces::new(tag, &["c", "t", "b"]);
     ns.link(("c", "vc", "192.0.2.2/30"), ("t", "vtc", "192.0.2.1/30"));
     ns.link(("t", "vtb", "192.0.2.5/30"), ("b", "vb", "192.0.2.6/30"));
-    ip(&format!(
+    ip_words(&format!(
         "-n {} route add default via 192.0.2.1",
         ns.name("c")
     ));
-    ip(&format!(
+    ip_words(&format!(
         "-n {} route add default via 192.0.2.5",
         ns.name("b")
     ));
@@ -1181,11 +1053,11 @@ fn transparent_source_without_cap_net_admin_logs_the_failure() {
 /// `transparent = source` needs this on the tunnel host: replies to the client's address
 /// that belong to one of its sockets are delivered locally instead of being routed on.
 fn deliver_spoofed_replies_locally(t: &str) {
-    ip(&format!(
+    ip_words(&format!(
         "netns exec {t} iptables -t mangle -A PREROUTING -p tcp -m socket -j MARK --set-mark 1"
     ));
-    ip(&format!("-n {t} rule add fwmark 1 lookup 100"));
-    ip(&format!(
+    ip_words(&format!("-n {t} rule add fwmark 1 lookup 100"));
+    ip_words(&format!(
         "-n {t} route add local 0.0.0.0/0 dev lo table 100"
     ));
 }
@@ -1226,7 +1098,7 @@ fn transparent_destination_round_trip(tag: &str, mode: &str) -> String {
         &["tdst"],
     );
     let port = tunnel.port("tdst");
-    ip(&format!(
+    ip_words(&format!(
         "netns exec {t} iptables -t nat -A PREROUTING -p tcp -d 192.0.2.6 --dport 7777 \
          -j REDIRECT --to-ports {port}"
     ));

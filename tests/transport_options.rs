@@ -21,53 +21,15 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
-use socket2::{Domain, Protocol, Socket, Type};
-
+use common::tls::tls_to;
 use common::*;
 
 const T: Duration = Duration::from_secs(10);
 const RESULT_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A TCP port on 127.0.0.1 that refuses connections: bound (so no one else gets it while
-/// the guard lives) but not listening, so a SYN to it is answered with RST.
-struct DeadPort {
-    _socket: Socket,
-    addr: SocketAddr,
-}
-
-impl DeadPort {
-    fn new() -> DeadPort {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-        socket
-            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .expect("bind dead port");
-        let addr = socket.local_addr().unwrap().as_socket().unwrap();
-        DeadPort {
-            _socket: socket,
-            addr,
-        }
-    }
-}
-
-/// A backend that answers every connection with `<tag> <peer ip>\n`, then closes after the
-/// client's EOF.
-fn tagged_backend(tag: &'static str) -> Backend {
-    Backend::spawn(move |mut s, r| {
-        let peer = s.peer_addr()?;
-        let line = format!("{tag} {}\n", peer.ip());
-        r.report(Digest::of(line.as_bytes()));
-        s.write_all(line.as_bytes())?;
-        s.shutdown(std::net::Shutdown::Write)?;
-        // Let the tunnel see our EOF before the socket is closed under it.
-        let _ = read_digest(&mut s);
-        Ok(())
-    })
-}
 
 /// One session to `entry`: the line the backend answered with, without the newline.
 fn reply(entry: SocketAddr) -> String {
@@ -79,43 +41,6 @@ fn reply(entry: SocketAddr) -> String {
         "no complete reply line came back: {text:?}"
     );
     text.trim_end().to_string()
-}
-
-/// The pid of the running process `t` (found by its config path on its command line).
-fn pid_of(t: &Tunnel) -> u32 {
-    let want = t.conf.as_os_str().as_encoded_bytes().to_vec();
-    for entry in std::fs::read_dir("/proc").expect("reading /proc") {
-        let entry = entry.unwrap();
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if cmdline.split(|b| *b == 0).any(|arg| arg == want.as_slice()) {
-            return pid;
-        }
-    }
-    t.fail("no process in /proc has this config on its command line");
-}
-
-/// A TLS client straight to a server section (no certificate check; we test TCP here). The
-/// unexpected-EOF option makes a FIN without close_notify read as a plain EOF (`Ok(0)`).
-fn tls_connect(addr: SocketAddr) -> SslStream<TcpStream> {
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    b.set_verify(SslVerifyMode::NONE);
-    // OpenSSL 1.1.1 reads such an EOF as EOF already, and has no IGNORE_UNEXPECTED_EOF.
-    #[cfg(ossl300)]
-    b.set_options(openssl::ssl::SslOptions::IGNORE_UNEXPECTED_EOF);
-    let c = b.build();
-    let mut cfg = c.configure().unwrap();
-    cfg.set_verify_hostname(false);
-    cfg.connect("localhost", connect(addr))
-        .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"))
 }
 
 /// `[srv]` section (with `pki.server`) on 127.0.0.1:0 whose `connect` line is `connect`
@@ -134,8 +59,8 @@ fn server_section(name: &str, connect: &str, cert: &Path, extra: &str) -> String
 fn failover_prio_skips_a_dead_first_target() {
     let dir = TestDir::new("failover-prio-dead");
     let pki = Pki::new(&dir);
-    let dead = DeadPort::new();
-    let b = tagged_backend("B");
+    let dead = DeadPort::loopback();
+    let b = Backend::tagged_with_peer("B");
     let pair = TunnelPair::start(
         &dir,
         &pki,
@@ -169,8 +94,8 @@ fn failover_prio_skips_a_dead_first_target() {
 fn failover_prio_always_uses_the_first_live_target() {
     let dir = TestDir::new("failover-prio-live");
     let pki = Pki::new(&dir);
-    let a = tagged_backend("A");
-    let b = tagged_backend("B");
+    let a = Backend::tagged_with_peer("A");
+    let b = Backend::tagged_with_peer("B");
     let pair = TunnelPair::start(
         &dir,
         &pki,
@@ -192,8 +117,8 @@ fn failover_prio_always_uses_the_first_live_target() {
 fn failover_rr_alternates_between_live_targets() {
     let dir = TestDir::new("failover-rr");
     let pki = Pki::new(&dir);
-    let a = tagged_backend("A");
-    let b = tagged_backend("B");
+    let a = Backend::tagged_with_peer("A");
+    let b = Backend::tagged_with_peer("B");
     let pair = TunnelPair::start(
         &dir,
         &pki,
@@ -230,7 +155,7 @@ fn failover_rr_alternates_between_live_targets() {
 fn backend_sees(label: &str, server_extra: &str) -> (String, String) {
     let dir = TestDir::new(label);
     let pki = Pki::new(&dir);
-    let b = tagged_backend("A");
+    let b = Backend::tagged_with_peer("A");
     let pair = TunnelPair::start(&dir, &pki, b.addr(), server_extra, "");
     let r = reply(pair.entry());
     let line = pair
@@ -335,7 +260,7 @@ fn unresolvable_connect(label: &str, bad_extra: &str) {
     assert!(t.try_wait().is_none(), "the process exited");
 
     // The other service of the same process is unaffected.
-    let mut s = tls_connect(t.addr("good"));
+    let mut s = tls_to(t.addr("good"), None, None);
     s.write_all(b"still up\n").unwrap();
     let mut buf = [0u8; 9];
     s.read_exact(&mut buf).expect("echo through [good]");
@@ -362,7 +287,7 @@ fn unresolvable_connect_with_delay() {
 fn read_after_backend_refused(label: &str, extra: &str) -> (Vec<io::Result<usize>>, Vec<String>) {
     let dir = TestDir::new(label);
     let pki = Pki::new(&dir);
-    let dead = DeadPort::new();
+    let dead = DeadPort::loopback();
     let t = Tunnel::start(
         &dir,
         "server",
@@ -371,7 +296,7 @@ fn read_after_backend_refused(label: &str, extra: &str) -> (Vec<io::Result<usize
     let mut results = Vec::new();
     for i in 0..5 {
         // Nothing is written: unread data would make the kernel send RST on close anyway.
-        let mut s = tls_connect(t.addr("srv"));
+        let mut s = tls_to(t.addr("srv"), None, None);
         let mut buf = [0u8; 64];
         results.push(s.read(&mut buf));
         t.wait_close_counts(i + 1, T);
@@ -456,7 +381,7 @@ fn accepted_ids(t: &Tunnel, service: &str, n: usize) -> Vec<String> {
 
 /// Runs two echo sessions through a pair with `logId = kind` on both tunnels; returns
 /// (pair, client pid, server pid).
-fn log_id_pair(dir: &TestDir, pki: &Pki, echo: &Backend, kind: &str) -> (TunnelPair, u32, u32) {
+fn log_id_pair(dir: &TestDir, pki: &Pki, echo: &Backend, kind: &str) -> (TunnelPair, i32, i32) {
     let extra = format!("logId = {kind}");
     let pair = TunnelPair::start(dir, pki, echo.addr(), &extra, &extra);
     for seed in 0..2 {
@@ -465,7 +390,10 @@ fn log_id_pair(dir: &TestDir, pki: &Pki, echo: &Backend, kind: &str) -> (TunnelP
     }
     pair.client.wait_close_counts(2, T);
     pair.server.wait_close_counts(2, T);
-    let (cp, sp) = (pid_of(&pair.client), pid_of(&pair.server));
+    let (cp, sp) = (
+        common::process::tunnel_pid(&pair.client),
+        common::process::tunnel_pid(&pair.server),
+    );
     (pair, cp, sp)
 }
 

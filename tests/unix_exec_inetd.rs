@@ -28,7 +28,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -40,9 +40,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
+use openssl::ssl::SslStream;
 
 use common::daemon::{parse_close_line, rstunnel_bin, START_TIMEOUT};
+use common::tls::{tls_over, tls_to};
 use common::tools::{find_program, ChildGuard};
 use common::*;
 
@@ -80,14 +81,7 @@ impl UnixEcho {
             let stop = stop.clone();
             let accepted = accepted.clone();
             std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(mut s) = conn else {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    };
+                accept_until_stopped(listener.incoming(), &stop, |mut s| {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     unix_timeouts(&s);
                     std::thread::spawn(move || -> io::Result<()> {
@@ -101,7 +95,7 @@ impl UnixEcho {
                         }
                         s.shutdown(Shutdown::Write)
                     });
-                }
+                });
             })
         };
         UnixEcho {
@@ -140,12 +134,7 @@ fn start_tunnel(
     unix_paths: &[&Path],
 ) -> Tunnel {
     let bin = rstunnel_bin();
-    let mut conf =
-        format!("; {label}: written by tests/unix_exec_inetd.rs\nforeground = yes\ndebug = 7\n");
-    conf.push_str(&common::daemon::test_globals(&bin, body));
-    conf.push_str(body);
-    conf.push('\n');
-    let conf_path = dir.write(&format!("{label}.conf"), &conf);
+    let conf_path = common::daemon::write_test_conf(dir, label, &bin, body);
     let mut t = Tunnel::spawn(&bin, &[conf_path.as_os_str()], label, conf_path.clone());
     let sections: Vec<String> = tcp_sections.iter().map(|s| s.to_string()).collect();
     t.wait_bound(&sections, START_TIMEOUT);
@@ -156,33 +145,6 @@ fn start_tunnel(
         );
     }
     t
-}
-
-/// A TLS client over `stream` (no server certificate check: these tests are about the far
-/// side), optionally presenting `client` as its certificate. A FIN without close_notify
-/// reads as a plain EOF.
-fn tls_over<S: Read + Write + std::fmt::Debug>(
-    stream: S,
-    client: Option<&LeafFiles>,
-) -> SslStream<S> {
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    b.set_verify(SslVerifyMode::NONE);
-    // OpenSSL 1.1.1 reads such an EOF as EOF already, and has no IGNORE_UNEXPECTED_EOF.
-    #[cfg(ossl300)]
-    b.set_options(openssl::ssl::SslOptions::IGNORE_UNEXPECTED_EOF);
-    if let Some(c) = client {
-        b.set_certificate_file(&c.cert, SslFiletype::PEM).unwrap();
-        b.set_private_key_file(&c.key, SslFiletype::PEM).unwrap();
-    }
-    let c = b.build();
-    let mut cfg = c.configure().unwrap();
-    cfg.set_verify_hostname(false);
-    cfg.connect("localhost", stream)
-        .unwrap_or_else(|e| panic!("TLS handshake: {e}"))
-}
-
-fn tls_connect(addr: SocketAddr, client: Option<&LeafFiles>) -> SslStream<TcpStream> {
-    tls_over(connect(addr), client)
 }
 
 /// Sends the payload (`seed`, `len`) in [`STEP`]-byte chunks, reading each chunk back before
@@ -222,28 +184,6 @@ fn tls_close<S: Read + Write>(s: &mut SslStream<S>, what: &str) -> Vec<u8> {
         }
     }
     rest
-}
-
-/// The pid of the running tunnel `t` (found by its config path on its command line).
-fn pid_of(t: &Tunnel) -> u32 {
-    let want = t.conf.as_os_str().as_encoded_bytes().to_vec();
-    for entry in std::fs::read_dir("/proc").expect("reading /proc") {
-        let entry = entry.unwrap();
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if cmdline.split(|b| *b == 0).any(|arg| arg == want.as_slice()) {
-            return pid;
-        }
-    }
-    t.fail("no process in /proc has this config on its command line");
 }
 
 /// (state, ppid) of process `pid` from /proc/PID/stat, if it exists.
@@ -342,7 +282,7 @@ fn server_tunnel_connects_to_a_unix_socket_backend() {
         &[],
     );
     for seed in 0..2u64 {
-        let mut s = tls_connect(server.addr("srv"), None);
+        let mut s = tls_to(server.addr("srv"), None, None);
         lockstep_echo(
             &mut s,
             seed,
@@ -408,11 +348,7 @@ fn client_tunnel_accepts_on_a_unix_socket() {
     let dir = TestDir::new("unix-accept");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let path = dir.join("in.sock");
     let client = start_tunnel(
         &dir,
@@ -459,11 +395,7 @@ fn unix_accept_replaces_a_stale_socket_file() {
     let dir = TestDir::new("unix-stale");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let path = dir.join("in.sock");
     // What an earlier run that was killed leaves behind: a socket file nobody listens on.
     drop(UnixListener::bind(&path).unwrap());
@@ -534,11 +466,7 @@ fn unix_accept_socket_file_is_removed_on_sigterm() {
     let dir = TestDir::new("unix-unlink");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let path = dir.join("in.sock");
     let mut client = start_tunnel(
         &dir,
@@ -572,11 +500,7 @@ fn section_setuid_setgid_own_the_unix_accept_socket() {
     let dir = TestDir::new("unix-owner");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let path = dir.join("owned.sock");
     let client = start_tunnel(
         &dir,
@@ -593,7 +517,11 @@ fn section_setuid_setgid_own_the_unix_accept_socket() {
         path.display()
     );
     // In a section they are only the socket's owner: the process keeps its user.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid_of(&client))).unwrap();
+    let status = std::fs::read_to_string(format!(
+        "/proc/{}/status",
+        common::process::tunnel_pid(&client)
+    ))
+    .unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(
         uid_line.split_whitespace().skip(1).all(|f| f == "0"),
@@ -780,7 +708,7 @@ fn exec_cat_echoes_a_mebibyte() {
         "server",
         &exec_body(&pki.server.combined, "/bin/cat", "cat", ""),
     );
-    let mut s = tls_connect(server.addr("srv"), None);
+    let mut s = tls_to(server.addr("srv"), None, None);
     lockstep_echo(&mut s, 11, MIB as usize, "1 MiB through exec = /bin/cat");
     let rest = tls_close(&mut s, "exec = /bin/cat");
     assert!(rest.is_empty(), "bytes after the echo: {}", rest.len());
@@ -831,7 +759,7 @@ fn exec_program_sees_the_peer_in_its_environment() {
             &format!("CAfile = {}\nverifyChain = yes", pki.ca_file.display()),
         ),
     );
-    let mut s = tls_connect(server.addr("srv"), Some(&pki.client));
+    let mut s = tls_to(server.addr("srv"), None, Some(&pki.client));
     let local_port = s.get_ref().local_addr().unwrap().port();
     let mut out = Vec::new();
     s.read_to_end(&mut out)
@@ -876,7 +804,7 @@ fn parallel_exec_sessions_get_their_own_programs_and_leave_no_zombies() {
             "",
         ),
     );
-    let tunnel_pid = pid_of(&server);
+    let tunnel_pid = common::process::tunnel_pid(&server) as u32;
     let addr = server.addr("srv");
 
     // Each thread opens a session, reports its program's pid, waits for "go" (so all N are
@@ -889,7 +817,7 @@ fn parallel_exec_sessions_get_their_own_programs_and_leave_no_zombies() {
         go.push(go_tx);
         let pid_tx = pid_tx.clone();
         threads.push(std::thread::spawn(move || {
-            let mut s = tls_connect(addr, None);
+            let mut s = tls_to(addr, None, None);
             let line = read_line(&mut s, 100).expect("reading the program's PID line");
             let text = String::from_utf8_lossy(&line).into_owned();
             let pid: u32 = text
@@ -1051,7 +979,7 @@ fn inetd_server_mode_serves_one_tls_session_on_stdio_and_exits_0() {
         ),
     );
     let ours = inetd.ours.take().unwrap();
-    let mut s = tls_over(ours, None);
+    let mut s = tls_over(ours, None, None);
     lockstep_echo(&mut s, 21, 200 * 1024, "inetd server-mode session");
     let rest = tls_close(&mut s, "inetd server mode");
     assert!(rest.is_empty(), "bytes after the echo: {}", rest.len());
@@ -1094,11 +1022,7 @@ fn inetd_client_mode_relays_plain_stdio_to_a_tls_server() {
     let dir = TestDir::new("inetd-client");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let server = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
     let mut inetd = Inetd::start(
         &dir,
         "inetd",

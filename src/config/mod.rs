@@ -3,10 +3,13 @@
 //! Three named stages (docs/ARCHITECTURE.md, Modules): `lexer` turns bytes into `RawLine`s,
 //! `parse` applies the option table (`options`) into `types::Config` with inheritance and
 //! stunnel's checks, and the runtime (in `service`/`tls`) builds sockets and TLS contexts
-//! from it. This module reads the configuration file and its include directories and
-//! nothing else: no sockets, no certificates, and of OpenSSL only the names of its
-//! settings (`crate::openssl_names`). It imports only leaf modules (`log`,
-//! `openssl_names`), so every other layer may take its types.
+//! from it. Files: the configuration and its include directories only; no certificate is
+//! loaded and no socket is bound or connected here. Two kinds of lookup happen while
+//! parsing, as in stunnel: `setuid`/`setgid` names in the user database (skipped with
+//! `Names::Skip`) and `local = HOST`, resolved to an address by the system resolver (which
+//! may ask DNS). Of OpenSSL only the names of its settings are used
+//! (`crate::openssl_names`). It imports only leaf modules (`log`, `openssl_names`), so
+//! every other layer may take its types.
 
 pub mod error;
 pub mod lexer;

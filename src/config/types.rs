@@ -39,7 +39,9 @@ pub struct GlobalOptions {
     pub setuid: Option<libc::uid_t>,
     /// Group to switch to (also the only supplementary group).
     pub setgid: Option<libc::gid_t>,
-    /// `compression = deflate|zlib` (refused when the service is built: see tls).
+    /// `compression = deflate|zlib`: the value is accepted, then the configuration is
+    /// refused by the end-of-global checks in `config::parse` (`Configured compression is
+    /// unsupported by OpenSSL`), before any service is built.
     pub compression: Option<String>,
 }
 
@@ -92,7 +94,8 @@ pub struct SslOptionEdit {
 pub enum LogId {
     /// 0, 1, 2… across the process.
     Sequential,
-    /// Unique even across restarts: the process id and the sequence number.
+    /// 22 random base62 characters per connection (`session::random_base62_id`), so an id
+    /// is not repeated across restarts or processes.
     Unique,
     /// The id of the session's thread.
     Thread,

@@ -110,15 +110,6 @@ impl Stream {
         }
     }
 
-    /// The descriptor for `events` (POLLOUT: the write side, else the read side).
-    pub fn fd_for(&self, events: libc::c_short) -> RawFd {
-        if events == libc::POLLOUT {
-            self.write_fd()
-        } else {
-            self.read_fd()
-        }
-    }
-
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         set_fd_nonblocking(self.read_fd(), on)?;
         if self.write_fd() != self.read_fd() {

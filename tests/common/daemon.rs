@@ -74,6 +74,17 @@ pub fn test_globals(program: &Path, body: &str) -> String {
     }
 }
 
+/// Writes `<label>.conf` in `dir` for `program`: `foreground = yes`, `debug = 7`, the
+/// [`test_globals`], then `body`. Returns its path.
+pub fn write_test_conf(dir: &TestDir, label: &str, program: &Path, body: &str) -> PathBuf {
+    let conf = format!(
+        "; {label}: written by the test harness (tests/common/daemon.rs)\n\
+         foreground = yes\ndebug = 7\n{}{body}\n",
+        test_globals(program, body)
+    );
+    dir.write(&format!("{label}.conf"), conf)
+}
+
 /// Lines captured from a process, with a condition variable to wait for new ones.
 pub struct LogBuf {
     state: Mutex<LogState>,
@@ -256,22 +267,41 @@ impl Tunnel {
         Tunnel::start_program(Program::Rstunnel, dir, label, body)
     }
 
+    /// The usual server tunnel, labelled `server`: `[srv]` on 127.0.0.1:0 with `pki.server`,
+    /// in front of `backend`, with `extra` lines in the section ([`server_body`]).
+    pub fn server(dir: &TestDir, pki: &Pki, backend: SocketAddr, extra: &str) -> Tunnel {
+        Tunnel::start(
+            dir,
+            "server",
+            &server_body(backend, &pki.server.combined, extra),
+        )
+    }
+
     /// Writes `<label>.conf` = the standard global lines + `body`, starts `program` with it and
     /// waits (up to [`START_TIMEOUT`]) until every `[section]` in `body` logged its `bound to`
     /// line. Panics with the log if the process exits or the deadline passes first.
     ///
     /// `body` may begin with more global options before its first section header.
     pub fn start_program(program: Program, dir: &TestDir, label: &str, body: &str) -> Tunnel {
-        let path = program.path();
-        let mut conf =
-            format!("; {label}: written by tests/common/daemon.rs\nforeground = yes\ndebug = 7\n");
-        conf.push_str(&test_globals(&path, body));
-        conf.push_str(body);
-        conf.push('\n');
-        let conf_path = dir.write(&format!("{label}.conf"), &conf);
-        let mut t = Tunnel::spawn(&path, &[conf_path.as_os_str()], label, conf_path.clone());
         let sections = section_names(body);
-        t.wait_bound(&sections, START_TIMEOUT);
+        let names: Vec<&str> = sections.iter().map(String::as_str).collect();
+        Tunnel::start_waiting_for(program, dir, label, body, &names)
+    }
+
+    /// [`Tunnel::start_program`], waiting only for the `bound to` lines of `sections`: a
+    /// virtual host (`sni = PRIMARY:…`) or an exec+connect section has no listener.
+    pub fn start_waiting_for(
+        program: Program,
+        dir: &TestDir,
+        label: &str,
+        body: &str,
+        sections: &[&str],
+    ) -> Tunnel {
+        let path = program.path();
+        let conf_path = write_test_conf(dir, label, &path, body);
+        let mut t = Tunnel::spawn(&path, &[conf_path.as_os_str()], label, conf_path.clone());
+        let names: Vec<String> = sections.iter().map(|s| s.to_string()).collect();
+        t.wait_bound(&names, START_TIMEOUT);
         t
     }
 
@@ -638,12 +668,25 @@ impl TunnelPair {
         server_extra: &str,
         client_extra: &str,
     ) -> TunnelPair {
-        let server = Tunnel::start_program(
+        Self::start_with_server_body(
+            client_prog,
             server_prog,
             dir,
-            "server",
             &server_body(backend, &pki.server.combined, server_extra),
-        );
+            client_extra,
+        )
+    }
+
+    /// `server_prog` with `server_section` (a `[srv]` section, e.g. a PSK-only one), then
+    /// `client_prog` with a `[cli]` section connecting to it, `client_extra` in it.
+    pub fn start_with_server_body(
+        client_prog: Program,
+        server_prog: Program,
+        dir: &TestDir,
+        server_section: &str,
+        client_extra: &str,
+    ) -> TunnelPair {
+        let server = Tunnel::start_program(server_prog, dir, "server", server_section);
         let client = Tunnel::start_program(
             client_prog,
             dir,

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,7 +24,8 @@ use openssl::ssl::{
 
 use super::certs::LeafFiles;
 use super::daemon::Tunnel;
-use super::net::{connect, echo_session, payload, Digest};
+use super::net::{connect, echo_session, payload, read_to_end_or_timeout, Digest, End};
+pub use super::process::tunnel_pid;
 use super::tools::find_program;
 
 /// One connection's handler, run on its own thread.
@@ -54,14 +56,7 @@ impl Target {
         let thread = {
             let (queue, accepted, stop) = (queue.clone(), accepted.clone(), stop.clone());
             std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(s) = conn else {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    };
+                super::net::accept_until_stopped(listener.incoming(), &stop, |s| {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     super::net::set_timeouts(&s);
                     let _ = s.set_nodelay(true);
@@ -74,7 +69,7 @@ impl Target {
                             std::thread::spawn(move || d(s));
                         }
                     }
-                }
+                });
             })
         };
         Target {
@@ -191,25 +186,10 @@ pub enum Ending {
 pub fn read_until_end(s: &mut impl Read, timeout: Duration) -> (Vec<u8>, Ending, Duration) {
     let start = Instant::now();
     let mut got = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let end = loop {
-        if start.elapsed() > timeout {
-            break Ending::Hung;
-        }
-        match s.read(&mut buf) {
-            Ok(0) => break Ending::Eof,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break Ending::Hung
-            }
-            Err(e) => break Ending::Error(e.kind()),
-        }
+    let end = match read_to_end_or_timeout(s, &mut got, Some(start + timeout)) {
+        End::Eof => Ending::Eof,
+        End::Closed(kind) => Ending::Error(kind),
+        End::TimedOut => Ending::Hung,
     };
     (got, end, start.elapsed())
 }
@@ -371,7 +351,7 @@ impl Bystander {
 /// sockets, its child processes (tunnels, tcpdump) and its iptables rules are private and
 /// vanish with it. Needs root (CAP_SYS_ADMIN); panics otherwise. A panic in `f` is re-raised.
 pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let h = std::thread::spawn(move || {
+    on_own_thread(move || {
         // SAFETY: unshare(CLONE_NEWNET) moves only the calling thread (this new one) into a
         // new network namespace; threads and children it creates afterwards inherit it.
         let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
@@ -383,8 +363,27 @@ pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
         );
         ip(&["link", "set", "lo", "up"]);
         f()
-    });
-    match h.join() {
+    })
+}
+
+/// Runs `f` on a thread of its own that has entered the named network namespace `ns`
+/// (`/run/netns/NS`, made with `ip netns add`); sockets made there stay in that namespace
+/// wherever they are used later. A panic in `f` is re-raised.
+pub fn in_named_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    on_own_thread(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on an open namespace file; it changes only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+        f()
+    })
+}
+
+/// Runs `f` on a new thread (whose namespace changes stay its own) and returns its value;
+/// a panic in `f` is re-raised here.
+fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match std::thread::spawn(f).join() {
         Ok(v) => v,
         Err(p) => std::panic::resume_unwind(p),
     }
@@ -393,6 +392,12 @@ pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
 /// Runs `ip ARGS…` (in the calling thread's namespace); panics on failure.
 pub fn ip(args: &[&str]) {
     run_ok(&find_program("ip"), args);
+}
+
+/// [`ip`] with its arguments in one string, split on blanks (`ip_words("-n NS link set lo
+/// up")`).
+pub fn ip_words(args: &str) {
+    ip(&args.split_whitespace().collect::<Vec<_>>());
 }
 
 /// Runs `iptables ARGS…`; panics on failure.
@@ -408,23 +413,6 @@ fn run_ok(program: &Path, args: &[&str]) {
         program.display(),
         r.describe()
     );
-}
-
-/// The pid of the running tunnel (found by its unique config path on its command line).
-pub fn tunnel_pid(t: &Tunnel) -> i32 {
-    let needle = t.conf.to_string_lossy().into_owned();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if cmdline.split(|b| *b == 0).any(|a| a == needle.as_bytes()) {
-            return pid;
-        }
-    }
-    t.fail("no process has this tunnel's config on its command line");
 }
 
 /// VmRSS of `pid` in KiB.

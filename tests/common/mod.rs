@@ -10,6 +10,12 @@
 //!   reads the bound ports back from its log and stops it with SIGTERM, then SIGKILL, on drop.
 //! * [`net`]: plain TCP backends (echo, sink, digest-after-EOF, greeter, source) and client
 //!   helpers; every socket has read and write timeouts so no test can hang.
+//! * [`openssl_cli`]: `openssl s_client` and `s_server` as TLS peers.
+//! * [`process`]: root checks, free ports, a TLS client made with the `openssl` crate,
+//!   config rewrites, log-file waits, finding a tunnel's pid, and a guard for daemonised
+//!   processes that are not our children.
+//! * [`tls`]: TLS clients over any stream (`tls_over`, `tls_to`), checking the server or
+//!   not, with or without a client certificate.
 //! * [`tools`]: locating external programs (`openssl`, `stunnel4`); a missing one fails the
 //!   test with a pointer to `scripts/deps.sh` instead of passing silently.
 //!
@@ -27,6 +33,9 @@ pub mod certs;
 pub mod daemon;
 pub mod faults;
 pub mod net;
+pub mod openssl_cli;
+pub mod process;
+pub mod tls;
 pub mod tools;
 
 use std::path::{Path, PathBuf};

@@ -209,6 +209,26 @@ impl Reporter {
     }
 }
 
+/// Hands every connection `incoming` yields (`TcpListener::incoming`,
+/// `UnixListener::incoming`) to `each` until `stop` is set, which is checked after each
+/// accept: whoever sets it then connects once to wake the blocking accept. A failed accept
+/// (EMFILE, ECONNABORTED…) is retried after 5 ms.
+pub fn accept_until_stopped<S>(
+    incoming: impl Iterator<Item = io::Result<S>>,
+    stop: &AtomicBool,
+    mut each: impl FnMut(S),
+) {
+    for conn in incoming {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match conn {
+            Ok(s) => each(s),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
 type Handler = dyn Fn(TcpStream, &Reporter) -> io::Result<()> + Send + Sync + 'static;
 
 /// A plain TCP server on `127.0.0.1:0` running `handler` on a thread per connection.
@@ -242,17 +262,7 @@ impl Backend {
             let accepted = accepted.clone();
             let reporter = reporter.clone();
             std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let s = match conn {
-                        Ok(s) => s,
-                        Err(_) => {
-                            std::thread::sleep(Duration::from_millis(5));
-                            continue;
-                        }
-                    };
+                accept_until_stopped(listener.incoming(), &stop, |s| {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     set_timeouts(&s);
                     let _ = s.set_nodelay(true);
@@ -263,7 +273,7 @@ impl Backend {
                             r.errors.lock().unwrap().push(e.to_string());
                         }
                     });
-                }
+                });
             })
         };
         Backend {
@@ -274,6 +284,34 @@ impl Backend {
             rx: Mutex::new(rx),
             thread: Some(thread),
         }
+    }
+
+    /// Answers every connection with `<tag>\n` (reported as its digest), then waits for the
+    /// client's EOF: which of several backends a tunnel connected to.
+    pub fn tagged(tag: &'static str) -> Backend {
+        Backend::tagged_lines(tag, false)
+    }
+
+    /// Like [`Backend::tagged`], with the peer's IP: `<tag> <peer ip>\n` (which source
+    /// address a tunnel connected from).
+    pub fn tagged_with_peer(tag: &'static str) -> Backend {
+        Backend::tagged_lines(tag, true)
+    }
+
+    fn tagged_lines(tag: &'static str, with_peer: bool) -> Backend {
+        Backend::spawn(move |mut s, r| {
+            let line = if with_peer {
+                format!("{tag} {}\n", s.peer_addr()?.ip())
+            } else {
+                format!("{tag}\n")
+            };
+            r.report(Digest::of(line.as_bytes()));
+            s.write_all(line.as_bytes())?;
+            s.shutdown(Shutdown::Write)?;
+            // Let the tunnel see our EOF before the socket is closed under it.
+            let _ = read_digest(&mut s);
+            Ok(())
+        })
     }
 
     /// Echoes everything back as it arrives; after EOF from the peer, shuts down its write
@@ -423,7 +461,7 @@ pub fn echo_session(addr: SocketAddr, data: &[u8]) -> io::Result<Vec<u8>> {
     Ok(got)
 }
 
-/// How a connection ended for [`probe`].
+/// How a connection ended for [`probe`] and [`read_to_end_or_timeout`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum End {
     /// Orderly EOF.
@@ -463,11 +501,27 @@ pub fn probe(addr: SocketAddr, data: &[u8], timeout: Duration) -> Probe {
     s.set_read_timeout(Some(timeout)).unwrap();
     let _ = s.write_all(data);
     let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    let end = loop {
+    let end = read_to_end_or_timeout(&mut s, &mut received, None);
+    Probe { received, end }
+}
+
+/// Reads `s` until EOF ([`End::Eof`]), an error such as a reset ([`End::Closed`]) or a read
+/// that times out ([`End::TimedOut`]: the stream's own read timeout), retrying `EINTR`, and
+/// appends what came to `got`. With a `deadline`, also [`End::TimedOut`] once it has passed
+/// (checked before each read), however steadily bytes come.
+pub fn read_to_end_or_timeout(
+    s: &mut impl Read,
+    got: &mut Vec<u8>,
+    deadline: Option<std::time::Instant>,
+) -> End {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            return End::TimedOut;
+        }
         match s.read(&mut buf) {
-            Ok(0) => break End::Eof,
-            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Ok(0) => return End::Eof,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e)
                 if matches!(
@@ -475,10 +529,41 @@ pub fn probe(addr: SocketAddr, data: &[u8], timeout: Duration) -> Probe {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                break End::TimedOut
+                return End::TimedOut
             }
-            Err(e) => break End::Closed(e.kind()),
+            Err(e) => return End::Closed(e.kind()),
         }
-    };
-    Probe { received, end }
+    }
+}
+
+/// A TCP port that refuses connections: bound (so nobody else takes it while the guard
+/// lives) but not listening, so a SYN to it is answered with RST.
+pub struct DeadPort {
+    _socket: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+impl DeadPort {
+    /// A dead port on `ip`.
+    pub fn on(ip: std::net::IpAddr) -> DeadPort {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let any_port = SocketAddr::new(ip, 0);
+        let socket = Socket::new(
+            Domain::for_address(any_port),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .unwrap();
+        socket.bind(&any_port.into()).expect("bind dead port");
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        DeadPort {
+            _socket: socket,
+            addr,
+        }
+    }
+
+    /// A dead port on 127.0.0.1.
+    pub fn loopback() -> DeadPort {
+        DeadPort::on(std::net::Ipv4Addr::LOCALHOST.into())
+    }
 }

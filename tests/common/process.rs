@@ -1,9 +1,6 @@
 //! Helpers for the process-level tests (daemon mode, reload, log sinks, drain): root checks,
 //! free ports, a TLS client made with the `openssl` crate, config rewrites, log-file waits
 //! and a guard for daemonised processes that are not our children.
-//!
-//! Declared from a test file next to `mod common;` as
-//! `#[path = "common/process.rs"] mod process;` (it uses `crate::common`).
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
@@ -213,6 +210,48 @@ pub fn pids_with_arg(needle: &str) -> Vec<i32> {
         }
     }
     found
+}
+
+/// The pid of the running tunnel `t`: the live process whose command line has `t`'s config
+/// path (unique to its test directory) as one argument.
+pub fn tunnel_pid(t: &crate::common::Tunnel) -> i32 {
+    match pids_with_arg(&t.conf.to_string_lossy()).first() {
+        Some(&pid) => pid,
+        None => t.fail("no process has this tunnel's config on its command line"),
+    }
+}
+
+/// The single live process started with config `conf`, waited for up to `wait` (foreground
+/// tunnels' command line holds the unique config path): fails the test unless exactly one
+/// such process runs by then (`Duration::ZERO`: now).
+pub fn sole_pid_with_arg(conf: &Path, wait: Duration) -> i32 {
+    let deadline = Instant::now() + wait;
+    loop {
+        let pids = pids_with_arg(&conf.to_string_lossy());
+        if pids.len() == 1 {
+            return pids[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected one process running {}, found {pids:?}",
+            conf.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The name with id 65534 in `db`, /etc/passwd or /etc/group (`nobody`/`nogroup` on
+/// Debian), else the number itself: what the privilege-drop tests write as setuid/setgid.
+pub fn name_of_65534(db: &str) -> String {
+    std::fs::read_to_string(db)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == "65534").then(|| f[0].to_string())
+        })
+        .next()
+        .unwrap_or_else(|| "65534".to_string())
 }
 
 /// Makes this test process the reaper of orphaned descendants, so a daemon that forked away

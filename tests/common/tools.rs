@@ -151,3 +151,19 @@ pub fn run(program: &Path, args: &[&str], timeout: Duration) -> RunResult {
     cmd.args(args);
     run_with_timeout(cmd, b"", timeout)
 }
+
+/// An rstunnel run (`--check FILE`, or a start) that refused its configuration: exit status
+/// 1, `message` on stderr, and `configuration OK` on neither stream.
+pub fn assert_config_refused(r: &RunResult, message: &str) {
+    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
+    assert!(
+        r.stderr.contains(message),
+        "stderr must contain {message:?}\n{}",
+        r.describe()
+    );
+    assert!(
+        !r.stdout.contains("configuration OK") && !r.stderr.contains("configuration OK"),
+        "{}",
+        r.describe()
+    );
+}

@@ -1,5 +1,9 @@
 //! `rstunnel-loadgen`: the load generator behind `scripts/bench.sh`.
 //!
+//! A package of its own (`tools/loadgen`, a member of the root workspace), so
+//! that `cargo install` and the .deb/.rpm ship only `rstunnel`; it uses nothing
+//! from the rstunnel library.
+//!
 //! It drives a tunnel pair from the outside (plain side in, plain side out);
 //! only `handshakes` speaks TLS itself, to load a server tunnel alone. Std
 //! threads, blocking I/O: the work per byte here is a copy, so one generator
