@@ -3,13 +3,13 @@
 //!
 //! Sessions report what they saw (`report`); the service's listener thread reads the state,
 //! accepts nothing while it is not `Open` (and refuses connects while `Paused`), probes the
-//! far side and feeds the result back (`probed`). The state outlives a reload: it is kept per service name in one process-wide
-//! table, so a kept listener stays paused (or open) across SIGHUP and sessions that started
-//! under the old configuration still report to it.
+//! far side and feeds the result back (`probed`). The state outlives a reload: it is kept
+//! per service name in one process-wide table, so a kept listener stays paused (or open)
+//! across SIGHUP and sessions that started under the old configuration still report to it.
 //!
 //! Owns the state, its log lines ("paused", "resumed") and its counters. Must not do I/O on
-//! any socket, probe, or know about sessions and listeners: it is used by `service` and
-//! `session` and imports neither.
+//! any socket, probe, or know about sessions and listeners: it is used by `service`,
+//! `resume`, `session`, `relay` and `probe`, and imports none of them.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};

@@ -1,6 +1,9 @@
 //! One connection from accept to close, as a straight pipeline:
 //! server mode `handshake → far side → relay`, client mode `far side → handshake → relay`;
-//! then the closing lines. The far side is a `connect` target or an `exec` program.
+//! then the closing lines. The far side is a `connect` target or an `exec` program. A
+//! `protocol` adds its exchanges in clear (server: before the handshake, and after the far
+//! side is reached; client: on the far connection before the handshake), and `socks` lets
+//! the client name the far side inside TLS (docs/ARCHITECTURE.md, Connection flow).
 //!
 //! `spawn_session` admits an accepted connection (a sequential id, a slot under the
 //! connection caps) and starts its thread; `spawn_session_here` runs it on the calling

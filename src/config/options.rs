@@ -7,8 +7,10 @@
 //! syntax) have a `Custom` setter below the table.
 //!
 //! Rows whose behaviour rstunnel does not have yet use `Handler::NotYet`: such a line is a
-//! startup error that says so, never silently ignored. This file parses values only; it
-//! opens no files and calls no OpenSSL.
+//! startup error that says so, never silently ignored. This file parses values; it opens
+//! no files and calls no OpenSSL, but two setters look things up as stunnel does: `local =
+//! HOST` resolves the host, `setuid`/`setgid` read the user database (skipped with
+//! `Names::Skip`).
 
 use std::path::PathBuf;
 use std::time::Duration;

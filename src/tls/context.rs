@@ -10,7 +10,6 @@ use openssl::ssl::{
     Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode, SslRef, SslSession,
     SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
-use openssl::x509::X509;
 
 use super::compat;
 use super::error::TlsSetupError;
@@ -517,11 +516,6 @@ pub fn describe_session(ssl: &SslRef, server: bool) -> Vec<String> {
         ));
     }
     lines
-}
-
-/// A peer certificate's subject as one line (`CN=host, O=org`), for logs.
-pub fn subject_line(cert: &X509) -> String {
-    super::names::name_line(cert.subject_name())
 }
 
 #[cfg(test)]
