@@ -117,6 +117,15 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
     // What a pause held is served by `release`, starting with a canary; this thread may
     // start with held connections (a reload handed them over), so it starts there too.
     let mut release = Release::Canary;
+    release.reset(health);
+    /// A canary's wait ends with the thread (SIGHUP, SIGTERM): sessions stop kicking.
+    struct Unwatch<'a>(&'a crate::health::Health);
+    impl Drop for Unwatch<'_> {
+        fn drop(&mut self) {
+            self.0.watch(false);
+        }
+    }
+    let _unwatch = Unwatch(health);
     loop {
         if service.ctx.pauses() && !health.is_open() {
             if !wait_for_far_side(service, stop, &mut lookup) {

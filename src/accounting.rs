@@ -53,14 +53,22 @@ pub struct Registry {
     draining: AtomicBool,
 }
 
-static REGISTRY: Registry = Registry {
-    live: Mutex::new(BTreeMap::new()),
-    emptied: Condvar::new(),
-    count: AtomicUsize::new(0),
-    cap: AtomicUsize::new(usize::MAX),
-    held: AtomicUsize::new(0),
-    draining: AtomicBool::new(false),
-};
+static REGISTRY: Registry = Registry::new();
+
+impl Registry {
+    /// An empty registry with no cap. The process has one (`registry`); tests make their
+    /// own, so that changing a cap cannot race other tests' sessions.
+    const fn new() -> Registry {
+        Registry {
+            live: Mutex::new(BTreeMap::new()),
+            emptied: Condvar::new(),
+            count: AtomicUsize::new(0),
+            cap: AtomicUsize::new(usize::MAX),
+            held: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+        }
+    }
+}
 
 pub fn registry() -> &'static Registry {
     &REGISTRY
@@ -173,16 +181,32 @@ impl Registry {
     /// one descriptor where a session has `FDS_PER_SESSION`, and all held connections
     /// together may use at most a quarter of the descriptors the cap allows. Checked under
     /// the table's lock, as `admit` is.
-    pub fn hold(&'static self) -> Option<HeldSlot> {
+    pub fn hold(&'static self) -> Result<HeldSlot, NoRoom> {
         let live = lock(&self.live);
         let cap = self.cap();
         let held = self.held_count();
         let share = (cap.saturating_mul(FDS_PER_SESSION) / 4).max(1);
-        if held >= share || !fits(live.len(), held + 1, cap) {
-            return None;
+        if held >= share {
+            return Err(NoRoom::HeldShare { held });
+        }
+        if !fits(live.len(), held + 1, cap) {
+            return Err(NoRoom::Cap {
+                live: live.len(),
+                held,
+            });
         }
         self.held.fetch_add(1, Ordering::SeqCst);
-        Some(HeldSlot { registry: self })
+        Ok(HeldSlot { registry: self })
+    }
+
+    /// Whether a held connection served now would be admitted: its session's descriptors
+    /// fit beside the others (its own held one counted as given back), and its service
+    /// has a slot left. A listener serving held connections stops at the first that would
+    /// not, rather than see it refused and closed; it tries again later.
+    pub fn room_for_held(&self, slots: &ServiceSlots) -> bool {
+        let live = lock(&self.live);
+        let held = self.held_count().saturating_sub(1);
+        fits(live.len() + 1, held, self.cap()) && (slots.cap == 0 || slots.live() < slots.cap)
     }
 
     /// Connections held by paused listeners now.
@@ -231,6 +255,29 @@ impl Registry {
                 .0;
         }
         true
+    }
+}
+
+/// Why `Registry::hold` refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRoom {
+    /// Held connections already take their share, a quarter of the cap's descriptors.
+    HeldShare { held: usize },
+    /// Sessions and held connections fill the connection cap.
+    Cap { live: usize, held: usize },
+}
+
+impl std::fmt::Display for NoRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoRoom::HeldShare { held } => write!(
+                f,
+                "held connections take their share of the connection cap ({held} held, a quarter of its descriptors)"
+            ),
+            NoRoom::Cap { live, held } => {
+                write!(f, "connection cap reached ({live} live, {held} held)")
+            }
+        }
     }
 }
 
@@ -284,10 +331,11 @@ impl Drop for SessionGuard {
 mod tests {
     use super::*;
 
-    // The registry is process-wide; one test exercises it so that tests don't race.
+    // A registry of the test's own: the process-wide one is shared with every other test
+    // that opens sessions, and a cap set here would refuse theirs.
     #[test]
     fn admit_cap_release_and_wait() {
-        let r = registry();
+        let r: &'static Registry = Box::leak(Box::new(Registry::new()));
         r.set_cap(3);
         let service = Arc::new(ServiceSlots::new(2));
         let other = Arc::new(ServiceSlots::new(0));
@@ -320,9 +368,14 @@ mod tests {
         r.set_cap(4);
         let h1 = r.hold().expect("room for a held connection");
         let h2 = r.hold().expect("room for a second");
-        assert!(
-            r.hold().is_none(),
+        assert_eq!(
+            r.hold().err(),
+            Some(NoRoom::HeldShare { held: 2 }),
             "two held use the quarter of 4 × 2 descriptors"
+        );
+        assert!(
+            r.room_for_held(&other),
+            "one served: 2 sessions + 1 held fit 8"
         );
         // b and two held (2 + 2 of 8 descriptors): room for two more sessions, not three.
         let d = r.admit(1_000_006, "o", &other, "p".into(), None).unwrap();
@@ -331,6 +384,14 @@ mod tests {
             r.admit(1_000_008, "o", &other, "p".into(), None),
             Err(TooManyClients { cap: 4 })
         ));
+        assert!(
+            !r.room_for_held(&other),
+            "3 sessions + 1 held: no room to serve one"
+        );
+        assert!(
+            !r.room_for_held(&other),
+            "3 sessions + 1 held: no room to serve one"
+        );
         // A held connection served gives its room to its own session, in one step.
         let f = r.admit(1_000_009, "o", &other, "p".into(), Some(h1));
         assert!(

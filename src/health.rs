@@ -60,6 +60,13 @@ pub enum Probe {
     Unknown(String),
 }
 
+/// Counts of what sessions told of the far side, compared before and after a canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct News {
+    pub reached: u64,
+    pub untested: u64,
+}
+
 /// What the listener should do after a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -78,6 +85,8 @@ pub struct Health {
     checks: AtomicU64,
     /// Sessions that reached the far side (connected; in client mode, handshake done).
     reached: AtomicU64,
+    /// Sessions that went to `redirect` targets instead (they tell nothing of `connect`).
+    untested: AtomicU64,
     /// Set while the listener waits for a session to reach the far side (see `watch`):
     /// only then does `reached` kick, so the common case costs one atomic add.
     watching: AtomicBool,
@@ -101,6 +110,7 @@ impl Health {
             pauses: AtomicU64::new(0),
             checks: AtomicU64::new(0),
             reached: AtomicU64::new(0),
+            untested: AtomicU64::new(0),
             watching: AtomicBool::new(false),
             unknown_logged: AtomicBool::new(false),
         }
@@ -173,9 +183,25 @@ impl Health {
         }
     }
 
+    /// A session went to its service's `redirect` targets: no news of the far side.
+    pub fn untested(&self) {
+        self.untested.fetch_add(1, Ordering::SeqCst);
+        if self.watching.load(Ordering::SeqCst) {
+            self.kick();
+        }
+    }
+
     /// How many sessions have reached the far side since the process started.
     pub fn reached_count(&self) -> u64 {
         self.reached.load(Ordering::SeqCst)
+    }
+
+    /// What sessions have told of the far side so far (`reached`, `untested`).
+    pub fn news_count(&self) -> News {
+        News {
+            reached: self.reached.load(Ordering::SeqCst),
+            untested: self.untested.load(Ordering::SeqCst),
+        }
     }
 
     /// While on, `reached` kicks the wake descriptor as a state change does.

@@ -68,23 +68,32 @@ impl Listener {
     /// Stops listening (see `ListenSocket::pause`), holding what waited in the backlog as
     /// far as their share of the connection cap has room (`Registry::hold`): held connections keep a
     /// descriptor each, and a reconnect storm during a pause must not fill the table.
-    pub(crate) fn pause(&self, service: &str) {
+    /// `room`: how many more the service may hold (its `maxConnections` less what is live
+    /// and held), `None` for no limit of its own.
+    pub(crate) fn pause(&self, service: &str, mut room: Option<usize>) {
         let mut slot = locked(&self.paused);
         if slot.is_some() {
             return;
         }
         let mut held = locked(&self.held);
         let before = held.len();
-        let mut full = false;
-        let paused = self.socket.pause(|conn, peer| match registry().hold() {
-            Some(slot) => {
-                held.push_back(Held { conn, peer, slot });
-                true
-            }
-            None => {
-                full = true;
-                net::set_linger_reset(conn.read_fd());
-                false
+        let mut full = None;
+        let paused = self.socket.pause(|conn, peer| {
+            let admitted = match room {
+                Some(0) => Err("maxConnections reached for the service".to_string()),
+                _ => registry().hold().map_err(|no_room| no_room.to_string()),
+            };
+            match admitted {
+                Ok(slot) => {
+                    held.push_back(Held { conn, peer, slot });
+                    room = room.map(|r| r - 1);
+                    true
+                }
+                Err(why) => {
+                    full = Some(why);
+                    net::set_linger_reset(conn.read_fd());
+                    false
+                }
             }
         });
         match paused {
@@ -98,11 +107,9 @@ impl Listener {
                 self.bound
             );
         }
-        if full {
+        if let Some(why) = full {
             log_warning!(
-                "Service [{service}]: connection cap reached ({} live, {} held): the connections still waiting on {} are reset",
-                registry().live_count(),
-                registry().held_count(),
+                "Service [{service}]: {why}: the connections still waiting on {} are reset",
                 self.bound
             );
         }
@@ -138,9 +145,25 @@ impl Listener {
 
     /// The oldest held connection, with the slot that counts it (to be exchanged for a
     /// session's, `Registry::admit`).
+    /// Connections whose client gave up while held (closed without sending anything) are
+    /// dropped here, never made sessions: after a long outage that may be most of them.
     pub(crate) fn next_held(&self) -> Option<(Stream, String, HeldSlot)> {
-        let held = locked(&self.held).pop_front()?;
-        Some((held.conn, held.peer, held.slot))
+        loop {
+            let held = locked(&self.held).pop_front()?;
+            if net::listen::client_gave_up(&held.conn) {
+                log_debug!(
+                    "Held connection from {} closed by its client while held: dropped",
+                    held.peer
+                );
+                continue;
+            }
+            return Some((held.conn, held.peer, held.slot));
+        }
+    }
+
+    /// Puts a connection `next_held` gave back at the front (there was no room to serve it).
+    pub(crate) fn hold_again(&self, conn: Stream, peer: String, slot: HeldSlot) {
+        locked(&self.held).push_front(Held { conn, peer, slot });
     }
 
     /// How many connections it holds now (SIGUSR2).

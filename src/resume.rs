@@ -43,7 +43,7 @@ pub(crate) enum Release {
     /// take.
     Waiting {
         id: u64,
-        reached_before: u64,
+        before: health::News,
         deadline: Instant,
     },
     /// A session reached the far side (or the canary's time passed): the rest are served
@@ -59,7 +59,7 @@ impl Release {
         let health = &ctx.health;
         if !ctx.pauses() {
             // A reload turned the option off: nothing to wait for.
-            while let Some((conn, peer, slot)) = next_held(service) {
+            while let Some((_, conn, peer, slot)) = next_held(service) {
                 spawn_session(ctx, conn, peer, Some(slot));
             }
             self.reset(health);
@@ -71,30 +71,38 @@ impl Release {
             }
             match *self {
                 Release::Canary => {
-                    let (conn, peer, slot) = next_held(service)?;
-                    let reached_before = health.reached_count();
-                    health.watch(true);
-                    // Refused (the cap) or no thread: the next one is the canary.
+                    let (listener, conn, peer, slot) = next_held(service)?;
+                    if !registry().room_for_held(&ctx.slots) {
+                        listener.hold_again(conn, peer, slot);
+                        return Some(NO_ROOM_RETRY);
+                    }
+                    let before = health.news_count();
+                    // No thread: the next one is the canary.
                     if let Some(id) = spawn_session(ctx, conn, peer, Some(slot)) {
                         log_debug!(
                             "Service [{}]: serving the first held connection alone until it reaches the far side",
                             ctx.opts.name
                         );
+                        health.watch(true);
                         *self = Release::Waiting {
                             id,
-                            reached_before,
+                            before,
                             deadline: Instant::now() + canary_budget(ctx),
                         };
                     }
                 }
                 Release::Waiting {
                     id,
-                    reached_before,
+                    before,
                     deadline,
                 } => {
                     let now = Instant::now();
-                    if health.reached_count() != reached_before {
+                    let news = health.news_count();
+                    if news.reached != before.reached {
                         self.settle(ctx, "reached the far side", Release::Open);
+                    } else if news.untested != before.untested {
+                        // Redirected: its session tells nothing of the `connect` targets.
+                        self.settle(ctx, "was redirected", Release::Canary);
                     } else if !registry().is_live(id) {
                         // It ended without reaching the far side (its client gave up):
                         // that tells nothing, and the next held one is the canary.
@@ -108,7 +116,12 @@ impl Release {
                     }
                 }
                 Release::Open => {
-                    let (conn, peer, slot) = next_held(service)?;
+                    let (listener, conn, peer, slot) = next_held(service)?;
+                    if !registry().room_for_held(&ctx.slots) {
+                        // Kept for later rather than refused and closed.
+                        listener.hold_again(conn, peer, slot);
+                        return Some(NO_ROOM_RETRY);
+                    }
                     spawn_session(ctx, conn, peer, Some(slot));
                 }
             }
@@ -131,10 +144,16 @@ impl Release {
     }
 }
 
-/// The oldest held connection of any of the service's listeners.
-fn next_held(service: &BoundService) -> Option<(Stream, String, HeldSlot)> {
-    service.listeners.iter().find_map(|l| l.next_held())
+/// The oldest held connection of any of the service's listeners, with its listener.
+fn next_held(service: &BoundService) -> Option<(&Listener, Stream, String, HeldSlot)> {
+    service.listeners.iter().find_map(|l| {
+        let (conn, peer, slot) = l.next_held()?;
+        Some((l.as_ref(), conn, peer, slot))
+    })
 }
+
+/// How soon to try again when the connection cap has no room to serve a held connection.
+const NO_ROOM_RETRY: Duration = Duration::from_millis(100);
 
 /// How long the held connections wait for their canary: as long as its session may take
 /// to reach the far side (its handshake, TIMEOUTbusy, and each target's TIMEOUTconnect),
@@ -145,7 +164,11 @@ fn canary_budget(ctx: &ServiceCtx) -> Duration {
         .as_ref()
         .map_or(ctx.opts.connect.len(), Vec::len)
         .max(1) as u32;
-    let budget = ctx.opts.timeouts.busy + ctx.opts.timeouts.connect.saturating_mul(targets);
+    let budget = ctx
+        .opts
+        .timeouts
+        .busy
+        .saturating_add(ctx.opts.timeouts.connect.saturating_mul(targets));
     budget.min(CANARY_WAIT_MAX) + Duration::from_millis(100)
 }
 
@@ -166,9 +189,13 @@ pub(crate) fn wait_for_far_side(
 ) -> bool {
     let ctx = &service.ctx;
     let name = &ctx.opts.name;
+    // Held connections count against the service's own maxConnections too.
     let refuse = |listeners: &[Arc<Listener>]| {
         for l in listeners {
-            l.pause(name);
+            let held: usize = listeners.iter().map(|l| l.held_count()).sum();
+            let room =
+                (ctx.slots.cap != 0).then(|| ctx.slots.cap.saturating_sub(ctx.slots.live() + held));
+            l.pause(name, room);
         }
     };
     let mut backoff = health::PROBE_BACKOFF_MIN;

@@ -251,6 +251,14 @@ impl ServiceCtx {
         }
     }
 
+    /// A session of this service was redirected (`redirect`): it tells nothing of the far
+    /// side, and a listener waiting on it as a canary must not wait in vain.
+    pub fn far_side_untested(&self) {
+        if self.pauses() {
+            self.health.untested();
+        }
+    }
+
     /// After a server handshake: the virtual host the client's SNI name selected, if any
     /// (the same match the ClientHello callback made).
     pub fn virtual_host_for(&self, ssl: &openssl::ssl::SslRef) -> Option<&Arc<ServiceCtx>> {

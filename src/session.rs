@@ -518,7 +518,9 @@ fn far_side(
         SessionError::ConnectFailed
     })?;
     // A redirected session reached the `redirect` targets, which say nothing of `connect`.
-    if !svc.opts.client && !redirected {
+    if redirected {
+        svc.far_side_untested();
+    } else if !svc.opts.client {
         svc.far_side_reached();
     }
     log_notice!(

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{is_connection_problem, rstunnel_bin};
 use common::faults::{echo_stream, echo_until_end, reset, Target};
-use common::*;
 use common::process::*;
+use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 /// A far side that comes back must be seen within this long: the probe back-off is at most
@@ -1261,7 +1261,7 @@ fn a_pause_holds_no_more_connections_than_its_share_of_the_cap() {
     t.wait_bound(&["srv".to_string(), "other".to_string()], WAIT);
     let (_filler, clients) = pause_with_clients_held(&t, &target, &pki.ca_file, 12);
     t.wait_for_log("4 connection(s) waiting on", WAIT);
-    t.wait_for_log("connection cap reached", WAIT);
+    t.wait_for_log("take their share of the connection cap", WAIT);
     std::thread::sleep(Duration::from_millis(500));
     let (ended, waiting): (Vec<_>, Vec<_>) = clients.into_iter().partition(|c| c.is_finished());
     assert_eq!(
@@ -1317,24 +1317,30 @@ fn after_a_resume_the_first_connection_goes_alone() {
 
 /// A second read of F4: the oldest held connection's client gave up during the pause, so
 /// as the canary its session ended at once, and that disarmed the canary: every other held
-/// connection was then served at once against a far side that still failed. Now a canary
-/// that ends without reaching the far side passes the turn to the next held connection:
-/// here that one's connect times out, the service pauses again, and the last client is
-/// still held, then served when the target comes back.
+/// connection was then served at once against a far side that still failed. Now a held
+/// connection whose client closed it without a word is dropped before it becomes a session
+/// (a third read), and a canary whose session ends without reaching the far side (here: its
+/// client sent garbage instead of a ClientHello) passes the turn to the next held
+/// connection. That one's connect times out, the service pauses again, and the last client
+/// is still held, then served when the target comes back.
 #[test]
 fn a_canary_whose_client_gave_up_passes_the_turn_on() {
     let dir = TestDir::new("pause-canary-stale");
     let pki = Pki::new(&dir);
     let target = Blackhole::new();
     let t = held_tunnel(&dir, &pki, &target);
-    // First in the backlog: a client that gives up (it closes once the pause held it).
-    let stale = std::cell::RefCell::new(None);
+    // First in the backlog: a client that gives up without a word, and one that sends
+    // garbage.
+    let stale = std::cell::RefCell::new(Vec::new());
     let (_filler, clients) = pause_with_clients_held_after(&t, &target, &pki.ca_file, 2, || {
-        *stale.borrow_mut() = Some(TcpStream::connect(t.addr("srv")).unwrap());
+        let silent = TcpStream::connect(t.addr("srv")).unwrap();
+        let mut garbage = TcpStream::connect(t.addr("srv")).unwrap();
+        garbage.write_all(b"not a ClientHello\n").unwrap();
+        stale.borrow_mut().extend([silent, garbage]);
         std::thread::sleep(Duration::from_millis(100));
     });
-    t.wait_for_log("3 connection(s) waiting on", WAIT);
-    drop(stale.take());
+    t.wait_for_log("4 connection(s) waiting on", WAIT);
+    drop(stale.borrow_mut().remove(0)); // the silent one gives up
     std::thread::sleep(Duration::from_millis(100));
     // Room for one connection in the target's queue: the next probe's.
     drop(target.accept_all());
@@ -1344,8 +1350,9 @@ fn a_canary_whose_client_gave_up_passes_the_turn_on() {
         &t,
         clients,
         (1, 1),
-        "after the stale canary, one more canary and no more",
+        "after the dropped and the failed canary, one more canary and no more",
     );
+    assert!(t.has_log("closed by its client while held: dropped"));
     assert!(t.has_log("the first held connection ended before reaching the far side"));
     serve_the_held(&t, &target, held);
 }

@@ -226,6 +226,30 @@ fn pin_port(first: Socket, options: &[SocketOption]) -> Socket {
     pinned().unwrap_or(first)
 }
 
+/// Whether a held connection's client closed it without sending anything (a peek reads
+/// an end of stream, or the connection was reset): nothing to serve. A client that sent
+/// data and then closed is still served: what it sent is relayed.
+pub fn client_gave_up(conn: &Stream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv into one byte we own, without waiting and without consuming it.
+    let n = unsafe {
+        libc::recv(
+            conn.read_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => !matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::EAGAIN | libc::EINTR)
+        ),
+    }
+}
+
 /// A socket file from an earlier run would make bind() fail; anything else at that path
 /// (a regular file) is left alone so that bind() reports it.
 fn remove_stale_socket(path: &Path) {
@@ -402,5 +426,27 @@ mod tests {
         }
         assert_eq!(ended, 2, "the connections there was no room for are ended");
         socket.resume(paused).unwrap();
+    }
+
+    #[test]
+    fn a_held_client_that_closed_without_a_word_gave_up() {
+        use std::io::Write;
+        let (socket, addr) = loopback_listener();
+        let silent = TcpStream::connect(addr).unwrap();
+        let mut spoke = TcpStream::connect(addr).unwrap();
+        let waiting = TcpStream::connect(addr).unwrap();
+        spoke.write_all(b"a line\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let held: Vec<Stream> = (0..3).map(|_| socket.accept().unwrap().0).collect();
+        drop(silent);
+        drop(spoke);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(client_gave_up(&held[0]), "closed, nothing sent");
+        assert!(
+            !client_gave_up(&held[1]),
+            "closed after a line: the line is served"
+        );
+        assert!(!client_gave_up(&held[2]), "still there");
+        drop(waiting);
     }
 }
