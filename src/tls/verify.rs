@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use super::error::TlsSetupError;
-/// Kept here for the callers that name it as `tls::verify::name_line` (session.rs).
+/// Kept here for the callers that name it as `tls::verify::name_line` (session/mod.rs).
 pub use super::names::name_line;
 use crate::config::ServiceOptions;
 

@@ -28,114 +28,14 @@ use crate::health::Trigger;
 use crate::net::sockopt::Which;
 use crate::net::{self, Stream};
 use crate::protocol;
-use crate::relay::{self, describe_ssl_error, FarSide, Outcome, RelaySettings, Side, Summary};
+use crate::relay::{self, describe_ssl_error, FarSide, RelaySettings, Side};
 use crate::service::ServiceCtx;
 use crate::wake;
 
-/// Why a session ended before relaying. Displayed once, where it is logged.
-#[derive(Debug)]
-pub enum SessionError {
-    /// No target address accepted the connection (already logged per address).
-    ConnectFailed,
-    /// The TLS handshake (`op`: SSL_accept or SSL_connect) failed.
-    Handshake {
-        op: &'static str,
-        why: HandshakeFailure,
-    },
-    /// The `protocol` exchange failed (`name`), or a SOCKS client's request (no name).
-    Protocol { name: Option<String>, why: String },
-    /// A local resource ran out (fds, memory), or the program could not start.
-    Setup(Setup),
-}
-
-/// How a TLS handshake failed.
-#[derive(Debug)]
-pub enum HandshakeFailure {
-    /// The peer refused it (an alert, a certificate): a configuration problem.
-    Refused(String),
-    /// The connection broke: reset, end of stream.
-    Disconnected(String),
-    /// TIMEOUTbusy passed.
-    TimedOut,
-    Poll(std::io::Error),
-}
-
-/// What could not be set up for a session.
-#[derive(Debug)]
-pub enum Setup {
-    Exec {
-        program: String,
-        error: std::io::Error,
-    },
-    OriginalDestination(std::io::Error),
-    SslNew(openssl::error::ErrorStack),
-    Sni {
-        name: String,
-        error: openssl::error::ErrorStack,
-    },
-    NonBlocking {
-        op: &'static str,
-        error: std::io::Error,
-    },
-    Ssl {
-        op: &'static str,
-        error: openssl::error::ErrorStack,
-    },
-}
-
-impl SessionError {
-    /// Whether the far side took the connection but could not hold a handshake (reset,
-    /// end of stream, TIMEOUTbusy): as good as down, for `pauseWhenDown`. A refusal is a
-    /// configuration problem and no sign of an outage.
-    fn far_side_gone(&self) -> bool {
-        matches!(
-            self,
-            SessionError::Handshake {
-                why: HandshakeFailure::Disconnected(_) | HandshakeFailure::TimedOut,
-                ..
-            }
-        )
-    }
-}
-
-impl std::fmt::Display for SessionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SessionError::ConnectFailed => write!(f, "no target accepted the connection"),
-            SessionError::Handshake { op, why } => match why {
-                HandshakeFailure::Refused(msg) | HandshakeFailure::Disconnected(msg) => {
-                    write!(f, "{op}: {msg}")
-                }
-                HandshakeFailure::TimedOut => write!(f, "{op}: TIMEOUTbusy exceeded"),
-                HandshakeFailure::Poll(e) => write!(f, "{op}: poll: {e}"),
-            },
-            SessionError::Protocol {
-                name: Some(name),
-                why,
-            } => write!(f, "protocol {name}: {why}"),
-            SessionError::Protocol { name: None, why } => write!(f, "{why}"),
-            SessionError::Setup(setup) => match setup {
-                Setup::Exec { program, error } => write!(f, "exec {program}: {error}"),
-                Setup::OriginalDestination(e) => write!(f, "getsockopt SO_ORIGINAL_DST: {e}"),
-                Setup::SslNew(e) => write!(f, "SSL_new: {e}"),
-                Setup::Sni { name, error } => write!(f, "SNI {name}: {error}"),
-                Setup::NonBlocking { op, error } => write!(f, "{op}: {error}"),
-                Setup::Ssl { op, error } => write!(f, "{op}: {error}"),
-            },
-        }
-    }
-}
-
-/// How a session ended, for its closing lines.
-enum End {
-    /// It relayed, then closed or was cut (`relay::Outcome`).
-    Relayed(Summary),
-    /// It ended before relaying (no target, a failed handshake, a local shortage).
-    Failed(SessionError),
-}
-
-/// What ends a session, whichever way it went: the closing lines, then the slot released.
-type Finish = Box<dyn FnOnce(End) + Send>;
+mod end;
+mod error;
+use end::{log_session_end, End, Finish};
+pub use error::{HandshakeFailure, SessionError, Setup};
 
 /// Whether [`run`] returns once the relay threads own the session, or only when it ends.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -185,58 +85,6 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
         // Err only if the closure was dropped uncalled, which also means the end.
         let _ = ended_rx.recv();
     }
-}
-
-/// The closing lines of a session, in stunnel's words, and rstunnel's one-line summary.
-fn log_session_end(svc: &ServiceCtx, guard: &SessionGuard, end: &End) {
-    let live = guard.session();
-    let (sent_to_tls, sent_to_socket) = match end {
-        End::Relayed(s) => (s.sent_to_tls, s.sent_to_socket),
-        End::Failed(_) => (0, 0),
-    };
-    let cut = match end {
-        End::Relayed(Summary {
-            outcome: Outcome::Closed,
-            ..
-        }) => None,
-        End::Relayed(Summary {
-            outcome: Outcome::Cut(cut),
-            ..
-        }) => Some(cut.to_string()),
-        End::Failed(e) => Some(e.to_string()),
-    };
-    // As stunnel words it: "reset" when the session ended with a TCP reset, which only
-    // `reset = yes` (the default) sends; a failed session is "closed" otherwise.
-    let how = if cut.is_some() && svc.opts.reset {
-        "reset"
-    } else {
-        "closed"
-    };
-    // A session that ended cleanly having moved nothing either way is what a far side's
-    // probe looks like here (`pauseWhenDown` on the tunnel in front, every few seconds
-    // while it is paused): logged at debug, so that probes do not fill the log.
-    let empty = cut.is_none() && sent_to_tls == 0 && sent_to_socket == 0;
-    let level = if empty {
-        crate::log::Level::Debug
-    } else {
-        crate::log::Level::Notice
-    };
-    log_at!(
-        level,
-        "Connection {how}: {sent_to_tls} byte(s) sent to TLS, {sent_to_socket} byte(s) sent to socket"
-    );
-    let reason = cut.map(|r| format!(" ({r})")).unwrap_or_default();
-    log_at!(
-        if empty {
-            crate::log::Level::Debug
-        } else {
-            crate::log::Level::Info
-        },
-        "Session summary: service [{}], peer {}, {sent_to_tls} byte(s) to TLS, {sent_to_socket} byte(s) to socket, {:.3} s, {how}{reason}",
-        svc.opts.name,
-        live.peer,
-        live.started.elapsed().as_secs_f64()
-    );
 }
 
 /// The id in this connection's log lines, by `logId`.
@@ -728,42 +576,5 @@ mod tests {
         assert_ne!(unique, connection_log_id(LogId::Unique, 0));
         let thread: i64 = connection_log_id(LogId::Thread, 0).parse().unwrap();
         assert!(thread > 0);
-    }
-
-    #[test]
-    fn a_failed_session_reads_as_its_error() {
-        assert_eq!(
-            SessionError::ConnectFailed.to_string(),
-            "no target accepted the connection"
-        );
-        let gone = || std::io::Error::from_raw_os_error(libc::ENOENT);
-        assert_eq!(
-            SessionError::Setup(Setup::Exec {
-                program: "/x".into(),
-                error: gone(),
-            })
-            .to_string(),
-            "exec /x: No such file or directory (os error 2)"
-        );
-        let timed_out = SessionError::Handshake {
-            op: "SSL_connect",
-            why: HandshakeFailure::TimedOut,
-        };
-        assert_eq!(timed_out.to_string(), "SSL_connect: TIMEOUTbusy exceeded");
-        assert!(timed_out.far_side_gone());
-        let refused = SessionError::Handshake {
-            op: "SSL_connect",
-            why: HandshakeFailure::Refused("alert".into()),
-        };
-        assert_eq!(refused.to_string(), "SSL_connect: alert");
-        assert!(!refused.far_side_gone(), "a refusal is no outage");
-        assert_eq!(
-            SessionError::Protocol {
-                name: Some("smtp".into()),
-                why: "no 220".into()
-            }
-            .to_string(),
-            "protocol smtp: no 220"
-        );
     }
 }
