@@ -262,6 +262,29 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
+    /// Sends SIGUSR2 and returns the service lines of that listing (between its "Listed" and
+    /// "Memory" lines).
+    pub fn usr2_services(&self) -> Vec<String> {
+        let count = |pat: &str| self.log_lines().iter().filter(|l| l.contains(pat)).count();
+        let (listed, memory) = (count("Listed "), count("Memory: heap "));
+        self.signal(libc::SIGUSR2);
+        self.wait_for_logs("Memory: heap ", memory + 1, Duration::from_secs(10));
+        let lines = self.log_lines();
+        let start = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("Listed "))
+            .nth(listed)
+            .map(|(i, _)| i)
+            .unwrap_or_else(|| self.fail("no Listed line"));
+        lines[start..]
+            .iter()
+            .take_while(|l| !l.contains("Memory: heap "))
+            .filter(|l| l.contains("since the start") || l.contains(" held on "))
+            .cloned()
+            .collect()
+    }
+
     /// Starts the binary under test with `body` (see [`Tunnel::start_program`]).
     pub fn start(dir: &TestDir, label: &str, body: &str) -> Tunnel {
         Tunnel::start_program(Program::Rstunnel, dir, label, body)

@@ -125,6 +125,14 @@ pub fn echo_check<S: Read + Write>(s: &mut S, data: &[u8]) -> Result<(), String>
     Ok(())
 }
 
+/// One TLS session through a server tunnel at `addr` that echoes `data`.
+pub fn tls_echo(addr: SocketAddr, ca: &std::path::Path, data: &[u8]) -> Result<(), String> {
+    let mut s = tls_connect(addr, ca).map_err(|e| format!("{e:?}"))?;
+    echo_check(&mut s, data)?;
+    tls_close(s);
+    Ok(())
+}
+
 /// Ends a TLS session politely: close_notify, then wait (briefly) for the peer's.
 pub fn tls_close(mut s: SslStream<TcpStream>) {
     let _ = s.shutdown();
