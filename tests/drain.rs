@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use openssl::ssl::{ErrorCode, SslStream};
 
-use common::daemon::{parse_log_line, rstunnel_bin};
+use common::daemon::parse_log_line;
 use common::process::*;
 use common::*;
 
@@ -223,23 +223,13 @@ fn connection_cap_follows_the_fd_limit() {
     let dir = TestDir::new("cap");
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let prlimit = common::tools::find_program("prlimit");
     // RLIMIT_NOFILE 80: (80 - 64) / 2 = 8 concurrent sessions.
-    let conf = dir.write(
-        "cap.conf",
-        format!(
-            "foreground = yes\ndebug = 7\n{}",
-            server_body(echo.addr(), &pki.server.combined, "")
-        ),
-    );
-    let bin = rstunnel_bin();
-    let mut t = Tunnel::spawn(
-        &prlimit,
-        &["--nofile=80:80".as_ref(), bin.as_os_str(), conf.as_os_str()],
+    let mut t = Tunnel::start_with_open_files(
+        &dir,
         "cap",
-        conf.clone(),
+        80,
+        &server_body(echo.addr(), &pki.server.combined, ""),
     );
-    t.wait_bound(&["srv".to_string()], WAIT);
 
     let mut live: Vec<_> = (0..8).map(|i| open_session(&t, &pki.ca_file, i)).collect();
     for i in 8..12 {

@@ -16,19 +16,14 @@ use common::*;
 /// up, so that further SYNs are dropped and connect() hangs as with a dead host.
 struct BlackHole {
     addr: SocketAddr,
-    _listener: socket2::Socket,
+    _listener: common::net::BacklogOfOne,
     _fillers: Vec<TcpStream>,
 }
 
 impl BlackHole {
     fn new() -> BlackHole {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket
-            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        socket.listen(0).unwrap();
-        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let socket = common::net::BacklogOfOne::new();
+        let addr = socket.addr;
         // Fill the accept queue; once full, SYNs to it are dropped.
         let mut fillers = Vec::new();
         for _ in 0..4 {

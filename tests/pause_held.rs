@@ -14,43 +14,22 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::daemon::rstunnel_bin;
 use common::faults::{reset, Target};
 use common::process::*;
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A target that black-holes on demand: a listener with a backlog of one that the test
-/// accepts from by hand. With its queue full the kernel drops SYNs, so connects and probes
-/// to it time out (a black hole on loopback); `accept_all` makes room for one more.
-struct Blackhole {
-    socket: socket2::Socket,
-    addr: SocketAddr,
+/// The target of these scenarios (`BacklogOfOne`): a black hole while its queue is full,
+/// one more connection in each time the test makes room.
+type Blackhole = common::net::BacklogOfOne;
+
+/// What the held scenarios do with their target beyond `BacklogOfOne`.
+trait CollectLines {
+    fn collect_lines(&self, t: &Tunnel, lines: &[&str]);
 }
 
-impl Blackhole {
-    fn new() -> Blackhole {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket
-            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        socket.listen(0).unwrap();
-        socket.set_nonblocking(true).unwrap();
-        let addr = socket.local_addr().unwrap().as_socket().unwrap();
-        Blackhole { socket, addr }
-    }
-
-    /// Accepts what waits (non-blocking) until EAGAIN.
-    fn accept_all(&self) -> Vec<TcpStream> {
-        let mut v = Vec::new();
-        while let Ok((s, _)) = self.socket.accept() {
-            v.push(TcpStream::from(s));
-        }
-        v
-    }
-
+impl CollectLines for Blackhole {
     /// Accepts everything that comes until `lines` have all arrived (each connection's
     /// first read), or fails the test after 15 s.
     fn collect_lines(&self, t: &Tunnel, lines: &[&str]) {
@@ -298,11 +277,12 @@ fn a_pause_holds_no_more_connections_than_its_share_of_the_cap() {
     let pki = Pki::new(&dir);
     let target = Blackhole::new();
     let other_target = Target::echo();
-    let prlimit = common::tools::find_program("prlimit");
-    let conf = dir.write(
-        "cap.conf",
-        format!(
-            "foreground = yes\ndebug = 7\n{}[other]\naccept = 127.0.0.1:0\nconnect = {}\npauseWhenDown = no\ncert = {}\n",
+    let mut t = Tunnel::start_with_open_files(
+        &dir,
+        "cap",
+        80,
+        &format!(
+            "{}[other]\naccept = 127.0.0.1:0\nconnect = {}\npauseWhenDown = no\ncert = {}\n",
             server_body(
                 target.addr,
                 &pki.server.combined,
@@ -312,14 +292,6 @@ fn a_pause_holds_no_more_connections_than_its_share_of_the_cap() {
             pki.server.combined.display()
         ),
     );
-    let bin = rstunnel_bin();
-    let mut t = Tunnel::spawn(
-        &prlimit,
-        &["--nofile=80:80".as_ref(), bin.as_os_str(), conf.as_os_str()],
-        "cap",
-        conf.clone(),
-    );
-    t.wait_bound(&["srv".to_string(), "other".to_string()], WAIT);
     let (_filler, clients) = pause_with_clients_held(&t, &target, &pki.ca_file, 12);
     t.wait_for_log("4 connection(s) waiting on", WAIT);
     t.wait_for_log("take their share of the connection cap", WAIT);

@@ -262,6 +262,27 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
+    /// Writes `<label>.conf` (foreground, debug 7, then `body`) and starts rstunnel on it
+    /// under `prlimit --nofile=N:N`, so that its connection cap follows that limit; waits
+    /// until every section of `body` is bound.
+    pub fn start_with_open_files(dir: &TestDir, label: &str, nofile: u32, body: &str) -> Tunnel {
+        let prlimit = super::tools::find_program("prlimit");
+        let conf = dir.write(
+            &format!("{label}.conf"),
+            format!("foreground = yes\ndebug = 7\n{body}"),
+        );
+        let limit = format!("--nofile={nofile}:{nofile}");
+        let bin = rstunnel_bin();
+        let mut t = Tunnel::spawn(
+            &prlimit,
+            &[limit.as_ref(), bin.as_os_str(), conf.as_os_str()],
+            label,
+            conf.clone(),
+        );
+        t.wait_bound(&section_names(body), START_TIMEOUT);
+        t
+    }
+
     /// Sends SIGUSR2 and returns the service lines of that listing (between its "Listed" and
     /// "Memory" lines).
     pub fn usr2_services(&self) -> Vec<String> {

@@ -567,3 +567,34 @@ impl DeadPort {
         DeadPort::on(std::net::Ipv4Addr::LOCALHOST.into())
     }
 }
+
+/// A loopback listener with a backlog of one that nobody accepts from unless the test does
+/// (`accept_all`): with its queue full the kernel drops SYNs, so a connect to it hangs as
+/// to a dead host, and making room lets exactly one more in. Non-blocking.
+pub struct BacklogOfOne {
+    pub socket: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+impl BacklogOfOne {
+    pub fn new() -> BacklogOfOne {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.listen(0).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        BacklogOfOne { socket, addr }
+    }
+
+    /// Accepts what waits, until EAGAIN.
+    pub fn accept_all(&self) -> Vec<TcpStream> {
+        let mut v = Vec::new();
+        while let Ok((s, _)) = self.socket.accept() {
+            v.push(TcpStream::from(s));
+        }
+        v
+    }
+}
