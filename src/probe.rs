@@ -31,8 +31,7 @@ use std::time::{Duration, Instant};
 use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslContext, SslStream};
 
 use crate::health::Probe;
-use crate::net::connect::{self, Source};
-use crate::net::sockopt::SocketOption;
+use crate::net::connect;
 use crate::net::{Addr, Stream};
 use crate::relay::describe_ssl_error;
 use crate::tls::compat::{self, ReadEnd};
@@ -42,10 +41,9 @@ use crate::wake;
 pub struct Target<'a> {
     pub service: &'a str,
     pub addrs: &'a [Addr],
-    /// For each step (connect, handshake, the wait for the close reply).
-    pub timeout: Duration,
-    pub options: &'a [SocketOption],
-    pub source: Option<Source>,
+    /// How to connect; its timeout bounds each step (connect, handshake, the wait for the
+    /// close reply).
+    pub connect: connect::Spec<'a>,
     /// Client mode: the TLS context and the SNI name to send.
     pub tls: Option<(&'a SslContext, Option<&'a str>)>,
     /// Readable when the probe must give up (the listener is stopping).
@@ -95,15 +93,14 @@ impl From<String> for Failed {
 }
 
 fn probe_one(t: &Target<'_>, addr: &Addr) -> Result<(), Failed> {
-    let stream =
-        connect::probe_connect(addr, t.timeout, t.options, t.source, t.cancel).map_err(|e| {
-            let why = format!("connect: {}", connect::describe(&e));
-            if connect::is_local_shortage(&e) {
-                Failed::Here(why)
-            } else {
-                Failed::Down(why)
-            }
-        })?;
+    let stream = connect::probe_connect(addr, &t.connect, t.cancel).map_err(|e| {
+        let why = format!("connect: {}", connect::describe(&e));
+        if connect::is_local_shortage(&e) {
+            Failed::Here(why)
+        } else {
+            Failed::Down(why)
+        }
+    })?;
     let Some((ctx, sni)) = t.tls else {
         // A plain target: connecting is answering. Dropping the stream closes it (FIN).
         return Ok(());
@@ -121,7 +118,7 @@ fn probe_one(t: &Target<'_>, addr: &Addr) -> Result<(), Failed> {
             return Ok(());
         }
     }
-    let deadline = Instant::now() + t.timeout;
+    let deadline = Instant::now() + t.connect.timeout;
     let fds = (stream.read_fd(), stream.write_fd());
     let mut attempt = ssl.connect(stream);
     let mut tls = loop {

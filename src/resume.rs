@@ -266,12 +266,10 @@ pub(crate) fn probe_far_side(
     crate::probe::far_side(&crate::probe::Target {
         service: &ctx.opts.name,
         addrs: &addrs,
-        timeout,
-        options: &ctx.opts.socket_options,
-        source: ctx.opts.local.map(|ip| net::connect::Source {
-            ip,
-            transparent: false,
-        }),
+        connect: net::connect::Spec {
+            timeout,
+            ..ctx.connect_spec()
+        },
         tls,
         cancel,
     })

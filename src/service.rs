@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::accounting::ServiceSlots;
 use crate::config::{Config, ConfigError, ServiceOptions};
 use crate::health::{self, Health, Trigger};
-use crate::net::{Addr, Endpoint};
+use crate::net::{self, Addr, Endpoint};
 use crate::tls::{self, ServiceTls, TlsSetupError, VirtualHost};
 
 /// Everything a session of one service needs, shared read-only by its sessions.
@@ -200,6 +200,18 @@ fn build_service(
     })
 }
 
+/// TIMEOUTconnect, `socket = r:…` and `local` of a service, as `net::connect` takes them.
+pub fn connect_spec(opts: &ServiceOptions) -> net::connect::Spec<'_> {
+    net::connect::Spec {
+        timeout: opts.timeouts.connect,
+        socket_options: &opts.socket_options,
+        source: opts.local.map(|ip| net::connect::Source {
+            ip,
+            transparent: false,
+        }),
+    }
+}
+
 /// Every address of the `connect` values, in order.
 pub fn resolve_all(values: &[String]) -> Result<Vec<Addr>, String> {
     let mut addrs = Vec::new();
@@ -224,6 +236,11 @@ impl ServiceCtx {
             && o.protocol
                 .and_then(crate::protocol::find)
                 .is_none_or(|p| p.server_chooses_target.is_none())
+    }
+
+    /// How this service's outgoing connections are made (`connect_spec`).
+    pub fn connect_spec(&self) -> net::connect::Spec<'_> {
+        connect_spec(&self.opts)
     }
 
     /// The `exec` program, as `exec::spawn` takes it.

@@ -35,14 +35,20 @@ pub fn is_local_shortage(e: &std::io::Error) -> bool {
     )
 }
 
+/// How a service makes its outgoing connections: TIMEOUTconnect per address, the `socket =
+/// r:…` options, and where they come from. A narrow view that the callers (sessions,
+/// probes, SOCKS) fill from their configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec<'a> {
+    pub timeout: Duration,
+    pub socket_options: &'a [SocketOption],
+    pub source: Option<Source>,
+}
+
 /// Connects to the first address that answers. Every failure is logged; `Err` means all
 /// failed (the caller ends the session) and says how the last one did.
-pub fn connect_first(
-    addrs: &[Addr],
-    timeout: Duration,
-    options: &[SocketOption],
-    local: Option<Source>,
-) -> Result<(Stream, String), ConnectFailure> {
+pub fn connect_first(addrs: &[Addr], spec: &Spec<'_>) -> Result<(Stream, String), ConnectFailure> {
+    let (timeout, options, local) = (spec.timeout, spec.socket_options, spec.source);
     let mut last = String::from("no address to connect to");
     let mut shortage = false;
     for addr in addrs {
@@ -86,11 +92,10 @@ pub fn connect_first(
 /// non-blocking stream.
 pub fn probe_connect(
     addr: &Addr,
-    timeout: Duration,
-    options: &[SocketOption],
-    local: Option<Source>,
+    spec: &Spec<'_>,
     cancel: std::os::fd::RawFd,
 ) -> std::io::Result<Stream> {
+    let (timeout, options, local) = (spec.timeout, spec.socket_options, spec.source);
     let inet = match addr {
         Addr::Inet(inet) => inet,
         Addr::Unix(path) => return probe_connect_unix(path),

@@ -4,10 +4,9 @@
 //! exchanges.
 
 use std::io::{Read, Write};
-use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::net::sockopt::SocketOption;
+use crate::net::connect::Spec;
 use crate::net::Stream;
 
 /// What the exchanges read of their service's configuration: a narrow view of it (the
@@ -23,15 +22,7 @@ pub struct Settings<'a> {
     /// `protocolHeader` lines (HTTP CONNECT).
     pub headers: &'a [String],
     /// How SOCKS opens the connection its client asks for.
-    pub connect: Connect<'a>,
-}
-
-/// The outgoing side of a SOCKS request: TIMEOUTconnect, `socket = r:…`, `local`.
-#[derive(Debug, Clone, Copy)]
-pub struct Connect<'a> {
-    pub timeout: Duration,
-    pub socket_options: &'a [SocketOption],
-    pub local: Option<IpAddr>,
+    pub connect: Spec<'a>,
 }
 
 impl Default for Settings<'_> {
@@ -42,10 +33,10 @@ impl Default for Settings<'_> {
             username: None,
             password: None,
             headers: &[],
-            connect: Connect {
+            connect: Spec {
                 timeout: Duration::from_secs(10),
                 socket_options: &[],
-                local: None,
+                source: None,
             },
         }
     }

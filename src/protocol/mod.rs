@@ -33,7 +33,7 @@ use mail::{
 use proxy::{http_connect, proxy_header};
 use socks::socks_server;
 
-pub use hook::{Channel, Connect, Exchange, Hook, Settings, TargetHook};
+pub use hook::{Channel, Exchange, Hook, Settings, TargetHook};
 
 /// A protocol's name and its hooks; `None`: nothing to do at that point.
 pub struct Protocol {

@@ -70,20 +70,9 @@ fn connect_target(settings: &Settings<'_>, host: &str, port: u16) -> Result<Stre
             "SOCKS connection to the {family} loopback rejected"
         )));
     }
-    crate::net::connect::connect_first(
-        &addrs,
-        settings.connect.timeout,
-        settings.connect.socket_options,
-        settings
-            .connect
-            .local
-            .map(|ip| crate::net::connect::Source {
-                ip,
-                transparent: false,
-            }),
-    )
-    .map(|(stream, _)| stream)
-    .map_err(|_| SocksRefusal::Failed(format!("SOCKS: cannot connect to {host}:{port}")))
+    crate::net::connect::connect_first(&addrs, &settings.connect)
+        .map(|(stream, _)| stream)
+        .map_err(|_| SocksRefusal::Failed(format!("SOCKS: cannot connect to {host}:{port}")))
 }
 
 fn socks4(settings: &Settings<'_>, channel: &mut dyn Channel) -> Result<Stream, String> {

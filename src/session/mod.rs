@@ -298,11 +298,7 @@ fn protocol_settings(opts: &ServiceOptions) -> protocol::Settings<'_> {
         username: opts.protocol_username.as_deref(),
         password: opts.protocol_password.as_deref(),
         headers: &opts.protocol_headers,
-        connect: protocol::Connect {
-            timeout: opts.timeouts.connect,
-            socket_options: &opts.socket_options,
-            local: opts.local,
-        },
+        connect: crate::service::connect_spec(opts),
     }
 }
 
@@ -347,18 +343,13 @@ fn far_side(
             ip: client.ip(),
             transparent: true,
         }),
-        _ => svc.opts.local.map(|ip| net::connect::Source {
-            ip,
-            transparent: false,
-        }),
+        _ => svc.connect_spec().source,
     };
-    let (stream, from) = net::connect::connect_first(
-        &addrs,
-        svc.opts.timeouts.connect,
-        &svc.opts.socket_options,
+    let spec = net::connect::Spec {
         source,
-    )
-    .map_err(|failure| {
+        ..svc.connect_spec()
+    };
+    let (stream, from) = net::connect::connect_first(&addrs, &spec).map_err(|failure| {
         // A shortage here (EMFILE…) says nothing about the far side: no pause for it.
         if !redirected && !svc.opts.transparent_destination && !failure.local {
             svc.far_side_news(Trigger::Unreachable(failure.why));
