@@ -422,3 +422,38 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        config::parse_bytes("t.conf", text.as_bytes()).expect("valid")
+    }
+
+    /// The log sinks as stunnel picks them: stderr only in the foreground, the `output`
+    /// file (appended to unless `log = overwrite`), syslog unless `syslog = no` or in the
+    /// foreground without it, at the global part's `debug` level.
+    #[test]
+    fn the_log_goes_where_the_configuration_says() {
+        let fg =
+            config("foreground = yes\ndebug = 6\n[s]\nclient = yes\naccept = 1\nconnect = 2\n");
+        let setup = log_setup(&fg);
+        assert!(setup.stderr);
+        assert!(setup.output.is_none());
+        assert_eq!(setup.level, crate::log::Level::Info);
+        let daemon = config(
+            "output = /var/log/t.log\nlog = overwrite\nsyslog = no\n[s]\nclient = yes\naccept = 1\nconnect = 2\n",
+        );
+        let setup = log_setup(&daemon);
+        assert!(!setup.stderr);
+        assert_eq!(
+            setup.output,
+            Some((std::path::Path::new("/var/log/t.log"), true))
+        );
+        assert!(setup.syslog.is_none());
+        let default = config("[s]\nclient = yes\naccept = 1\nconnect = 2\n");
+        let (ident, _) = log_setup(&default).syslog.expect("syslog by default");
+        assert_eq!(ident, "stunnel");
+    }
+}
