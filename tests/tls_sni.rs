@@ -5,12 +5,13 @@
 //! `connect` host by default), seen by `s_server -trace` and its `-cert2` switch, and by
 //! rstunnel/stunnel4 virtual hosts.
 //!
-//! `sni_primary_session_is_not_resumed_into_a_stricter_vhost` is ignored: it shows a hole
-//! that rstunnel shares with stunnel 5.68 (see its comment).
+//! `sni_primary_session_is_not_resumed_into_a_stricter_vhost` checks a hole that stunnel
+//! 5.68 has (a primary's session resumed into a stricter vhost) and rstunnel closes by not
+//! resuming in SNI groups (see its comment).
 //!
 //! Checking the tests themselves: `RSTUNNEL_TEST_BIN=/usr/bin/stunnel4` runs them with the
-//! reference in rstunnel's place; all pass then. Every foreign process runs under a guard
-//! (killed on drop) and every wait is bounded.
+//! reference in rstunnel's place; all pass then but that one, which shows the hole. Every
+//! foreign process runs under a guard (killed on drop) and every wait is bounded.
 
 mod common;
 
