@@ -4,6 +4,8 @@
 //! [`Ca::new`] makes a self-signed CA; [`Ca::issue`] a leaf signed by it with a CN and
 //! subjectAltName entries; [`Leaf::write`] writes it as PEM three ways (cert+key in one file,
 //! cert alone, key alone, mode 0600). [`Pki`] is the usual set for a test.
+//! Two other kinds, P-256 only: [`intermediate_ca`] (CA:TRUE, pathlen 0, signed by a root)
+//! and [`leaf`] (DNS, IP and email SANs, no subjectKeyIdentifier).
 
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -162,6 +164,93 @@ impl Ca {
     /// Writes the CA certificate (PEM) as `name` in `dir`; usable as `CAfile`.
     pub fn write_cert(&self, dir: &TestDir, name: &str) -> PathBuf {
         dir.write(name, self.cert.to_pem().unwrap())
+    }
+}
+
+/// An intermediate CA signed by `root` (CA:TRUE, pathlen 0).
+pub fn intermediate_ca(root: &Ca, cn: &str) -> Ca {
+    let key = new_key(KeyKind::EcP256);
+    let (mut b, _) = base_builder(cn, &key);
+    b.set_issuer_name(root.cert.subject_name()).unwrap();
+    b.append_extension(
+        BasicConstraints::new()
+            .critical()
+            .ca()
+            .pathlen(0)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let ski = SubjectKeyIdentifier::new()
+        .build(&b.x509v3_context(Some(&root.cert), None))
+        .unwrap();
+    b.append_extension(ski).unwrap();
+    let aki = AuthorityKeyIdentifier::new()
+        .keyid(true)
+        .build(&b.x509v3_context(Some(&root.cert), None))
+        .unwrap();
+    b.append_extension(aki).unwrap();
+    b.sign(&root.key, MessageDigest::sha256()).unwrap();
+    Ca {
+        cn: cn.to_string(),
+        cert: b.build(),
+        key,
+    }
+}
+
+/// A leaf (server and client use) signed by `ca` with DNS, IP and email SANs.
+pub fn leaf(ca: &Ca, cn: &str, dns: &[&str], ips: &[&str], emails: &[&str]) -> Leaf {
+    let key = new_key(KeyKind::EcP256);
+    let (mut b, _) = base_builder(cn, &key);
+    b.set_issuer_name(ca.cert.subject_name()).unwrap();
+    b.append_extension(BasicConstraints::new().critical().build().unwrap())
+        .unwrap();
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    b.append_extension(
+        ExtendedKeyUsage::new()
+            .server_auth()
+            .client_auth()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut san = SubjectAlternativeName::new();
+    for d in dns {
+        san.dns(d);
+    }
+    for i in ips {
+        san.ip(i);
+    }
+    for e in emails {
+        san.email(e);
+    }
+    let ext = san.build(&b.x509v3_context(Some(&ca.cert), None)).unwrap();
+    b.append_extension(ext).unwrap();
+    let aki = AuthorityKeyIdentifier::new()
+        .keyid(true)
+        .build(&b.x509v3_context(Some(&ca.cert), None))
+        .unwrap();
+    b.append_extension(aki).unwrap();
+    b.sign(&ca.key, MessageDigest::sha256()).unwrap();
+    Leaf {
+        cert: b.build(),
+        key,
     }
 }
 

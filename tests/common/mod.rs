@@ -16,6 +16,9 @@
 //!   processes that are not our children.
 //! * [`tls`]: TLS clients over any stream (`tls_over`, `tls_to`), checking the server or
 //!   not, with or without a client certificate.
+//! * [`tls_peers`]: what the TLS option tests (`tests/tls_*.rs`) share: `openssl` commands,
+//!   `s_client`/`s_server` with a fixed line, tunnels from a config body, refused-and-logged
+//!   checks.
 //! * [`tools`]: locating external programs (`openssl`, `stunnel4`); a missing one fails the
 //!   test with a pointer to `scripts/deps.sh` instead of passing silently.
 //!
@@ -36,6 +39,7 @@ pub mod net;
 pub mod openssl_cli;
 pub mod process;
 pub mod tls;
+pub mod tls_peers;
 pub mod tools;
 
 use std::path::{Path, PathBuf};
