@@ -58,9 +58,19 @@ impl CollectLines for Blackhole {
 /// A TLS client of `srv` in a thread of its own: connects, and once its handshake is done
 /// sends `line` and returns. Held by a paused tunnel, it waits in its handshake.
 fn client_sending(srv: SocketAddr, ca: &std::path::Path, line: String) -> ClientThread {
-    let ca = ca.to_path_buf();
+    // The TCP connection is made here, before the caller goes on, so that it is surely in
+    // the backlog when the service pauses (a thread started late on a loaded machine could
+    // miss the check); the handshake, which waits as long as the client is held, runs on
+    // the thread, with time to spare for a pause, a canary and a resume.
+    let tcp = TcpStream::connect_timeout(&srv, Duration::from_secs(5));
+    let connector = connector(ca);
     std::thread::spawn(move || -> Result<(), String> {
-        let mut s = tls_connect(srv, &ca).map_err(|e| format!("{line:?}: {e:?}"))?;
+        let tcp = tcp.map_err(|e| format!("{line:?}: connect: {e}"))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        tcp.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut s = connector
+            .connect("localhost", tcp)
+            .map_err(|e| format!("{line:?}: handshake: {e}"))?;
         s.write_all(line.as_bytes())
             .map_err(|e| format!("{line:?} write: {e}"))?;
         Ok(())
