@@ -67,7 +67,8 @@ fn client_sending(srv: SocketAddr, ca: &std::path::Path, line: String) -> Client
     std::thread::spawn(move || -> Result<(), String> {
         let tcp = tcp.map_err(|e| format!("{line:?}: connect: {e}"))?;
         tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        tcp.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+        tcp.set_write_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         let mut s = connector
             .connect("localhost", tcp)
             .map_err(|e| format!("{line:?}: handshake: {e}"))?;
@@ -187,6 +188,40 @@ fn held_tunnel(dir: &TestDir, pki: &Pki, target: &Blackhole) -> Tunnel {
     )
 }
 
+/// Makes room for one connection in the target's queue: the next probe takes it and the
+/// service resumes, and the first session's connect then times out, so it pauses again.
+fn resume_into_a_far_side_that_fails_again(t: &Tunnel, target: &Blackhole) {
+    drop(target.accept_all());
+    t.wait_for_log("Service [srv] resumed after ", WAIT);
+    t.wait_for_logs("Service [srv] paused: ", 2, WAIT);
+}
+
+/// The parts of every scenario here: a directory, certificates, the target, and a server
+/// tunnel in front of it (`fixed_port`: one a reload keeps, see `held_tunnel_on_fixed_port`).
+struct Scene {
+    t: Tunnel,
+    target: Blackhole,
+    pki: Pki,
+    _dir: TestDir,
+}
+
+fn scene(label: &str, fixed_port: bool) -> Scene {
+    let dir = TestDir::new(label);
+    let pki = Pki::new(&dir);
+    let target = Blackhole::new();
+    let t = if fixed_port {
+        held_tunnel_on_fixed_port(&dir, &pki, &target)
+    } else {
+        held_tunnel(&dir, &pki, &target)
+    };
+    Scene {
+        t,
+        target,
+        pki,
+        _dir: dir,
+    }
+}
+
 /// Findings 1 and 5 end to end: while a service checks its far side (one probe after a
 /// session's far side broke) it keeps listening, so a new client waits in the backlog
 /// instead of being refused; when that probe fails and the service pauses, the client is
@@ -194,10 +229,12 @@ fn held_tunnel(dir: &TestDir, pki: &Pki, target: &Blackhole) -> Tunnel {
 /// fix: refused at once by the check, or reset with the backlog at the pause).
 #[test]
 fn a_client_arriving_during_a_failed_check_is_held_and_served_on_resume() {
-    let dir = TestDir::new("pause-held");
-    let pki = Pki::new(&dir);
-    let target = Blackhole::new();
-    let t = held_tunnel(&dir, &pki, &target);
+    let Scene {
+        t,
+        target,
+        pki,
+        _dir,
+    } = scene("pause-held", false);
     let (_filler, mut clients) = pause_with_clients_held(&t, &target, &pki.ca_file, 1);
     let b = clients.pop().unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -219,10 +256,12 @@ fn a_client_arriving_during_a_failed_check_is_held_and_served_on_resume() {
 /// senders learn the data was not delivered) and says how many.
 #[test]
 fn held_connections_are_listed_and_reset_at_sigterm_said_so() {
-    let dir = TestDir::new("pause-held-term");
-    let pki = Pki::new(&dir);
-    let target = Blackhole::new();
-    let mut t = held_tunnel(&dir, &pki, &target);
+    let Scene {
+        mut t,
+        target,
+        pki,
+        _dir,
+    } = scene("pause-held-term", false);
     let (_filler, clients) = pause_with_clients_held(&t, &target, &pki.ca_file, 2);
     t.wait_for_log("2 connection(s) waiting on", WAIT);
     let listed = t.usr2_services();
@@ -253,10 +292,12 @@ fn held_connections_are_listed_and_reset_at_sigterm_said_so() {
 /// to the new configuration, which serves them when the far side is back.
 #[test]
 fn held_connections_survive_a_reload_and_are_served() {
-    let dir = TestDir::new("pause-held-hup");
-    let pki = Pki::new(&dir);
-    let target = Blackhole::new();
-    let t = held_tunnel_on_fixed_port(&dir, &pki, &target);
+    let Scene {
+        t,
+        target,
+        pki,
+        _dir,
+    } = scene("pause-held-hup", true);
     let (_filler, clients) = pause_with_clients_held(&t, &target, &pki.ca_file, 1);
     t.wait_for_log("held until it resumes", WAIT);
     t.signal(libc::SIGHUP);
@@ -331,16 +372,16 @@ fn a_pause_holds_no_more_connections_than_its_share_of_the_cap() {
 /// served, lines and all, when the target really comes back.
 #[test]
 fn after_a_resume_the_first_connection_goes_alone() {
-    let dir = TestDir::new("pause-canary");
-    let pki = Pki::new(&dir);
-    let target = Blackhole::new();
-    let t = held_tunnel(&dir, &pki, &target);
+    let Scene {
+        t,
+        target,
+        pki,
+        _dir,
+    } = scene("pause-canary", false);
     let (_filler, clients) = pause_with_clients_held(&t, &target, &pki.ca_file, 3);
     t.wait_for_log("3 connection(s) waiting on", WAIT);
     // Room for one connection in the target's queue: the next probe's.
-    drop(target.accept_all());
-    t.wait_for_log("Service [srv] resumed after ", WAIT);
-    t.wait_for_logs("Service [srv] paused: ", 2, WAIT);
+    resume_into_a_far_side_that_fails_again(&t, &target);
     // The clients raced to connect: whichever was accepted first is the canary.
     let held = still_held(
         &t,
@@ -368,10 +409,12 @@ fn after_a_resume_the_first_connection_goes_alone() {
 /// is still held, then served when the target comes back.
 #[test]
 fn a_canary_whose_client_gave_up_passes_the_turn_on() {
-    let dir = TestDir::new("pause-canary-stale");
-    let pki = Pki::new(&dir);
-    let target = Blackhole::new();
-    let t = held_tunnel(&dir, &pki, &target);
+    let Scene {
+        t,
+        target,
+        pki,
+        _dir,
+    } = scene("pause-canary-stale", false);
     // First in the backlog: a client that gives up without a word, and one that sends
     // garbage.
     let stale = std::cell::RefCell::new(Vec::new());
@@ -386,9 +429,7 @@ fn a_canary_whose_client_gave_up_passes_the_turn_on() {
     drop(stale.borrow_mut().remove(0)); // the silent one gives up
     std::thread::sleep(Duration::from_millis(100));
     // Room for one connection in the target's queue: the next probe's.
-    drop(target.accept_all());
-    t.wait_for_log("Service [srv] resumed after ", WAIT);
-    t.wait_for_logs("Service [srv] paused: ", 2, WAIT);
+    resume_into_a_far_side_that_fails_again(&t, &target);
     let held = still_held(
         &t,
         clients,
@@ -406,10 +447,12 @@ fn a_canary_whose_client_gave_up_passes_the_turn_on() {
 /// too, and the service pauses again), and the third is still held.
 #[test]
 fn a_reload_during_the_canary_wait_keeps_the_rest_held() {
-    let dir = TestDir::new("pause-canary-hup");
-    let pki = Pki::new(&dir);
-    let target = Blackhole::new();
-    let t = held_tunnel_on_fixed_port(&dir, &pki, &target);
+    let Scene {
+        t,
+        target,
+        pki,
+        _dir,
+    } = scene("pause-canary-hup", true);
     let (_filler, clients) = pause_with_clients_held(&t, &target, &pki.ca_file, 3);
     t.wait_for_log("3 connection(s) waiting on", WAIT);
     drop(target.accept_all());
