@@ -177,23 +177,20 @@ impl Health {
 
     /// A session reached the far side.
     pub fn reached(&self) {
-        self.reached.fetch_add(1, Ordering::SeqCst);
-        if self.watching.load(Ordering::SeqCst) {
-            self.kick();
-        }
+        self.tell(&self.reached);
     }
 
     /// A session went to its service's `redirect` targets: no news of the far side.
     pub fn untested(&self) {
-        self.untested.fetch_add(1, Ordering::SeqCst);
+        self.tell(&self.untested);
+    }
+
+    /// Counts a session's news and, while a listener watches, wakes it.
+    fn tell(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::SeqCst);
         if self.watching.load(Ordering::SeqCst) {
             self.kick();
         }
-    }
-
-    /// How many sessions have reached the far side since the process started.
-    pub fn reached_count(&self) -> u64 {
-        self.reached.load(Ordering::SeqCst)
     }
 
     /// What sessions have told of the far side so far (`reached`, `untested`).
@@ -204,7 +201,7 @@ impl Health {
         }
     }
 
-    /// While on, `reached` kicks the wake descriptor as a state change does.
+    /// While on, `reached` and `untested` kick the wake descriptor as a state change does.
     pub fn watch(&self, on: bool) {
         self.watching.store(on, Ordering::SeqCst);
     }
@@ -445,12 +442,12 @@ mod tests {
             crate::wake::poll(&mut fds, Some(Duration::ZERO)).unwrap() == 1
         };
         h.reached();
-        assert_eq!(h.reached_count(), 1);
+        assert_eq!(h.news_count().reached, 1);
         assert!(!kicked(), "nobody watches: no kick");
         h.watch(true);
         h.reached();
         h.watch(false);
-        assert_eq!(h.reached_count(), 2);
+        assert_eq!(h.news_count().reached, 2);
         assert!(kicked());
     }
 
