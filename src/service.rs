@@ -200,18 +200,6 @@ fn build_service(
     })
 }
 
-/// TIMEOUTconnect, `socket = r:…` and `local` of a service, as `net::connect` takes them.
-pub fn connect_spec(opts: &ServiceOptions) -> net::connect::Spec<'_> {
-    net::connect::Spec {
-        timeout: opts.timeouts.connect,
-        socket_options: &opts.socket_options,
-        source: opts.local.map(|ip| net::connect::Source {
-            ip,
-            transparent: false,
-        }),
-    }
-}
-
 /// Every address of the `connect` values, in order.
 pub fn resolve_all(values: &[String]) -> Result<Vec<Addr>, String> {
     let mut addrs = Vec::new();
@@ -238,9 +226,17 @@ impl ServiceCtx {
                 .is_none_or(|p| p.server_chooses_target.is_none())
     }
 
-    /// How this service's outgoing connections are made (`connect_spec`).
+    /// How this service's outgoing connections are made: TIMEOUTconnect, `socket = r:…`
+    /// and `local`, as `net::connect` takes them.
     pub fn connect_spec(&self) -> net::connect::Spec<'_> {
-        connect_spec(&self.opts)
+        net::connect::Spec {
+            timeout: self.opts.timeouts.connect,
+            socket_options: &self.opts.socket_options,
+            source: self.opts.local.map(|ip| net::connect::Source {
+                ip,
+                transparent: false,
+            }),
+        }
     }
 
     /// The `exec` program, as `exec::spawn` takes it.

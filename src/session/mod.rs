@@ -22,7 +22,6 @@ use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 
 use crate::accounting::{registry, HeldSlot, LiveSession, SessionGuard, TooManyClients};
 use crate::config::types::LogId;
-use crate::config::ServiceOptions;
 use crate::exec::{self, PeerInfo};
 use crate::health::Trigger;
 use crate::net::sockopt::Which;
@@ -153,7 +152,7 @@ fn server_session(
         Some(choose) if !redirected => {
             let deadline = Instant::now().checked_add(svc.opts.timeouts.busy);
             choose(
-                &protocol_settings(&svc.opts),
+                &protocol_settings(svc),
                 &mut BlockingTls {
                     tls: &mut tls,
                     deadline,
@@ -277,7 +276,7 @@ fn negotiate(
     let reader = far.unwrap_or(local);
     reader.set_read_timeout(Some(svc.opts.timeouts.busy));
     let result = hook(&protocol::Exchange {
-        settings: protocol_settings(&svc.opts),
+        settings: protocol_settings(svc),
         local,
         far,
     });
@@ -292,13 +291,14 @@ fn negotiate(
 }
 
 /// What `protocol` reads of a service's configuration.
-fn protocol_settings(opts: &ServiceOptions) -> protocol::Settings<'_> {
+fn protocol_settings(svc: &ServiceCtx) -> protocol::Settings<'_> {
+    let opts = &svc.opts;
     protocol::Settings {
         host: opts.protocol_host.as_deref(),
         username: opts.protocol_username.as_deref(),
         password: opts.protocol_password.as_deref(),
         headers: &opts.protocol_headers,
-        connect: crate::service::connect_spec(opts),
+        connect: svc.connect_spec(),
     }
 }
 
