@@ -116,8 +116,8 @@ fn accept_loop(service: &BoundService, stop: &WakeFd) {
     let mut lookup = crate::probe::Lookup::new(service.ctx.opts.connect.clone(), resolve_all);
     // What a pause held is served by `release`, starting with a canary; this thread may
     // start with held connections (a reload handed them over), so it starts there too.
+    // The thread before this one (a reload) switched `watch` off as it ended (`Unwatch`).
     let mut release = Release::Canary;
-    release.reset(health);
     /// A canary's wait ends with the thread (SIGHUP, SIGTERM): sessions stop kicking.
     struct Unwatch<'a>(&'a crate::health::Health);
     impl Drop for Unwatch<'_> {

@@ -71,11 +71,11 @@ impl Release {
             }
             match *self {
                 Release::Canary => {
-                    let (listener, conn, peer, slot) = next_held(service)?;
-                    if !registry().room_for_held(&ctx.slots) {
-                        listener.hold_again(conn, peer, slot);
-                        return Some(NO_ROOM_RETRY);
-                    }
+                    let (conn, peer, slot) = match next_servable(service) {
+                        Servable::Held(conn, peer, slot) => (conn, peer, slot),
+                        Servable::Nothing => return None,
+                        Servable::NoRoom => return Some(NO_ROOM_RETRY),
+                    };
                     let before = health.news_count();
                     // No thread: the next one is the canary.
                     if let Some(id) = spawn_session(ctx, conn, peer, Some(slot)) {
@@ -115,15 +115,13 @@ impl Release {
                         return Some((deadline - now).min(Duration::from_millis(50)));
                     }
                 }
-                Release::Open => {
-                    let (listener, conn, peer, slot) = next_held(service)?;
-                    if !registry().room_for_held(&ctx.slots) {
-                        // Kept for later rather than refused and closed.
-                        listener.hold_again(conn, peer, slot);
-                        return Some(NO_ROOM_RETRY);
+                Release::Open => match next_servable(service) {
+                    Servable::Held(conn, peer, slot) => {
+                        spawn_session(ctx, conn, peer, Some(slot));
                     }
-                    spawn_session(ctx, conn, peer, Some(slot));
-                }
+                    Servable::Nothing => return None,
+                    Servable::NoRoom => return Some(NO_ROOM_RETRY),
+                },
             }
         }
     }
@@ -150,6 +148,29 @@ fn next_held(service: &BoundService) -> Option<(&Listener, Stream, String, HeldS
         let (conn, peer, slot) = l.next_held()?;
         Some((l.as_ref(), conn, peer, slot))
     })
+}
+
+/// What `next_servable` found.
+enum Servable {
+    Held(Stream, String, HeldSlot),
+    /// Nothing is held.
+    Nothing,
+    /// The oldest held connection would not be admitted now: it was put back at the front
+    /// (kept for later rather than refused and closed).
+    NoRoom,
+}
+
+/// The oldest held connection, if the connection caps have room to serve it now.
+fn next_servable(service: &BoundService) -> Servable {
+    let Some((listener, conn, peer, slot)) = next_held(service) else {
+        return Servable::Nothing;
+    };
+    if registry().room_for_held(&service.ctx.slots) {
+        Servable::Held(conn, peer, slot)
+    } else {
+        listener.hold_again(conn, peer, slot);
+        Servable::NoRoom
+    }
 }
 
 /// How soon to try again when the connection cap has no room to serve a held connection.
