@@ -215,6 +215,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("RNDoverwrite", Global, NotYet, Some("yes"), "yes|no overwrite seed datafiles with new random data"),
     row("setEnv", Global, NotYet, None, "NAME=VALUE environment variable (stunnel 5.72+)"),
     row("syslog", Global, Set(YesNo(|t| &mut t.global.syslog)), Some("yes"), "yes|no send logging messages to syslog"),
+    row("unprovenMax", Global, Set(Number(0, USIZE_MAX, Illegal("unproven session limit"), |t, n| t.global.unproven_max = Some(n as usize))), None, "sessions before their handshake completes, in all; oldest dropped for a new one; default a quarter of the connection cap, 0 = no limit (rstunnel extension)"),
+    row("unprovenPerSource", Global, Set(Number(0, USIZE_MAX, Illegal("unproven session limit"), |t, n| t.global.unproven_per_source = n as usize)), Some("256"), "sessions before their handshake completes, per source address (IPv6: per /64); 0 = no limit (rstunnel extension)"),
     // ---- service-level options ----
     row("accept", Service, Set(List(|t| &mut t.service.accept)), None, "[host:]port accept connections on specified host:port"),
     row("CAengine", Service, NotYet, None, "engine-specific CA certificate identifier"),
@@ -574,6 +576,8 @@ mod tests {
         ("output", "/var/log/rstunnel.log", None),
         ("pid", "/run/rstunnel.pid", None),
         ("syslog", "no", Some(("off", YES_NO))),
+        ("unprovenMax", "1000", Some(("-1", "Illegal unproven session limit"))),
+        ("unprovenPerSource", "16", Some(("many", "Illegal unproven session limit"))),
         ("accept", "127.0.0.1:443", None),
         ("CAfile", "/etc/ssl/ca.pem", None),
         ("CApath", "/etc/ssl/certs", None),

@@ -20,7 +20,9 @@ use std::time::Instant;
 
 use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 
-use crate::accounting::{registry, HeldSlot, LiveSession, SessionGuard, TooManyClients};
+use crate::accounting::{
+    registry, Dropped, HeldSlot, LiveSession, SessionGuard, SourceFull, TooManyClients, Unproven,
+};
 use crate::config::types::LogId;
 use crate::exec::{self, PeerInfo};
 use crate::health::Trigger;
@@ -49,7 +51,15 @@ pub enum Completion {
 
 /// Serves one accepted connection: protocol, handshake, target, then the relay. `guard`
 /// holds the session's slot and counters; it is released after the closing line.
-pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completion: Completion) {
+/// `unproven`: its place among the sessions that have not completed a handshake (server
+/// mode), given up once it has.
+pub fn run(
+    svc: Arc<ServiceCtx>,
+    accepted: Stream,
+    guard: SessionGuard,
+    unproven: Option<Unproven>,
+    completion: Completion,
+) {
     let live = Arc::clone(guard.session());
     let log_id = connection_log_id(svc.opts.log_id, live.id);
     crate::log::set_thread_context(&log_id, svc.opts.debug_level);
@@ -70,11 +80,18 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
     let result = if svc.opts.client {
         client_session(&svc, accepted, &live, &mut finish)
     } else {
-        server_session(&svc, accepted, &live, &mut finish)
+        server_session(&svc, accepted, unproven, &live, &mut finish)
     };
     if let Err(e) = result {
-        if !matches!(e, SessionError::ConnectFailed) {
-            log_err!("{e}");
+        match e {
+            SessionError::ConnectFailed => {}
+            // What a flood makes many of: a warning, not an error of this host.
+            SessionError::DroppedForRoom { .. } => log_warning!(
+                "Service [{}]: connection from {} {e}",
+                svc.opts.name,
+                live.peer
+            ),
+            _ => log_err!("{e}"),
         }
         if let Some(finish) = finish.take() {
             finish(End::Failed(e));
@@ -120,13 +137,30 @@ fn reset_if_configured(svc: &ServiceCtx, fd: std::os::fd::RawFd) {
 fn server_session(
     svc: &ServiceCtx,
     accepted: Stream,
+    unproven: Option<Unproven>,
     live: &Arc<LiveSession>,
     finish: &mut Option<Finish>,
 ) -> Result<(), SessionError> {
-    // STARTTLS-style protocols talk in clear on the accepted connection first.
-    negotiate(svc, &accepted, None, |p| p.server_before_tls)
-        .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
-    let mut tls = handshake(svc, accepted, None)?;
+    // STARTTLS-style protocols talk in clear on the accepted connection first: unproven
+    // still, and woken like the handshake's waits if dropped for room meanwhile.
+    {
+        let _armed = unproven
+            .as_ref()
+            .map(|u| u.arm(accepted.read_fd()))
+            .transpose()
+            .map_err(dropped_for_room)?;
+        negotiate(svc, &accepted, None, |p| p.server_before_tls)
+    }
+    .and_then(|()| still_unproven(unproven.as_ref()))
+    .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
+    let mut tls = handshake(svc, accepted, None, unproven.as_ref())?;
+    // The handshake (and the client certificate check inside it) is done: the session is
+    // proven, and no longer limited by the unproven budget.
+    if let Some(u) = unproven {
+        u.prove()
+            .map_err(dropped_for_room)
+            .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
+    }
     // A client that named a virtual host (server `sni`) is served by that section: its
     // target, timeouts and logging level.
     let svc = match svc.virtual_host_for(tls.ssl()) {
@@ -179,7 +213,7 @@ fn client_session(
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     negotiate(svc, &accepted, Some(&far), |p| p.client_before_tls)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
-    let tls = handshake(svc, far, svc.sni.as_deref()).inspect_err(|e| {
+    let tls = handshake(svc, far, svc.sni.as_deref(), None).inspect_err(|e| {
         reset_if_configured(svc, accepted.read_fd());
         // The far side took the connection but could not hold a handshake: as good as
         // down. A refusal (certificate, alert) is a configuration problem, no pause.
@@ -405,15 +439,71 @@ fn relay_session(
     );
 }
 
+fn dropped_for_room(Dropped { limit }: Dropped) -> SessionError {
+    SessionError::DroppedForRoom { limit }
+}
+
+/// `Err` if the session was dropped for room while it was not waiting.
+fn still_unproven(unproven: Option<&Unproven>) -> Result<(), SessionError> {
+    unproven.map_or(Ok(()), |u| u.check().map_err(dropped_for_room))
+}
+
+/// One wait of an unproven session for its peer: `fd` armed for a drop for room (and
+/// disarmed before the caller can close it), then whether the session is still wanted.
+/// The number of ready descriptors, as `wake::poll`.
+fn wait_for_peer(
+    unproven: Option<&Unproven>,
+    fd: std::os::fd::RawFd,
+    events: libc::c_short,
+    left: Option<std::time::Duration>,
+) -> Result<std::io::Result<usize>, SessionError> {
+    let polled = {
+        let _armed = unproven
+            .map(|u| u.arm(fd))
+            .transpose()
+            .map_err(dropped_for_room)?;
+        wake::poll(&mut [wake::pollfd(fd, events)], left)
+    };
+    still_unproven(unproven)?;
+    Ok(polled)
+}
+
 /// Runs the TLS handshake on `stream` within TIMEOUTbusy (relay rule 1, src/relay.rs): the
 /// stream is made non-blocking here and stays so. `sni` (client side) is the name to send.
+/// `unproven` (server side): every wait is armed for a drop for room (`wait_for_peer`).
 fn handshake(
     svc: &ServiceCtx,
     stream: Stream,
     sni: Option<&str>,
+    unproven: Option<&Unproven>,
 ) -> Result<SslStream<Stream>, SessionError> {
     let server = !svc.opts.client;
     let op = if server { "SSL_accept" } else { "SSL_connect" };
+    // A huge TIMEOUTbusy means no deadline rather than an overflow.
+    let deadline = Instant::now().checked_add(svc.opts.timeouts.busy);
+    if server {
+        // The client speaks first: until it does, the connection costs no `SSL` (nor its
+        // buffers), which is what an idle flood is made of (docs/ARCHITECTURE.md, Memory).
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let first = wait_for_peer(unproven, stream.read_fd(), libc::POLLIN, left)
+            .inspect_err(|_| reset_if_configured(svc, stream.read_fd()))?;
+        match first {
+            Ok(0) => {
+                reset_if_configured(svc, stream.read_fd());
+                return Err(SessionError::Handshake {
+                    op,
+                    why: HandshakeFailure::TimedOut,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(SessionError::Handshake {
+                    op,
+                    why: HandshakeFailure::Poll(e),
+                })
+            }
+        }
+    }
     let mut ssl = Ssl::new(&svc.tls.ctx).map_err(|e| SessionError::Setup(Setup::SslNew(e)))?;
     if !svc.opts.redirect.is_empty() {
         if let Some(index) = crate::tls::verify::redirect_index() {
@@ -436,8 +526,6 @@ fn handshake(
         .map_err(|error| SessionError::Setup(Setup::NonBlocking { op, error }))?;
     let reset_fd = stream.read_fd();
     let fds = (stream.read_fd(), stream.write_fd());
-    // A huge TIMEOUTbusy means no deadline rather than an overflow.
-    let deadline = Instant::now().checked_add(svc.opts.timeouts.busy);
     let mut attempt = if server {
         ssl.accept(stream)
     } else {
@@ -458,8 +546,10 @@ fn handshake(
                     (fds.0, libc::POLLIN)
                 };
                 let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                let mut poll_fds = [wake::pollfd(fd, events)];
-                match wake::poll(&mut poll_fds, left) {
+                // `mid` owns the socket until this arm ends: the armed fd stays open.
+                match wait_for_peer(unproven, fd, events, left).inspect_err(|_| {
+                    reset_if_configured(svc, reset_fd);
+                })? {
                     Ok(0) => {
                         reset_if_configured(svc, reset_fd);
                         return Err(SessionError::Handshake {
@@ -497,16 +587,52 @@ fn handshake(
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Takes a slot for a connection from `peer`, or logs the refusal (dropping `conn`
-/// closes it).
-fn admit(ctx: &ServiceCtx, peer: String, held: Option<HeldSlot>) -> Option<SessionGuard> {
+/// closes it). A server-mode TCP connection also takes a place among the unproven
+/// sessions of its source (docs/ARCHITECTURE.md, Connection flow, Admission): refused if
+/// its source has `unprovenPerSource` already (with RST under `reset = yes`); the oldest
+/// unproven session makes room if `unprovenMax` are. A client-mode session is not counted:
+/// its accepted side speaks in clear and its handshake is with the far side, so it has
+/// nothing to prove; inetd and exec+connect sessions have no listener to flood.
+fn admit(
+    ctx: &ServiceCtx,
+    conn: &Stream,
+    peer: String,
+    held: Option<HeldSlot>,
+    counted: bool,
+) -> Option<(SessionGuard, Option<Unproven>)> {
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-    match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone(), held) {
-        Ok(guard) => Some(guard),
+    let guard = match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone(), held) {
+        Ok(guard) => guard,
         Err(TooManyClients { cap }) => {
             log_warning!(
                 "Service [{}]: connection from {peer} rejected: too many clients (>={cap})",
                 ctx.opts.name,
             );
+            return None;
+        }
+    };
+    let source = conn.peer_addr().filter(|_| counted && !ctx.opts.client);
+    let Some(source) = source else {
+        return Some((guard, None));
+    };
+    match registry().admit_unproven(id, source.ip()) {
+        Ok((unproven, evicted)) => {
+            if let Some(evicted) = evicted {
+                log_debug!(
+                    "Service [{}]: unproven session {} dropped to make room for {peer}",
+                    ctx.opts.name,
+                    evicted.id
+                );
+            }
+            Some((guard, Some(unproven)))
+        }
+        Err(SourceFull { limit }) => {
+            log_warning!(
+                "Service [{}]: connection from {peer} rejected: {limit} connections from {} have not completed a handshake (unprovenPerSource)",
+                ctx.opts.name,
+                source.ip()
+            );
+            reset_if_configured(ctx, conn.read_fd());
             None
         }
     }
@@ -514,8 +640,8 @@ fn admit(ctx: &ServiceCtx, peer: String, held: Option<HeldSlot>) -> Option<Sessi
 
 /// Serves one connection on the calling thread (inetd mode, exec+connect services).
 pub fn spawn_session_here(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
-    if let Some(guard) = admit(ctx, peer, None) {
-        crate::session::run(Arc::clone(ctx), conn, guard, Completion::Wait);
+    if let Some((guard, unproven)) = admit(ctx, &conn, peer, None, false) {
+        crate::session::run(Arc::clone(ctx), conn, guard, unproven, Completion::Wait);
     }
 }
 
@@ -528,12 +654,14 @@ pub fn spawn_session(
     peer: String,
     held: Option<HeldSlot>,
 ) -> Option<u64> {
-    let guard = admit(ctx, peer, held)?;
+    let (guard, unproven) = admit(ctx, &conn, peer, held, true)?;
     let id = guard.session().id;
     let ctx_for_thread = Arc::clone(ctx);
     let spawned = std::thread::Builder::new()
         .stack_size(ctx.opts.stack)
-        .spawn(move || crate::session::run(ctx_for_thread, conn, guard, Completion::HandOff));
+        .spawn(move || {
+            crate::session::run(ctx_for_thread, conn, guard, unproven, Completion::HandOff)
+        });
     match spawned {
         Ok(_) => Some(id),
         Err(e) => {
