@@ -44,7 +44,7 @@ OUT="target/faults"
 MD="target/faults-summary.md"
 export SOAK_SECONDS="${SOAK_SECONDS:-600}"
 ALLOW_MISSING="${FAULTS_ALLOW_MISSING:-0}"
-FAULT_TESTS=(faults_network faults_process hostile_input)
+FAULT_TESTS=(faults_network faults_process hostile_input hostile_load)
 # The soak runs SOAK_SECONDS plus its warm-up burst and wind-down (seconds); past this it is
 # stuck and gets killed.
 SOAK_GRACE=300

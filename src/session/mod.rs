@@ -483,7 +483,10 @@ fn handshake(
     let deadline = Instant::now().checked_add(svc.opts.timeouts.busy);
     if server {
         // The client speaks first: until it does, the connection costs no `SSL` (nor its
-        // buffers), which is what an idle flood is made of (docs/ARCHITECTURE.md, Memory).
+        // buffers), which is what an idle flood is made of (docs/ARCHITECTURE.md, Memory),
+        // and its thread holds only the stack pages the wait needs (this thread's stack
+        // may be an exited session's, pages touched by its handshake still in it).
+        crate::memory::release_unused_stack();
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let first = wait_for_peer(unproven, stream.read_fd(), libc::POLLIN, left)
             .inspect_err(|_| reset_if_configured(svc, stream.read_fd()))?;
