@@ -19,6 +19,8 @@
 //!    proven sessions are never limited by the unproven budget.
 //! 6. `proven-idle`: a session that completed its handshake and then sends nothing is not
 //!    unproven (more of them than `unprovenPerSource` are served) and TIMEOUTidle ends it.
+//! 7. `starttls-drop-oldest`: an SMTP STARTTLS exchange counts as unproven; the oldest
+//!    idle one is woken out of its read and ended when a new connection needs its room.
 //!
 //! Each case prints one `summary: load <case> | load=… | faults=… | bad_inputs=N |
 //! bytes_lost=N` line (scripts/test-faults.sh). The cases run one at a time (they measure
@@ -726,5 +728,64 @@ fn proven_idle_sessions_are_ended_by_timeoutidle_not_counted() {
         &format!("5 TLS sessions from {FLOOD_FROM} idle after their handshake, unprovenPerSource = 2, TIMEOUTidle = {idle}"),
         &format!("all 5 served, all ended by TIMEOUTidle after {:.1} s", took.as_secs_f64()),
         5 - ended,
+    );
+}
+
+/// A STARTTLS exchange before the handshake is unproven too: SMTP clients that take the
+/// greeting and then say nothing wait in the tunnel's blocking read, and the oldest is
+/// woken out of it and dropped at once when a new connection needs its room.
+#[test]
+fn a_starttls_exchange_counts_as_unproven() {
+    let _serial = serial();
+    let dir = TestDir::new("hostile-starttls");
+    let pki = Pki::new(&dir);
+    let echo = Backend::echo();
+    let max = 3;
+    let t = Tunnel::start(
+        &dir,
+        "rstunnel",
+        &format!(
+            "unprovenPerSource = 0\nunprovenMax = {max}\n{}",
+            server_body(echo.addr(), &pki.server.combined, "protocol = smtp")
+        ),
+    );
+    let addr = t.addr("srv");
+    let greeted = |s: &mut TcpStream| {
+        let mut greeting = [0u8; 3];
+        s.read_exact(&mut greeting).expect("SMTP greeting");
+        assert_eq!(&greeting, b"220");
+    };
+    let mut first = connect_from(FLOOD_FROM, addr, Duration::from_secs(2)).expect("connect");
+    greeted(&mut first);
+    let mut rest: Vec<TcpStream> = (1..max)
+        .map(|_| {
+            let mut s = connect_from(FLOOD_FROM, addr, Duration::from_secs(2)).expect("connect");
+            greeted(&mut s);
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let mut newest = connect_from(FLOOD_FROM, addr, Duration::from_secs(2)).expect("connect");
+    greeted(&mut newest);
+    let first_ended = ended_by_tunnel(std::slice::from_mut(&mut first), Duration::from_secs(5));
+    let took = started.elapsed();
+    let rest_ended = ended_by_tunnel(&mut rest, Duration::from_millis(500));
+    let line = t.wait_for_log("dropped before its handshake completed", WAIT);
+    assert_eq!(first_ended, 1, "the oldest was not ended");
+    assert!(took < Duration::from_secs(2), "ended after {took:?}");
+    assert_eq!(rest_ended, 0, "only the oldest makes room");
+    assert!(line.contains("LOG4["), "{line}");
+    assert!(!t.has_log("protocol smtp:"), "logged as a failed exchange");
+    summary(
+        "starttls-drop-oldest",
+        &format!(
+            "{} idle SMTP clients after the greeting, unprovenMax = {max}",
+            max + 1
+        ),
+        &format!(
+            "the oldest woken out of its read and ended after {} ms, the others kept",
+            took.as_millis()
+        ),
+        0,
     );
 }

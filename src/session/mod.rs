@@ -143,16 +143,18 @@ fn server_session(
 ) -> Result<(), SessionError> {
     // STARTTLS-style protocols talk in clear on the accepted connection first: unproven
     // still, and woken like the handshake's waits if dropped for room meanwhile.
-    {
+    let negotiated = {
         let _armed = unproven
             .as_ref()
             .map(|u| u.arm(accepted.read_fd()))
             .transpose()
             .map_err(dropped_for_room)?;
         negotiate(svc, &accepted, None, |p| p.server_before_tls)
-    }
-    .and_then(|()| still_unproven(unproven.as_ref()))
-    .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
+    };
+    // Dropped for room: the exchange failed because of that shutdown, and says so.
+    still_unproven(unproven.as_ref())
+        .and(negotiated)
+        .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     let mut tls = handshake(svc, accepted, None, unproven.as_ref())?;
     // The handshake (and the client certificate check inside it) is done: the session is
     // proven, and no longer limited by the unproven budget.
@@ -468,6 +470,36 @@ fn wait_for_peer(
     Ok(polled)
 }
 
+/// One wait of the handshake for `fd` to be ready for `events`, until `deadline`
+/// (TIMEOUTbusy). A timeout, a failed poll or a drop for room ends the handshake; a timeout
+/// or a drop also sets `reset_fd` to close with RST under `reset = yes`.
+fn handshake_wait(
+    svc: &ServiceCtx,
+    op: &'static str,
+    unproven: Option<&Unproven>,
+    (fd, events): (std::os::fd::RawFd, libc::c_short),
+    reset_fd: std::os::fd::RawFd,
+    deadline: Option<Instant>,
+) -> Result<(), SessionError> {
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let polled = wait_for_peer(unproven, fd, events, left)
+        .inspect_err(|_| reset_if_configured(svc, reset_fd))?;
+    match polled {
+        Ok(0) => {
+            reset_if_configured(svc, reset_fd);
+            Err(SessionError::Handshake {
+                op,
+                why: HandshakeFailure::TimedOut,
+            })
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(SessionError::Handshake {
+            op,
+            why: HandshakeFailure::Poll(e),
+        }),
+    }
+}
+
 /// Runs the TLS handshake on `stream` within TIMEOUTbusy (relay rule 1, src/relay.rs): the
 /// stream is made non-blocking here and stays so. `sni` (client side) is the name to send.
 /// `unproven` (server side): every wait is armed for a drop for room (`wait_for_peer`).
@@ -483,29 +515,12 @@ fn handshake(
     let deadline = Instant::now().checked_add(svc.opts.timeouts.busy);
     if server {
         // The client speaks first: until it does, the connection costs no `SSL` (nor its
-        // buffers), which is what an idle flood is made of (docs/ARCHITECTURE.md, Memory),
-        // and its thread holds only the stack pages the wait needs (this thread's stack
-        // may be an exited session's, pages touched by its handshake still in it).
+        // buffers), which is what an idle flood is made of (docs/ARCHITECTURE.md, Unproven
+        // sessions), and its thread holds only the stack pages the wait needs (this
+        // thread's stack may be an exited session's, a handshake's pages still in it).
         crate::memory::release_unused_stack();
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let first = wait_for_peer(unproven, stream.read_fd(), libc::POLLIN, left)
-            .inspect_err(|_| reset_if_configured(svc, stream.read_fd()))?;
-        match first {
-            Ok(0) => {
-                reset_if_configured(svc, stream.read_fd());
-                return Err(SessionError::Handshake {
-                    op,
-                    why: HandshakeFailure::TimedOut,
-                });
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(SessionError::Handshake {
-                    op,
-                    why: HandshakeFailure::Poll(e),
-                })
-            }
-        }
+        let fd = stream.read_fd();
+        handshake_wait(svc, op, unproven, (fd, libc::POLLIN), fd, deadline)?;
     }
     let mut ssl = Ssl::new(&svc.tls.ctx).map_err(|e| SessionError::Setup(Setup::SslNew(e)))?;
     if !svc.opts.redirect.is_empty() {
@@ -548,26 +563,9 @@ fn handshake(
                 } else {
                     (fds.0, libc::POLLIN)
                 };
-                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                 // `mid` owns the socket until this arm ends: the armed fd stays open.
-                match wait_for_peer(unproven, fd, events, left).inspect_err(|_| {
-                    reset_if_configured(svc, reset_fd);
-                })? {
-                    Ok(0) => {
-                        reset_if_configured(svc, reset_fd);
-                        return Err(SessionError::Handshake {
-                            op,
-                            why: HandshakeFailure::TimedOut,
-                        });
-                    }
-                    Ok(_) => attempt = mid.handshake(),
-                    Err(e) => {
-                        return Err(SessionError::Handshake {
-                            op,
-                            why: HandshakeFailure::Poll(e),
-                        })
-                    }
-                }
+                handshake_wait(svc, op, unproven, (fd, events), reset_fd, deadline)?;
+                attempt = mid.handshake();
             }
             Err(HandshakeError::Failure(mid)) => {
                 reset_if_configured(svc, reset_fd);
