@@ -53,6 +53,39 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// One case's setup: the serial lock, the open-file limit raised, a test dir with its PKI,
+/// an echo backend and rstunnel's `[srv]` in front of it (`globals` before the section,
+/// `extra` in it). Fields drop in order: the tunnel first, the lock last.
+struct Case {
+    t: Tunnel,
+    echo: Backend,
+    pki: Pki,
+    dir: TestDir,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Case {
+    fn start(label: &str, globals: &str, extra: &str) -> Case {
+        let serial = serial();
+        raise_open_files();
+        let dir = TestDir::new(label);
+        let pki = Pki::new(&dir);
+        let echo = Backend::echo();
+        let body = format!(
+            "{globals}{}",
+            server_body(echo.addr(), &pki.server.combined, extra)
+        );
+        let t = Tunnel::start(&dir, "rstunnel", &body);
+        Case {
+            t,
+            echo,
+            pki,
+            dir,
+            _serial: serial,
+        }
+    }
+}
+
 fn summary(case: &str, load: &str, faults: &str, bad_inputs: usize) {
     println!(
         "summary: load {case} | load={load} | faults={faults} | bad_inputs={bad_inputs} | bytes_lost=0"
@@ -287,9 +320,8 @@ fn idle_flood_against(t: &Tunnel, pki: &Pki, n: usize) -> Flood {
 /// under the same flood is observed.
 #[test]
 fn idle_flood_of_12000_from_one_address() {
-    let _serial = serial();
-    let limit = raise_open_files();
     let n = 12_000;
+    let limit = raise_open_files();
     if limit < n as u64 + 1000 {
         skipped(&format!(
             "hostile_load idle-12000: the hard open-file limit {limit} is below {}",
@@ -297,12 +329,15 @@ fn idle_flood_of_12000_from_one_address() {
         ));
         return;
     }
-    let dir = TestDir::new("hostile-idle");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let body = server_body(echo.addr(), &pki.server.combined, "");
+    // Every field bound: `..` would drop the rest (the lock among them) here.
+    let Case {
+        t,
+        echo,
+        pki,
+        dir,
+        _serial,
+    } = Case::start("hostile-idle", "", "");
     let ours = {
-        let t = Tunnel::start(&dir, "rstunnel", &body);
         let flood = idle_flood_against(&t, &pki, n);
         let (refused, dropped) = (
             t.log_lines()
@@ -333,9 +368,11 @@ fn idle_flood_of_12000_from_one_address() {
             flood.rss_kib / 1024
         );
         assert!(refused > 0, "the per-source limit never refused anything");
+        drop(t);
         flood
     };
     let theirs = {
+        let body = server_body(echo.addr(), &pki.server.combined, "");
         let t = Tunnel::start_program(Program::Stunnel4, &dir, "stunnel4", &body);
         let flood = idle_flood_against(&t, &pki, n);
         eprintln!("stunnel4: {}", flood.describe());
@@ -360,23 +397,18 @@ fn idle_flood_of_12000_from_one_address() {
 /// out, each ended at once, and the legitimate clients get in.
 #[test]
 fn the_oldest_unproven_session_makes_room() {
-    let _serial = serial();
-    raise_open_files();
-    let dir = TestDir::new("hostile-oldest");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let max = 50;
-    let n = 500;
-    let body = format!(
-        "unprovenPerSource = 0\nunprovenMax = {max}\n{}",
-        server_body(echo.addr(), &pki.server.combined, "")
+    let (max, n) = (50, 500);
+    let c = Case::start(
+        "hostile-oldest",
+        &format!("unprovenPerSource = 0\nunprovenMax = {max}\n"),
+        "",
     );
-    let t = Tunnel::start(&dir, "rstunnel", &body);
-    let pid = tunnel_pid(&t);
+    let (t, pki) = (&c.t, &c.pki);
+    let pid = tunnel_pid(t);
     let (mut open, connect_failed) = idle_flood(t.addr("srv"), n);
     let ended = ended_by_tunnel(&mut open, Duration::from_secs(5));
     let (rss_kib, threads) = rss_and_threads(pid);
-    let legit = legit_clients(t.addr("srv"), &pki);
+    let legit = legit_clients(t.addr("srv"), pki);
     let dropped = t
         .wait_for_logs(
             "dropped before its handshake completed",
@@ -437,23 +469,15 @@ const CLIENT_HELLO_START: &[u8] = &[
 /// sending) and are ended by TIMEOUTbusy; the legitimate clients are served meanwhile.
 #[test]
 fn slow_clienthellos_stay_unproven_until_timeoutbusy() {
-    let _serial = serial();
-    raise_open_files();
-    let dir = TestDir::new("hostile-slow");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
     let (per_source, busy) = (40, 4);
-    let body = format!(
-        "unprovenPerSource = {per_source}\n{}",
-        server_body(
-            echo.addr(),
-            &pki.server.combined,
-            &format!("TIMEOUTbusy = {busy}")
-        )
+    let c = Case::start(
+        "hostile-slow",
+        &format!("unprovenPerSource = {per_source}\n"),
+        &format!("TIMEOUTbusy = {busy}"),
     );
-    let t = Tunnel::start(&dir, "rstunnel", &body);
+    let (t, pki) = (&c.t, &c.pki);
     let addr = t.addr("srv");
-    let pid = tunnel_pid(&t);
+    let pid = tunnel_pid(t);
     let started = Instant::now();
     let mut slow: Vec<TcpStream> = (0..per_source)
         .map(|_| connect_from(FLOOD_FROM, addr, Duration::from_secs(2)).expect("connect"))
@@ -476,7 +500,7 @@ fn slow_clienthellos_stay_unproven_until_timeoutbusy() {
     let mut buf = [0u8; 1];
     let extra_refused = matches!(extra.read(&mut buf), Ok(0) | Err(_));
     t.wait_for_log("(unprovenPerSource)", WAIT);
-    let legit = legit_clients(addr, &pki);
+    let legit = legit_clients(addr, pki);
     let (rss_kib, threads) = rss_and_threads(pid);
     let ended = ended_by_tunnel(&mut slow, Duration::from_secs(busy + 4));
     let took = started.elapsed();
@@ -523,18 +547,10 @@ fn slow_clienthellos_stay_unproven_until_timeoutbusy() {
 /// threads, while the legitimate clients connect.
 #[test]
 fn garbage_clienthellos_do_not_keep_others_out() {
-    let _serial = serial();
-    raise_open_files();
-    let dir = TestDir::new("hostile-garbage");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let t = Tunnel::start(
-        &dir,
-        "rstunnel",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let c = Case::start("hostile-garbage", "", "");
+    let (t, pki) = (&c.t, &c.pki);
     let addr = t.addr("srv");
-    let pid = tunnel_pid(&t);
+    let pid = tunnel_pid(t);
     let lines_before = t.log_lines().len();
     let per_thread = 500;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -561,7 +577,7 @@ fn garbage_clienthellos_do_not_keep_others_out() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let legit = legit_clients(addr, &pki);
+    let legit = legit_clients(addr, pki);
     let (rss_kib, threads) = rss_and_threads(pid);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent: usize = flooders.into_iter().map(|f| f.join().unwrap()).sum();
@@ -595,19 +611,11 @@ fn garbage_clienthellos_do_not_keep_others_out() {
 /// still in their handshake count against `unprovenPerSource`, 256).
 #[test]
 fn five_hundred_proven_sessions_from_one_address() {
-    let _serial = serial();
-    raise_open_files();
-    let dir = TestDir::new("hostile-nat");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
     // The default limits: a handshake the client sees as done (TLS 1.3: after the server's
     // flight) is still unproven until the tunnel has read the client's Finished, so on a
     // busy machine more sessions than the clients' own concurrency are unproven at once.
-    let t = Tunnel::start(
-        &dir,
-        "rstunnel",
-        &server_body(echo.addr(), &pki.server.combined, ""),
-    );
+    let c = Case::start("hostile-nat", "", "");
+    let (t, pki) = (&c.t, &c.pki);
     let addr = t.addr("srv");
     let n = 500;
     let threads: Vec<_> = (0..10)
@@ -649,7 +657,7 @@ fn five_hundred_proven_sessions_from_one_address() {
             Err(e) => failed.push(format!("echo {i}: {e}")),
         }
     }
-    let (rss_kib, threads) = rss_and_threads(tunnel_pid(&t));
+    let (rss_kib, threads) = rss_and_threads(tunnel_pid(t));
     drop(open);
     eprintln!(
         "nat: {established} established, {echoed} echoed, RSS {} MiB, {threads} threads",
@@ -679,23 +687,13 @@ fn five_hundred_proven_sessions_from_one_address() {
 /// `unprovenPerSource` are served from one address, and TIMEOUTidle ends them.
 #[test]
 fn proven_idle_sessions_are_ended_by_timeoutidle_not_counted() {
-    let _serial = serial();
-    let dir = TestDir::new("hostile-proven-idle");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
     let idle = 2;
-    let t = Tunnel::start(
-        &dir,
-        "rstunnel",
-        &format!(
-            "unprovenPerSource = 2\n{}",
-            server_body(
-                echo.addr(),
-                &pki.server.combined,
-                &format!("TIMEOUTidle = {idle}")
-            )
-        ),
+    let c = Case::start(
+        "hostile-proven-idle",
+        "unprovenPerSource = 2\n",
+        &format!("TIMEOUTidle = {idle}"),
     );
+    let (t, pki) = (&c.t, &c.pki);
     let addr = t.addr("srv");
     let tls = connector(&pki.ca_file);
     let mut open: Vec<_> = (0..5)
@@ -736,19 +734,13 @@ fn proven_idle_sessions_are_ended_by_timeoutidle_not_counted() {
 /// woken out of it and dropped at once when a new connection needs its room.
 #[test]
 fn a_starttls_exchange_counts_as_unproven() {
-    let _serial = serial();
-    let dir = TestDir::new("hostile-starttls");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
     let max = 3;
-    let t = Tunnel::start(
-        &dir,
-        "rstunnel",
-        &format!(
-            "unprovenPerSource = 0\nunprovenMax = {max}\n{}",
-            server_body(echo.addr(), &pki.server.combined, "protocol = smtp")
-        ),
+    let c = Case::start(
+        "hostile-starttls",
+        &format!("unprovenPerSource = 0\nunprovenMax = {max}\n"),
+        "protocol = smtp",
     );
+    let t = &c.t;
     let addr = t.addr("srv");
     let greeted = |s: &mut TcpStream| {
         let mut greeting = [0u8; 3];
