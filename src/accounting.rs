@@ -350,19 +350,27 @@ pub struct UnprovenLimits {
 }
 
 impl UnprovenLimits {
+    /// `unprovenPerSource` by default, at most: more than a fleet behind one NAT address
+    /// handshakes at once after a server restart (docs/ARCHITECTURE.md, Unproven sessions).
+    pub const PER_SOURCE: usize = 256;
+    /// `unprovenMax` by default, at least: with a small connection cap a quarter of it
+    /// would be a handful of handshakes, fewer than a burst of legitimate clients has in
+    /// flight at once; the cap itself then limits them.
+    pub const MIN_TOTAL: usize = 64;
+
     /// The limits `unprovenPerSource` and `unprovenMax` ask for (`None`: the default) under
     /// connection cap `cap`.
-    pub fn new(per_source: usize, total: Option<usize>, cap: usize) -> UnprovenLimits {
-        UnprovenLimits {
-            per_source,
-            total: total.unwrap_or_else(|| UnprovenLimits::default_total(cap)),
-        }
-    }
-
-    /// `unprovenMax` by default: a quarter of the connection cap, so that unproven sessions
-    /// can never take more than a quarter of the descriptors proven ones may need.
-    pub fn default_total(cap: usize) -> usize {
-        (cap / 4).max(1)
+    pub fn new(per_source: Option<usize>, total: Option<usize>, cap: usize) -> UnprovenLimits {
+        // A quarter of the cap: unproven sessions can never take the descriptors that
+        // proven ones need.
+        let total = total.unwrap_or_else(|| (cap / 4).max(UnprovenLimits::MIN_TOTAL));
+        // At most half of the total, so that one address alone can never fill it and
+        // push out everyone else's handshakes.
+        let per_source = per_source.unwrap_or(match total {
+            0 => UnprovenLimits::PER_SOURCE,
+            total => UnprovenLimits::PER_SOURCE.min((total / 2).max(1)),
+        });
+        UnprovenLimits { per_source, total }
     }
 }
 
@@ -687,6 +695,22 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The defaults under the connection caps of common open-file limits: 16 (a test's 96),
+    /// 480 (1024), 9,968 (20,000), 32,736 (65,536, the shipped systemd units).
+    #[test]
+    fn default_limits_follow_the_cap() {
+        let default = |cap| UnprovenLimits::new(None, None, cap);
+        let limits = |per_source, total| UnprovenLimits { per_source, total };
+        assert_eq!(default(16), limits(32, 64));
+        assert_eq!(default(480), limits(60, 120));
+        assert_eq!(default(9_968), limits(256, 2_492));
+        assert_eq!(default(32_736), limits(256, 8_184));
+        assert_eq!(UnprovenLimits::new(None, Some(0), 480), limits(256, 0));
+        assert_eq!(UnprovenLimits::new(None, Some(10), 480), limits(5, 10));
+        assert_eq!(UnprovenLimits::new(Some(0), None, 480), limits(0, 120));
+        assert_eq!(UnprovenLimits::new(Some(7), Some(3), 480), limits(7, 3));
+    }
+
     #[test]
     fn sources_group_ipv4_by_address_and_ipv6_by_64() {
         assert_eq!(
@@ -774,8 +798,6 @@ mod tests {
         assert_eq!(s5.check(), Ok(()));
         assert_eq!(r.unproven_refused_and_dropped(), (0, 2));
         assert_eq!(r.unproven_count(), 3);
-        assert_eq!(UnprovenLimits::default_total(480), 120);
-        assert_eq!(UnprovenLimits::default_total(1), 1);
     }
 
     #[test]

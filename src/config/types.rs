@@ -44,17 +44,13 @@ pub struct GlobalOptions {
     /// unsupported by OpenSSL`), before any service is built.
     pub compression: Option<String>,
     /// `unprovenPerSource` (rstunnel extension): sessions from one source address (IPv4,
-    /// or IPv6 /64) that may be waiting for their handshake at once; 0 = no limit.
-    pub unproven_per_source: usize,
+    /// or IPv6 /64) that may be waiting for their handshake at once; `None` = 256 or half
+    /// of `unprovenMax`, whichever is less; `Some(0)` = no limit.
+    pub unproven_per_source: Option<usize>,
     /// `unprovenMax` (rstunnel extension): unproven sessions in all; `None` = a quarter of
     /// the connection cap, `Some(0)` = no limit.
     pub unproven_max: Option<usize>,
 }
-
-/// `unprovenPerSource` by default: more than a fleet behind one NAT address handshakes at
-/// once after a server restart (handshakes take milliseconds), few enough that one address
-/// holds a small part of the total (docs/ARCHITECTURE.md, Admission).
-pub const DEFAULT_UNPROVEN_PER_SOURCE: usize = 256;
 
 impl Default for GlobalOptions {
     fn default() -> Self {
@@ -70,7 +66,7 @@ impl Default for GlobalOptions {
             setuid: None,
             setgid: None,
             compression: None,
-            unproven_per_source: DEFAULT_UNPROVEN_PER_SOURCE,
+            unproven_per_source: None,
             unproven_max: None,
         }
     }
