@@ -968,51 +968,17 @@ fn pair_established(a: u16, b: u16) -> bool {
 /// `target` (plain traditional framing), with a disk-less queue and endless retries, as the
 /// classic "syslog through stunnel" setup has it.
 fn start_rsyslogd(dir: &TestDir, sock: &Path, target: SocketAddr) -> (ChildGuard, PathBuf) {
-    let spool = dir.join("spool");
-    std::fs::create_dir_all(&spool).unwrap();
-    let conf = dir.write(
-        "rsyslog.conf",
-        format!(
-            "global(workDirectory=\"{spool}\")\n\
-             module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
-             input(type=\"imuxsock\" Socket=\"{sock}\" RateLimit.Interval=\"0\")\n\
-             *.* action(type=\"omfwd\" target=\"{ip}\" port=\"{port}\" protocol=\"tcp\"\n\
-                 queue.type=\"LinkedList\" queue.size=\"100000\"\n\
-                 action.resumeRetryCount=\"-1\" action.resumeInterval=\"1\")\n",
-            spool = spool.display(),
-            sock = sock.display(),
-            ip = target.ip(),
-            port = target.port()
-        ),
+    let rules = format!(
+        "module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+         input(type=\"imuxsock\" Socket=\"{sock}\" RateLimit.Interval=\"0\")\n\
+         *.* action(type=\"omfwd\" target=\"{ip}\" port=\"{port}\" protocol=\"tcp\"\n\
+             queue.type=\"LinkedList\" queue.size=\"100000\"\n\
+             action.resumeRetryCount=\"-1\" action.resumeInterval=\"1\")\n",
+        sock = sock.display(),
+        ip = target.ip(),
+        port = target.port()
     );
-    let log = dir.join("rsyslogd.out");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(tools::find_program("rsyslogd"))
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .arg("-i")
-        .arg(dir.join("rsyslogd.pid"))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("spawning rsyslogd");
-    let mut guard = ChildGuard(Some(child));
-    let deadline = Instant::now() + WAIT;
-    while !sock.exists() {
-        if let Ok(Some(st)) = guard.child().try_wait() {
-            panic!("rsyslogd exited with {st}:\n{}", read_text(&log));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rsyslogd did not create {}:\n{}",
-            sock.display(),
-            read_text(&log)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (guard, log)
+    tools::rsyslogd(dir, &rules, sock, WAIT)
 }
 
 /// `logger` reading lines from its stdin and sending each to the imuxsock socket.

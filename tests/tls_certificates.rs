@@ -12,6 +12,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -187,28 +188,30 @@ fn encrypted_key_is_refused_without_prompt() {
 /// stunnel4 client verify it and get through. One with the chain inside works for
 /// clients trusting only the root. A PKCS#12 file with a password is refused by `--check`
 /// at once (exit 1, no prompt).
+/// `openssl pkcs12 -export` of `leaf` (and the `chain` certificates) into `out`, protected by
+/// `password` (empty: none); the bundle is made private (mode 0600) as a key file must be.
+fn pkcs12_bundle(dir: &TestDir, leaf: &LeafFiles, chain: &[&Path], password: &str, out: &Path) {
+    let (key, cert, out_s) = (p(&leaf.key), p(&leaf.cert), p(out));
+    let pass = format!("pass:{password}");
+    let mut args = vec![
+        "pkcs12", "-export", "-passout", &pass, "-inkey", &key, "-in", &cert,
+    ];
+    let chain: Vec<String> = chain.iter().map(|c| p(c)).collect();
+    for c in &chain {
+        args.extend(["-certfile", c.as_str()]);
+    }
+    args.extend(["-out", out_s.as_str()]);
+    ossl(dir.path(), &args);
+    private_file(out);
+}
+
 #[test]
 fn pkcs12_cert_with_empty_password() {
     stunnel4();
     let dir = TestDir::new("pkcs12");
     let pki = Pki::new(&dir);
     let p12 = dir.join("server.p12");
-    ossl(
-        dir.path(),
-        &[
-            "pkcs12",
-            "-export",
-            "-passout",
-            "pass:",
-            "-inkey",
-            &p(&pki.server.key),
-            "-in",
-            &p(&pki.server.cert),
-            "-out",
-            &p(&p12),
-        ],
-    );
-    private_file(&p12);
+    pkcs12_bundle(&dir, &pki.server, &[], "", &p12);
     let backend = Backend::line_echo_once();
     let srv = server(Program::Rstunnel, &dir, "server", backend.addr(), &p12, "");
     let r = s_client(
@@ -251,24 +254,7 @@ fn pkcs12_cert_with_empty_password() {
         .issue("right.name", common::certs::SERVER_NAMES, KeyKind::EcP256)
         .write(&dir, "p12-leaf");
     let chain_p12 = dir.join("chain.p12");
-    ossl(
-        dir.path(),
-        &[
-            "pkcs12",
-            "-export",
-            "-passout",
-            "pass:",
-            "-inkey",
-            &p(&leaf.key),
-            "-in",
-            &p(&leaf.cert),
-            "-certfile",
-            &p(&inter_file),
-            "-out",
-            &p(&chain_p12),
-        ],
-    );
-    private_file(&chain_p12);
+    pkcs12_bundle(&dir, &leaf, &[&inter_file], "", &chain_p12);
     let backend = Backend::line_echo_once();
     let srv = server(
         Program::Rstunnel,
@@ -298,22 +284,7 @@ fn pkcs12_cert_with_empty_password() {
 
     // Refused: a password-protected bundle.
     let locked = dir.join("locked.p12");
-    ossl(
-        dir.path(),
-        &[
-            "pkcs12",
-            "-export",
-            "-passout",
-            "pass:secret",
-            "-inkey",
-            &p(&pki.server.key),
-            "-in",
-            &p(&pki.server.cert),
-            "-out",
-            &p(&locked),
-        ],
-    );
-    private_file(&locked);
+    pkcs12_bundle(&dir, &pki.server, &[], "secret", &locked);
     let conf = dir.write(
         "locked.conf",
         format!(

@@ -56,12 +56,10 @@ fn verify_peer_server_pins_the_client_certificate() {
         .issue("client.right.name", &["client.right.name"], KeyKind::EcP256)
         .write(&dir, "other-client");
     let echo = Backend::echo();
-    let srv = server(
-        Program::Rstunnel,
+    let srv = Tunnel::server(
         &dir,
-        "server",
+        &pki,
         echo.addr(),
-        &pki.server.combined,
         &format!("verifyPeer = yes\nCAfile = {}\n", pki.client.cert.display()),
     );
     let good = client(
@@ -276,12 +274,10 @@ fn check_email_on_the_server_side_with_stunnel4_clients() {
     let a = leaf(&pki.ca, "a client", &[], &[], &["a@example.org"]).write(&dir, "a");
     let b = leaf(&pki.ca, "b client", &[], &[], &["b@example.org"]).write(&dir, "b");
     let echo = Backend::echo();
-    let srv = server(
-        Program::Rstunnel,
+    let srv = Tunnel::server(
         &dir,
-        "server",
+        &pki,
         echo.addr(),
-        &pki.server.combined,
         &format!(
             "verifyChain = yes\nCAfile = {}\ncheckEmail = a@example.org\n",
             pki.ca_file.display()

@@ -259,17 +259,10 @@ fn sni_virtual_host_keeps_its_own_client_verification() {
         if wait_new_log(&srv, before, |l| is_connection_problem(l, 4)).is_none() {
             srv.fail(&format!("{version}: the refusal must be logged"));
         }
-        let r = s_client(
+        let r = s_client_as(
             port,
-            &[
-                version,
-                "-servername",
-                "x.example.org",
-                "-cert",
-                &p(&pki.client.cert),
-                "-key",
-                &p(&pki.client.key),
-            ],
+            &pki.client,
+            &[version, "-servername", "x.example.org"],
         );
         if !echoed(&r) || b.connections() != b0 + 1 {
             srv.fail(&format!(

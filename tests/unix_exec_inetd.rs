@@ -44,7 +44,7 @@ use openssl::ssl::SslStream;
 
 use common::daemon::{parse_close_line, rstunnel_bin, START_TIMEOUT};
 use common::tls::{tls_over, tls_to};
-use common::tools::{find_program, ChildGuard};
+use common::tools::{rsyslogd, ChildGuard};
 use common::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -548,57 +548,24 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn start(dir: &TestDir) -> Rsyslog {
-        let bin = find_program("rsyslogd");
         let socket = dir.join("syslog.sock");
         let out = dir.join("rsyslog-out.log");
-        let work = dir.join("rsyslog-work");
-        std::fs::create_dir_all(&work).unwrap();
-        let conf = dir.write(
-            "rsyslog.conf",
-            format!(
-                "global(workDirectory=\"{work}\")\n\
-                 module(load=\"imptcp\")\n\
-                 template(name=\"lines\" type=\"string\" string=\"%syslogtag%%msg%\\n\")\n\
-                 ruleset(name=\"tunnel\") {{\n  action(type=\"omfile\" file=\"{out}\" \
-                 template=\"lines\" asyncWriting=\"off\" flushOnTXEnd=\"on\")\n}}\n\
-                 input(type=\"imptcp\" path=\"{sock}\" unlink=\"on\" ruleset=\"tunnel\")\n",
-                work = work.display(),
-                out = out.display(),
-                sock = socket.display(),
-            ),
+        let rules = format!(
+            "module(load=\"imptcp\")\n\
+             template(name=\"lines\" type=\"string\" string=\"%syslogtag%%msg%\\n\")\n\
+             ruleset(name=\"tunnel\") {{\n  action(type=\"omfile\" file=\"{out}\" \
+             template=\"lines\" asyncWriting=\"off\" flushOnTXEnd=\"on\")\n}}\n\
+             input(type=\"imptcp\" path=\"{sock}\" unlink=\"on\" ruleset=\"tunnel\")\n",
+            out = out.display(),
+            sock = socket.display(),
         );
-        let log = dir.join("rsyslogd.stderr");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&bin)
-            .arg("-n")
-            .arg("-f")
-            .arg(&conf)
-            .arg("-i")
-            .arg(dir.join("rsyslogd.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_file.try_clone().unwrap()))
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let mut r = Rsyslog {
-            guard: ChildGuard(Some(child)),
+        let (guard, log) = rsyslogd(dir, &rules, &socket, T);
+        Rsyslog {
+            guard,
             socket,
             out,
             log,
-        };
-        let up = wait_for(T, || {
-            r.socket.exists() || r.guard.child().try_wait().ok().flatten().is_some()
-        });
-        if !up || !r.socket.exists() {
-            panic!(
-                "rsyslogd did not create its imptcp socket {} within {T:?} (exit: {:?}); its \
-                 output:\n{}",
-                r.socket.display(),
-                r.guard.child().try_wait().ok().flatten(),
-                std::fs::read_to_string(&r.log).unwrap_or_default()
-            );
         }
-        r
     }
 
     fn lines(&self) -> Vec<String> {

@@ -693,24 +693,22 @@ impl TunnelPair {
         client_extra: &str,
     ) -> TunnelPair {
         Self::start_programs(
-            Program::Rstunnel,
-            Program::Rstunnel,
+            (Program::Rstunnel, Program::Rstunnel),
             dir,
             pki,
             backend,
-            server_extra,
-            client_extra,
+            (server_extra, client_extra),
         )
     }
 
+    /// [`TunnelPair::start`] with other programs: the first pair is the (client, server)
+    /// programs, the last the (server, client) extra lines as in `start`.
     pub fn start_programs(
-        client_prog: Program,
-        server_prog: Program,
+        (client_prog, server_prog): (Program, Program),
         dir: &TestDir,
         pki: &Pki,
         backend: SocketAddr,
-        server_extra: &str,
-        client_extra: &str,
+        (server_extra, client_extra): (&str, &str),
     ) -> TunnelPair {
         Self::start_with_server_body(
             client_prog,
