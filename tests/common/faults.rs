@@ -1,4 +1,5 @@
-//! Helpers for the network fault tests (`tests/faults_network.rs`): a scriptable target whose
+//! Helpers for the network fault tests (`tests/faults_network_peers.rs`,
+//! `tests/faults_network_targets.rs`): a scriptable target whose
 //! connections are served by handlers queued by the test (echo when none is queued), resets
 //! (SO_LINGER 0), a private network namespace per test, `tcpdump` captures with a minimal pcap
 //! reader, TLS record checks for what a tunnel answers to garbage, a captured ClientHello,
@@ -23,7 +24,7 @@ use openssl::ssl::{
 };
 
 use super::certs::LeafFiles;
-use super::daemon::Tunnel;
+use super::daemon::{Tunnel, TunnelPair};
 use super::net::{connect, echo_session, payload, read_to_end_or_timeout, Digest, End};
 pub use super::process::tunnel_pid;
 use super::tools::find_program;
@@ -704,4 +705,22 @@ pub fn summaries(t: &Tunnel) -> usize {
 /// Waits until `t` has logged at least `n` session summaries; panics with the log if not.
 pub fn wait_summaries(t: &Tunnel, n: usize, timeout: Duration) -> Vec<String> {
     t.wait_for_logs("Session summary:", n, timeout)
+}
+
+/// Upper bound for anything that should happen "at once" on a loaded 2-core machine.
+pub const PROMPT: Duration = Duration::from_secs(10);
+
+/// Writes `data`, then reads the same number of bytes back; true when they are equal.
+pub fn echo_exact(s: &mut (impl Read + Write), data: &[u8]) -> bool {
+    if s.write_all(data).is_err() || s.flush().is_err() {
+        return false;
+    }
+    let mut back = vec![0u8; data.len()];
+    s.read_exact(&mut back).is_ok() && back == data
+}
+
+/// Both tunnels of `pair` are still running (see [`assert_alive`]).
+pub fn alive_both(pair: &mut TunnelPair) {
+    assert_alive(&mut pair.client);
+    assert_alive(&mut pair.server);
 }
