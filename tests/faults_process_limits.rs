@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-
 use common::daemon::rstunnel_bin;
 use common::proc_faults::*;
 use common::process::*;

@@ -724,3 +724,72 @@ pub fn alive_both(pair: &mut TunnelPair) {
     assert_alive(&mut pair.client);
     assert_alive(&mut pair.server);
 }
+
+/// A TCP echo server on a given listener (on any address, or in a namespace); records
+/// every peer address.
+pub struct Echo {
+    pub addr: SocketAddr,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Echo {
+    /// Listens on `bind` inside network namespace `ns`.
+    pub fn in_ns(ns: &str, bind: &str) -> Echo {
+        let bind = bind.to_string();
+        Echo::on(in_named_netns(ns, move || {
+            TcpListener::bind(&bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"))
+        }))
+    }
+
+    pub fn on(listener: TcpListener) -> Echo {
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (peers, stop) = (peers.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((mut s, peer)) => {
+                            peers.lock().unwrap().push(peer);
+                            s.set_nonblocking(false).unwrap();
+                            super::net::set_timeouts(&s);
+                            std::thread::spawn(move || {
+                                let mut buf = [0u8; 16384];
+                                while let Ok(n) = s.read(&mut buf) {
+                                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                let _ = s.shutdown(Shutdown::Write);
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        Echo {
+            addr,
+            peers,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

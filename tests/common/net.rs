@@ -8,11 +8,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openssl::sha::Sha256;
 
@@ -583,5 +584,66 @@ impl BacklogOfOne {
             v.push(TcpStream::from(s));
         }
         v
+    }
+}
+
+/// The chunk of [`lockstep_echo`]: an echo never has more than one in flight.
+const STEP: usize = 16 * 1024;
+
+/// Sends the payload (`seed`, `len`) in [`STEP`]-byte chunks, reading each chunk back before
+/// the next (an echo never has more than one chunk in flight, so nothing can deadlock).
+/// Panics naming the first differing chunk.
+pub fn lockstep_echo<S: Read + Write>(s: &mut S, seed: u64, len: usize, what: &str) {
+    let data = payload(seed, len);
+    let mut back = vec![0u8; STEP];
+    for (i, chunk) in data.chunks(STEP).enumerate() {
+        s.write_all(chunk)
+            .unwrap_or_else(|e| panic!("{what}: writing chunk {i} (offset {}): {e}", i * STEP));
+        s.flush().unwrap();
+        s.read_exact(&mut back[..chunk.len()]).unwrap_or_else(|e| {
+            panic!(
+                "{what}: reading echo of chunk {i} (offset {}): {e}",
+                i * STEP
+            )
+        });
+        assert!(
+            back[..chunk.len()] == *chunk,
+            "{what}: the echo of chunk {i} (offset {}) differs from what was sent",
+            i * STEP
+        );
+    }
+}
+
+/// Reads until the session ends. Returns what came and whether it ended (EOF or an error
+/// such as a reset) rather than hanging until `timeout`.
+pub fn read_to_session_end<S: Read>(s: &mut S, timeout_hint: &str) -> (Vec<u8>, Result<(), String>) {
+    let mut got = Vec::new();
+    // A reset (reset = yes) or a TLS error ends the session as an EOF does.
+    match read_to_end_or_timeout(s, &mut got, None) {
+        End::Eof | End::Closed(_) => (got, Ok(())),
+        End::TimedOut => (
+            got,
+            Err(format!("{timeout_hint}: still open after the timeout")),
+        ),
+    }
+}
+
+/// Read and write timeouts on a Unix stream, so a stalled tunnel fails the test.
+pub fn unix_timeouts(s: &UnixStream) {
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+}
+
+/// Polls `cond` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
