@@ -346,6 +346,35 @@ impl Inetd {
 
     /// Waits up to `timeout` for the process to exit; returns its status and stderr, or
     /// panics with the log file.
+    /// After the one session: the process exits 0 within [`T`], wrote nothing to stderr
+    /// (it may be the client's connection), and its output file has exactly one session
+    /// summary with `counts` (to TLS, to socket). Returns the output file's text.
+    fn finish_one_session(&mut self, what: &str, counts: (u64, u64)) -> String {
+        let (st, stderr) = self.wait(T);
+        assert_eq!(
+            st.code(),
+            Some(0),
+            "{what} must exit 0 after its session: {st}"
+        );
+        assert!(
+            stderr.trim().is_empty(),
+            "{what} must not log to stderr (it may be the client's connection): {stderr:?}"
+        );
+        let log = self.log();
+        let closes: Vec<_> = log.lines().filter_map(parse_close_line).collect();
+        assert_eq!(
+            closes.len(),
+            1,
+            "the output file should show exactly one session summary:\n{log}"
+        );
+        assert_eq!(
+            (closes[0].sent_to_tls, closes[0].sent_to_socket),
+            counts,
+            "byte counts of the {what} session:\n{log}"
+        );
+        log
+    }
+
     fn wait(&mut self, timeout: Duration) -> (ExitStatus, String) {
         let st = wait_child(self.guard.child(), timeout);
         let Some(st) = st else {
@@ -394,28 +423,7 @@ fn inetd_server_mode_serves_one_tls_session_on_stdio_and_exits_0() {
     );
     drop(s);
 
-    let (st, stderr) = inetd.wait(T);
-    assert_eq!(
-        st.code(),
-        Some(0),
-        "inetd mode must exit 0 after its session: {st}"
-    );
-    assert!(
-        stderr.trim().is_empty(),
-        "inetd mode must not log to stderr (it may be the client's connection): {stderr:?}"
-    );
-    let log = inetd.log();
-    let closes: Vec<_> = log.lines().filter_map(parse_close_line).collect();
-    assert_eq!(
-        closes.len(),
-        1,
-        "the output file should show exactly one session summary:\n{log}"
-    );
-    assert_eq!(
-        (closes[0].sent_to_tls, closes[0].sent_to_socket),
-        (200 * 1024, 200 * 1024),
-        "byte counts of the inetd session:\n{log}"
-    );
+    let log = inetd.finish_one_session("inetd mode", (200 * 1024, 200 * 1024));
     assert!(
         log.contains("accepted connection"),
         "no accept line:\n{log}"
@@ -457,24 +465,7 @@ fn inetd_client_mode_relays_plain_stdio_to_a_tls_server() {
     assert_eq!(echo.next_result(RESULT_TIMEOUT), Digest::of(&data));
     drop(ours);
 
-    let (st, stderr) = inetd.wait(T);
-    assert_eq!(
-        st.code(),
-        Some(0),
-        "inetd client mode must exit 0 after its session: {st}"
-    );
-    assert!(
-        stderr.trim().is_empty(),
-        "inetd mode logged to stderr: {stderr:?}"
-    );
-    let log = inetd.log();
-    let closes: Vec<_> = log.lines().filter_map(parse_close_line).collect();
-    assert_eq!(closes.len(), 1, "expected one session summary:\n{log}");
-    assert_eq!(
-        (closes[0].sent_to_tls, closes[0].sent_to_socket),
-        (300 * 1024, 300 * 1024),
-        "byte counts of the inetd client session:\n{log}"
-    );
+    inetd.finish_one_session("inetd client mode", (300 * 1024, 300 * 1024));
     server.wait_close_counts(1, T);
 }
 

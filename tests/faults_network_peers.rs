@@ -58,11 +58,7 @@ fn echo_and_report(tx: EndReport) -> impl FnOnce(TcpStream) + Send + 'static {
 /// The plain client resets its connection while data is in flight both ways.
 #[test]
 fn reset_from_plain_client_mid_stream() {
-    let dir = TestDir::new("reset-plain");
-    let pki = Pki::new(&dir);
-    let target = Target::echo();
-    let mut pair = TunnelPair::start(&dir, &pki, target.addr(), "", "");
-    let mut ledger = Ledger::default();
+    let (_env, target, mut pair, mut ledger) = fault_setup("reset-plain");
     let bystander = Bystander::start(pair.entry(), 11, 4 * MIB as usize);
     let (tx, rx) = channel();
     target.push(echo_and_report(tx));
@@ -106,11 +102,7 @@ fn reset_from_plain_client_mid_stream() {
 /// mid-stream, without close_notify.
 #[test]
 fn reset_from_tls_client_peer_mid_stream() {
-    let dir = TestDir::new("reset-tls-client");
-    let pki = Pki::new(&dir);
-    let target = Target::echo();
-    let mut pair = TunnelPair::start(&dir, &pki, target.addr(), "", "");
-    let mut ledger = Ledger::default();
+    let ((_dir, pki), target, mut pair, mut ledger) = fault_setup("reset-tls-client");
     let bystander = Bystander::start(pair.entry(), 21, 4 * MIB as usize);
     let (tx, rx) = channel();
     target.push(echo_and_report(tx));
@@ -206,11 +198,7 @@ fn reset_from_tls_server_peer_mid_stream() {
 /// The target resets while the plain client is still sending.
 #[test]
 fn reset_from_target_mid_stream() {
-    let dir = TestDir::new("reset-target");
-    let pki = Pki::new(&dir);
-    let target = Target::echo();
-    let mut pair = TunnelPair::start(&dir, &pki, target.addr(), "", "");
-    let mut ledger = Ledger::default();
+    let (_env, target, mut pair, mut ledger) = fault_setup("reset-target");
     let bystander = Bystander::start(pair.entry(), 41, 4 * MIB as usize);
     // Echo exactly 1 MiB, then RST while more is arriving.
     target.push(|mut s| {
@@ -279,11 +267,7 @@ fn reset_from_target_mid_stream() {
 /// boundary), then a second one does the same in the middle of a record.
 #[test]
 fn tls_truncation_without_close_notify() {
-    let dir = TestDir::new("truncation");
-    let pki = Pki::new(&dir);
-    let target = Target::echo();
-    let mut pair = TunnelPair::start(&dir, &pki, target.addr(), "", "");
-    let mut ledger = Ledger::default();
+    let ((dir, pki), target, mut pair, mut ledger) = fault_setup("truncation");
 
     // a) At a record boundary: everything sent must reach the target, followed by EOF.
     let (tx, rx) = channel();

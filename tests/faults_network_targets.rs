@@ -139,11 +139,7 @@ fn target_black_holed_ends_after_timeout_connect() {
 #[test]
 fn target_not_reading_applies_back_pressure() {
     const TOTAL: u64 = 256 * MIB;
-    let dir = TestDir::new("backpressure");
-    let pki = Pki::new(&dir);
-    let target = Target::echo();
-    let mut pair = TunnelPair::start(&dir, &pki, target.addr(), "", "");
-    let mut ledger = Ledger::default();
+    let (_env, target, mut pair, mut ledger) = fault_setup("backpressure");
     // Warm up (thread stacks, TLS buffers) so the baseline is a process that has served.
     fresh_plain_session(pair.entry(), 111, &pair.client, &mut ledger);
     let pids = [tunnel_pid(&pair.client), tunnel_pid(&pair.server)];
@@ -304,69 +300,64 @@ fn both_ways(
     ]
 }
 
-#[test]
-fn one_byte_writes_both_directions() {
-    const N: usize = 20_000;
-    let dir = TestDir::new("one-byte");
-    let pki = Pki::new(&dir);
-    let target = Target::echo();
-    let mut pair = TunnelPair::start(&dir, &pki, target.addr(), "", "");
-    let mut ledger = Ledger::default();
+/// One both-ways case: `len` bytes each way in `chunk`-byte writes (payload seeds
+/// `seed`, `seed + 1`; `seed + 2` for the fresh session after it), then the `summary:` line
+/// (`case`, `load`, `faults`) and the checks, `what` naming the stream in their messages.
+struct BothWays {
+    label: &'static str,
+    len: usize,
+    chunk: usize,
+    seed: u64,
+    case: &'static str,
+    load: &'static str,
+    faults: &'static str,
+    what: &'static str,
+}
+
+fn both_ways_case(c: BothWays) {
+    let (_env, target, mut pair, mut ledger) = fault_setup(c.label);
     let started = Instant::now();
-    let flows = both_ways(pair.entry(), &target, N, 1, (121, 122));
+    let flows = both_ways(pair.entry(), &target, c.len, c.chunk, (c.seed, c.seed + 1));
     let took = started.elapsed();
     for (sent, got) in &flows {
         ledger.flow(sent, got);
     }
     alive_both(&mut pair);
-    fresh_plain_session(pair.entry(), 123, &pair.client, &mut ledger);
-    summary(
-        "one-byte-writes",
-        "20000 x 1-byte writes x2 directions",
-        "TCP_NODELAY single-byte writes",
-        0,
-        &ledger,
-    );
+    fresh_plain_session(pair.entry(), c.seed + 2, &pair.client, &mut ledger);
+    summary(c.case, c.load, c.faults, 0, &ledger);
     println!("  took {took:?}");
     for (sent, got) in &flows {
-        assert_eq!(got, sent, "single-byte stream");
+        assert_eq!(got, sent, "{}", c.what);
     }
     assert_eq!(ledger.lost(), 0);
 }
 
 #[test]
+fn one_byte_writes_both_directions() {
+    both_ways_case(BothWays {
+        label: "one-byte",
+        len: 20_000,
+        chunk: 1,
+        seed: 121,
+        case: "one-byte-writes",
+        load: "20000 x 1-byte writes x2 directions",
+        faults: "TCP_NODELAY single-byte writes",
+        what: "single-byte stream",
+    });
+}
+
+#[test]
 fn bursts_64mib_both_directions() {
-    let dir = TestDir::new("bursts");
-    let pki = Pki::new(&dir);
-    let target = Target::echo();
-    let mut pair = TunnelPair::start(&dir, &pki, target.addr(), "", "");
-    let mut ledger = Ledger::default();
-    let started = Instant::now();
-    let flows = both_ways(
-        pair.entry(),
-        &target,
-        64 * MIB as usize,
-        1024 * 1024,
-        (131, 132),
-    );
-    let took = started.elapsed();
-    for (sent, got) in &flows {
-        ledger.flow(sent, got);
-    }
-    alive_both(&mut pair);
-    fresh_plain_session(pair.entry(), 133, &pair.client, &mut ledger);
-    summary(
-        "bursts-both-ways",
-        "64MiB x2 at once",
-        "none (load)",
-        0,
-        &ledger,
-    );
-    println!("  took {took:?}");
-    for (sent, got) in &flows {
-        assert_eq!(got, sent, "64 MiB burst");
-    }
-    assert_eq!(ledger.lost(), 0);
+    both_ways_case(BothWays {
+        label: "bursts",
+        len: 64 * MIB as usize,
+        chunk: 1024 * 1024,
+        seed: 131,
+        case: "bursts-both-ways",
+        load: "64MiB x2 at once",
+        faults: "none (load)",
+        what: "64 MiB burst",
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -377,11 +368,7 @@ fn bursts_64mib_both_directions() {
 /// the second half only after it has seen the client's EOF.
 #[test]
 fn half_close_client_first_while_target_streams() {
-    let dir = TestDir::new("half-close-client");
-    let pki = Pki::new(&dir);
-    let target = Target::echo();
-    let mut pair = TunnelPair::start(&dir, &pki, target.addr(), "", "");
-    let mut ledger = Ledger::default();
+    let (_env, target, mut pair, mut ledger) = fault_setup("half-close-client");
     let (tx, rx) = channel();
     target.push(move |mut s| {
         let mut w = s.try_clone().unwrap();
@@ -440,11 +427,7 @@ fn half_close_client_first_while_target_streams() {
 /// sending 32 MiB, the second half only after it has read the target's EOF.
 #[test]
 fn half_close_target_first_while_client_streams() {
-    let dir = TestDir::new("half-close-target");
-    let pki = Pki::new(&dir);
-    let target = Target::echo();
-    let mut pair = TunnelPair::start(&dir, &pki, target.addr(), "", "");
-    let mut ledger = Ledger::default();
+    let (_env, target, mut pair, mut ledger) = fault_setup("half-close-target");
     let (tx, rx) = channel();
     target.push(move |mut s| {
         let sent = send_payload(&mut s, 151, MIB).and_then(|d| {

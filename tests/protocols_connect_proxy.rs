@@ -362,20 +362,10 @@ fn proxy_header_backend(bind: &str) -> Server<Result<(String, Vec<u8>), String>>
     Server::spawn_on(bind, |mut s| {
         let raw = read_line(&mut s, 108).map_err(|e| e.to_string())?;
         let header = String::from_utf8_lossy(&raw).into_owned();
-        let mut echoed = Vec::new();
-        let mut buf = [0u8; 16384];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    s.write_all(&buf[..n]).map_err(|e| e.to_string())?;
-                    echoed.extend_from_slice(&buf[..n]);
-                }
-                Err(e) => return Err(format!("{header:?} then {} byte(s): {e}", echoed.len())),
-            }
+        match echo_until_eof(&mut s) {
+            Ok(echoed) => Ok((header, echoed)),
+            Err((n, e)) => Err(format!("{header:?} then {n} byte(s): {e}")),
         }
-        let _ = s.shutdown(Shutdown::Write);
-        Ok((header, echoed))
     })
 }
 

@@ -27,20 +27,7 @@ fn greeting_echo_backend(greeting: &'static str) -> Server<Result<Vec<u8>, Strin
     Server::spawn(move |mut s| {
         s.write_all(greeting.as_bytes())
             .map_err(|e| e.to_string())?;
-        let mut echoed = Vec::new();
-        let mut buf = [0u8; 16384];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    s.write_all(&buf[..n]).map_err(|e| e.to_string())?;
-                    echoed.extend_from_slice(&buf[..n]);
-                }
-                Err(e) => return Err(format!("after {} byte(s): {e}", echoed.len())),
-            }
-        }
-        let _ = s.shutdown(Shutdown::Write);
-        Ok(echoed)
+        echo_until_eof(&mut s).map_err(|(n, e)| format!("after {n} byte(s): {e}"))
     })
 }
 

@@ -48,16 +48,7 @@ fn cert_chain_file_is_sent_whole() {
         };
         let backend = Backend::line_echo_once();
         let srv = server(Program::Rstunnel, &dir, "server", backend.addr(), cert, "");
-        let r = s_client(
-            srv.port("srv"),
-            &[
-                "-CAfile",
-                &p(&root_file),
-                "-verify_return_error",
-                "-verify_hostname",
-                "localhost",
-            ],
-        );
+        let r = s_client_verifying(srv.port("srv"), &root_file);
         let verified = r.stdout.contains("Verify return code: 0 (ok)");
         if ok != (verified && echoed(&r)) {
             srv.fail(&format!(
@@ -214,16 +205,7 @@ fn pkcs12_cert_with_empty_password() {
     pkcs12_bundle(&dir, &pki.server, &[], "", &p12);
     let backend = Backend::line_echo_once();
     let srv = server(Program::Rstunnel, &dir, "server", backend.addr(), &p12, "");
-    let r = s_client(
-        srv.port("srv"),
-        &[
-            "-CAfile",
-            &p(&pki.ca_file),
-            "-verify_return_error",
-            "-verify_hostname",
-            "localhost",
-        ],
-    );
+    let r = s_client_verifying(srv.port("srv"), &pki.ca_file);
     if !echoed(&r) || !r.stdout.contains("Verify return code: 0 (ok)") {
         srv.fail(&format!(
             "cert = server.p12: s_client must verify and get through\n{}",
@@ -264,16 +246,7 @@ fn pkcs12_cert_with_empty_password() {
         &chain_p12,
         "",
     );
-    let r = s_client(
-        srv.port("srv"),
-        &[
-            "-CAfile",
-            &p(&root_file),
-            "-verify_return_error",
-            "-verify_hostname",
-            "localhost",
-        ],
-    );
+    let r = s_client_verifying(srv.port("srv"), &root_file);
     if !echoed(&r) || !r.stdout.contains("Verify return code: 0 (ok)") {
         srv.fail(&format!(
             "cert = chain.p12: s_client trusting only the root must verify\n{}",

@@ -54,14 +54,30 @@ fn read_text_line<S: Read>(s: &mut S, what: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // redirect
 
-fn redirect_server(dir: &TestDir, pki: &Pki, a: &Backend, b: &Backend, verify: &str) -> Tunnel {
+/// A server tunnel `[srv]` with `connect` = backend A (tag `A`), `redirect` = backend B
+/// (tag `B`) and the option lines `verify(pki)`. Returns the test directory and PKI, the
+/// backends (A, B) and the tunnel, to be bound in one `let` (they drop in reverse order).
+fn redirect_setup(
+    label: &str,
+    verify: impl Fn(&Pki) -> String,
+) -> ((TestDir, Pki), (Backend, Backend), Tunnel) {
+    let dir = TestDir::new(label);
+    let pki = Pki::new(&dir);
+    let (a, b) = (Backend::tagged("A"), Backend::tagged("B"));
     let body = format!(
-        "[srv]\naccept = 127.0.0.1:0\nconnect = {}\nredirect = {}\ncert = {}\n{verify}\n",
+        "[srv]\naccept = 127.0.0.1:0\nconnect = {}\nredirect = {}\ncert = {}\n{}\n",
         a.addr(),
         b.addr(),
         pki.server.combined.display(),
+        verify(&pki),
     );
-    start_with(dir, "server", &body, &[], &["srv"])
+    let srv = start_with(&dir, "server", &body, &[], &["srv"]);
+    ((dir, pki), (a, b), srv)
+}
+
+/// Verification against the test CA: what sends a client without a valid certificate to B.
+fn verify_chain(pki: &Pki) -> String {
+    format!("verifyChain = yes\nCAfile = {}", pki.ca_file.display())
 }
 
 /// One session through `entry` as a client presenting `cert`: the tag the backend sent.
@@ -74,12 +90,7 @@ fn tag_via(entry: SocketAddr, pki: &Pki, cert: Option<&LeafFiles>, what: &str) -
 
 #[test]
 fn redirect_sends_clients_that_fail_verification_elsewhere() {
-    let dir = TestDir::new("redirect");
-    let pki = Pki::new(&dir);
-    let a = Backend::tagged("A");
-    let b = Backend::tagged("B");
-    let verify = format!("verifyChain = yes\nCAfile = {}", pki.ca_file.display());
-    let srv = redirect_server(&dir, &pki, &a, &b, &verify);
+    let ((_dir, pki), (a, b), srv) = redirect_setup("redirect", verify_chain);
     let entry = srv.addr("srv");
 
     assert_eq!(
@@ -149,12 +160,7 @@ fn tag_via_session(
 /// session; rstunnel does not resume sessions of `redirect` services).
 #[test]
 fn redirect_survives_session_resumption() {
-    let dir = TestDir::new("redirect-resume");
-    let pki = Pki::new(&dir);
-    let a = Backend::tagged("A");
-    let b = Backend::tagged("B");
-    let verify = format!("verifyChain = yes\nCAfile = {}", pki.ca_file.display());
-    let srv = redirect_server(&dir, &pki, &a, &b, &verify);
+    let ((_dir, pki), _backends, srv) = redirect_setup("redirect-resume", verify_chain);
     let entry = srv.addr("srv");
     for (who, cert, expect) in [
         ("wrong CA", &pki.wrong_client, "B"),
@@ -174,13 +180,10 @@ fn redirect_survives_session_resumption() {
 
 #[test]
 fn redirect_with_verify_peer_sends_unpinned_clients_elsewhere() {
-    let dir = TestDir::new("redirect-peer");
-    let pki = Pki::new(&dir);
-    let a = Backend::tagged("A");
-    let b = Backend::tagged("B");
     // Pinning: only the client certificate itself is "trusted".
-    let verify = format!("verifyPeer = yes\nCAfile = {}", pki.client.cert.display());
-    let srv = redirect_server(&dir, &pki, &a, &b, &verify);
+    let ((dir, pki), (a, b), srv) = redirect_setup("redirect-peer", |pki| {
+        format!("verifyPeer = yes\nCAfile = {}", pki.client.cert.display())
+    });
     let entry = srv.addr("srv");
     let other = pki
         .ca

@@ -23,11 +23,12 @@ use openssl::ssl::{
     HandshakeError, SslAcceptor, SslConnector, SslFiletype, SslMethod, SslVerifyMode,
 };
 
-use super::certs::LeafFiles;
+use super::certs::{LeafFiles, Pki};
 use super::daemon::{Tunnel, TunnelPair};
 use super::net::{connect, echo_session, payload, read_to_end_or_timeout, Digest, End};
 pub use super::process::tunnel_pid;
 use super::tools::find_program;
+use super::TestDir;
 
 /// One connection's handler, run on its own thread.
 pub type Handler = Box<dyn FnOnce(TcpStream) + Send + 'static>;
@@ -792,4 +793,16 @@ impl Drop for Echo {
             let _ = t.join();
         }
     }
+}
+
+/// What most network fault cases start from: a test directory and its [`Pki`] (returned
+/// together, to be kept alive), an echo [`Target`], a rstunnel [`TunnelPair`] in front of it
+/// and an empty [`Ledger`]. Bound in one `let`, they drop in reverse order (ledger, pair,
+/// target, then the directory), as separate `let`s would.
+pub fn fault_setup(label: &str) -> ((TestDir, Pki), Target, TunnelPair, Ledger) {
+    let dir = TestDir::new(label);
+    let pki = Pki::new(&dir);
+    let target = Target::echo();
+    let pair = TunnelPair::start(&dir, &pki, target.addr(), "", "");
+    ((dir, pki), target, pair, Ledger::default())
 }

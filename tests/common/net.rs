@@ -616,7 +616,10 @@ pub fn lockstep_echo<S: Read + Write>(s: &mut S, seed: u64, len: usize, what: &s
 
 /// Reads until the session ends. Returns what came and whether it ended (EOF or an error
 /// such as a reset) rather than hanging until `timeout`.
-pub fn read_to_session_end<S: Read>(s: &mut S, timeout_hint: &str) -> (Vec<u8>, Result<(), String>) {
+pub fn read_to_session_end<S: Read>(
+    s: &mut S,
+    timeout_hint: &str,
+) -> (Vec<u8>, Result<(), String>) {
     let mut got = Vec::new();
     // A reset (reset = yes) or a TLS error ends the session as an EOF does.
     match read_to_end_or_timeout(s, &mut got, None) {

@@ -284,3 +284,22 @@ pub fn tls_echo(tls: &SslAcceptor, s: TcpStream, seen: &mut Seen) {
 pub fn tls_echo_server(leaf: &LeafFiles) -> Server<Seen> {
     scripted_server(acceptor(leaf), Arc::new(|_, _| Ok(true)))
 }
+
+/// Echoes `s` until EOF, then shuts down its write side; returns what was echoed, or on a
+/// read or write error the byte count echoed before it and the error.
+pub fn echo_until_eof(s: &mut TcpStream) -> Result<Vec<u8>, (usize, io::Error)> {
+    let mut echoed = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                s.write_all(&buf[..n]).map_err(|e| (echoed.len(), e))?;
+                echoed.extend_from_slice(&buf[..n]);
+            }
+            Err(e) => return Err((echoed.len(), e)),
+        }
+    }
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    Ok(echoed)
+}

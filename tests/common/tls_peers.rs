@@ -57,6 +57,22 @@ pub fn s_client_as(port: u16, leaf: &LeafFiles, args: &[&str]) -> RunResult {
     s_client(port, &all)
 }
 
+/// [`s_client`] that trusts only `ca` and must verify the server as `localhost`
+/// (`-verify_return_error -verify_hostname localhost`).
+pub fn s_client_verifying(port: u16, ca: &Path) -> RunResult {
+    let ca = p(ca);
+    s_client(
+        port,
+        &[
+            "-CAfile",
+            &ca,
+            "-verify_return_error",
+            "-verify_hostname",
+            "localhost",
+        ],
+    )
+}
+
 /// Whether s_client got [`LINE`] echoed back by the backend behind the tunnel.
 pub fn echoed(r: &RunResult) -> bool {
     r.stdout.contains(LINE.trim_end())
