@@ -55,8 +55,7 @@ struct Seen {
 struct HoldBackend {
     addr: SocketAddr,
     seen: Arc<Mutex<HashMap<usize, Seen>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _accept: AcceptThread,
 }
 
 impl HoldBackend {
@@ -64,64 +63,50 @@ impl HoldBackend {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<HashMap<usize, Seen>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (seen, stop) = (seen.clone(), stop.clone());
-            std::thread::spawn(move || {
-                accept_until_stopped(listener.incoming(), &stop, |mut s| {
-                    let seen = seen.clone();
-                    let _ = std::thread::Builder::new()
-                        .stack_size(64 * 1024)
-                        .spawn(move || {
-                            let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
-                            let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
-                            let Ok(line) = read_line(&mut s, 64) else {
-                                return;
-                            };
-                            let Some(n) = String::from_utf8_lossy(&line)
-                                .strip_prefix("hello ")
-                                .and_then(|r| r.trim().parse::<usize>().ok())
-                            else {
-                                return;
-                            };
-                            if s.write_all(b"ok\n").is_err() {
-                                return;
-                            }
-                            let mut h = Sha256::new();
-                            let mut bytes = 0u64;
-                            let mut buf = vec![0u8; 16 * 1024];
-                            let clean = loop {
-                                match s.read(&mut buf) {
-                                    Ok(0) => break true,
-                                    Ok(k) => {
-                                        h.update(&buf[..k]);
-                                        bytes += k as u64;
-                                    }
-                                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                                    Err(_) => break false,
+        let accept = {
+            let seen = seen.clone();
+            AcceptThread::spawn(listener, move |mut s| {
+                let seen = seen.clone();
+                let _ = std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+                        let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
+                        let Ok(line) = read_line(&mut s, 64) else {
+                            return;
+                        };
+                        let Some(n) = String::from_utf8_lossy(&line)
+                            .strip_prefix("hello ")
+                            .and_then(|r| r.trim().parse::<usize>().ok())
+                        else {
+                            return;
+                        };
+                        if s.write_all(b"ok\n").is_err() {
+                            return;
+                        }
+                        let mut h = Sha256::new();
+                        let mut bytes = 0u64;
+                        let mut buf = vec![0u8; 16 * 1024];
+                        let clean = loop {
+                            match s.read(&mut buf) {
+                                Ok(0) => break true,
+                                Ok(k) => {
+                                    h.update(&buf[..k]);
+                                    bytes += k as u64;
                                 }
-                            };
-                            let sha = h.finish();
-                            seen.lock().unwrap().insert(n, Seen { bytes, sha, clean });
-                        });
-                });
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                                Err(_) => break false,
+                            }
+                        };
+                        let sha = h.finish();
+                        seen.lock().unwrap().insert(n, Seen { bytes, sha, clean });
+                    });
             })
         };
         HoldBackend {
             addr,
             seen,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for HoldBackend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            _accept: accept,
         }
     }
 }

@@ -25,7 +25,9 @@ use openssl::ssl::{
 
 use super::certs::{LeafFiles, Pki};
 use super::daemon::{Tunnel, TunnelPair};
-use super::net::{connect, echo_session, payload, read_to_end_or_timeout, Digest, End};
+use super::net::{
+    connect, echo_session, payload, read_to_end_or_timeout, AcceptThread, Digest, End,
+};
 pub use super::process::tunnel_pid;
 use super::tools::find_program;
 use super::TestDir;
@@ -37,11 +39,8 @@ pub type Handler = Box<dyn FnOnce(TcpStream) + Send + 'static>;
 /// [`Target::push`]; a connection with no queued handler goes to the default handler (echo
 /// for [`Target::echo`]), so every fault case can end with an ordinary fresh session.
 pub struct Target {
-    addr: SocketAddr,
     queue: Arc<Mutex<VecDeque<Handler>>>,
-    accepted: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    accept: AcceptThread,
 }
 
 impl Target {
@@ -50,37 +49,25 @@ impl Target {
         listener: TcpListener,
         default: impl Fn(TcpStream) + Send + Sync + 'static,
     ) -> Target {
-        let addr = listener.local_addr().unwrap();
         let queue: Arc<Mutex<VecDeque<Handler>>> = Arc::new(Mutex::new(VecDeque::new()));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
         let default = Arc::new(default);
-        let thread = {
-            let (queue, accepted, stop) = (queue.clone(), accepted.clone(), stop.clone());
-            std::thread::spawn(move || {
-                super::net::accept_until_stopped(listener.incoming(), &stop, |s| {
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    super::net::set_timeouts(&s);
-                    let _ = s.set_nodelay(true);
-                    match queue.lock().unwrap().pop_front() {
-                        Some(h) => {
-                            std::thread::spawn(move || h(s));
-                        }
-                        None => {
-                            let d = default.clone();
-                            std::thread::spawn(move || d(s));
-                        }
+        let accept = {
+            let queue = queue.clone();
+            AcceptThread::spawn(listener, move |s| {
+                super::net::set_timeouts(&s);
+                let _ = s.set_nodelay(true);
+                match queue.lock().unwrap().pop_front() {
+                    Some(h) => {
+                        std::thread::spawn(move || h(s));
                     }
-                });
+                    None => {
+                        let d = default.clone();
+                        std::thread::spawn(move || d(s));
+                    }
+                }
             })
         };
-        Target {
-            addr,
-            queue,
-            accepted,
-            stop,
-            thread: Some(thread),
-        }
+        Target { queue, accept }
     }
 
     /// On `127.0.0.1:0`, echoing by default.
@@ -107,22 +94,12 @@ impl Target {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.accept.addr()
     }
 
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.accept.accepted()
     }
 }
 

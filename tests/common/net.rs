@@ -217,16 +217,66 @@ pub fn accept_until_stopped<S>(
     }
 }
 
+/// A thread that accepts on a TCP listener and runs `each` on every connection
+/// ([`accept_until_stopped`]), counting them; dropping it stops the thread: it sets the
+/// stop flag, connects once to wake the blocking accept, and joins.
+pub struct AcceptThread {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AcceptThread {
+    pub fn spawn(listener: TcpListener, mut each: impl FnMut(TcpStream) + Send + 'static) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (accepted, stop) = (accepted.clone(), stop.clone());
+            std::thread::spawn(move || {
+                accept_until_stopped(listener.incoming(), &stop, |s| {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    each(s)
+                })
+            })
+        };
+        AcceptThread {
+            addr,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for AcceptThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 type Handler = dyn Fn(TcpStream, &Reporter) -> io::Result<()> + Send + Sync + 'static;
 
 /// A plain TCP server on `127.0.0.1:0` running `handler` on a thread per connection.
 pub struct Backend {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accepted: Arc<AtomicUsize>,
+    accept: AcceptThread,
     reporter: Reporter,
     rx: Mutex<Receiver<Digest>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Backend {
@@ -236,41 +286,30 @@ impl Backend {
         handler: impl Fn(TcpStream, &Reporter) -> io::Result<()> + Send + Sync + 'static,
     ) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = channel();
         let reporter = Reporter {
             tx: Arc::new(Mutex::new(tx)),
             errors: Arc::new(Mutex::new(Vec::new())),
         };
         let handler: Arc<Handler> = Arc::new(handler);
-        let thread = {
-            let stop = stop.clone();
-            let accepted = accepted.clone();
+        let accept = {
             let reporter = reporter.clone();
-            std::thread::spawn(move || {
-                accept_until_stopped(listener.incoming(), &stop, |s| {
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    set_timeouts(&s);
-                    let _ = s.set_nodelay(true);
-                    let h = handler.clone();
-                    let r = reporter.clone();
-                    std::thread::spawn(move || {
-                        if let Err(e) = h(s, &r) {
-                            r.errors.lock().unwrap().push(e.to_string());
-                        }
-                    });
+            AcceptThread::spawn(listener, move |s| {
+                set_timeouts(&s);
+                let _ = s.set_nodelay(true);
+                let h = handler.clone();
+                let r = reporter.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = h(s, &r) {
+                        r.errors.lock().unwrap().push(e.to_string());
+                    }
                 });
             })
         };
         Backend {
-            addr,
-            stop,
-            accepted,
+            accept,
             reporter,
             rx: Mutex::new(rx),
-            thread: Some(thread),
         }
     }
 
@@ -385,12 +424,12 @@ impl Backend {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.accept.addr()
     }
 
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
+        self.accept.accepted()
     }
 
     /// The next digest a connection handler reported; panics after `timeout`.
@@ -399,7 +438,7 @@ impl Backend {
             Some(d) => d,
             None => panic!(
                 "backend {} reported no result within {timeout:?} ({} connection(s) accepted, handler errors: {:?})",
-                self.addr,
+                self.addr(),
                 self.connections(),
                 self.errors()
             ),
@@ -416,17 +455,6 @@ impl Backend {
     /// Errors returned by connection handlers so far.
     pub fn errors(&self) -> Vec<String> {
         self.reporter.errors.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

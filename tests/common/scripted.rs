@@ -29,11 +29,8 @@ pub const T: Duration = Duration::from_secs(10);
 /// A TCP server on `127.0.0.1:0` (or `[::1]:0`) that runs `handler` on a thread per
 /// connection (sockets with [`T`] read/write timeouts) and sends its result to the test.
 pub struct Server<R> {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accepted: Arc<AtomicUsize>,
+    accept: AcceptThread,
     rx: Mutex<Receiver<R>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl<R: Send + 'static> Server<R> {
@@ -46,43 +43,30 @@ impl<R: Send + 'static> Server<R> {
         handler: impl Fn(TcpStream) -> R + Send + Sync + 'static,
     ) -> Server<R> {
         let listener = TcpListener::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = channel();
         let handler = Arc::new(handler);
-        let thread = {
-            let stop = stop.clone();
-            let accepted = accepted.clone();
+        let accept = AcceptThread::spawn(listener, move |s| {
+            s.set_read_timeout(Some(T)).unwrap();
+            s.set_write_timeout(Some(T)).unwrap();
+            let _ = s.set_nodelay(true);
+            let handler = handler.clone();
+            let tx = tx.clone();
             std::thread::spawn(move || {
-                accept_until_stopped(listener.incoming(), &stop, |s| {
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    s.set_read_timeout(Some(T)).unwrap();
-                    s.set_write_timeout(Some(T)).unwrap();
-                    let _ = s.set_nodelay(true);
-                    let handler = handler.clone();
-                    let tx = tx.clone();
-                    std::thread::spawn(move || {
-                        let _ = tx.send(handler(s));
-                    });
-                });
-            })
-        };
+                let _ = tx.send(handler(s));
+            });
+        });
         Server {
-            addr,
-            stop,
-            accepted,
+            accept,
             rx: Mutex::new(rx),
-            thread: Some(thread),
         }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.accept.addr()
     }
 
     pub fn connections(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
+        self.accept.accepted()
     }
 
     /// The result of the next connection that ended; panics after `timeout`.
@@ -91,20 +75,9 @@ impl<R: Send + 'static> Server<R> {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => panic!(
                 "server {} reported no finished connection within {timeout:?} ({} accepted)",
-                self.addr,
+                self.addr(),
                 self.connections()
             ),
-        }
-    }
-}
-
-impl<R> Drop for Server<R> {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
