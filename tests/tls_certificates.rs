@@ -25,6 +25,22 @@ use common::*;
 
 /// `cert = chain.pem` (leaf, intermediate CA, key): clients that trust only the root
 /// accept it; a file with the leaf alone is refused by them (missing issuer).
+/// A stunnel4 client tunnel (`s4-client`) to `srv` that verifies the chain against `ca`
+/// and checks the host name `right.name`.
+fn stunnel4_client_trusting(dir: &TestDir, srv: &Tunnel, ca: &Path) -> Tunnel {
+    let verify = format!(
+        "verifyChain = yes\nCAfile = {}\ncheckHost = right.name\n",
+        ca.display()
+    );
+    client(
+        Program::Stunnel4,
+        dir,
+        "s4-client",
+        srv.addr("srv"),
+        &verify,
+    )
+}
+
 #[test]
 fn cert_chain_file_is_sent_whole() {
     stunnel4();
@@ -63,16 +79,7 @@ fn cert_chain_file_is_sent_whole() {
         }
         let echo = Backend::echo();
         let srv = server(Program::Rstunnel, &dir, "server2", echo.addr(), cert, "");
-        let cli = client(
-            Program::Stunnel4,
-            &dir,
-            "s4-client",
-            srv.addr("srv"),
-            &format!(
-                "verifyChain = yes\nCAfile = {}\ncheckHost = right.name\n",
-                root_file.display()
-            ),
-        );
+        let cli = stunnel4_client_trusting(&dir, &srv, &root_file);
         if ok {
             assert_echo_works(cli.addr("cli"), &srv, "stunnel4 client trusting the root");
         } else {
@@ -214,16 +221,7 @@ fn pkcs12_cert_with_empty_password() {
     }
     let echo = Backend::echo();
     let srv = server(Program::Rstunnel, &dir, "server2", echo.addr(), &p12, "");
-    let cli = client(
-        Program::Stunnel4,
-        &dir,
-        "s4-client",
-        srv.addr("srv"),
-        &format!(
-            "verifyChain = yes\nCAfile = {}\ncheckHost = right.name\n",
-            pki.ca_file.display()
-        ),
-    );
+    let cli = stunnel4_client_trusting(&dir, &srv, &pki.ca_file);
     assert_echo_works(cli.addr("cli"), &srv, "stunnel4 client, cert = server.p12");
     drop((cli, srv));
 
