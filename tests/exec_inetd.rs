@@ -432,10 +432,7 @@ fn inetd_server_mode_serves_one_tls_session_on_stdio_and_exits_0() {
 
 #[test]
 fn inetd_client_mode_relays_plain_stdio_to_a_tls_server() {
-    let dir = TestDir::new("inetd-client");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
+    let ((dir, _pki), echo, server) = echo_server("inetd-client");
     let mut inetd = Inetd::start(
         &dir,
         "inetd",
@@ -509,10 +506,7 @@ fn got_lines(out: &Path) -> Vec<String> {
 
 #[test]
 fn exec_connect_with_retry_restarts_the_program() {
-    let dir = TestDir::new("exec-connect-retry");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
+    let ((dir, _pki), echo, server) = echo_server("exec-connect-retry");
     let out = dir.join("runs.txt");
     let script = ping_script(&dir, "ping.sh", &out);
     let started = Instant::now();
@@ -548,10 +542,7 @@ fn exec_connect_with_retry_restarts_the_program() {
 
 #[test]
 fn exec_connect_without_retry_runs_once() {
-    let dir = TestDir::new("exec-connect-once");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
+    let ((dir, _pki), echo, server) = echo_server("exec-connect-once");
     let out = dir.join("runs.txt");
     let script = ping_script(&dir, "ping.sh", &out);
     let mut t = exec_connect(&dir, "ec", server.addr("srv"), &script, "retry = no");
@@ -574,10 +565,7 @@ fn exec_connect_without_retry_runs_once() {
 
 #[test]
 fn exec_connect_pty_gives_the_program_a_terminal() {
-    let dir = TestDir::new("exec-connect-pty");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
+    let ((dir, _pki), _echo, server) = echo_server("exec-connect-pty");
     for (pty, expect_tty) in [("yes", true), ("no", false)] {
         let out = dir.join(&format!("tty-{pty}.txt"));
         // Raw mode without echo, so the terminal neither echoes the reply back nor turns

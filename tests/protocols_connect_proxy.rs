@@ -140,6 +140,13 @@ fn proxy_authorization(request: &[String]) -> Option<String> {
     })
 }
 
+/// A client tunnel `[cli]` with `protocol = connect` through `proxy`, verifying the far
+/// end against the test CA, with `more` lines (protocolHost and the rest).
+fn connect_client(dir: &TestDir, pki: &Pki, proxy: &Server<ProxySeen>, more: &str) -> Tunnel {
+    let extra = client_extra("connect", &pki.ca_file, more);
+    Tunnel::start(dir, "client", &client_body(proxy.addr(), &extra))
+}
+
 /// Basic credentials as [`ProxySeen::auth`] holds them.
 fn basic(user: &str, password: &str) -> String {
     format!(
@@ -157,19 +164,13 @@ fn connect_through_an_authenticating_proxy() {
     let target = tls_echo_server(&pki.server);
     let proxy = http_proxy(Some(basic("alice", "0pen:Sesame")));
     let target_name = format!("127.0.0.1:{}", target.addr().port());
-    let tunnel = Tunnel::start(
+    let tunnel = connect_client(
         &dir,
-        "client",
-        &client_body(
-            proxy.addr(),
-            &client_extra(
-                "connect",
-                &pki.ca_file,
-                &format!(
-                    "protocolHost = {target_name}\nprotocolUsername = alice\n\
+        &pki,
+        &proxy,
+        &format!(
+            "protocolHost = {target_name}\nprotocolUsername = alice\n\
                      protocolPassword = 0pen:Sesame\nprotocolHeader = X-Tunnel-Test: yes\n"
-                ),
-            ),
         ),
     );
     let data = payload(21, 300_000);
@@ -221,23 +222,14 @@ fn connect_through_an_authenticating_proxy() {
 /// two-tunnel chain with a proxy in the middle; the request carries no Proxy-Authorization.
 #[test]
 fn connect_through_a_proxy_to_an_rstunnel_server() {
-    let dir = TestDir::new("connect-rstunnel");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
+    let ((dir, pki), echo, server) = echo_server("connect-rstunnel");
     let proxy = http_proxy(None);
     let target_name = format!("localhost:{}", server.port("srv"));
-    let client = Tunnel::start(
+    let client = connect_client(
         &dir,
-        "client",
-        &client_body(
-            proxy.addr(),
-            &client_extra(
-                "connect",
-                &pki.ca_file,
-                &format!("protocolHost = {target_name}\ncheckHost = localhost\n"),
-            ),
-        ),
+        &pki,
+        &proxy,
+        &format!("protocolHost = {target_name}\ncheckHost = localhost\n"),
     );
     let data = payload(22, 1_000_000);
     let back = echo_session(client.addr("cli"), &data).expect("session through the proxy");
@@ -270,18 +262,12 @@ fn connect_proxy_407_ends_the_session() {
     let target = tls_echo_server(&pki.server);
     let proxy = http_proxy(Some(basic("alice", "right")));
     let target_name = format!("127.0.0.1:{}", target.addr().port());
-    let tunnel = Tunnel::start(
+    let tunnel = connect_client(
         &dir,
-        "client",
-        &client_body(
-            proxy.addr(),
-            &client_extra(
-                "connect",
-                &pki.ca_file,
-                &format!(
-                    "protocolHost = {target_name}\nprotocolUsername = alice\nprotocolPassword = wrong\n"
-                ),
-            ),
+        &pki,
+        &proxy,
+        &format!(
+            "protocolHost = {target_name}\nprotocolUsername = alice\nprotocolPassword = wrong\n"
         ),
     );
     let p = probe(tunnel.addr("cli"), b"hello?\r\n", T);
@@ -329,17 +315,11 @@ fn connect_sends_the_protocol_host_name_as_sni() {
     let pki = Pki::new(&dir);
     let target = tls_echo_server(&pki.server);
     let proxy = http_proxy(None);
-    let tunnel = Tunnel::start(
+    let tunnel = connect_client(
         &dir,
-        "client",
-        &client_body(
-            proxy.addr(),
-            &client_extra(
-                "connect",
-                &pki.ca_file,
-                &format!("protocolHost = localhost:{}\n", target.addr().port()),
-            ),
-        ),
+        &pki,
+        &proxy,
+        &format!("protocolHost = localhost:{}\n", target.addr().port()),
     );
     let back = echo_session(tunnel.addr("cli"), b"sni?\n").expect("session");
     assert_eq!(back, b"sni?\n");

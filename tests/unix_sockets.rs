@@ -212,10 +212,7 @@ fn unix_echo_session(path: &Path, data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn client_tunnel_accepts_on_a_unix_socket() {
-    let dir = TestDir::new("unix-accept");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
+    let ((dir, _pki), echo, server) = echo_server("unix-accept");
     let path = dir.join("in.sock");
     let client = start_tunnel(
         &dir,
@@ -259,10 +256,7 @@ fn client_tunnel_accepts_on_a_unix_socket() {
 /// `RSTUNNEL_TEST_BIN=stunnel4`).
 #[test]
 fn unix_accept_replaces_a_stale_socket_file() {
-    let dir = TestDir::new("unix-stale");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
+    let ((dir, _pki), _echo, server) = echo_server("unix-stale");
     let path = dir.join("in.sock");
     // What an earlier run that was killed leaves behind: a socket file nobody listens on.
     drop(UnixListener::bind(&path).unwrap());
@@ -330,10 +324,7 @@ fn unix_accept_keeps_a_regular_file_at_the_path() {
 /// SIGTERM, so a clean stop leaves nothing at the path.
 #[test]
 fn unix_accept_socket_file_is_removed_on_sigterm() {
-    let dir = TestDir::new("unix-unlink");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
+    let ((dir, _pki), _echo, server) = echo_server("unix-unlink");
     let path = dir.join("in.sock");
     let mut client = start_tunnel(
         &dir,
@@ -364,10 +355,7 @@ fn section_setuid_setgid_own_the_unix_accept_socket() {
         );
         return;
     }
-    let dir = TestDir::new("unix-owner");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
+    let ((dir, _pki), _echo, server) = echo_server("unix-owner");
     let path = dir.join("owned.sock");
     let client = start_tunnel(
         &dir,

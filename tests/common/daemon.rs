@@ -776,3 +776,14 @@ pub fn start_with(
     t.wait_for_log("Configuration successful", START_TIMEOUT);
     t
 }
+
+/// A fresh test directory and [`Pki`] (returned together, to be kept alive), an echo
+/// [`Backend`](super::net::Backend) and [`Tunnel::server`] in front of it: where many tests
+/// start. Bound in one `let`, they drop in reverse order (tunnel, backend, directory).
+pub fn echo_server(label: &str) -> ((TestDir, Pki), super::net::Backend, Tunnel) {
+    let dir = TestDir::new(label);
+    let pki = Pki::new(&dir);
+    let echo = super::net::Backend::echo();
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
+    ((dir, pki), echo, server)
+}

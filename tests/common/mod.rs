@@ -52,7 +52,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use certs::{Ca, KeyKind, Leaf, LeafFiles, Pki};
-pub use daemon::{client_body, server_body, Program, Tunnel, TunnelPair};
+pub use daemon::{client_body, echo_server, server_body, Program, Tunnel, TunnelPair};
 pub use net::*;
 
 /// Prints `SKIPPED <why>` straight to stderr: libtest captures `println!` of a passing test,
