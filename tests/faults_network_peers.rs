@@ -387,12 +387,9 @@ fn tls_truncation_without_close_notify() {
 
 #[test]
 fn garbage_instead_of_hello() {
-    let dir = TestDir::new("garbage");
-    let pki = Pki::new(&dir);
-    let target = Target::echo();
     // TIMEOUTbusy far above the probe timeout: each input must fail on its own merits.
-    let mut pair = TunnelPair::start(&dir, &pki, target.addr(), "TIMEOUTbusy = 30", "");
-    let mut ledger = Ledger::default();
+    let ((dir, _pki), target, mut pair, mut ledger) =
+        fault_setup_with("garbage", "TIMEOUTbusy = 30", "");
     let mut http = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec();
     http.extend_from_slice(b"marker-in-clear");
     let inputs: Vec<(&str, Vec<u8>)> = vec![
@@ -497,11 +494,8 @@ fn garbage_instead_of_hello() {
 /// serving other sessions at once.
 #[test]
 fn half_client_hello_ends_after_timeout_busy() {
-    let dir = TestDir::new("half-hello");
-    let pki = Pki::new(&dir);
-    let target = Target::echo();
-    let mut pair = TunnelPair::start(&dir, &pki, target.addr(), "TIMEOUTbusy = 2", "");
-    let mut ledger = Ledger::default();
+    let (_env, target, mut pair, mut ledger) =
+        fault_setup_with("half-hello", "TIMEOUTbusy = 2", "");
     let hello = client_hello();
     let mut s = connect_with_timeout(pair.server.addr("srv"), PROMPT);
     let started = Instant::now();

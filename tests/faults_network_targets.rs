@@ -495,17 +495,8 @@ fn half_close_target_first_while_client_streams() {
 /// while a session that sends a byte every 250 ms for 4 s lives on.
 #[test]
 fn idle_session_closed_by_timeout_idle_busy_one_survives() {
-    let dir = TestDir::new("idle");
-    let pki = Pki::new(&dir);
-    let target = Target::echo();
-    let mut pair = TunnelPair::start(
-        &dir,
-        &pki,
-        target.addr(),
-        "TIMEOUTidle = 2",
-        "TIMEOUTidle = 2",
-    );
-    let mut ledger = Ledger::default();
+    let (_env, _target, mut pair, mut ledger) =
+        fault_setup_with("idle", "TIMEOUTidle = 2", "TIMEOUTidle = 2");
     let mut idle = connect_with_timeout(pair.entry(), PROMPT);
     let ok = echo_exact(&mut idle, b"ping\n");
     ledger.bytes(b"ping\n", if ok { b"ping\n" } else { b"" });

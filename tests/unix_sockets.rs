@@ -188,6 +188,13 @@ fn unix_client_body(path: &Path, server: SocketAddr, extra: &str) -> String {
     )
 }
 
+/// A client tunnel `[cli]` accepting on the Unix socket `path` and connecting to `server`'s
+/// `[srv]`, with `extra` lines; returns once the socket is bound.
+fn unix_client(dir: &TestDir, path: &Path, server: &Tunnel, extra: &str) -> Tunnel {
+    let body = unix_client_body(path, server.addr("srv"), extra);
+    start_tunnel(dir, "client", &body, &[], &[path])
+}
+
 /// One echo session through the Unix socket `path`: writes `data` from a second thread,
 /// half-closes, and reads everything back until EOF.
 fn unix_echo_session(path: &Path, data: &[u8]) -> Vec<u8> {
@@ -214,13 +221,7 @@ fn unix_echo_session(path: &Path, data: &[u8]) -> Vec<u8> {
 fn client_tunnel_accepts_on_a_unix_socket() {
     let ((dir, _pki), echo, server) = echo_server("unix-accept");
     let path = dir.join("in.sock");
-    let client = start_tunnel(
-        &dir,
-        "client",
-        &unix_client_body(&path, server.addr("srv"), ""),
-        &[],
-        &[&path],
-    );
+    let client = unix_client(&dir, &path, &server, "");
     let meta = std::fs::symlink_metadata(&path).expect("the accept socket file exists");
     assert!(
         meta.file_type().is_socket(),
@@ -272,13 +273,7 @@ fn unix_accept_replaces_a_stale_socket_file() {
         Some(io::ErrorKind::ConnectionRefused),
         "test setup: the stale socket should refuse connections"
     );
-    let _client = start_tunnel(
-        &dir,
-        "client",
-        &unix_client_body(&path, server.addr("srv"), ""),
-        &[],
-        &[&path],
-    );
+    let _client = unix_client(&dir, &path, &server, "");
     let data = payload(7, 64 * 1024);
     assert!(
         unix_echo_session(&path, &data) == data,
@@ -326,13 +321,7 @@ fn unix_accept_keeps_a_regular_file_at_the_path() {
 fn unix_accept_socket_file_is_removed_on_sigterm() {
     let ((dir, _pki), _echo, server) = echo_server("unix-unlink");
     let path = dir.join("in.sock");
-    let mut client = start_tunnel(
-        &dir,
-        "client",
-        &unix_client_body(&path, server.addr("srv"), ""),
-        &[],
-        &[&path],
-    );
+    let mut client = unix_client(&dir, &path, &server, "");
     let data = payload(5, 4 * 1024);
     assert!(unix_echo_session(&path, &data) == data);
     let st = client.stop();
@@ -357,13 +346,7 @@ fn section_setuid_setgid_own_the_unix_accept_socket() {
     }
     let ((dir, _pki), _echo, server) = echo_server("unix-owner");
     let path = dir.join("owned.sock");
-    let client = start_tunnel(
-        &dir,
-        "client",
-        &unix_client_body(&path, server.addr("srv"), "setuid = 65534\nsetgid = 65534"),
-        &[],
-        &[&path],
-    );
+    let client = unix_client(&dir, &path, &server, "setuid = 65534\nsetgid = 65534");
     let meta = std::fs::symlink_metadata(&path).unwrap();
     assert_eq!(
         (meta.uid(), meta.gid()),

@@ -777,9 +777,18 @@ impl Drop for Echo {
 /// and an empty [`Ledger`]. Bound in one `let`, they drop in reverse order (ledger, pair,
 /// target, then the directory), as separate `let`s would.
 pub fn fault_setup(label: &str) -> ((TestDir, Pki), Target, TunnelPair, Ledger) {
+    fault_setup_with(label, "", "")
+}
+
+/// [`fault_setup`] with extra option lines in the server and the client section.
+pub fn fault_setup_with(
+    label: &str,
+    server_extra: &str,
+    client_extra: &str,
+) -> ((TestDir, Pki), Target, TunnelPair, Ledger) {
     let dir = TestDir::new(label);
     let pki = Pki::new(&dir);
     let target = Target::echo();
-    let pair = TunnelPair::start(&dir, &pki, target.addr(), "", "");
+    let pair = TunnelPair::start(&dir, &pki, target.addr(), server_extra, client_extra);
     ((dir, pki), target, pair, Ledger::default())
 }
