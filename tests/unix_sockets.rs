@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::daemon::{rstunnel_bin, START_TIMEOUT};
+use common::daemon::{rstunnel_bin, start_with, START_TIMEOUT};
 use common::tls::tls_close;
 use common::tls::tls_to;
 use common::tools::wait_child;
@@ -114,11 +114,7 @@ fn start_tunnel(
     tcp_sections: &[&str],
     unix_paths: &[&Path],
 ) -> Tunnel {
-    let bin = rstunnel_bin();
-    let conf_path = common::daemon::write_test_conf(dir, label, &bin, body);
-    let mut t = Tunnel::spawn(&bin, &[conf_path.as_os_str()], label, conf_path.clone());
-    let sections: Vec<String> = tcp_sections.iter().map(|s| s.to_string()).collect();
-    t.wait_bound(&sections, START_TIMEOUT);
+    let t = start_with(dir, label, body, &[], tcp_sections);
     for p in unix_paths {
         t.wait_for_log(
             &format!("bound to localhost:{}", p.display()),
@@ -126,6 +122,17 @@ fn start_tunnel(
         );
     }
     t
+}
+
+/// A server tunnel `[srv]` (TLS on 127.0.0.1:0, `pki.server`) whose `connect` is the Unix
+/// socket `path`.
+fn unix_backend_server(dir: &TestDir, pki: &Pki, path: &Path) -> Tunnel {
+    let body = format!(
+        "[srv]\naccept = 127.0.0.1:0\nconnect = {}\ncert = {}\n",
+        path.display(),
+        pki.server.combined.display()
+    );
+    start_tunnel(dir, "server", &body, &["srv"], &[])
 }
 
 // ---------------------------------------------------------------------------------------
@@ -137,17 +144,7 @@ fn server_tunnel_connects_to_a_unix_socket_backend() {
     let pki = Pki::new(&dir);
     let sock = dir.join("backend.sock");
     let echo = UnixEcho::start(&sock);
-    let server = start_tunnel(
-        &dir,
-        "server",
-        &format!(
-            "[srv]\naccept = 127.0.0.1:0\nconnect = {}\ncert = {}\n",
-            sock.display(),
-            pki.server.combined.display()
-        ),
-        &["srv"],
-        &[],
-    );
+    let server = unix_backend_server(&dir, &pki, &sock);
     for seed in 0..2u64 {
         let mut s = tls_to(server.addr("srv"), None, None);
         lockstep_echo(
@@ -443,17 +440,7 @@ fn syslog_lines_reach_rsyslog_through_a_unix_socket() {
     let dir = TestDir::new("unix-rsyslog");
     let pki = Pki::new(&dir);
     let rsyslog = Rsyslog::start(&dir);
-    let server = start_tunnel(
-        &dir,
-        "server",
-        &format!(
-            "[srv]\naccept = 127.0.0.1:0\nconnect = {}\ncert = {}\n",
-            rsyslog.socket.display(),
-            pki.server.combined.display()
-        ),
-        &["srv"],
-        &[],
-    );
+    let server = unix_backend_server(&dir, &pki, &rsyslog.socket);
     let client = Tunnel::start(&dir, "client", &client_body(server.addr("srv"), ""));
 
     let expected: Vec<String> = (0..100).map(|i| format!("test: line {i}")).collect();
