@@ -10,7 +10,7 @@ use super::error::{CheckError, ConfigError, LineError};
 use super::lexer::{self, LineKind, RawLine};
 use super::options::{self, Handler, Names, Scope, Target};
 use super::protocol_names;
-use super::types::{Config, Foreground, GlobalOptions, ServiceOptions};
+use super::types::{Config, Foreground, GlobalOptions, ServiceOptions, TlsOptions};
 
 /// `include` inside included files is allowed; this bounds a directory that includes itself.
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -181,22 +181,21 @@ fn check_global(global: &GlobalOptions) -> Result<(), ConfigError> {
 }
 
 /// The checks shared by a section and inetd mode.
-fn check_tls(service: &ServiceOptions) -> Result<(), CheckError> {
-    if !service.client && service.cert.is_none() && service.psk_secrets.is_none() {
+fn check_tls(tls: &TlsOptions, client: bool) -> Result<(), CheckError> {
+    if !client && tls.cert.is_none() && tls.psk_secrets.is_none() {
         return Err(CheckError::NoCertificate);
     }
-    if let (Some(min), Some(max)) = (service.ssl_version_min, service.ssl_version_max) {
+    if let (Some(min), Some(max)) = (tls.ssl_version_min, tls.ssl_version_max) {
         if min > max {
             return Err(CheckError::VersionRange);
         }
     }
-    if service.verify.any_check() && service.ca_file.is_none() && service.ca_path.is_none() {
+    if tls.verify.any_check() && tls.ca_file.is_none() && tls.ca_path.is_none() {
         return Err(CheckError::NoCa);
     }
-    let checks = !service.check_host.is_empty()
-        || !service.check_email.is_empty()
-        || !service.check_ip.is_empty();
-    if checks && !service.verify.any_check() {
+    let checks =
+        !tls.check_host.is_empty() || !tls.check_email.is_empty() || !tls.check_ip.is_empty();
+    if checks && !tls.verify.any_check() {
         return Err(CheckError::NoVerify);
     }
     Ok(())
@@ -212,7 +211,7 @@ fn check_service(
         name: service.name.clone(),
         error,
     };
-    check_tls(&service).map_err(error)?;
+    check_tls(&service.tls, service.client).map_err(error)?;
     let virtual_host = match service.server_sni() {
         Some(Ok((primary, _))) => {
             let found = earlier
@@ -230,7 +229,7 @@ fn check_service(
         if service.client {
             return Err(error(CheckError::RedirectInClient));
         }
-        if !service.verify.any_check() {
+        if !service.tls.verify.any_check() {
             return Err(error(CheckError::RedirectWithoutVerify));
         }
     }
@@ -272,7 +271,7 @@ fn protocol_problem(service: &ServiceOptions) -> Option<String> {
 /// in stunnel; endpoints count by kind (several `connect` addresses are one endpoint).
 fn check_inetd(defaults: &ServiceOptions) -> Result<(), ConfigError> {
     let error = |error| ConfigError::Inetd { error };
-    check_tls(defaults).map_err(error)?;
+    check_tls(&defaults.tls, defaults.client).map_err(error)?;
     if !defaults.accept.is_empty() {
         return Err(error(CheckError::AcceptInInetd));
     }

@@ -201,7 +201,7 @@ fn needs_redirect(svc: &ServiceCtx, ssl: &openssl::ssl::SslRef) -> bool {
     let failed = crate::tls::verify::redirect_index()
         .and_then(|index| ssl.ex_data(index))
         .is_none_or(|flag| flag.load(Ordering::SeqCst));
-    let missing = svc.opts.verify.require_cert && ssl.peer_certificate().is_none();
+    let missing = svc.opts.tls.verify.require_cert && ssl.peer_certificate().is_none();
     failed || missing
 }
 
