@@ -17,6 +17,7 @@ pub mod openssl_names;
 pub mod probe;
 pub mod protocol;
 pub mod relay;
+pub mod repeats;
 pub mod resume;
 pub mod runtime;
 pub mod service;

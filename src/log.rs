@@ -100,6 +100,28 @@ static SYSLOG_IDENT: Mutex<Option<CString>> = Mutex::new(None);
 thread_local! {
     /// (connection id as printed in `LOG5[id]`, that session's level)
     static CONTEXT: RefCell<Option<(String, Option<Level>)>> = const { RefCell::new(None) };
+    /// This thread's lines kept back (`hold`), as they would have been written.
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+}
+
+/// Lines of one session held until it proves itself (`repeats`).
+struct Held {
+    lines: Vec<Line>,
+    /// Lines past `HELD_MAX`, not kept.
+    dropped: usize,
+}
+
+/// A session's lines before it relays are few (accepted, connected, the handshake's
+/// few info lines; at debug level a few dozen): past this many, the rest are counted.
+const HELD_MAX: usize = 64;
+
+/// One line, made when it was logged.
+struct Line {
+    level: Level,
+    timestamp: String,
+    /// `LOG<n>[<id>]: `, what every sink puts before the text.
+    tag: String,
+    text: String,
 }
 
 /// Where log lines go, from the global options.
@@ -175,20 +197,96 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= limit.unwrap_or_else(|| GLOBAL_LEVEL.load(Ordering::Relaxed))
 }
 
-/// Writes one line to every sink. Use the `log_*!` macros, which check `enabled` first.
+/// Writes one line to every sink, or keeps it while this thread holds its lines. Use the
+/// `log_*!` macros, which check `enabled` first.
 pub fn emit(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
-    let text = sanitize(&args.to_string());
-    let id = thread_log_id();
-    let tagged = format!("LOG{}[{}]: {}", level as u8, id, text);
+    let line = make_line(level, &thread_log_id(), args);
+    let line = HELD.with(|held| match held.borrow_mut().as_mut() {
+        Some(held) if held.lines.len() < HELD_MAX => {
+            held.lines.push(line);
+            None
+        }
+        Some(held) => {
+            held.dropped += 1;
+            None
+        }
+        None => Some(line),
+    });
+    if let Some(line) = line {
+        write_line(&line);
+    }
+}
+
+/// Writes one line at the global level, tagged `ui`, whatever this thread's context or
+/// hold: for lines about the process rather than one connection (`repeats`' summaries).
+pub fn emit_detached(level: Level, args: fmt::Arguments<'_>) {
+    if level as u8 <= GLOBAL_LEVEL.load(Ordering::Relaxed) {
+        write_line(&make_line(level, "ui", args));
+    }
+}
+
+/// From here on this thread's lines are kept, not written, until `release_held` writes
+/// them or `discard_held` drops them.
+pub fn hold() {
+    HELD.with(|held| {
+        *held.borrow_mut() = Some(Held {
+            lines: Vec::new(),
+            dropped: 0,
+        })
+    });
+}
+
+/// Writes the kept lines, with the time each was logged, and stops holding.
+pub fn release_held() {
+    let Some(held) = HELD.with(|held| held.borrow_mut().take()) else {
+        return;
+    };
+    for line in &held.lines {
+        write_line(line);
+    }
+    if held.dropped > 0 {
+        emit(
+            Level::Notice,
+            format_args!(
+                "{} more line(s) of this connection before it relayed were not kept",
+                held.dropped
+            ),
+        );
+    }
+}
+
+/// Drops the kept lines and stops holding.
+pub fn discard_held() {
+    HELD.with(|held| *held.borrow_mut() = None);
+}
+
+fn make_line(level: Level, id: &str, args: fmt::Arguments<'_>) -> Line {
+    Line {
+        level,
+        timestamp: timestamp(),
+        tag: format!("LOG{}[{}]: ", level as u8, id),
+        text: sanitize(&args.to_string()),
+    }
+}
+
+fn write_line(line: &Line) {
+    let Line {
+        level,
+        timestamp,
+        tag,
+        text,
+    } = line;
+    let level = *level;
+    let tagged = format!("{tag}{text}");
     let mut sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(buffer) = sinks.startup.as_mut() {
         buffer.push((level, text.clone()));
     }
     if sinks.stderr || sinks.file.is_some() {
-        let line = format!("{} {}\n", timestamp(), tagged);
+        let line = format!("{timestamp} {tagged}\n");
         if sinks.stderr {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }

@@ -261,6 +261,7 @@ fn reopen_log(config: &Config) {
 
 /// SIGUSR2: one line per live session, as stunnel's listing.
 fn list_sessions(running: &[RunningService]) {
+    crate::repeats::summarise_now();
     let sessions = registry().snapshot();
     log_at!(crate::log::Level::Emerg, "Active connections:");
     for s in &sessions {
@@ -420,6 +421,8 @@ impl State {
                 );
             }
         }
+        // What `repeats` counted and has not yet written (its minute is not over).
+        crate::repeats::summarise_now();
     }
 }
 
