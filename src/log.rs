@@ -107,13 +107,16 @@ thread_local! {
 /// Lines of one session held until it proves itself (`repeats`).
 struct Held {
     lines: Vec<Line>,
-    /// Lines past `HELD_MAX`, not kept.
+    /// The text kept, in bytes.
+    bytes: usize,
+    /// Lines past `HELD_MAX_BYTES`, not kept (nor formatted).
     dropped: usize,
 }
 
-/// A session's lines before it relays are few (accepted, connected, the handshake's
-/// few info lines; at debug level a few dozen): past this many, the rest are counted.
-const HELD_MAX: usize = 64;
+/// A session's lines before it relays are few (accepted, connected, the handshake's few
+/// info lines; at debug level a dozen, about 1 KiB): past this, the rest are counted. A
+/// bound in bytes, because thousands of unproven sessions may be holding at once.
+const HELD_MAX_BYTES: usize = 4096;
 
 /// One line, made when it was logged.
 struct Line {
@@ -203,20 +206,36 @@ pub fn emit(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
+    let full = HELD.with(|held| match held.borrow_mut().as_mut() {
+        Some(held) if held.bytes >= HELD_MAX_BYTES => {
+            held.dropped += 1;
+            true
+        }
+        _ => false,
+    });
+    if full {
+        return;
+    }
     let line = make_line(level, &thread_log_id(), args);
     let line = HELD.with(|held| match held.borrow_mut().as_mut() {
-        Some(held) if held.lines.len() < HELD_MAX => {
-            held.lines.push(line);
-            None
-        }
         Some(held) => {
-            held.dropped += 1;
+            held.bytes += line.tag.len() + line.text.len();
+            held.lines.push(line);
             None
         }
         None => Some(line),
     });
     if let Some(line) = line {
         write_line(&line);
+    }
+}
+
+/// Writes one line now, with this thread's id and level, even while the thread holds its
+/// lines: for lines about the service rather than the connection on whose thread they
+/// happen (`health`'s "paused"), which must not be dropped with a failed session's.
+pub fn emit_unheld(level: Level, args: fmt::Arguments<'_>) {
+    if enabled(level) {
+        write_line(&make_line(level, &thread_log_id(), args));
     }
 }
 
@@ -234,12 +253,14 @@ pub fn hold() {
     HELD.with(|held| {
         *held.borrow_mut() = Some(Held {
             lines: Vec::new(),
+            bytes: 0,
             dropped: 0,
         })
     });
 }
 
-/// Writes the kept lines, with the time each was logged, and stops holding.
+/// Writes the kept lines and stops holding. On stderr and in the `output` file each has
+/// the time it was logged; syslog stamps them as they arrive.
 pub fn release_held() {
     let Some(held) = HELD.with(|held| held.borrow_mut().take()) else {
         return;
@@ -341,6 +362,15 @@ macro_rules! log_at {
         }
     };
 }
+/// `log_at!` for lines that must not wait in a held session's lines (`log::emit_unheld`).
+#[macro_export]
+macro_rules! log_unheld {
+    ($level:expr, $($arg:tt)*) => {
+        if $crate::log::enabled($level) {
+            $crate::log::emit_unheld($level, format_args!($($arg)*))
+        }
+    };
+}
 #[macro_export]
 macro_rules! log_err { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Err, $($arg)*) }; }
 #[macro_export]
@@ -383,6 +413,39 @@ mod tests {
             set_thread_context("3", Level::Warning);
             assert!(enabled(Level::Err));
             assert!(!enabled(Level::Notice));
+        })
+        .join()
+        .unwrap();
+    }
+
+    fn held_count() -> (usize, usize) {
+        HELD.with(|h| {
+            h.borrow()
+                .as_ref()
+                .map_or((0, 0), |h| (h.lines.len(), h.dropped))
+        })
+    }
+
+    /// A held session's lines wait; lines about the service do not (the defect: a quiet
+    /// session that paused its service dropped the "paused" line with its own); past
+    /// `HELD_MAX_BYTES` lines are only counted.
+    #[test]
+    fn held_lines_wait_service_lines_do_not_and_the_hold_is_bounded() {
+        std::thread::spawn(|| {
+            set_thread_context("9", Level::Debug);
+            hold();
+            emit(Level::Notice, format_args!("accepted connection"));
+            emit_unheld(Level::Notice, format_args!("Service [x] paused: test"));
+            assert_eq!(held_count(), (1, 0), "the service line was not held");
+            let filler = "x".repeat(200);
+            for _ in 0..100 {
+                emit(Level::Debug, format_args!("{filler}"));
+            }
+            let (kept, dropped) = held_count();
+            assert!(kept * 200 <= HELD_MAX_BYTES + 400, "{kept} lines kept");
+            assert_eq!(kept + dropped, 101);
+            discard_held();
+            assert_eq!(held_count(), (0, 0));
         })
         .join()
         .unwrap();

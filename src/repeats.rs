@@ -1,5 +1,5 @@
 //! Repeated failures from one source, logged as a count instead of one line each
-//! (docs/ARCHITECTURE.md, Logging).
+//! (docs/ARCHITECTURE.md, Logging under load).
 //!
 //! A peer can make sessions fail as often as it can connect: 12,000 idle connections or
 //! garbage ClientHellos would otherwise write 12,000 failures of three or four lines each,
@@ -9,10 +9,10 @@
 //! uses the budget while it is in flight and, if it fails, until the end of the minute. A
 //! session that starts when the budget is used is quiet: its lines are held
 //! (`log::hold`) and written when it starts relaying, so a proven session loses no line,
-//! or dropped when it fails, and the failure is counted. Refusals at accept (too many
-//! clients, the unproven-session limits) take from the same budget. Once a minute, and
-//! at exit and on SIGUSR2, one line per service and source says how many were not logged
-//! one by one and the last reason; the number of such lines per minute is bounded
+//! or dropped when it fails, and the failure is counted. Refusals before a session starts
+//! (too many clients, no thread) take from the same budget. Once a minute, and at exit
+//! and on SIGUSR2, one line per service and source says how many were not logged one by
+//! one and the last reason; the number of such lines per minute is bounded
 //! (`SUMMARY_LINES`), as is the number of sources tallied (`MAX_SOURCES`).
 //!
 //! Owns the tallies and the summary lines. Never touches sockets or sessions; the caller
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crate::log::{self, Level};
 
 /// How long one tally runs before its summary is written.
-pub const WINDOW: Duration = Duration::from_secs(60);
+const WINDOW: Duration = Duration::from_secs(60);
 /// Loud sessions (in flight, or failed within the window) per service and source.
 const LOUD_PER_SOURCE: u32 = 5;
 /// Loud sessions over all services and sources: bounds the log when the failures come
@@ -36,7 +36,8 @@ const LOUD_PER_SOURCE: u32 = 5;
 const LOUD_TOTAL: u32 = 50;
 /// Services and sources tallied one by one; the rest share one tally.
 const MAX_SOURCES: usize = 4096;
-/// Summary lines per window that name a source; the rest are added up in one line.
+/// Summary lines per window that name a source; the rest are added up in at most two
+/// more (failed, refused).
 const SUMMARY_LINES: usize = 10;
 
 /// Where connections come from, as far as budgets go: one address for IPv4, the /64
@@ -115,6 +116,8 @@ struct Tallies {
     others: Tally,
     in_flight: u32,
     failed_loud: u32,
+    /// Failures and refusals counted but not logged in this window (what `has_news` asks).
+    news: u64,
     /// A thread waits to write this window's summary.
     flusher: bool,
 }
@@ -122,8 +125,16 @@ struct Tallies {
 /// Whether a session's lines are written as they happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Loudness {
-    Loud,
+    /// In `bucket`, which its end must count back from (a named tally can be full and
+    /// the source later get one of its own: the session stays where it was counted).
+    Loud(Bucket),
     Quiet,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bucket {
+    Named,
+    Others,
 }
 
 impl Tallies {
@@ -134,73 +145,89 @@ impl Tallies {
             others: Tally::default(),
             in_flight: 0,
             failed_loud: 0,
+            news: 0,
             flusher: false,
         }
     }
 
-    fn tally(&mut self, key: &Key) -> &mut Tally {
+    /// `key`'s tally, made if there is room for one more, else the shared one.
+    fn tally(&mut self, key: &Key) -> (&mut Tally, Bucket) {
         if !self.by_source.contains_key(key) && self.by_source.len() >= MAX_SOURCES {
-            return &mut self.others;
+            return (&mut self.others, Bucket::Others);
         }
-        self.by_source.entry(key.clone()).or_default()
+        (
+            self.by_source.entry(key.clone()).or_default(),
+            Bucket::Named,
+        )
     }
 
     fn has_room(&mut self, key: &Key) -> bool {
         let total_used = self.in_flight + self.failed_loud;
-        total_used < LOUD_TOTAL && self.tally(key).loud_used() < LOUD_PER_SOURCE
+        total_used < LOUD_TOTAL && self.tally(key).0.loud_used() < LOUD_PER_SOURCE
     }
 
     fn begin(&mut self, key: &Key) -> Loudness {
         if !self.has_room(key) {
             return Loudness::Quiet;
         }
-        self.tally(key).in_flight += 1;
+        let (tally, bucket) = self.tally(key);
+        tally.in_flight += 1;
         self.in_flight += 1;
-        Loudness::Loud
+        Loudness::Loud(bucket)
     }
 
     /// A session ended: `failure` is why, when it failed before relaying.
     fn end(&mut self, key: &Key, loudness: Loudness, failure: Option<&str>) {
-        let tally = self.tally(key);
         match (loudness, failure) {
-            (Loudness::Loud, failure) => {
-                tally.in_flight = tally.in_flight.saturating_sub(1);
-                if failure.is_some() {
-                    tally.failed_loud += 1;
+            (Loudness::Loud(bucket), failure) => {
+                // A loud session's tally stays while it is in flight (`roll` keeps it).
+                let tally = match bucket {
+                    Bucket::Named => self.by_source.get_mut(key),
+                    Bucket::Others => Some(&mut self.others),
+                };
+                if let Some(tally) = tally {
+                    tally.in_flight = tally.in_flight.saturating_sub(1);
+                    tally.failed_loud += u32::from(failure.is_some());
                 }
                 self.in_flight = self.in_flight.saturating_sub(1);
-                if failure.is_some() {
-                    self.failed_loud += 1;
-                }
+                self.failed_loud += u32::from(failure.is_some());
             }
             (Loudness::Quiet, Some(why)) => {
+                let tally = self.tally(key).0;
                 tally.failed_quiet += 1;
                 tally.last_failure = why.to_string();
+                self.news += 1;
             }
+            // Relayed: nothing to count.
             (Loudness::Quiet, None) => {}
         }
     }
 
-    /// A connection refused at accept: whether to log it.
+    /// A connection refused before it became a session: whether to log it.
     fn refused(&mut self, key: &Key, why: &str) -> bool {
         if self.has_room(key) {
-            self.tally(key).failed_loud += 1;
+            self.tally(key).0.failed_loud += 1;
             self.failed_loud += 1;
             return true;
         }
-        let tally = self.tally(key);
+        let tally = self.tally(key).0;
         tally.refused_quiet += 1;
         tally.last_refusal = why.to_string();
+        self.news += 1;
         false
     }
 
     fn has_news(&self) -> bool {
-        self.others.has_news() || self.by_source.values().any(Tally::has_news)
+        self.news > 0
+    }
+
+    fn due(&self) -> Instant {
+        self.window_start + WINDOW
     }
 
     /// Ends the window: the summary lines of what was not logged, counts back to zero
     /// (sessions in flight stay counted).
-    fn roll(&mut self, now: Instant) -> Vec<String> {
+    fn roll(&mut self, now: Instant) -> Vec<Summary> {
         // At least 1: a SIGUSR2 just after a burst would otherwise say "in the last 0 s".
         let seconds = now
             .saturating_duration_since(self.window_start)
@@ -214,19 +241,20 @@ impl Tallies {
         // The busiest sources by name; the tail in one line.
         news.sort_by_key(|(_, t)| std::cmp::Reverse(t.failed_quiet + t.refused_quiet));
         let mut lines = Vec::new();
-        for ((service, source), tally) in news.iter().take(SUMMARY_LINES) {
-            lines.extend(summary_lines(
-                &format!("Service [{service}]: "),
-                &format!("from {source}"),
-                tally,
-                seconds,
-            ));
-        }
         let mut rest = Tally::default();
         let mut rest_sources = 0usize;
-        for (_, tally) in news.iter().skip(SUMMARY_LINES) {
-            add_into(&mut rest, tally);
-            rest_sources += 1;
+        for ((service, source), tally) in &news {
+            if lines.len() < SUMMARY_LINES {
+                lines.extend(summary_lines(
+                    &format!("Service [{service}]: "),
+                    &format!("from {source}"),
+                    tally,
+                    seconds,
+                ));
+            } else {
+                add_into(&mut rest, tally);
+                rest_sources += 1;
+            }
         }
         if self.others.has_news() {
             add_into(&mut rest, &self.others);
@@ -252,6 +280,7 @@ impl Tallies {
             ..Tally::default()
         };
         self.failed_loud = 0;
+        self.news = 0;
         self.window_start = now;
         lines
     }
@@ -268,19 +297,23 @@ fn add_into(sum: &mut Tally, tally: &Tally) {
     }
 }
 
-fn summary_lines(prefix: &str, from: &str, tally: &Tally, seconds: u64) -> Vec<String> {
+/// A summary line, at the level of the lines it stands for: failed sessions log their
+/// error at err, refusals are warnings.
+type Summary = (Level, String);
+
+fn summary_lines(prefix: &str, from: &str, tally: &Tally, seconds: u64) -> Vec<Summary> {
     let mut lines = Vec::new();
     if tally.failed_quiet > 0 {
-        lines.push(format!(
+        lines.push((Level::Err, format!(
             "{prefix}{} more connection(s) {from} failed before relaying in the last {seconds} s, not logged one by one; the last: {}",
             tally.failed_quiet, tally.last_failure
-        ));
+        )));
     }
     if tally.refused_quiet > 0 {
-        lines.push(format!(
+        lines.push((Level::Warning, format!(
             "{prefix}{} more connection(s) {from} refused in the last {seconds} s, not logged one by one; the last: {}",
             tally.refused_quiet, tally.last_refusal
-        ));
+        )));
     }
     lines
 }
@@ -301,7 +334,7 @@ fn with_tallies<R>(f: impl FnOnce(&mut Tallies) -> R) -> R {
         let mut guard = tallies();
         let t = guard.get_or_insert_with(|| Tallies::new(now));
         let mut lines = Vec::new();
-        if !t.flusher && now.saturating_duration_since(t.window_start) >= WINDOW {
+        if !t.flusher && now >= t.due() {
             lines = t.roll(now);
         }
         let result = f(t);
@@ -309,7 +342,7 @@ fn with_tallies<R>(f: impl FnOnce(&mut Tallies) -> R) -> R {
         if start {
             t.flusher = true;
         }
-        (result, lines, start.then_some(t.window_start + WINDOW))
+        (result, lines, start.then_some(t.due()))
     };
     write_summary(&lines);
     if let Some(due) = start_flusher {
@@ -318,9 +351,9 @@ fn with_tallies<R>(f: impl FnOnce(&mut Tallies) -> R) -> R {
     result
 }
 
-fn write_summary(lines: &[String]) {
-    for line in lines {
-        log::emit_detached(Level::Warning, format_args!("{line}"));
+fn write_summary(lines: &[Summary]) {
+    for (level, line) in lines {
+        log::emit_detached(*level, format_args!("{line}"));
     }
 }
 
@@ -331,16 +364,24 @@ fn start_flusher_thread(due: Instant) {
         .name("log summary".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            let lines = {
+            let mut due = due;
+            let lines = loop {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
                 let mut guard = tallies();
-                match guard.as_mut() {
-                    Some(t) => {
-                        t.flusher = false;
-                        t.roll(Instant::now())
-                    }
-                    None => Vec::new(),
+                let Some(t) = guard.as_mut() else {
+                    break Vec::new();
+                };
+                let now = Instant::now();
+                // SIGUSR2 may have ended the window meanwhile and started a new one.
+                if now >= t.due() || !t.has_news() {
+                    t.flusher = false;
+                    break if t.has_news() {
+                        t.roll(now)
+                    } else {
+                        Vec::new()
+                    };
                 }
+                due = t.due();
             };
             write_summary(&lines);
         });
@@ -429,6 +470,12 @@ impl Drop for Watch {
 mod tests {
     use super::*;
 
+    const LOUD: Loudness = Loudness::Loud(Bucket::Named);
+
+    fn texts(lines: Vec<Summary>) -> Vec<String> {
+        lines.into_iter().map(|(_, text)| text).collect()
+    }
+
     fn key(source: &str) -> Key {
         let addr: SocketAddr = format!("{source}:1000").parse().unwrap();
         ("syslog".to_string(), SourceKey::of(Some(addr)))
@@ -456,13 +503,13 @@ mod tests {
         let mut loud = 0;
         for _ in 0..200 {
             let l = t.begin(&flood);
-            if l == Loudness::Loud {
+            if l == LOUD {
                 loud += 1;
             }
             t.end(&flood, l, Some("SSL_accept: TIMEOUTbusy exceeded"));
         }
         assert_eq!(loud, LOUD_PER_SOURCE);
-        let lines = t.roll(start + WINDOW);
+        let lines = texts(t.roll(start + WINDOW));
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(
             lines[0].starts_with("Service [syslog]: 195 more connection(s) from 127.0.0.2 failed before relaying in the last 60 s"),
@@ -471,8 +518,11 @@ mod tests {
         );
         assert!(lines[0].ends_with("the last: SSL_accept: TIMEOUTbusy exceeded"));
         // A new window starts with the whole budget again.
-        assert_eq!(t.begin(&flood), Loudness::Loud);
-        assert!(t.roll(start + WINDOW * 2).is_empty(), "nothing to say");
+        assert_eq!(t.begin(&flood), LOUD);
+        assert!(
+            texts(t.roll(start + WINDOW * 2)).is_empty(),
+            "nothing to say"
+        );
     }
 
     /// Hundreds of clients behind one NAT address that all succeed never use up the
@@ -483,7 +533,7 @@ mod tests {
         let nat = key("192.0.2.1");
         for _ in 0..500 {
             let l = t.begin(&nat);
-            assert_eq!(l, Loudness::Loud);
+            assert_eq!(l, LOUD);
             t.end(&nat, l, None);
         }
         assert!(!t.has_news());
@@ -496,15 +546,11 @@ mod tests {
         let mut t = Tallies::new(Instant::now());
         let nat = key("192.0.2.1");
         let open: Vec<_> = (0..LOUD_PER_SOURCE).map(|_| t.begin(&nat)).collect();
-        assert!(open.iter().all(|l| *l == Loudness::Loud));
+        assert!(open.iter().all(|l| *l == LOUD));
         assert_eq!(t.begin(&nat), Loudness::Quiet);
         t.end(&nat, Loudness::Quiet, None);
         assert!(!t.has_news(), "a quiet session that relayed is no failure");
-        assert_eq!(
-            t.begin(&key("192.0.2.2")),
-            Loudness::Loud,
-            "others unaffected"
-        );
+        assert_eq!(t.begin(&key("192.0.2.2")), LOUD, "others unaffected");
     }
 
     /// Many sources: the total budget bounds the loud lines, the summary names the
@@ -518,12 +564,12 @@ mod tests {
             let source = key(&format!("10.0.{}.{}", host / 256, host % 256));
             for _ in 0..=host % 7 {
                 let l = t.begin(&source);
-                loud += u32::from(l == Loudness::Loud);
+                loud += u32::from(l == LOUD);
                 t.end(&source, l, Some("SSL_accept: wrong version number"));
             }
         }
         assert_eq!(loud, LOUD_TOTAL);
-        let lines = t.roll(start + WINDOW);
+        let lines = texts(t.roll(start + WINDOW));
         assert_eq!(lines.len(), SUMMARY_LINES + 1, "{lines:#?}");
         assert!(lines[SUMMARY_LINES].contains(" other sources failed before relaying"));
         let counted: u64 = lines
@@ -550,7 +596,7 @@ mod tests {
             .filter(|_| t.refused(&flood, "too many clients (>=10)"))
             .count();
         assert_eq!(logged, LOUD_PER_SOURCE as usize);
-        let lines = t.roll(start + WINDOW);
+        let lines = texts(t.roll(start + WINDOW));
         assert_eq!(
             lines,
             vec!["Service [syslog]: 45 more connection(s) from 127.0.0.2 refused in the last 60 s, not logged one by one; the last: too many clients (>=10)".to_string()]
@@ -573,9 +619,63 @@ mod tests {
             t.end(&source, l, Some("late"));
         }
         assert!(t.by_source.len() <= MAX_SOURCES);
-        let lines = t.roll(start + WINDOW);
+        let lines = texts(t.roll(start + WINDOW));
         assert!(lines.len() <= SUMMARY_LINES + 1);
         assert!(lines.last().unwrap().contains("from other sources"));
         assert!(t.by_source.is_empty(), "nothing in flight is kept");
+    }
+
+    /// A failure summary stands for lines logged at err, a refusal summary for warnings:
+    /// at `debug = 3` the failures are still counted where they can be seen.
+    #[test]
+    fn summaries_take_the_level_of_what_they_stand_for() {
+        let start = Instant::now();
+        let mut t = Tallies::new(start);
+        let flood = key("127.0.0.2");
+        for _ in 0..LOUD_PER_SOURCE {
+            t.refused(&flood, "too many clients (>=1)");
+        }
+        t.end(&flood, Loudness::Quiet, Some("SSL_accept: http request"));
+        t.refused(&flood, "too many clients (>=1)");
+        let levels: Vec<Level> = t.roll(start + WINDOW).into_iter().map(|(l, _)| l).collect();
+        assert_eq!(levels, vec![Level::Err, Level::Warning]);
+    }
+
+    /// A session counted in the shared tally (no room for its source's own) is counted
+    /// back from it, even when a later window gives its source a tally of its own.
+    #[test]
+    fn a_session_in_the_shared_tally_ends_there_across_a_window() {
+        let start = Instant::now();
+        let mut t = Tallies::new(start);
+        for i in 0..MAX_SOURCES as u32 {
+            let source = key(&format!("10.3.{}.{}", i / 256, i % 256));
+            t.by_source.insert(source, Tally::default());
+        }
+        let late = key("10.4.0.1");
+        let loudness = t.begin(&late);
+        assert_eq!(loudness, Loudness::Loud(Bucket::Others));
+        assert_eq!(t.others.in_flight, 1);
+        t.roll(start + WINDOW);
+        assert!(t.by_source.is_empty());
+        t.end(&late, loudness, None);
+        assert_eq!(t.others.in_flight, 0, "counted back where it was counted");
+        assert_eq!(t.in_flight, 0);
+        assert!(!t.by_source.contains_key(&late), "no tally made to end it");
+    }
+
+    /// Quiet sessions that relay leave nothing behind: no tally per passing source.
+    #[test]
+    fn quiet_sessions_that_relay_make_no_tally() {
+        let mut t = Tallies::new(Instant::now());
+        let busy = key("192.0.2.9");
+        let open: Vec<_> = (0..LOUD_PER_SOURCE).map(|_| t.begin(&busy)).collect();
+        for i in 0..100 {
+            let other = key(&format!("198.51.100.{i}"));
+            t.end(&other, Loudness::Quiet, None);
+        }
+        assert_eq!(t.by_source.len(), 1);
+        for l in open {
+            t.end(&busy, l, None);
+        }
     }
 }

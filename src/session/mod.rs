@@ -549,6 +549,7 @@ pub fn spawn_session(
 ) -> Option<u64> {
     let guard = admit(ctx, &conn, peer, held)?;
     let id = guard.session().id;
+    let source = conn.peer_addr();
     let ctx_for_thread = Arc::clone(ctx);
     let spawned = std::thread::Builder::new()
         .stack_size(ctx.opts.stack)
@@ -556,10 +557,10 @@ pub fn spawn_session(
     match spawned {
         Ok(_) => Some(id),
         Err(e) => {
-            log_err!(
-                "Service [{}]: cannot create a thread for a connection: {e}",
-                ctx.opts.name,
-            );
+            let why = format!("cannot create a thread for a connection: {e}");
+            if repeats::refused(&ctx.opts.name, source, &why) {
+                log_err!("Service [{}]: {why}", ctx.opts.name);
+            }
             None
         }
     }
