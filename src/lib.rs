@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod relay;
 pub mod resume;
 pub mod runtime;
+pub mod sandbox;
 pub mod service;
 pub mod session;
 pub mod tls;
