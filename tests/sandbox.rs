@@ -100,12 +100,10 @@ fn served_cn(t: &Tunnel, port: u16, ca: &Path) -> String {
 
 #[test]
 fn a_reload_naming_a_certificate_outside_the_sandbox_fails_and_the_old_one_serves() {
-    if !landlock_or_skip("a_reload_naming_a_certificate_outside_the_sandbox_fails") {
+    let Some((dir, pki)) = setup("a_reload_naming_a_certificate_outside_the_sandbox") else {
         return;
-    }
-    let dir = TestDir::new("sandbox-reload");
+    };
     let elsewhere = TestDir::new("sandbox-reload-elsewhere");
-    let pki = Pki::new(&dir);
     let inside = pki
         .ca
         .issue("inside.right.name", certs::SERVER_NAMES, KeyKind::EcP256)
@@ -128,6 +126,11 @@ fn a_reload_naming_a_certificate_outside_the_sandbox_fails_and_the_old_one_serve
     let written = std::fs::read_to_string(&t.conf).unwrap();
     let header = written[..written.find(&first).unwrap()].to_string();
     t.wait_for_log("Sandbox: Landlock ABI", WAIT);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", tunnel_pid(&t))).unwrap();
+    assert!(
+        status.lines().any(|l| l == "NoNewPrivs:\t1"),
+        "no_new_privs is not set:\n{status}"
+    );
     assert_eq!(served_cn(&t, port, &pki.ca_file), "right.name");
 
     // A directory the startup did not allow: refused by name, nothing changes.
@@ -153,6 +156,25 @@ fn a_reload_naming_a_certificate_outside_the_sandbox_fails_and_the_old_one_serve
     assert_eq!(served_cn(&t, port, &pki.ca_file), "inside.right.name");
 }
 
+/// The harness' directory and certificates for `test`, or `None` (printed) without Landlock.
+fn setup(test: &str) -> Option<(TestDir, Pki)> {
+    if !landlock_or_skip(test) {
+        return None;
+    }
+    let dir = TestDir::new(test);
+    let pki = Pki::new(&dir);
+    Some((dir, pki))
+}
+
+/// `global` lines, then a server section `[srv]` running `sh SCRIPT` with `extra` lines.
+fn exec_body(global: &str, pki: &Pki, script: &Path, extra: &str) -> String {
+    format!(
+        "{global}[srv]\naccept = 127.0.0.1:0\ncert = {}\nexec = /bin/sh\nexecArgs = sh {}\n{extra}",
+        pki.server.combined.display(),
+        script.display()
+    )
+}
+
 /// Output of one session with a server tunnel whose `exec` program writes and exits.
 fn program_output(t: &Tunnel, section: &str, ca: &Path) -> String {
     let mut s = tls_to(t.addr(section), Some(ca), None);
@@ -170,12 +192,10 @@ fn program_output(t: &Tunnel, section: &str, ca: &Path) -> String {
 
 #[test]
 fn a_program_runs_inside_the_sandbox() {
-    if !landlock_or_skip("a_program_runs_inside_the_sandbox") {
+    let Some((dir, pki)) = setup("a_program_runs_inside_the_sandbox") else {
         return;
-    }
-    let dir = TestDir::new("sandbox-exec");
+    };
     let elsewhere = TestDir::new("sandbox-exec-elsewhere");
-    let pki = Pki::new(&dir);
     let secret = elsewhere.write("secret.txt", "the secret\n");
     let near = dir.write("near.txt", "near file\n");
     let cat = std::fs::canonicalize("/bin/cat").unwrap();
@@ -192,14 +212,7 @@ fn a_program_runs_inside_the_sandbox() {
             cat = cat.display(),
         ),
     );
-    let body = |global: &str| {
-        format!(
-            "{global}[srv]\naccept = 127.0.0.1:0\ncert = {}\nexec = /bin/sh\nexecArgs = sh {}\n",
-            pki.server.combined.display(),
-            script.display()
-        )
-    };
-    let t = Tunnel::start(&dir, "sandboxed", &body(""));
+    let t = Tunnel::start(&dir, "sandboxed", &exec_body("", &pki, &script, ""));
     let out = program_output(&t, "srv", &pki.ca_file);
     assert!(
         out.contains("read: denied"),
@@ -216,7 +229,11 @@ fn a_program_runs_inside_the_sandbox() {
     assert!(!denied.contains("No such file"), "{denied}");
     drop(t);
 
-    let t = Tunnel::start(&dir, "unsandboxed", &body("sandbox = no\n"));
+    let t = Tunnel::start(
+        &dir,
+        "unsandboxed",
+        &exec_body("sandbox = no\n", &pki, &script, ""),
+    );
     t.wait_for_log("Sandbox: off", WAIT);
     let out = program_output(&t, "srv", &pki.ca_file);
     assert!(out.contains("read: the secret"), "sandbox = no: {out:?}");
@@ -225,24 +242,14 @@ fn a_program_runs_inside_the_sandbox() {
 
 #[test]
 fn a_program_with_a_pty_gets_its_terminal() {
-    if !landlock_or_skip("a_program_with_a_pty_gets_its_terminal") {
+    let Some((dir, pki)) = setup("a_program_with_a_pty_gets_its_terminal") else {
         return;
-    }
-    let dir = TestDir::new("sandbox-pty");
-    let pki = Pki::new(&dir);
+    };
     let script = dir.write(
         "tty.sh",
         "if [ -t 0 ]; then echo 'stdin: terminal'; else echo 'stdin: none'; fi\n",
     );
-    let t = Tunnel::start(
-        &dir,
-        "server",
-        &format!(
-            "[srv]\naccept = 127.0.0.1:0\ncert = {}\nexec = /bin/sh\nexecArgs = sh {}\npty = yes\n",
-            pki.server.combined.display(),
-            script.display()
-        ),
-    );
+    let t = Tunnel::start(&dir, "server", &exec_body("", &pki, &script, "pty = yes\n"));
     t.wait_for_log("Sandbox: Landlock ABI", WAIT);
     let out = program_output(&t, "srv", &pki.ca_file);
     assert!(out.contains("stdin: terminal"), "{out:?}");
@@ -250,13 +257,12 @@ fn a_program_with_a_pty_gets_its_terminal() {
 
 #[test]
 fn the_log_is_reopened_and_the_pid_file_removed_inside_the_sandbox() {
-    if !landlock_or_skip("the_log_is_reopened_and_the_pid_file_removed_inside_the_sandbox") {
+    let Some((dir, pki)) = setup("the_log_is_reopened_and_the_pid_file_removed_inside_the_sandbox")
+    else {
         return;
-    }
-    let dir = TestDir::new("sandbox-log");
+    };
     let logs = TestDir::new("sandbox-log-output");
     let run = TestDir::new("sandbox-log-run");
-    let pki = Pki::new(&dir);
     let (log, pid) = (logs.join("rstunnel.log"), run.join("rstunnel.pid"));
     let echo = Backend::echo();
     let mut t = Tunnel::start(
