@@ -378,6 +378,8 @@ pub fn kernel_abi() -> Result<i32, &'static str> {
     }
     match std::io::Error::last_os_error().raw_os_error() {
         Some(libc::EOPNOTSUPP) => Err("Landlock is disabled in this kernel"),
+        // A seccomp filter answering EPERM (systemd's SystemCallFilter= without @sandbox).
+        Some(libc::EPERM) => Err("the Landlock system calls are refused by a seccomp filter"),
         _ => Err("this kernel has no Landlock (Linux 5.13 or later needed)"),
     }
 }
