@@ -20,6 +20,7 @@ pub mod relay;
 pub mod repeats;
 pub mod resume;
 pub mod runtime;
+pub mod sandbox;
 pub mod service;
 pub mod session;
 pub mod tls;

@@ -677,8 +677,10 @@ fn exec_connect(
     script: &Path,
     extra: &str,
 ) -> Tunnel {
+    // `sandbox = no`: the scripts write their findings to files in the test directory and
+    // run `tty` and `stty`, which the default sandbox refuses (tests/sandbox.rs).
     let body = format!(
-        "client = yes\n[ec]\nexec = /bin/sh\nexecArgs = sh {}\nconnect = {server}\n{extra}\n",
+        "client = yes\nsandbox = no\n[ec]\nexec = /bin/sh\nexecArgs = sh {}\nconnect = {server}\n{extra}\n",
         script.display()
     );
     start_with(dir, label, &body, &[], &[])

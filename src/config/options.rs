@@ -214,6 +214,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("RNDfile", Global, NotYet, Some("/dev/urandom"), "path to file with random seed data"),
     row("RNDoverwrite", Global, NotYet, Some("yes"), "yes|no overwrite seed datafiles with new random data"),
     row("setEnv", Global, NotYet, None, "NAME=VALUE environment variable (stunnel 5.72+)"),
+    row("sandbox", Global, Set(YesNo(|t| &mut t.global.sandbox)), Some("yes"), "yes|no restrict the files the process can reach after startup (Landlock; rstunnel extension)"),
     row("syslog", Global, Set(YesNo(|t| &mut t.global.syslog)), Some("yes"), "yes|no send logging messages to syslog"),
     // ---- service-level options ----
     row("accept", Service, Set(List(|t| &mut t.service.accept)), None, "[host:]port accept connections on specified host:port"),
@@ -573,6 +574,7 @@ mod tests {
         ("log", "overwrite", Some(("truncate", "The argument needs to be either 'append' or 'overwrite'"))),
         ("output", "/var/log/rstunnel.log", None),
         ("pid", "/run/rstunnel.pid", None),
+        ("sandbox", "no", Some(("maybe", YES_NO))),
         ("syslog", "no", Some(("off", YES_NO))),
         ("accept", "127.0.0.1:443", None),
         ("CAfile", "/etc/ssl/ca.pem", None),

@@ -3,7 +3,7 @@
 //! `include = DIR`, and runs stunnel's end-of-section checks.
 //! Reads the include directories; touches nothing else on disk.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{CheckError, ConfigError, LineError};
@@ -25,6 +25,7 @@ pub fn parse(file: &str, bytes: &[u8], names: Names) -> Result<Config, ConfigErr
         services: Vec::new(),
         names,
         not_checked: Vec::new(),
+        includes: Vec::new(),
     };
     parser.feed_all(&lexer::lex(&Arc::from(file), bytes), 0)?;
     parser.finish(file)
@@ -40,6 +41,8 @@ struct Parser {
     names: Names,
     /// Notes for values not checked against this host (`Config::not_checked`).
     not_checked: Vec<String>,
+    /// The `include` directories read (`Config::includes`).
+    includes: Vec<PathBuf>,
 }
 
 /// Wraps what went wrong with the line it came from.
@@ -131,6 +134,7 @@ impl Parser {
             .map(|entry| entry.file_name())
             .collect();
         files.sort();
+        self.includes.push(PathBuf::from(dir));
         for name in files {
             let path = Path::new(dir).join(&name);
             let bytes = std::fs::read(&path).map_err(failed)?;
@@ -157,6 +161,7 @@ impl Parser {
             defaults: self.defaults,
             services: self.services,
             not_checked: self.not_checked,
+            includes: self.includes,
         })
     }
 }

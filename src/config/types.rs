@@ -43,6 +43,9 @@ pub struct GlobalOptions {
     /// refused by the end-of-global checks in `config::parse` (`Configured compression is
     /// unsupported by OpenSSL`), before any service is built.
     pub compression: Option<String>,
+    /// `sandbox = yes|no` (rstunnel extension): restrict the files the process can reach
+    /// after startup (`sandbox.rs`).
+    pub sandbox: bool,
 }
 
 impl Default for GlobalOptions {
@@ -59,6 +62,7 @@ impl Default for GlobalOptions {
             setuid: None,
             setgid: None,
             compression: None,
+            sandbox: true,
         }
     }
 }
@@ -368,6 +372,8 @@ pub struct Config {
     /// One note per value that was not checked against this host (`setuid`/`setgid`
     /// names when parsed with `options::Names::Skip`), as `FILE:LINE: "RAW": what`.
     pub not_checked: Vec<String>,
+    /// The `include` directories read, in the order read (the sandbox allows them).
+    pub includes: Vec<PathBuf>,
 }
 
 impl Config {
