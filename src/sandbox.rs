@@ -192,13 +192,13 @@ fn needs(config: &Config, source: Option<&Path>) -> Vec<Need> {
     }
     for s in std::iter::once(&config.defaults).chain(&config.services) {
         let files = [
-            (&s.cert, "cert"),
-            (&s.key, "key"),
-            (&s.ca_file, "CAfile"),
-            (&s.crl_file, "CRLfile"),
-            (&s.psk_secrets, "PSKsecrets"),
-            (&s.ca_path, "CApath"),
-            (&s.crl_path, "CRLpath"),
+            (&s.tls.cert, "cert"),
+            (&s.tls.key, "key"),
+            (&s.tls.ca_file, "CAfile"),
+            (&s.tls.crl_file, "CRLfile"),
+            (&s.tls.psk_secrets, "PSKsecrets"),
+            (&s.tls.ca_path, "CApath"),
+            (&s.tls.crl_path, "CRLpath"),
         ];
         for (path, what) in files {
             if let Some(path) = path {
