@@ -269,6 +269,19 @@ fn confine(config: &Config, source: Option<&Path>) -> sandbox::Outcome {
         sandbox::Outcome::Applied { partial: false, .. } => log_notice!("{outcome}"),
         _ => log_warning!("{outcome}"),
     }
+    // The one place where a stunnel.conf that worked under stunnel can stop working here:
+    // an `exec` program inherits the sandbox. Said at startup, where the admin looks first.
+    if matches!(outcome, sandbox::Outcome::Applied { .. }) {
+        for s in config.services.iter() {
+            if let Some(program) = &s.exec {
+                log_notice!(
+                    "Service [{}]: exec {} runs inside the sandbox: it can run no other program and open only the files the sandbox allows (listed at debug level); if it needs more, set sandbox = no",
+                    s.name,
+                    program.display()
+                );
+            }
+        }
+    }
     outcome
 }
 

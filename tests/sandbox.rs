@@ -213,6 +213,12 @@ fn a_program_runs_inside_the_sandbox() {
         ),
     );
     let t = Tunnel::start(&dir, "sandboxed", &exec_body("", &pki, &script, ""));
+    // The admin is told at startup, where an exec program that needs more would start
+    // failing (the one way a stunnel.conf can stop working here).
+    t.wait_for_log(
+        "Service [srv]: exec /bin/sh runs inside the sandbox: it can run no other program",
+        WAIT,
+    );
     let out = program_output(&t, "srv", &pki.ca_file);
     assert!(
         out.contains("read: denied"),
