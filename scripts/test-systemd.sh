@@ -389,8 +389,10 @@ PY
         c test -s /run/rstunnel/syslog-server.pid || oops "no pid file"
         [ "$(c cat /run/rstunnel/syslog-server.pid)" = "$mp" ] || oops "pid file is not MainPID $mp"
         wait_journal "$cur" "Accepting new connections" _PID="$mp"
+        # The unit's SystemCallFilter lets the Landlock sandbox (sandbox = yes) apply.
+        wait_journal "$cur" "Sandbox: Landlock ABI" _PID="$mp"
     }
-    check "rstunnel@syslog-server: start, Type=notify, READY=1, active" start_unit
+    check "rstunnel@syslog-server: start, Type=notify, READY=1, active, sandboxed" start_unit
 
     tls_session() {
         local out

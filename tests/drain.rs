@@ -248,7 +248,8 @@ fn connection_cap_follows_the_fd_limit() {
         live.push(open_session(&t, &pki.ca_file, i));
     }
     assert_rejected(&t, &pki.ca_file, "session 15");
-    t.wait_for_logs("rejected: too many clients", 5, WAIT);
+    // Logged, or past the source's budget of loud lines counted (src/repeats.rs).
+    assert_eq!(t.refusals_logged_or_counted("too many clients (>=8)"), 5);
     for s in live {
         tls_close(s);
     }

@@ -199,14 +199,19 @@ fn parallel_exec_sessions_get_their_own_programs_and_leave_no_zombies() {
     let dir = TestDir::new("exec-parallel");
     let pki = Pki::new(&dir);
     let script = dir.write("pid-cat.sh", "echo \"PID=$$\"\nexec cat\n");
+    // `sandbox = no`: the script runs `cat`, a program the configuration does not name,
+    // which the default sandbox refuses to execute (tests/sandbox.rs).
     let server = Tunnel::start(
         &dir,
         "server",
-        &exec_body(
-            &pki.server.combined,
-            "/bin/sh",
-            &format!("sh {}", script.display()),
-            "",
+        &format!(
+            "sandbox = no\n{}",
+            exec_body(
+                &pki.server.combined,
+                "/bin/sh",
+                &format!("sh {}", script.display()),
+                "",
+            )
         ),
     );
     let tunnel_pid = common::process::tunnel_pid(&server) as u32;
@@ -477,8 +482,10 @@ fn exec_connect(
     script: &Path,
     extra: &str,
 ) -> Tunnel {
+    // `sandbox = no`: the scripts write their findings to files in the test directory and
+    // run `tty` and `stty`, which the default sandbox refuses (tests/sandbox.rs).
     let body = format!(
-        "client = yes\n[ec]\nexec = /bin/sh\nexecArgs = sh {}\nconnect = {server}\n{extra}\n",
+        "client = yes\nsandbox = no\n[ec]\nexec = /bin/sh\nexecArgs = sh {}\nconnect = {server}\n{extra}\n",
         script.display()
     );
     start_with(dir, label, &body, &[], &[])

@@ -194,7 +194,7 @@ fn sigterm_under_load(program: Program, label: &str, n: usize) -> SigtermRun {
     };
     let global = |name: &str| {
         format!(
-            "; written by tests/faults_process.rs\nforeground = no\nsyslog = no\ndebug = 5\n\
+            "; written by tests/faults_process_signals.rs\nforeground = no\nsyslog = no\ndebug = 5\n\
              {no_pause}pid = {}\noutput = {}\n",
             dir.join(&format!("{name}.pid")).display(),
             dir.join(&format!("{name}.log")).display()

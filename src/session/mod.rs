@@ -28,6 +28,7 @@ use crate::net::sockopt::Which;
 use crate::net::{self, Stream};
 use crate::protocol;
 use crate::relay::{self, describe_ssl_error, FarSide, RelaySettings, Side};
+use crate::repeats::{self, Watch};
 use crate::service::ServiceCtx;
 use crate::wake;
 
@@ -53,6 +54,9 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
     let live = Arc::clone(guard.session());
     let log_id = connection_log_id(svc.opts.log_id, live.id);
     crate::log::set_thread_context(&log_id, svc.opts.debug_level);
+    // From here until it relays, a session from a source that keeps failing has its lines
+    // held, and dropped if it fails too (`repeats`).
+    let mut watch = Watch::begin(&svc.opts.name, accepted.peer_addr());
     log_notice!(
         "Service [{}] accepted connection from {}",
         svc.opts.name,
@@ -68,17 +72,19 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
         let _ = ended_tx.send(());
     }));
     let result = if svc.opts.client {
-        client_session(&svc, accepted, &live, &mut finish)
+        client_session(&svc, accepted, &live, &mut finish, &mut watch)
     } else {
-        server_session(&svc, accepted, &live, &mut finish)
+        server_session(&svc, accepted, &live, &mut finish, &mut watch)
     };
     if let Err(e) = result {
+        let reason = e.to_string();
         if !matches!(e, SessionError::ConnectFailed) {
-            log_err!("{e}");
+            log_err!("{reason}");
         }
         if let Some(finish) = finish.take() {
             finish(End::Failed(e));
         }
+        watch.failed(&reason);
     }
     if completion == Completion::Wait {
         // Err only if the closure was dropped uncalled, which also means the end.
@@ -122,6 +128,7 @@ fn server_session(
     accepted: Stream,
     live: &Arc<LiveSession>,
     finish: &mut Option<Finish>,
+    watch: &mut Watch,
 ) -> Result<(), SessionError> {
     // STARTTLS-style protocols talk in clear on the accepted connection first.
     negotiate(svc, &accepted, None, |p| p.server_before_tls)
@@ -165,7 +172,7 @@ fn server_session(
     .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
     negotiate(svc, tls.get_ref(), Some(&far), |p| p.server_before_relay)
         .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
-    relay_session(svc, tls, far, live, finish);
+    relay_session(svc, tls, far, live, finish, watch);
     Ok(())
 }
 
@@ -174,6 +181,7 @@ fn client_session(
     accepted: Stream,
     live: &Arc<LiveSession>,
     finish: &mut Option<Finish>,
+    watch: &mut Watch,
 ) -> Result<(), SessionError> {
     let far = far_side(svc, &PeerInfo::from_peer(&live.peer), false, &accepted)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
@@ -188,7 +196,7 @@ fn client_session(
         }
     })?;
     svc.far_side_reached();
-    relay_session(svc, tls, accepted, live, finish);
+    relay_session(svc, tls, accepted, live, finish, watch);
     Ok(())
 }
 
@@ -201,7 +209,7 @@ fn needs_redirect(svc: &ServiceCtx, ssl: &openssl::ssl::SslRef) -> bool {
     let failed = crate::tls::verify::redirect_index()
         .and_then(|index| ssl.ex_data(index))
         .is_none_or(|flag| flag.load(Ordering::SeqCst));
-    let missing = svc.opts.verify.require_cert && ssl.peer_certificate().is_none();
+    let missing = svc.opts.tls.verify.require_cert && ssl.peer_certificate().is_none();
     failed || missing
 }
 
@@ -376,10 +384,13 @@ fn relay_session(
     plain: Stream,
     live: &Arc<LiveSession>,
     finish: &mut Option<Finish>,
+    watch: &mut Watch,
 ) {
     let Some(finish) = finish.take() else {
         return;
     };
+    // Proven: the lines held so far are written, before the pumps write theirs.
+    watch.relayed();
     let finish: relay::Finish = Box::new(move |summary| finish(End::Relayed(summary)));
     let settings = RelaySettings {
         idle: svc.opts.timeouts.idle,
@@ -498,15 +509,23 @@ static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Takes a slot for a connection from `peer`, or logs the refusal (dropping `conn`
 /// closes it).
-fn admit(ctx: &ServiceCtx, peer: String, held: Option<HeldSlot>) -> Option<SessionGuard> {
+fn admit(
+    ctx: &ServiceCtx,
+    conn: &Stream,
+    peer: String,
+    held: Option<HeldSlot>,
+) -> Option<SessionGuard> {
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
     match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone(), held) {
         Ok(guard) => Some(guard),
         Err(TooManyClients { cap }) => {
-            log_warning!(
-                "Service [{}]: connection from {peer} rejected: too many clients (>={cap})",
-                ctx.opts.name,
-            );
+            let why = format!("too many clients (>={cap})");
+            if repeats::refused(&ctx.opts.name, conn.peer_addr(), &why) {
+                log_warning!(
+                    "Service [{}]: connection from {peer} rejected: {why}",
+                    ctx.opts.name,
+                );
+            }
             None
         }
     }
@@ -514,7 +533,7 @@ fn admit(ctx: &ServiceCtx, peer: String, held: Option<HeldSlot>) -> Option<Sessi
 
 /// Serves one connection on the calling thread (inetd mode, exec+connect services).
 pub fn spawn_session_here(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
-    if let Some(guard) = admit(ctx, peer, None) {
+    if let Some(guard) = admit(ctx, &conn, peer, None) {
         crate::session::run(Arc::clone(ctx), conn, guard, Completion::Wait);
     }
 }
@@ -528,8 +547,9 @@ pub fn spawn_session(
     peer: String,
     held: Option<HeldSlot>,
 ) -> Option<u64> {
-    let guard = admit(ctx, peer, held)?;
+    let guard = admit(ctx, &conn, peer, held)?;
     let id = guard.session().id;
+    let source = conn.peer_addr();
     let ctx_for_thread = Arc::clone(ctx);
     let spawned = std::thread::Builder::new()
         .stack_size(ctx.opts.stack)
@@ -537,10 +557,10 @@ pub fn spawn_session(
     match spawned {
         Ok(_) => Some(id),
         Err(e) => {
-            log_err!(
-                "Service [{}]: cannot create a thread for a connection: {e}",
-                ctx.opts.name,
-            );
+            let why = format!("cannot create a thread for a connection: {e}");
+            if repeats::refused(&ctx.opts.name, source, &why) {
+                log_err!("Service [{}]: {why}", ctx.opts.name);
+            }
             None
         }
     }

@@ -307,6 +307,39 @@ impl Tunnel {
             .collect()
     }
 
+    /// Connections refused with `reason` so far: those logged one by one plus those
+    /// counted in the summaries of repeated refusals (src/repeats.rs), which a SIGUSR2
+    /// makes the tunnel write now.
+    pub fn refusals_logged_or_counted(&self, reason: &str) -> usize {
+        let listed = |t: &Tunnel| {
+            t.log_lines()
+                .iter()
+                .filter(|l| l.contains("Listed "))
+                .count()
+        };
+        let before = listed(self);
+        self.signal(libc::SIGUSR2);
+        self.wait_for_logs("Listed ", before + 1, Duration::from_secs(10));
+        self.log_lines()
+            .iter()
+            .map(|line| {
+                if line.contains(&format!("rejected: {reason}")) {
+                    1
+                } else if line.contains(" refused in the last ")
+                    && line.ends_with(&format!("the last: {reason}"))
+                {
+                    line.split(" more connection(s)")
+                        .next()
+                        .and_then(|head| head.rsplit(' ').next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| self.fail(&format!("no count in {line}")))
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+
     /// Starts the binary under test with `body` (see [`Tunnel::start_program`]).
     pub fn start(dir: &TestDir, label: &str, body: &str) -> Tunnel {
         Tunnel::start_program(Program::Rstunnel, dir, label, body)
