@@ -155,15 +155,27 @@ fn basic(user: &str, password: &str) -> String {
     )
 }
 
+/// A TLS echo server (the target) and a scripted proxy that wants alice's `password`;
+/// returns the test directory and PKI, both servers and the target's `host:port`, to be
+/// bound in one `let` (they drop in reverse order).
+fn proxy_to_tls_target(
+    label: &str,
+    password: &str,
+) -> ((TestDir, Pki), Server<Seen>, Server<ProxySeen>, String) {
+    let dir = TestDir::new(label);
+    let pki = Pki::new(&dir);
+    let target = tls_echo_server(&pki.server);
+    let proxy = http_proxy(Some(basic("alice", password)));
+    let target_name = format!("127.0.0.1:{}", target.addr().port());
+    ((dir, pki), target, proxy, target_name)
+}
+
 /// Client tunnel → scripted proxy (Basic auth) → TLS echo server: the proxy saw the
 /// CONNECT line, Host, Proxy-Authorization and the protocolHeader; data flows both ways.
 #[test]
 fn connect_through_an_authenticating_proxy() {
-    let dir = TestDir::new("connect-auth");
-    let pki = Pki::new(&dir);
-    let target = tls_echo_server(&pki.server);
-    let proxy = http_proxy(Some(basic("alice", "0pen:Sesame")));
-    let target_name = format!("127.0.0.1:{}", target.addr().port());
+    let ((dir, pki), target, proxy, target_name) =
+        proxy_to_tls_target("connect-auth", "0pen:Sesame");
     let tunnel = connect_client(
         &dir,
         &pki,
@@ -257,11 +269,7 @@ fn connect_through_a_proxy_to_an_rstunnel_server() {
 /// connection and the proxy no TLS byte.
 #[test]
 fn connect_proxy_407_ends_the_session() {
-    let dir = TestDir::new("connect-407");
-    let pki = Pki::new(&dir);
-    let target = tls_echo_server(&pki.server);
-    let proxy = http_proxy(Some(basic("alice", "right")));
-    let target_name = format!("127.0.0.1:{}", target.addr().port());
+    let ((dir, pki), target, proxy, target_name) = proxy_to_tls_target("connect-407", "right");
     let tunnel = connect_client(
         &dir,
         &pki,
