@@ -32,10 +32,7 @@ fn open_session(t: &Tunnel, ca: &Path, i: usize) -> SslStream<TcpStream> {
 
 #[test]
 fn sigusr2_lists_active_connections() {
-    let dir = TestDir::new("sigusr2");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let t = Tunnel::server(&dir, &pki, echo.addr(), "");
+    let ((_dir, pki), _echo, t) = echo_server("sigusr2");
     let sessions: Vec<_> = (0..3).map(|i| open_session(&t, &pki.ca_file, i)).collect();
 
     t.signal(libc::SIGUSR2);
