@@ -29,7 +29,7 @@ PACKAGES=(
     rsyslog-relp       # omrelp/imrelp: test-outages.sh measures the RELP chain
     tcpdump            # e2e-syslog.sh and the fault tests prove the wire is encrypted
     iproute2           # ip netns / veth (e2e-syslog.sh, tests), ss (port checks)
-    iptables           # REDIRECT / socket-mark rules in the transparent-proxy tests (tests/transport_extras.rs)
+    iptables           # REDIRECT / socket-mark rules in the transparent-proxy tests (tests/transport_transparent.rs)
     procps             # sysctl (bench.sh)
     mawk               # awk (not Essential: only "required", so absent from minimal roots)
     mount              # mount/umount (test-debian11.sh, the tests' private mount namespaces)

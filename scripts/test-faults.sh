@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # test-faults.sh - the fault suite of issue 8, what `make test-faults` runs: the soak
-# (tests/soak.rs), the network and process fault tests (tests/faults_network.rs,
-# tests/faults_process.rs), the fuzzers (scripts/fuzz.sh) and issue 14's outage
+# (tests/soak.rs), the network and process fault tests (tests/faults_network_peers.rs,
+# tests/faults_network_targets.rs, tests/faults_process_signals.rs,
+# tests/faults_process_limits.rs), the fuzzers (scripts/fuzz.sh) and issue 14's outage
 # measurement (scripts/test-outages.sh: rstunnel and stunnel4, plain TCP and RELP), then one
 # table of every `summary:` line they printed.
 #
-# Order: build everything first (release binary and the three test binaries), start the
+# Order: build everything first (release binary and the test binaries), start the
 # soak in the background (it is the long pole: SOAK_SECONDS, 600 by default), run the fault
 # tests, fuzz.sh and test-outages.sh (about 5 min) in the foreground meanwhile, then wait for
 # the soak. About 11-12 minutes in all on 2 cores. Each part logs to target/faults/<part>.log; a failed part's log
@@ -44,7 +45,8 @@ OUT="target/faults"
 MD="target/faults-summary.md"
 export SOAK_SECONDS="${SOAK_SECONDS:-600}"
 ALLOW_MISSING="${FAULTS_ALLOW_MISSING:-0}"
-FAULT_TESTS=(faults_network faults_process hostile_input hostile_load)
+FAULT_TESTS=(faults_network_peers faults_network_targets faults_process_signals faults_process_limits
+             hostile_input hostile_load)
 # The soak runs SOAK_SECONDS plus its warm-up burst and wind-down (seconds); past this it is
 # stuck and gets killed.
 SOAK_GRACE=300

@@ -315,11 +315,14 @@ cmd, args = sys.argv[1], sys.argv[2:]
 PY
 
     # --- boot -----------------------------------------------------------------------------
+    # nspawn's own seccomp allow-list (systemd 252) lacks the Landlock calls: without them
+    # the unit's sandbox = yes would meet EPERM here as it would not on a real host.
     (
         for d in "${CG_DIRS[@]}"; do echo "$BASHPID" >"$d/ctr/cgroup.procs"; done
         exec timeout -k 10 900 systemd-nspawn --quiet --boot --directory="$SROOT" \
             --machine="rstunnel-test" --register=no --keep-unit --private-network \
             --volatile=overlay --link-journal=no --console=read-only \
+            --system-call-filter='landlock_create_ruleset landlock_add_rule landlock_restrict_self' \
             --bind-ro="$WORK/in:/srv/rstunnel-test"
     ) </dev/null >"$WORK/console.log" 2>&1 &
     NSPAWN_PID=$!
@@ -389,8 +392,10 @@ PY
         c test -s /run/rstunnel/syslog-server.pid || oops "no pid file"
         [ "$(c cat /run/rstunnel/syslog-server.pid)" = "$mp" ] || oops "pid file is not MainPID $mp"
         wait_journal "$cur" "Accepting new connections" _PID="$mp"
+        # The unit's SystemCallFilter lets the Landlock sandbox (sandbox = yes) apply.
+        wait_journal "$cur" "Sandbox: Landlock ABI" _PID="$mp"
     }
-    check "rstunnel@syslog-server: start, Type=notify, READY=1, active" start_unit
+    check "rstunnel@syslog-server: start, Type=notify, READY=1, active, sandboxed" start_unit
 
     tls_session() {
         local out

@@ -207,6 +207,7 @@ fn print_banner() {
     eprintln!("Compiled with {}", crate::openssl_names::built_version());
     eprintln!("Running  with {}", crate::openssl_names::running_version());
     eprintln!("Threading:PTHREAD Sockets:POLL,IPv6 TLS:SNI");
+    eprintln!("{}", crate::sandbox::support_line());
     eprintln!(" ");
 }
 

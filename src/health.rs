@@ -163,7 +163,10 @@ impl Health {
                 State::Paused { since: now, reason }
             }
             (State::Open, Trigger::Broken(reason)) => {
-                log_debug!(
+                // Reported on a session's thread: written even if that session's own lines
+                // are held and then dropped (`repeats`), as this is news of the service.
+                log_unheld!(
+                    crate::log::Level::Debug,
                     "Service [{}]: far side ended a session abnormally ({reason}): checking it before accepting again",
                     self.name
                 );
@@ -208,7 +211,12 @@ impl Health {
 
     fn pause_logged(&self, reason: &str) {
         self.pauses.fetch_add(1, Ordering::Relaxed);
-        log_notice!("Service [{}] paused: {reason}", self.name);
+        // Also reached from a session's thread (`news`): never held with its lines.
+        log_unheld!(
+            crate::log::Level::Notice,
+            "Service [{}] paused: {reason}",
+            self.name
+        );
     }
 
     /// The listener's probe result.

@@ -100,6 +100,31 @@ static SYSLOG_IDENT: Mutex<Option<CString>> = Mutex::new(None);
 thread_local! {
     /// (connection id as printed in `LOG5[id]`, that session's level)
     static CONTEXT: RefCell<Option<(String, Option<Level>)>> = const { RefCell::new(None) };
+    /// This thread's lines kept back (`hold`), as they would have been written.
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+}
+
+/// Lines of one session held until it proves itself (`repeats`).
+struct Held {
+    lines: Vec<Line>,
+    /// The text kept, in bytes.
+    bytes: usize,
+    /// Lines past `HELD_MAX_BYTES`, not kept (nor formatted).
+    dropped: usize,
+}
+
+/// A session's lines before it relays are few (accepted, connected, the handshake's few
+/// info lines; at debug level a dozen, about 1 KiB): past this, the rest are counted. A
+/// bound in bytes, because thousands of unproven sessions may be holding at once.
+const HELD_MAX_BYTES: usize = 4096;
+
+/// One line, made when it was logged.
+struct Line {
+    level: Level,
+    timestamp: String,
+    /// `LOG<n>[<id>]: `, what every sink puts before the text.
+    tag: String,
+    text: String,
 }
 
 /// Where log lines go, from the global options.
@@ -175,20 +200,114 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= limit.unwrap_or_else(|| GLOBAL_LEVEL.load(Ordering::Relaxed))
 }
 
-/// Writes one line to every sink. Use the `log_*!` macros, which check `enabled` first.
+/// Writes one line to every sink, or keeps it while this thread holds its lines. Use the
+/// `log_*!` macros, which check `enabled` first.
 pub fn emit(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
-    let text = sanitize(&args.to_string());
-    let id = thread_log_id();
-    let tagged = format!("LOG{}[{}]: {}", level as u8, id, text);
+    let full = HELD.with(|held| match held.borrow_mut().as_mut() {
+        Some(held) if held.bytes >= HELD_MAX_BYTES => {
+            held.dropped += 1;
+            true
+        }
+        _ => false,
+    });
+    if full {
+        return;
+    }
+    let line = make_line(level, &thread_log_id(), args);
+    let line = HELD.with(|held| match held.borrow_mut().as_mut() {
+        Some(held) => {
+            held.bytes += line.tag.len() + line.text.len();
+            held.lines.push(line);
+            None
+        }
+        None => Some(line),
+    });
+    if let Some(line) = line {
+        write_line(&line);
+    }
+}
+
+/// Writes one line now, with this thread's id and level, even while the thread holds its
+/// lines: for lines about the service rather than the connection on whose thread they
+/// happen (`health`'s "paused"), which must not be dropped with a failed session's.
+pub fn emit_unheld(level: Level, args: fmt::Arguments<'_>) {
+    if enabled(level) {
+        write_line(&make_line(level, &thread_log_id(), args));
+    }
+}
+
+/// Writes one line at the global level, tagged `ui`, whatever this thread's context or
+/// hold: for lines about the process rather than one connection (`repeats`' summaries).
+pub fn emit_detached(level: Level, args: fmt::Arguments<'_>) {
+    if level as u8 <= GLOBAL_LEVEL.load(Ordering::Relaxed) {
+        write_line(&make_line(level, "ui", args));
+    }
+}
+
+/// From here on this thread's lines are kept, not written, until `release_held` writes
+/// them or `discard_held` drops them.
+pub fn hold() {
+    HELD.with(|held| {
+        *held.borrow_mut() = Some(Held {
+            lines: Vec::new(),
+            bytes: 0,
+            dropped: 0,
+        })
+    });
+}
+
+/// Writes the kept lines and stops holding. On stderr and in the `output` file each has
+/// the time it was logged; syslog stamps them as they arrive.
+pub fn release_held() {
+    let Some(held) = HELD.with(|held| held.borrow_mut().take()) else {
+        return;
+    };
+    for line in &held.lines {
+        write_line(line);
+    }
+    if held.dropped > 0 {
+        emit(
+            Level::Notice,
+            format_args!(
+                "{} more line(s) of this connection before it relayed were not kept",
+                held.dropped
+            ),
+        );
+    }
+}
+
+/// Drops the kept lines and stops holding.
+pub fn discard_held() {
+    HELD.with(|held| *held.borrow_mut() = None);
+}
+
+fn make_line(level: Level, id: &str, args: fmt::Arguments<'_>) -> Line {
+    Line {
+        level,
+        timestamp: timestamp(),
+        tag: format!("LOG{}[{}]: ", level as u8, id),
+        text: sanitize(&args.to_string()),
+    }
+}
+
+fn write_line(line: &Line) {
+    let Line {
+        level,
+        timestamp,
+        tag,
+        text,
+    } = line;
+    let level = *level;
+    let tagged = format!("{tag}{text}");
     let mut sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(buffer) = sinks.startup.as_mut() {
         buffer.push((level, text.clone()));
     }
     if sinks.stderr || sinks.file.is_some() {
-        let line = format!("{} {}\n", timestamp(), tagged);
+        let line = format!("{timestamp} {tagged}\n");
         if sinks.stderr {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
@@ -243,6 +362,15 @@ macro_rules! log_at {
         }
     };
 }
+/// `log_at!` for lines that must not wait in a held session's lines (`log::emit_unheld`).
+#[macro_export]
+macro_rules! log_unheld {
+    ($level:expr, $($arg:tt)*) => {
+        if $crate::log::enabled($level) {
+            $crate::log::emit_unheld($level, format_args!($($arg)*))
+        }
+    };
+}
 #[macro_export]
 macro_rules! log_err { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Err, $($arg)*) }; }
 #[macro_export]
@@ -285,6 +413,39 @@ mod tests {
             set_thread_context("3", Level::Warning);
             assert!(enabled(Level::Err));
             assert!(!enabled(Level::Notice));
+        })
+        .join()
+        .unwrap();
+    }
+
+    fn held_count() -> (usize, usize) {
+        HELD.with(|h| {
+            h.borrow()
+                .as_ref()
+                .map_or((0, 0), |h| (h.lines.len(), h.dropped))
+        })
+    }
+
+    /// A held session's lines wait; lines about the service do not (the defect: a quiet
+    /// session that paused its service dropped the "paused" line with its own); past
+    /// `HELD_MAX_BYTES` lines are only counted.
+    #[test]
+    fn held_lines_wait_service_lines_do_not_and_the_hold_is_bounded() {
+        std::thread::spawn(|| {
+            set_thread_context("9", Level::Debug);
+            hold();
+            emit(Level::Notice, format_args!("accepted connection"));
+            emit_unheld(Level::Notice, format_args!("Service [x] paused: test"));
+            assert_eq!(held_count(), (1, 0), "the service line was not held");
+            let filler = "x".repeat(200);
+            for _ in 0..100 {
+                emit(Level::Debug, format_args!("{filler}"));
+            }
+            let (kept, dropped) = held_count();
+            assert!(kept * 200 <= HELD_MAX_BYTES + 400, "{kept} lines kept");
+            assert_eq!(kept + dropped, 101);
+            discard_held();
+            assert_eq!(held_count(), (0, 0));
         })
         .join()
         .unwrap();

@@ -19,6 +19,7 @@ use crate::daemon::{self, PidFile};
 use crate::listeners::{self, Listener};
 use crate::log::{self, LogSetup};
 use crate::net::Stream;
+use crate::sandbox;
 use crate::service::{self, StartupError};
 
 /// Ends a startup that failed (the configuration, or what was built from it): the buffered
@@ -140,6 +141,9 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
             return 1;
         }
     };
+    // Startup step 11 (docs/ARCHITECTURE.md, Startup and Sandbox): the ruleset now, while
+    // this is the only thread; every thread and `exec` child started later inherits it.
+    let sandbox = confine(&config, source.as_deref());
     let signals = match signal_channel() {
         Ok(rx) => rx,
         Err(e) => {
@@ -162,7 +166,11 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     };
     log_info!("Accepting new connections");
     daemon::notify_systemd("READY=1");
-    let mut state = State { config, running };
+    let mut state = State {
+        config,
+        running,
+        sandbox,
+    };
     while let Ok(signal) = signals.recv() {
         match signal {
             SIGHUP => state.reload(source.as_deref()),
@@ -226,6 +234,7 @@ fn run_inetd(config: &Config) -> i32 {
     if let Err(e) = drop_privileges(config) {
         return configuration_failed(&e);
     }
+    confine(config, None);
     log::end_startup();
     // SAFETY: inetd hands us the connection as descriptors 0 and 1; nothing else in this
     // process uses them, and the stream takes ownership.
@@ -249,6 +258,48 @@ fn drop_privileges(config: &Config) -> Result<(), StartupError> {
         what: "Failed to drop privileges (setgid/setuid)".into(),
         error,
     })
+}
+
+/// `sandbox = yes`: applies the ruleset built from `config` to this thread (and so to
+/// everything it starts), logging what was applied or why not, once.
+fn confine(config: &Config, source: Option<&Path>) -> sandbox::Outcome {
+    if !config.global.sandbox {
+        let outcome = sandbox::Outcome::Off;
+        log_info!("{outcome}");
+        return outcome;
+    }
+    let others = sandbox::other_threads();
+    if others > 0 {
+        log_warning!("Sandbox: {others} thread(s) started before it are not restricted");
+    }
+    let plan = sandbox::plan(config, source);
+    for g in &plan.grants {
+        log_debug!(
+            "Sandbox allows {:?} on {} ({})",
+            g.right,
+            g.path.display(),
+            g.why
+        );
+    }
+    let outcome = sandbox::apply(plan);
+    match &outcome {
+        sandbox::Outcome::Applied { partial: false, .. } => log_notice!("{outcome}"),
+        _ => log_warning!("{outcome}"),
+    }
+    // The one place where a stunnel.conf that worked under stunnel can stop working here:
+    // an `exec` program inherits the sandbox. Said at startup, where the admin looks first.
+    if matches!(outcome, sandbox::Outcome::Applied { .. }) {
+        for s in config.services.iter() {
+            if let Some(program) = &s.exec {
+                log_notice!(
+                    "Service [{}]: exec {} runs inside the sandbox: it can run no other program and open only the files the sandbox allows (listed at debug level); if it needs more, set sandbox = no",
+                    s.name,
+                    program.display()
+                );
+            }
+        }
+    }
+    outcome
 }
 
 /// The signals the main thread handles, as a channel.
@@ -278,6 +329,7 @@ fn reopen_log(config: &Config) {
 
 /// SIGUSR2: one line per live session, as stunnel's listing.
 fn list_sessions(running: &[RunningService]) {
+    crate::repeats::summarise_now();
     let sessions = registry().snapshot();
     log_at!(crate::log::Level::Emerg, "Active connections:");
     for s in &sessions {
@@ -350,6 +402,8 @@ fn list_sessions(running: &[RunningService]) {
 struct State {
     config: Config,
     running: Vec<RunningService>,
+    /// What the startup's sandbox allows; a reload must stay inside it.
+    sandbox: sandbox::Outcome,
 }
 
 impl State {
@@ -378,6 +432,19 @@ impl State {
             return Err(StartupError::Unsupported(
                 "the new configuration has no [section]".into(),
             ));
+        }
+        // The ruleset cannot be widened or lifted: a path outside it fails the reload
+        // here, with its name, rather than as "Permission denied" in OpenSSL or a session.
+        if let Some(plan) = self.sandbox.enforced() {
+            sandbox::check(plan, &config, Some(path)).map_err(|outside| StartupError::Io {
+                what: outside.to_string(),
+                error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            })?;
+            if !config.global.sandbox {
+                log_warning!("sandbox = no takes effect at the next start, not at a reload");
+            }
+        } else if config.global.sandbox && matches!(self.sandbox, sandbox::Outcome::Off) {
+            log_warning!("sandbox = yes takes effect at the next start, not at a reload");
         }
         let services = service::build(&config, true)?;
         // Bind what is new while the old listeners still run: a failure leaves them be.
@@ -438,6 +505,8 @@ impl State {
                 );
             }
         }
+        // What `repeats` counted and has not yet written (its minute is not over).
+        crate::repeats::summarise_now();
     }
 }
 

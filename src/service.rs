@@ -174,12 +174,13 @@ fn build_service(
         .iter()
         .map(|(pattern, ctx)| VirtualHost::new(pattern, &ctx.tls))
         .collect();
-    let tls =
-        tls::build_context(opts, load_files, tls_hosts).map_err(|error| StartupError::Tls {
+    let tls = tls::build_context(&opts.tls, &tls_facts(opts), load_files, tls_hosts).map_err(
+        |error| StartupError::Tls {
             service: opts.name.clone(),
             error,
-        })?;
-    if opts.client && !opts.verify.any_check() && opts.psk_secrets.is_none() {
+        },
+    )?;
+    if opts.client && !opts.tls.verify.any_check() && opts.tls.psk_secrets.is_none() {
         log_warning!(
             "Service [{}] needs authentication to prevent MITM attacks: the client verifies no server certificate (set verifyChain or verifyPeer with CAfile)",
             opts.name
@@ -311,6 +312,21 @@ fn random_index() -> usize {
     usize::from_ne_bytes(bytes) % 1024
 }
 
+/// The service facts `tls` needs besides `opts.tls` (its narrow view of the service).
+fn tls_facts(opts: &ServiceOptions) -> tls::ServiceFacts<'_> {
+    tls::ServiceFacts {
+        name: &opts.name,
+        role: if opts.client {
+            tls::Role::Client
+        } else {
+            tls::Role::Server
+        },
+        redirect: !opts.redirect.is_empty(),
+        virtual_host: opts.server_sni().is_some(),
+        ocsp_timeout: opts.timeouts.ocsp,
+    }
+}
+
 /// The SNI name a client sends: `sni` if set (empty: none), else the host of
 /// `protocolHost` or of the first `connect` when it is a name (an IP literal is not a
 /// valid SNI name), else none.
@@ -318,7 +334,7 @@ fn client_sni(opts: &ServiceOptions, first_host: Option<String>) -> Option<Strin
     if !opts.client {
         return None;
     }
-    match &opts.sni {
+    match &opts.tls.sni {
         Some(name) if name.is_empty() => None,
         Some(name) => Some(name.clone()),
         None => first_host.filter(|h| h.parse::<std::net::IpAddr>().is_err()),
@@ -398,6 +414,30 @@ mod tests {
             Some("logs.example".into()),
             "behind a proxy: the real destination"
         );
+    }
+
+    /// What `tls` is told about a service besides its `TlsOptions`.
+    #[test]
+    fn the_facts_tls_gets() {
+        let text = "cert = /c.pem\n\
+            [srv]\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:1\nverifyChain = yes\nCAfile = /ca.pem\nredirect = 127.0.0.1:2\nTIMEOUTocsp = 7\n\
+            [vhost]\nsni = srv:*.example.org\nconnect = 127.0.0.1:3\n\
+            [cli]\nclient = yes\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:4\nsni = name.example\n";
+        let config = crate::config::parse_bytes("test.conf", text.as_bytes()).expect("valid");
+        let [srv, vhost, cli] = &config.services[..] else {
+            panic!("three sections");
+        };
+        let facts = tls_facts(srv);
+        assert_eq!(facts.name, "srv");
+        assert_eq!(facts.role, tls::Role::Server);
+        assert!(facts.redirect && !facts.virtual_host);
+        assert_eq!(facts.ocsp_timeout, std::time::Duration::from_secs(7));
+        let facts = tls_facts(vhost);
+        assert!(facts.virtual_host && !facts.redirect);
+        assert_eq!(facts.ocsp_timeout, std::time::Duration::from_secs(5));
+        let facts = tls_facts(cli);
+        assert_eq!(facts.role, tls::Role::Client);
+        assert!(!facts.virtual_host, "a client's sni is the name it sends");
     }
 
     /// Where `pauseWhenDown` applies: a fixed `connect` target behind a listener.

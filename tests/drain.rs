@@ -32,10 +32,7 @@ fn open_session(t: &Tunnel, ca: &Path, i: usize) -> SslStream<TcpStream> {
 
 #[test]
 fn sigusr2_lists_active_connections() {
-    let dir = TestDir::new("sigusr2");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let t = Tunnel::server(&dir, &pki, echo.addr(), "");
+    let ((_dir, pki), _echo, t) = echo_server("sigusr2");
     let sessions: Vec<_> = (0..3).map(|i| open_session(&t, &pki.ca_file, i)).collect();
 
     t.signal(libc::SIGUSR2);
@@ -251,7 +248,8 @@ fn connection_cap_follows_the_fd_limit() {
         live.push(open_session(&t, &pki.ca_file, i));
     }
     assert_rejected(&t, &pki.ca_file, "session 15");
-    t.wait_for_logs("rejected: too many clients", 5, WAIT);
+    // Logged, or past the source's budget of loud lines counted (src/repeats.rs).
+    assert_eq!(t.refusals_logged_or_counted("too many clients (>=8)"), 5);
     for s in live {
         tls_close(s);
     }

@@ -266,6 +266,8 @@ fn ended_by_tunnel(conns: &mut [TcpStream], within: Duration) -> usize {
 /// What one flood did to one tunnel.
 struct Flood {
     opened: usize,
+    /// Flood connections the tunnel had ended (refused) while the legitimate clients ran.
+    ended: usize,
     connect_failed: usize,
     legit: Legit,
     rss_before_kib: u64,
@@ -277,13 +279,14 @@ struct Flood {
 impl Flood {
     fn describe(&self) -> String {
         format!(
-            "{}/{LEGIT} served within 1 s (slowest {:.0} ms), RSS {} MiB (before {} MiB), {} threads, {} log lines, {} flood connects failed",
+            "{}/{LEGIT} served within 1 s (slowest {:.0} ms), RSS {} MiB (before {} MiB), {} threads, {} log lines, {} flood connections ended by the tunnel, {} flood connects failed",
             self.legit.served,
             self.legit.slowest.as_secs_f64() * 1000.0,
             self.rss_kib / 1024,
             self.rss_before_kib / 1024,
             self.threads,
             self.log_lines,
+            self.ended,
             self.connect_failed
         )
     }
@@ -296,16 +299,18 @@ fn idle_flood_against(t: &Tunnel, pki: &Pki, n: usize) -> Flood {
     let pid = tunnel_pid(t);
     let (rss_before_kib, _) = rss_and_threads(pid);
     let lines_before = t.log_lines().len();
-    let (open, connect_failed) = idle_flood(addr, n);
+    let (mut open, connect_failed) = idle_flood(addr, n);
     // Let the tunnel take in what it accepted before the legitimate clients come.
     std::thread::sleep(Duration::from_secs(1));
     let legit = legit_clients(addr, pki);
     let (rss_kib, threads) = rss_and_threads(pid);
     let log_lines = t.log_lines().len() - lines_before;
+    let ended = ended_by_tunnel(&mut open, Duration::ZERO);
     let opened = open.len();
     drop(open);
     Flood {
         opened,
+        ended,
         connect_failed,
         legit,
         rss_before_kib,
@@ -339,22 +344,7 @@ fn idle_flood_of_12000_from_one_address() {
     } = Case::start("hostile-idle", "", "");
     let ours = {
         let flood = idle_flood_against(&t, &pki, n);
-        let (refused, dropped) = (
-            t.log_lines()
-                .iter()
-                .filter(|l| l.contains("(unprovenPerSource)"))
-                .count(),
-            t.log_lines()
-                .iter()
-                .filter(|l| l.contains("(unprovenMax)"))
-                .count(),
-        );
-        eprintln!(
-            "rstunnel: {} ({} refused by unprovenPerSource, {} dropped for room)",
-            flood.describe(),
-            refused,
-            dropped
-        );
+        eprintln!("rstunnel: {}", flood.describe());
         assert!(
             flood.legit.served >= 9,
             "rstunnel served {}/{LEGIT} within 1 s: {:?}\n{}",
@@ -367,7 +357,14 @@ fn idle_flood_of_12000_from_one_address() {
             "rstunnel held {} MiB under the flood",
             flood.rss_kib / 1024
         );
-        assert!(refused > 0, "the per-source limit never refused anything");
+        // All but the 256 of unprovenPerSource are refused at once (their log lines are
+        // summarised, so they are counted here by what the flood's sockets saw).
+        assert!(
+            flood.ended + 256 + 10 >= flood.opened,
+            "only {} of {} flood connections were refused",
+            flood.ended,
+            flood.opened
+        );
         drop(t);
         flood
     };
@@ -409,14 +406,12 @@ fn the_oldest_unproven_session_makes_room() {
     let ended = ended_by_tunnel(&mut open, Duration::from_secs(5));
     let (rss_kib, threads) = rss_and_threads(pid);
     let legit = legit_clients(t.addr("srv"), pki);
+    // The drops are logged, the first of them one by one, the rest summarised.
+    t.wait_for_log("dropped before its handshake completed", WAIT);
     let dropped = t
-        .wait_for_logs(
-            "dropped before its handshake completed",
-            2 * (n - max + 1),
-            WAIT,
-        )
-        .into_iter()
-        .filter(|l| l.contains("LOG4["))
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("LOG4[") && l.contains("dropped before its handshake completed"))
         .count();
     eprintln!(
         "drop-oldest: {n} idle, {ended} ended by the tunnel, {dropped} logged dropped, {} legit served, RSS {} MiB, {threads} threads",
@@ -428,13 +423,6 @@ fn the_oldest_unproven_session_makes_room() {
         ended,
         n - max,
         "every connection beyond the newest {max} is ended"
-    );
-    // The first legitimate client finds the newest `max` flood connections waiting and
-    // pushes the oldest of them out too; the next ones find room (their predecessor proven).
-    assert_eq!(
-        dropped,
-        n - max + 1,
-        "each drop is logged once as a warning"
     );
     assert!(
         threads < (max + 20) as u64,
@@ -499,14 +487,15 @@ fn slow_clienthellos_stay_unproven_until_timeoutbusy() {
     let mut extra = connect_from(FLOOD_FROM, addr, Duration::from_secs(2)).expect("connect");
     let mut buf = [0u8; 1];
     let extra_refused = matches!(extra.read(&mut buf), Ok(0) | Err(_));
-    t.wait_for_log("(unprovenPerSource)", WAIT);
     let legit = legit_clients(addr, pki);
     let (rss_kib, threads) = rss_and_threads(pid);
     let ended = ended_by_tunnel(&mut slow, Duration::from_secs(busy + 4));
     let took = started.elapsed();
     let timed_out = t
-        .wait_for_logs("TIMEOUTbusy exceeded", per_source, WAIT)
-        .len();
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("TIMEOUTbusy exceeded"))
+        .count();
     dribbler.join().unwrap();
     // With them gone, their address may start a session again.
     let again = process::tls_echo(addr, &pki.ca_file, b"after\n");
@@ -521,7 +510,6 @@ fn slow_clienthellos_stay_unproven_until_timeoutbusy() {
         took >= Duration::from_secs(busy - 1) && took <= Duration::from_secs(busy + 4),
         "ended after {took:?}, TIMEOUTbusy = {busy}"
     );
-    assert!(timed_out >= per_source);
     assert!(
         legit.served >= 9,
         "{}/{LEGIT}: {:?}",

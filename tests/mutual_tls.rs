@@ -70,85 +70,67 @@ fn assert_session_refused(pair: &TunnelPair, echo: &Backend, refuser: &Tunnel) {
     }
 }
 
-#[test]
-fn client_cert_from_trusted_ca_is_accepted() {
-    let dir = TestDir::new("mtls-ok");
+/// What a [`pair_case`] must come to.
+enum Expect {
+    Works,
+    RefusedByServer,
+    RefusedByClient,
+}
+
+/// A tunnel pair from the usual [`Pki`] with the (server, client) option lines `extras`
+/// gives, and one session through it that must end as `expect` says.
+fn pair_case(label: &str, expect: Expect, extras: impl Fn(&Pki) -> (String, String)) {
+    let dir = TestDir::new(label);
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
-    let client = format!(
-        "cert = {}\nkey = {}\n",
-        pki.client.cert.display(),
-        pki.client.key.display()
-    );
-    let pair = TunnelPair::start(
-        &dir,
-        &pki,
-        echo.addr(),
-        &server_requires_client_cert(&pki),
-        &client,
-    );
-    assert_session_works(&pair, &echo);
+    let (server_extra, client_extra) = extras(&pki);
+    let pair = TunnelPair::start(&dir, &pki, echo.addr(), &server_extra, &client_extra);
+    match expect {
+        Expect::Works => assert_session_works(&pair, &echo),
+        Expect::RefusedByServer => assert_session_refused(&pair, &echo, &pair.server),
+        Expect::RefusedByClient => assert_session_refused(&pair, &echo, &pair.client),
+    }
+}
+
+#[test]
+fn client_cert_from_trusted_ca_is_accepted() {
+    pair_case("mtls-ok", Expect::Works, |pki| {
+        let client = format!(
+            "cert = {}\nkey = {}\n",
+            pki.client.cert.display(),
+            pki.client.key.display()
+        );
+        (server_requires_client_cert(pki), client)
+    });
 }
 
 #[test]
 fn client_cert_from_other_ca_is_refused() {
-    let dir = TestDir::new("mtls-wrong-ca");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let client = format!("cert = {}\n", pki.wrong_client.combined.display());
-    let pair = TunnelPair::start(
-        &dir,
-        &pki,
-        echo.addr(),
-        &server_requires_client_cert(&pki),
-        &client,
-    );
-    assert_session_refused(&pair, &echo, &pair.server);
+    pair_case("mtls-wrong-ca", Expect::RefusedByServer, |pki| {
+        let client = format!("cert = {}\n", pki.wrong_client.combined.display());
+        (server_requires_client_cert(pki), client)
+    });
 }
 
 #[test]
 fn client_without_cert_is_refused() {
-    let dir = TestDir::new("mtls-no-cert");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let pair = TunnelPair::start(
-        &dir,
-        &pki,
-        echo.addr(),
-        &server_requires_client_cert(&pki),
-        "",
-    );
-    assert_session_refused(&pair, &echo, &pair.server);
+    pair_case("mtls-no-cert", Expect::RefusedByServer, |pki| {
+        (server_requires_client_cert(pki), String::new())
+    });
 }
 
 #[test]
 fn client_accepts_server_with_right_host_name() {
-    let dir = TestDir::new("checkhost-ok");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let pair = TunnelPair::start(
-        &dir,
-        &pki,
-        echo.addr(),
-        "",
-        &client_verifies_server(&pki, "right.name"),
-    );
-    assert_session_works(&pair, &echo);
+    pair_case("checkhost-ok", Expect::Works, |pki| {
+        (String::new(), client_verifies_server(pki, "right.name"))
+    });
 }
 
 #[test]
 fn client_refuses_server_with_wrong_host_name() {
-    let dir = TestDir::new("checkhost-wrong");
-    let pki = Pki::new(&dir);
-    let echo = Backend::echo();
-    let pair = TunnelPair::start(
-        &dir,
-        &pki,
-        echo.addr(),
-        "",
-        &client_verifies_server(&pki, "wrong.name"),
-    );
-    assert_session_refused(&pair, &echo, &pair.client);
+    pair_case("checkhost-wrong", Expect::RefusedByClient, |pki| {
+        (String::new(), client_verifies_server(pki, "wrong.name"))
+    });
 }
 
 #[test]

@@ -31,120 +31,32 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
-use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::{BigNum, MsbOption};
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::PKey;
-use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-};
-use openssl::x509::{X509Builder, X509Extension, X509NameBuilder};
 
+use common::certs::LeafSpec;
 use common::tools::{openssl, ChildGuard};
 use common::*;
 
 const T: Duration = Duration::from_secs(10);
 
-/// What a leaf certificate is for.
-#[derive(Clone, Copy, PartialEq)]
-enum Usage {
-    /// A TLS server or client (serverAuth + clientAuth, SANs localhost/127.0.0.1).
-    Tls,
-    /// The responder's delegated signing certificate (OCSPSigning).
-    OcspSigning,
-}
-
+/// A serial for the responder's index, chosen before the certificate that carries it exists.
 fn random_serial() -> BigNum {
     let mut bn = BigNum::new().unwrap();
     bn.rand(64, MsbOption::ONE, false).unwrap();
     bn
 }
 
-/// A leaf signed by `ca` with the given serial, and an AIA OCSP responder if `aia` is set.
-fn issue(ca: &Ca, cn: &str, serial: &BigNum, usage: Usage, aia: Option<&str>) -> Leaf {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "rstunnel tests")
-        .unwrap();
-    name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    let serial: Asn1Integer = serial.to_asn1_integer().unwrap();
-    b.set_serial_number(&serial).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(ca.cert.subject_name()).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
-    b.append_extension(BasicConstraints::new().critical().build().unwrap())
-        .unwrap();
-    b.append_extension(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    let eku = match usage {
-        Usage::Tls => ExtendedKeyUsage::new()
-            .server_auth()
-            .client_auth()
-            .build()
-            .unwrap(),
-        Usage::OcspSigning => ExtendedKeyUsage::new()
-            .other("OCSPSigning")
-            .build()
-            .unwrap(),
+/// A TLS leaf (server and client use, SANs localhost and 127.0.0.1) signed by `ca` with the
+/// serial the responder's index names, and an AIA naming the responder if `aia` is set.
+fn issue_tls(ca: &Ca, cn: &str, serial: &BigNum, aia: Option<&str>) -> Leaf {
+    let spec = LeafSpec {
+        dns: &["localhost"],
+        ips: &["127.0.0.1"],
+        serial: Some(serial),
+        ocsp_url: aia,
+        ..LeafSpec::default()
     };
-    b.append_extension(eku).unwrap();
-    if usage == Usage::Tls {
-        let san = SubjectAlternativeName::new()
-            .dns("localhost")
-            .ip("127.0.0.1")
-            .build(&b.x509v3_context(Some(&ca.cert), None))
-            .unwrap();
-        b.append_extension(san).unwrap();
-    }
-    let aki = AuthorityKeyIdentifier::new()
-        .keyid(true)
-        .build(&b.x509v3_context(Some(&ca.cert), None))
-        .unwrap();
-    b.append_extension(aki).unwrap();
-    if let Some(url) = aia {
-        #[allow(deprecated)] // the typed builders have no AIA; the config-string form does
-        let ext = X509Extension::new_nid(
-            None,
-            Some(&b.x509v3_context(Some(&ca.cert), None)),
-            Nid::INFO_ACCESS,
-            &format!("OCSP;URI:{url}"),
-        )
-        .unwrap();
-        b.append_extension(ext).unwrap();
-    }
-    b.sign(&ca.key, MessageDigest::sha256()).unwrap();
-    Leaf {
-        cert: b.build(),
-        key,
-    }
-}
-
-/// Writes `leaf` as cert, CA cert, key in one file: a `cert =` file whose chain holds the
-/// issuer, which stapling needs.
-fn write_with_chain(dir: &TestDir, name: &str, leaf: &Leaf, ca: &Ca) -> PathBuf {
-    let mut pem = leaf.cert.to_pem().unwrap();
-    pem.extend_from_slice(&ca.cert.to_pem().unwrap());
-    pem.extend_from_slice(&leaf.key.private_key_to_pem_pkcs8().unwrap());
-    let path = dir.write(&format!("{name}.pem"), pem);
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
+    ca.issue_with(cn, KeyKind::EcP256, &spec)
 }
 
 /// `openssl ocsp` answering from an index on loopback; killed on drop.
@@ -238,14 +150,15 @@ impl Scenario {
         let dir = TestDir::new(label);
         let ca = Ca::new("rstunnel OCSP test CA", KeyKind::EcP256);
         let ca_file = ca.write_cert(&dir, "ca.crt");
-        let signer = issue(
-            &ca,
-            "rstunnel OCSP responder",
-            &random_serial(),
-            Usage::OcspSigning,
-            None,
-        )
-        .write(&dir, "responder");
+        let signer_serial = random_serial();
+        let signer_spec = LeafSpec {
+            ocsp_signing: true,
+            serial: Some(&signer_serial),
+            ..LeafSpec::default()
+        };
+        let signer = ca
+            .issue_with("rstunnel OCSP responder", KeyKind::EcP256, &signer_spec)
+            .write(&dir, "responder");
         let good_serial = random_serial();
         let revoked_serial = random_serial();
         let client_serial = random_serial();
@@ -267,15 +180,14 @@ impl Scenario {
         let responder = Responder::start(&dir, &index, &ca_file, &signer);
         let url = responder.url();
         let mk = |cn: &str, serial: &BigNum, aia: Option<&str>, name: &str| {
-            let leaf = issue(&ca, cn, serial, Usage::Tls, aia);
-            write_with_chain(&dir, name, &leaf, &ca)
+            issue_tls(&ca, cn, serial, aia).write_with_chain(&dir, name, &ca)
         };
         let good = mk("good", &good_serial, None, "good");
         let revoked = mk("revoked", &revoked_serial, None, "revoked");
         let good_aia = mk("good", &good_serial, Some(&url), "good-aia");
         let revoked_aia = mk("revoked", &revoked_serial, Some(&url), "revoked-aia");
-        let revoked_client = issue(&ca, "revoked client", &client_serial, Usage::Tls, None)
-            .write(&dir, "revoked-client");
+        let revoked_client =
+            issue_tls(&ca, "revoked client", &client_serial, None).write(&dir, "revoked-client");
         Scenario {
             dir,
             ca_file,

@@ -284,10 +284,14 @@ fn psk_identity_selects_the_line_and_defaults_to_the_first() {
     assert_handshake_refused(&pair, &echo);
 }
 
-fn wrong_key(label: &str, version: &str) {
+/// An rstunnel pair with the usual server secrets and a client whose secrets file is
+/// `client_line`, both with `version` lines: the handshake must fail (see
+/// [`assert_handshake_refused`]). Returns what must outlive the checks that follow, in the
+/// order of a `let` that drops the pair first.
+fn refused_client(label: &str, client_line: &str, version: &str) -> (TestDir, Backend, TunnelPair) {
     let dir = TestDir::new(label);
     let server_secrets = write_secrets(&dir, "server.psk", &server_secrets_text(), 0o600);
-    let client_secrets = write_secrets(&dir, "client.psk", &format!("alice:{OTHER_KEY}\n"), 0o600);
+    let client_secrets = write_secrets(&dir, "client.psk", client_line, 0o600);
     let echo = Backend::echo();
     let pair = start_psk_pair(
         Program::Rstunnel,
@@ -300,6 +304,11 @@ fn wrong_key(label: &str, version: &str) {
         version,
     );
     assert_handshake_refused(&pair, &echo);
+    (dir, echo, pair)
+}
+
+fn wrong_key(label: &str, version: &str) {
+    let (_dir, _echo, pair) = refused_client(label, &format!("alice:{OTHER_KEY}\n"), version);
     assert!(
         !pair.server.has_log("PSK identity not found"),
         "alice is known to the server; only her key is wrong\n{}",
@@ -318,21 +327,7 @@ fn wrong_key_fails_the_handshake_tls13() {
 }
 
 fn unknown_identity(label: &str, version: &str) {
-    let dir = TestDir::new(label);
-    let server_secrets = write_secrets(&dir, "server.psk", &server_secrets_text(), 0o600);
-    let client_secrets = write_secrets(&dir, "client.psk", &format!("carol:{ALICE_KEY}\n"), 0o600);
-    let echo = Backend::echo();
-    let pair = start_psk_pair(
-        Program::Rstunnel,
-        Program::Rstunnel,
-        &dir,
-        echo.addr(),
-        &server_secrets,
-        &client_secrets,
-        version,
-        version,
-    );
-    assert_handshake_refused(&pair, &echo);
+    let (_dir, _echo, pair) = refused_client(label, &format!("carol:{ALICE_KEY}\n"), version);
     // rstunnel adds the identity (`…: carol`); stunnel4 adds `(session resumption?)`.
     pair.server.wait_for_log("PSK identity not found", T);
 }

@@ -685,7 +685,9 @@ fn program_that_never_reads_its_pty_cannot_hold_the_session() {
         &dir,
         "server",
         &format!(
-            "[srv]\naccept = 127.0.0.1:0\ncert = {}\nexec = {}\npty = yes\nTIMEOUTidle = 3\n",
+            // `sandbox = no`: the program runs `stty` and `sleep`, programs the
+            // configuration does not name, which the default sandbox refuses to execute.
+            "sandbox = no\n[srv]\naccept = 127.0.0.1:0\ncert = {}\nexec = {}\npty = yes\nTIMEOUTidle = 3\n",
             pki.server.combined.display(),
             program.display()
         ),

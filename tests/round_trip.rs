@@ -11,10 +11,29 @@ use std::io::Read;
 use std::net::Shutdown;
 use std::time::Duration;
 
+use common::daemon::CloseCounts;
 use common::*;
 
 const RESULT_TIMEOUT: Duration = Duration::from_secs(30);
 const LOG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits for the one close line of each tunnel and checks its byte counts: the client tunnel
+/// sent `up` bytes to TLS and `down` to its socket, the server tunnel the other way round.
+fn assert_close_lines(pair: &TunnelPair, up: u64, down: u64) -> (CloseCounts, CloseCounts) {
+    let c = pair.client.wait_close_counts(1, LOG_TIMEOUT).remove(0);
+    assert_eq!(
+        (c.sent_to_tls, c.sent_to_socket),
+        (up, down),
+        "client tunnel close line: {up} byte(s) should have gone to TLS, {down} to the socket"
+    );
+    let s = pair.server.wait_close_counts(1, LOG_TIMEOUT).remove(0);
+    assert_eq!(
+        (s.sent_to_tls, s.sent_to_socket),
+        (down, up),
+        "server tunnel close line: {down} byte(s) should have gone to TLS, {up} to the socket"
+    );
+    (c, s)
+}
 
 /// Uploads `len` bytes to a sink behind both tunnels; checks what the sink got and the close
 /// lines of both tunnels.
@@ -45,18 +64,7 @@ fn upload(label: &str, seed: u64, len: u64) {
         "exactly one backend connection per session"
     );
 
-    let c = &pair.client.wait_close_counts(1, LOG_TIMEOUT)[0];
-    assert_eq!(
-        (c.sent_to_tls, c.sent_to_socket),
-        (len, 0),
-        "client tunnel close line: {len} byte(s) should have gone to TLS, none to the socket"
-    );
-    let s = &pair.server.wait_close_counts(1, LOG_TIMEOUT)[0];
-    assert_eq!(
-        (s.sent_to_tls, s.sent_to_socket),
-        (0, len),
-        "server tunnel close line: {len} byte(s) should have gone to the socket, none to TLS"
-    );
+    let (c, s) = assert_close_lines(&pair, len, 0);
     assert_eq!(
         (c.how.as_str(), s.how.as_str()),
         ("closed", "closed"),
@@ -93,18 +101,7 @@ fn download_64mib_arrives_intact() {
     assert_eq!(got, payload_digest(65, len));
     drop(s);
 
-    let c = &pair.client.wait_close_counts(1, LOG_TIMEOUT)[0];
-    assert_eq!(
-        (c.sent_to_tls, c.sent_to_socket),
-        (0, len),
-        "client tunnel close line"
-    );
-    let s = &pair.server.wait_close_counts(1, LOG_TIMEOUT)[0];
-    assert_eq!(
-        (s.sent_to_tls, s.sent_to_socket),
-        (len, 0),
-        "server tunnel close line"
-    );
+    assert_close_lines(&pair, 0, len);
 }
 
 /// 16 MiB echoed while it is still being sent: both directions of both tunnels busy at once,
@@ -134,16 +131,5 @@ fn echo_16mib_both_directions_at_once() {
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
 
-    let c = &pair.client.wait_close_counts(1, LOG_TIMEOUT)[0];
-    assert_eq!(
-        (c.sent_to_tls, c.sent_to_socket),
-        (len, len),
-        "client tunnel close line"
-    );
-    let s = &pair.server.wait_close_counts(1, LOG_TIMEOUT)[0];
-    assert_eq!(
-        (s.sent_to_tls, s.sent_to_socket),
-        (len, len),
-        "server tunnel close line"
-    );
+    assert_close_lines(&pair, len, len);
 }

@@ -35,13 +35,11 @@ fn run(label: &str, client: Program, server: Program, version: &str) {
     // Echo, 4 MiB, both directions at once.
     let echo = Backend::echo();
     let pair = TunnelPair::start_programs(
-        client,
-        server,
+        (client, server),
         &dir,
         &pki,
         echo.addr(),
-        &server_extra,
-        &client_extra,
+        (&server_extra, &client_extra),
     );
     let data = payload(4, 4 * MIB as usize);
     let got = echo_session(pair.entry(), &data).expect("echo session across implementations");
@@ -64,13 +62,11 @@ fn run(label: &str, client: Program, server: Program, version: &str) {
     // Half-close: the reply comes after the client's EOF.
     let digest = Backend::digest_reply();
     let pair = TunnelPair::start_programs(
-        client,
-        server,
+        (client, server),
         &dir,
         &pki,
         digest.addr(),
-        &server_extra,
-        &client_extra,
+        (&server_extra, &client_extra),
     );
     let mut s = connect(pair.entry());
     let sent = send_payload(&mut s, 5, MIB).expect("sending");

@@ -12,6 +12,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,22 @@ use common::*;
 
 /// `cert = chain.pem` (leaf, intermediate CA, key): clients that trust only the root
 /// accept it; a file with the leaf alone is refused by them (missing issuer).
+/// A stunnel4 client tunnel (`s4-client`) to `srv` that verifies the chain against `ca`
+/// and checks the host name `right.name`.
+fn stunnel4_client_trusting(dir: &TestDir, srv: &Tunnel, ca: &Path) -> Tunnel {
+    let verify = format!(
+        "verifyChain = yes\nCAfile = {}\ncheckHost = right.name\n",
+        ca.display()
+    );
+    client(
+        Program::Stunnel4,
+        dir,
+        "s4-client",
+        srv.addr("srv"),
+        &verify,
+    )
+}
+
 #[test]
 fn cert_chain_file_is_sent_whole() {
     stunnel4();
@@ -47,16 +64,7 @@ fn cert_chain_file_is_sent_whole() {
         };
         let backend = Backend::line_echo_once();
         let srv = server(Program::Rstunnel, &dir, "server", backend.addr(), cert, "");
-        let r = s_client(
-            srv.port("srv"),
-            &[
-                "-CAfile",
-                &p(&root_file),
-                "-verify_return_error",
-                "-verify_hostname",
-                "localhost",
-            ],
-        );
+        let r = s_client_verifying(srv.port("srv"), &root_file);
         let verified = r.stdout.contains("Verify return code: 0 (ok)");
         if ok != (verified && echoed(&r)) {
             srv.fail(&format!(
@@ -71,16 +79,7 @@ fn cert_chain_file_is_sent_whole() {
         }
         let echo = Backend::echo();
         let srv = server(Program::Rstunnel, &dir, "server2", echo.addr(), cert, "");
-        let cli = client(
-            Program::Stunnel4,
-            &dir,
-            "s4-client",
-            srv.addr("srv"),
-            &format!(
-                "verifyChain = yes\nCAfile = {}\ncheckHost = right.name\n",
-                root_file.display()
-            ),
-        );
+        let cli = stunnel4_client_trusting(&dir, &srv, &root_file);
         if ok {
             assert_echo_works(cli.addr("cli"), &srv, "stunnel4 client trusting the root");
         } else {
@@ -187,40 +186,33 @@ fn encrypted_key_is_refused_without_prompt() {
 /// stunnel4 client verify it and get through. One with the chain inside works for
 /// clients trusting only the root. A PKCS#12 file with a password is refused by `--check`
 /// at once (exit 1, no prompt).
+/// `openssl pkcs12 -export` of `leaf` (and the `chain` certificates) into `out`, protected by
+/// `password` (empty: none); the bundle is made private (mode 0600) as a key file must be.
+fn pkcs12_bundle(dir: &TestDir, leaf: &LeafFiles, chain: &[&Path], password: &str, out: &Path) {
+    let (key, cert, out_s) = (p(&leaf.key), p(&leaf.cert), p(out));
+    let pass = format!("pass:{password}");
+    let mut args = vec![
+        "pkcs12", "-export", "-passout", &pass, "-inkey", &key, "-in", &cert,
+    ];
+    let chain: Vec<String> = chain.iter().map(|c| p(c)).collect();
+    for c in &chain {
+        args.extend(["-certfile", c.as_str()]);
+    }
+    args.extend(["-out", out_s.as_str()]);
+    ossl(dir.path(), &args);
+    private_file(out);
+}
+
 #[test]
 fn pkcs12_cert_with_empty_password() {
     stunnel4();
     let dir = TestDir::new("pkcs12");
     let pki = Pki::new(&dir);
     let p12 = dir.join("server.p12");
-    ossl(
-        dir.path(),
-        &[
-            "pkcs12",
-            "-export",
-            "-passout",
-            "pass:",
-            "-inkey",
-            &p(&pki.server.key),
-            "-in",
-            &p(&pki.server.cert),
-            "-out",
-            &p(&p12),
-        ],
-    );
-    private_file(&p12);
+    pkcs12_bundle(&dir, &pki.server, &[], "", &p12);
     let backend = Backend::line_echo_once();
     let srv = server(Program::Rstunnel, &dir, "server", backend.addr(), &p12, "");
-    let r = s_client(
-        srv.port("srv"),
-        &[
-            "-CAfile",
-            &p(&pki.ca_file),
-            "-verify_return_error",
-            "-verify_hostname",
-            "localhost",
-        ],
-    );
+    let r = s_client_verifying(srv.port("srv"), &pki.ca_file);
     if !echoed(&r) || !r.stdout.contains("Verify return code: 0 (ok)") {
         srv.fail(&format!(
             "cert = server.p12: s_client must verify and get through\n{}",
@@ -229,16 +221,7 @@ fn pkcs12_cert_with_empty_password() {
     }
     let echo = Backend::echo();
     let srv = server(Program::Rstunnel, &dir, "server2", echo.addr(), &p12, "");
-    let cli = client(
-        Program::Stunnel4,
-        &dir,
-        "s4-client",
-        srv.addr("srv"),
-        &format!(
-            "verifyChain = yes\nCAfile = {}\ncheckHost = right.name\n",
-            pki.ca_file.display()
-        ),
-    );
+    let cli = stunnel4_client_trusting(&dir, &srv, &pki.ca_file);
     assert_echo_works(cli.addr("cli"), &srv, "stunnel4 client, cert = server.p12");
     drop((cli, srv));
 
@@ -251,24 +234,7 @@ fn pkcs12_cert_with_empty_password() {
         .issue("right.name", common::certs::SERVER_NAMES, KeyKind::EcP256)
         .write(&dir, "p12-leaf");
     let chain_p12 = dir.join("chain.p12");
-    ossl(
-        dir.path(),
-        &[
-            "pkcs12",
-            "-export",
-            "-passout",
-            "pass:",
-            "-inkey",
-            &p(&leaf.key),
-            "-in",
-            &p(&leaf.cert),
-            "-certfile",
-            &p(&inter_file),
-            "-out",
-            &p(&chain_p12),
-        ],
-    );
-    private_file(&chain_p12);
+    pkcs12_bundle(&dir, &leaf, &[&inter_file], "", &chain_p12);
     let backend = Backend::line_echo_once();
     let srv = server(
         Program::Rstunnel,
@@ -278,16 +244,7 @@ fn pkcs12_cert_with_empty_password() {
         &chain_p12,
         "",
     );
-    let r = s_client(
-        srv.port("srv"),
-        &[
-            "-CAfile",
-            &p(&root_file),
-            "-verify_return_error",
-            "-verify_hostname",
-            "localhost",
-        ],
-    );
+    let r = s_client_verifying(srv.port("srv"), &root_file);
     if !echoed(&r) || !r.stdout.contains("Verify return code: 0 (ok)") {
         srv.fail(&format!(
             "cert = chain.p12: s_client trusting only the root must verify\n{}",
@@ -298,22 +255,7 @@ fn pkcs12_cert_with_empty_password() {
 
     // Refused: a password-protected bundle.
     let locked = dir.join("locked.p12");
-    ossl(
-        dir.path(),
-        &[
-            "pkcs12",
-            "-export",
-            "-passout",
-            "pass:secret",
-            "-inkey",
-            &p(&pki.server.key),
-            "-in",
-            &p(&pki.server.cert),
-            "-out",
-            &p(&locked),
-        ],
-    );
-    private_file(&locked);
+    pkcs12_bundle(&dir, &pki.server, &[], "secret", &locked);
     let conf = dir.write(
         "locked.conf",
         format!(

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::tools::stunnel4;
 
@@ -61,6 +61,24 @@ keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
 ";
 
+/// `openssl req -new` in `root` with its `openssl.cnf`: a fresh P-256 key into `key` and a
+/// request (or, with `-x509` in `extra`, a self-signed certificate) for `/O=rstunnel tests/CN=cn`
+/// into `out`.
+fn new_key_req(root: &Path, extra: &[&str], key: &str, out: &str, cn: &str) {
+    let subj = format!("/O=rstunnel tests/CN={cn}");
+    let mut args = vec!["req", "-config", "openssl.cnf", "-new", "-newkey", "ec"];
+    args.extend([
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+    ]);
+    args.extend(["-out", out, "-subj", &subj]);
+    args.extend_from_slice(extra);
+    ossl(root, &args);
+}
+
 /// A CA kept by `openssl ca` in `<test dir>/ca`: openssl.cnf, index.txt, serial,
 /// crlnumber, newcerts/.
 struct CliCa {
@@ -76,30 +94,12 @@ impl CliCa {
         std::fs::write(root.join("index.txt"), "").unwrap();
         std::fs::write(root.join("serial"), "1000\n").unwrap();
         std::fs::write(root.join("crlnumber"), "1000\n").unwrap();
-        ossl(
+        new_key_req(
             &root,
-            &[
-                "req",
-                "-config",
-                "openssl.cnf",
-                "-x509",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-subj",
-                "/O=rstunnel tests/CN=openssl ca test CA",
-                "-extensions",
-                "v3_ca",
-                "-days",
-                "30",
-            ],
+            &["-x509", "-extensions", "v3_ca", "-days", "30"],
+            "ca.key",
+            "ca.crt",
+            "openssl ca test CA",
         );
         let cert = root.join("ca.crt");
         CliCa { root, cert }
@@ -111,26 +111,7 @@ impl CliCa {
         let key = format!("{name}.key");
         let csr = format!("{name}.csr");
         let crt = format!("{name}.crt");
-        ossl(
-            &self.root,
-            &[
-                "req",
-                "-config",
-                "openssl.cnf",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/O=rstunnel tests/CN={cn}"),
-            ],
-        );
+        new_key_req(&self.root, &[], &key, &csr, cn);
         ossl(
             &self.root,
             &[
@@ -234,12 +215,10 @@ fn crl_server_with_s_client(label: &str, use_dir: bool) {
         format!("CRLfile = {}", rev.crl_file.display())
     };
     let backend = Backend::line_echo_once();
-    let srv = server(
-        Program::Rstunnel,
+    let srv = Tunnel::server(
         &dir,
-        "server",
+        &pki,
         backend.addr(),
-        &pki.server.combined,
         &format!(
             "verifyChain = yes\nCAfile = {}\n{crl_line}\n",
             rev.ca.cert.display()
@@ -247,16 +226,7 @@ fn crl_server_with_s_client(label: &str, use_dir: bool) {
     );
     let port = srv.port("srv");
     for version in ["-tls1_3", "-tls1_2"] {
-        let r = s_client(
-            port,
-            &[
-                version,
-                "-cert",
-                &p(&rev.good.cert),
-                "-key",
-                &p(&rev.good.key),
-            ],
-        );
+        let r = s_client_as(port, &rev.good, &[version]);
         if !echoed(&r) {
             srv.fail(&format!(
                 "{crl_line}: s_client {version} with the good certificate must get through\n{}",
@@ -265,16 +235,7 @@ fn crl_server_with_s_client(label: &str, use_dir: bool) {
         }
         let before = srv.log_lines().len();
         let conns = backend.connections();
-        let r = s_client(
-            port,
-            &[
-                version,
-                "-cert",
-                &p(&rev.revoked.cert),
-                "-key",
-                &p(&rev.revoked.key),
-            ],
-        );
+        let r = s_client_as(port, &rev.revoked, &[version]);
         if echoed(&r) || backend.connections() != conns {
             srv.fail(&format!(
                 "{crl_line}: s_client {version} with the revoked certificate must be refused \
@@ -315,12 +276,10 @@ fn crl_refuses_revoked_stunnel4_client() {
         format!("CRLfile = {}", rev.crl_file.display()),
         format!("CRLpath = {}", rev.crl_dir.display()),
     ] {
-        let srv = server(
-            Program::Rstunnel,
+        let srv = Tunnel::server(
             &dir,
-            "server",
+            &pki,
             echo.addr(),
-            &pki.server.combined,
             &format!(
                 "verifyChain = yes\nCAfile = {}\n{crl_line}\n",
                 rev.ca.cert.display()

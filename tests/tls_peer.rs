@@ -56,12 +56,10 @@ fn verify_peer_server_pins_the_client_certificate() {
         .issue("client.right.name", &["client.right.name"], KeyKind::EcP256)
         .write(&dir, "other-client");
     let echo = Backend::echo();
-    let srv = server(
-        Program::Rstunnel,
+    let srv = Tunnel::server(
         &dir,
-        "server",
+        &pki,
         echo.addr(),
-        &pki.server.combined,
         &format!("verifyPeer = yes\nCAfile = {}\n", pki.client.cert.display()),
     );
     let good = client(
@@ -205,64 +203,61 @@ fn client_checks(dir: &TestDir, pki: &Pki, leaf: &LeafFiles, checks: &str, ok: b
     });
 }
 
-fn identity_leaf(dir: &TestDir, pki: &Pki) -> LeafFiles {
-    leaf(
+/// The `identity.example.org` leaf (DNS SANs identity.example.org and alt.example.org, IP
+/// SAN 127.0.0.1, email SAN a@example.org) against [`client_checks`] of each row:
+/// (check lines, whether they let the session through).
+fn identity_checks(label: &str, rows: &[(&str, bool)]) {
+    stunnel4();
+    let dir = TestDir::new(label);
+    let pki = Pki::new(&dir);
+    let id = leaf(
         &pki.ca,
         "identity.example.org",
         &["identity.example.org", "alt.example.org"],
         &["127.0.0.1"],
         &["a@example.org"],
     )
-    .write(dir, "identity")
+    .write(&dir, "identity");
+    for (checks, ok) in rows {
+        client_checks(&dir, &pki, &id, checks, *ok);
+    }
 }
 
 #[test]
 fn check_ip_matches_the_ip_san() {
-    stunnel4();
-    let dir = TestDir::new("check-ip");
-    let pki = Pki::new(&dir);
-    let id = identity_leaf(&dir, &pki);
-    client_checks(&dir, &pki, &id, "checkIP = 127.0.0.1\n", true);
-    client_checks(&dir, &pki, &id, "checkIP = 127.0.0.2\n", false);
+    identity_checks(
+        "check-ip",
+        &[
+            ("checkIP = 127.0.0.1\n", true),
+            ("checkIP = 127.0.0.2\n", false),
+        ],
+    );
 }
 
 #[test]
 fn check_email_matches_the_email_san() {
-    stunnel4();
-    let dir = TestDir::new("check-email");
-    let pki = Pki::new(&dir);
-    let id = identity_leaf(&dir, &pki);
-    client_checks(&dir, &pki, &id, "checkEmail = a@example.org\n", true);
-    client_checks(&dir, &pki, &id, "checkEmail = b@example.org\n", false);
+    identity_checks(
+        "check-email",
+        &[
+            ("checkEmail = a@example.org\n", true),
+            ("checkEmail = b@example.org\n", false),
+        ],
+    );
 }
 
 #[test]
 fn several_check_host_lines_any_one_matches() {
-    stunnel4();
-    let dir = TestDir::new("check-host-many");
-    let pki = Pki::new(&dir);
-    let id = identity_leaf(&dir, &pki);
-    client_checks(
-        &dir,
-        &pki,
-        &id,
-        "checkHost = nope.example.org\ncheckHost = alt.example.org\ncheckHost = other.name\n",
-        true,
-    );
-    client_checks(
-        &dir,
-        &pki,
-        &id,
-        "checkHost = nope.example.org\ncheckHost = other.name\n",
-        false,
-    );
-    // An IP check that matches makes up for host checks that do not (any one passes).
-    client_checks(
-        &dir,
-        &pki,
-        &id,
-        "checkHost = nope.example.org\ncheckIP = 127.0.0.1\n",
-        true,
+    identity_checks(
+        "check-host-many",
+        &[
+            (
+                "checkHost = nope.example.org\ncheckHost = alt.example.org\ncheckHost = other.name\n",
+                true,
+            ),
+            ("checkHost = nope.example.org\ncheckHost = other.name\n", false),
+            // An IP check that matches makes up for host checks that do not (any one passes).
+            ("checkHost = nope.example.org\ncheckIP = 127.0.0.1\n", true),
+        ],
     );
 }
 
@@ -276,12 +271,10 @@ fn check_email_on_the_server_side_with_stunnel4_clients() {
     let a = leaf(&pki.ca, "a client", &[], &[], &["a@example.org"]).write(&dir, "a");
     let b = leaf(&pki.ca, "b client", &[], &[], &["b@example.org"]).write(&dir, "b");
     let echo = Backend::echo();
-    let srv = server(
-        Program::Rstunnel,
+    let srv = Tunnel::server(
         &dir,
-        "server",
+        &pki,
         echo.addr(),
-        &pki.server.combined,
         &format!(
             "verifyChain = yes\nCAfile = {}\ncheckEmail = a@example.org\n",
             pki.ca_file.display()

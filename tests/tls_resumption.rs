@@ -21,14 +21,7 @@ fn s_client_resumption(label: &str, version: &str, server_extra: &str, expect_re
     let dir = TestDir::new(label);
     let pki = Pki::new(&dir);
     let backend = Backend::line_echo_once();
-    let srv = server(
-        Program::Rstunnel,
-        &dir,
-        "server",
-        backend.addr(),
-        &pki.server.combined,
-        server_extra,
-    );
+    let srv = Tunnel::server(&dir, &pki, backend.addr(), server_extra);
     let sess = p(&dir.join("session.pem"));
     let proto = if version == "-tls1_3" {
         "TLSv1.3"
@@ -107,14 +100,7 @@ fn s_client_reconnect_is_reused_tls12() {
     let dir = TestDir::new("sess-reconnect");
     let pki = Pki::new(&dir);
     let backend = Backend::line_echo_once();
-    let srv = server(
-        Program::Rstunnel,
-        &dir,
-        "server",
-        backend.addr(),
-        &pki.server.combined,
-        "",
-    );
+    let srv = Tunnel::server(&dir, &pki, backend.addr(), "");
     let r = s_client(srv.port("srv"), &["-tls1_2", "-reconnect"]);
     let reused = r.stdout.matches("Reused, TLSv1.2").count();
     if reused < 5 {
@@ -132,14 +118,7 @@ fn session_cache_timeout_expires_sessions() {
     let dir = TestDir::new("sess-timeout");
     let pki = Pki::new(&dir);
     let backend = Backend::line_echo_once();
-    let srv = server(
-        Program::Rstunnel,
-        &dir,
-        "server",
-        backend.addr(),
-        &pki.server.combined,
-        "sessionCacheTimeout = 1\n",
-    );
+    let srv = Tunnel::server(&dir, &pki, backend.addr(), "sessionCacheTimeout = 1\n");
     for (version, proto) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
         let sess = p(&dir.join(&format!("s{version}.pem")));
         let r = s_client(srv.port("srv"), &[version, "-sess_out", &sess]);
@@ -178,13 +157,11 @@ fn tunnel_resumption(
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
     let pair = TunnelPair::start_programs(
-        client_prog,
-        server_prog,
+        (client_prog, server_prog),
         &dir,
         &pki,
         echo.addr(),
-        server_extra,
-        client_extra,
+        (server_extra, client_extra),
     );
     for i in 0..3 {
         assert_echo_works(pair.entry(), &pair.client, &format!("connection {}", i + 1));

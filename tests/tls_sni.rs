@@ -33,15 +33,14 @@ fn s_client_subject(r: &RunResult) -> String {
 }
 
 /// `[primary]` (the standard server cert, backend A) and `[vhost]` with `sni =
-/// primary:*.example.org` (cert `*.example.org`, backend B), run by `program`.
+/// primary:*.example.org` (cert `vhost`, for `*.example.org`; backend B), run by `program`
+/// with the label `server`.
 fn sni_server(
     program: Program,
     dir: &TestDir,
-    label: &str,
     pki: &Pki,
-    vhost_cert: &Path,
-    a: &Backend,
-    b: &Backend,
+    vhost: &LeafFiles,
+    [a, b]: [&Backend; 2],
 ) -> Tunnel {
     let body = format!(
         "[primary]\naccept = 127.0.0.1:0\nconnect = {}\ncert = {}\n\n\
@@ -49,9 +48,9 @@ fn sni_server(
         a.addr(),
         pki.server.combined.display(),
         b.addr(),
-        vhost_cert.display()
+        vhost.combined.display()
     );
-    Tunnel::start_waiting_for(program, dir, label, &body, &["primary"])
+    Tunnel::start_waiting_for(program, dir, "server", &body, &["primary"])
 }
 
 fn vhost_cert(dir: &TestDir, pki: &Pki) -> LeafFiles {
@@ -67,15 +66,7 @@ fn sni_virtual_host_is_chosen_by_s_client_servername() {
     let vhost = vhost_cert(&dir, &pki);
     let a = Backend::line_echo_once();
     let b = Backend::line_echo_once();
-    let srv = sni_server(
-        Program::Rstunnel,
-        &dir,
-        "server",
-        &pki,
-        &vhost.combined,
-        &a,
-        &b,
-    );
+    let srv = sni_server(Program::Rstunnel, &dir, &pki, &vhost, [&a, &b]);
     let port = srv.port("primary");
     let ca = p(&pki.ca_file);
     for version in ["-tls1_3", "-tls1_2"] {
@@ -150,15 +141,7 @@ fn sni_virtual_host_is_reached_by_stunnel4_client() {
     let vhost = vhost_cert(&dir, &pki);
     let a = Backend::echo();
     let b = Backend::echo();
-    let srv = sni_server(
-        Program::Rstunnel,
-        &dir,
-        "server",
-        &pki,
-        &vhost.combined,
-        &a,
-        &b,
-    );
+    let srv = sni_server(Program::Rstunnel, &dir, &pki, &vhost, [&a, &b]);
     let verify = |host: &str| {
         format!(
             "verifyChain = yes\nCAfile = {}\ncheckHost = {host}\n",
@@ -259,17 +242,10 @@ fn sni_virtual_host_keeps_its_own_client_verification() {
         if wait_new_log(&srv, before, |l| is_connection_problem(l, 4)).is_none() {
             srv.fail(&format!("{version}: the refusal must be logged"));
         }
-        let r = s_client(
+        let r = s_client_as(
             port,
-            &[
-                version,
-                "-servername",
-                "x.example.org",
-                "-cert",
-                &p(&pki.client.cert),
-                "-key",
-                &p(&pki.client.key),
-            ],
+            &pki.client,
+            &[version, "-servername", "x.example.org"],
         );
         if !echoed(&r) || b.connections() != b0 + 1 {
             srv.fail(&format!(
@@ -453,7 +429,7 @@ fn client_sni_selects_the_virtual_host_of_rstunnel_and_stunnel4() {
     for program in [Program::Rstunnel, Program::Stunnel4] {
         let a = Backend::echo();
         let b = Backend::echo();
-        let srv = sni_server(program, &dir, "server", &pki, &vhost.combined, &a, &b);
+        let srv = sni_server(program, &dir, &pki, &vhost, [&a, &b]);
         let verify = format!(
             "verifyChain = yes\nCAfile = {}\ncheckHost = x.example.org\n",
             pki.ca_file.display()

@@ -23,13 +23,11 @@ fn stunnel4_to_rstunnel(label: &str, server_extra: &str, client_extra: &str, wan
     let pki = Pki::new(&dir);
     let echo = Backend::echo();
     let pair = TunnelPair::start_programs(
-        Program::Stunnel4,
-        Program::Rstunnel,
+        (Program::Stunnel4, Program::Rstunnel),
         &dir,
         &pki,
         echo.addr(),
-        server_extra,
-        client_extra,
+        (server_extra, client_extra),
     );
     let what = format!("server `{server_extra}` / stunnel4 client `{client_extra}`");
     match want {
@@ -168,13 +166,11 @@ fn rstunnel_client_cipher_and_version_against_stunnel4_server() {
     ] {
         let echo = Backend::echo();
         let pair = TunnelPair::start_programs(
-            Program::Rstunnel,
-            Program::Stunnel4,
+            (Program::Rstunnel, Program::Stunnel4),
             &dir,
             &pki,
             echo.addr(),
-            server_extra,
-            client_extra,
+            (server_extra, client_extra),
         );
         let what = format!("rstunnel client `{client_extra}` / stunnel4 server `{server_extra}`");
         if ok {
@@ -192,14 +188,7 @@ fn no_tlsv1_3_and_curves_against_s_client() {
     let dir = TestDir::new("no-tls13-curves-s-client");
     let pki = Pki::new(&dir);
     let backend = Backend::line_echo_once();
-    let srv = server(
-        Program::Rstunnel,
-        &dir,
-        "server",
-        backend.addr(),
-        &pki.server.combined,
-        "options = NO_TLSv1_3\n",
-    );
+    let srv = Tunnel::server(&dir, &pki, backend.addr(), "options = NO_TLSv1_3\n");
     let r = s_client(srv.port("srv"), &["-tls1_3"]);
     if echoed(&r) || r.status.success() || backend.connections() != 0 {
         srv.fail(&format!(

@@ -90,19 +90,21 @@ fn failover_prio_skips_a_dead_first_target() {
     }
 }
 
-#[test]
-fn failover_prio_always_uses_the_first_live_target() {
-    let dir = TestDir::new("failover-prio-live");
+/// A tunnel pair whose server connects to tagged backends A and B (`connect` twice, A
+/// first) with `extra` lines; bound in one `let`, the parts drop in reverse order.
+fn two_targets(label: &str, extra: &str) -> ((TestDir, Pki), [Backend; 2], TunnelPair) {
+    let dir = TestDir::new(label);
     let pki = Pki::new(&dir);
     let a = Backend::tagged_with_peer("A");
     let b = Backend::tagged_with_peer("B");
-    let pair = TunnelPair::start(
-        &dir,
-        &pki,
-        a.addr(),
-        &format!("connect = {}\n", b.addr()),
-        "",
-    );
+    let server_extra = format!("connect = {}\n{extra}", b.addr());
+    let pair = TunnelPair::start(&dir, &pki, a.addr(), &server_extra, "");
+    ((dir, pki), [a, b], pair)
+}
+
+#[test]
+fn failover_prio_always_uses_the_first_live_target() {
+    let (_env, [_a, b], pair) = two_targets("failover-prio-live", "");
     for i in 0..6 {
         assert_eq!(
             reply(pair.entry()),
@@ -115,17 +117,7 @@ fn failover_prio_always_uses_the_first_live_target() {
 
 #[test]
 fn failover_rr_alternates_between_live_targets() {
-    let dir = TestDir::new("failover-rr");
-    let pki = Pki::new(&dir);
-    let a = Backend::tagged_with_peer("A");
-    let b = Backend::tagged_with_peer("B");
-    let pair = TunnelPair::start(
-        &dir,
-        &pki,
-        a.addr(),
-        &format!("connect = {}\nfailover = rr\n", b.addr()),
-        "",
-    );
+    let (_env, _backends, pair) = two_targets("failover-rr", "failover = rr\n");
     let seq: Vec<String> = (0..10)
         .map(|_| reply(pair.entry()).split(' ').next().unwrap().to_string())
         .collect();

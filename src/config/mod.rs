@@ -26,7 +26,7 @@ mod tests;
 
 pub use error::ConfigError;
 pub use options::Names;
-pub use types::{Config, Foreground, GlobalOptions, ServiceOptions};
+pub use types::{Config, Foreground, GlobalOptions, ServiceOptions, TlsOptions};
 
 use std::path::Path;
 

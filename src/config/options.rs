@@ -214,27 +214,28 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("RNDfile", Global, NotYet, Some("/dev/urandom"), "path to file with random seed data"),
     row("RNDoverwrite", Global, NotYet, Some("yes"), "yes|no overwrite seed datafiles with new random data"),
     row("setEnv", Global, NotYet, None, "NAME=VALUE environment variable (stunnel 5.72+)"),
+    row("sandbox", Global, Set(YesNo(|t| &mut t.global.sandbox)), Some("yes"), "yes|no restrict the files the process can reach after startup (Landlock; rstunnel extension)"),
     row("syslog", Global, Set(YesNo(|t| &mut t.global.syslog)), Some("yes"), "yes|no send logging messages to syslog"),
     row("unprovenMax", Global, Set(Number(0, USIZE_MAX, Illegal("unproven session limit"), |t, n| t.global.unproven_max = Some(n as usize))), None, "sessions before their handshake completes, in all; oldest dropped for a new one; default a quarter of the connection cap, at least 64, 0 = no limit (rstunnel extension)"),
     row("unprovenPerSource", Global, Set(Number(0, USIZE_MAX, Illegal("unproven session limit"), |t, n| t.global.unproven_per_source = Some(n as usize))), None, "sessions before their handshake completes, per source address (IPv6: per /64); default 256 or half of unprovenMax if less, 0 = no limit (rstunnel extension)"),
     // ---- service-level options ----
     row("accept", Service, Set(List(|t| &mut t.service.accept)), None, "[host:]port accept connections on specified host:port"),
     row("CAengine", Service, NotYet, None, "engine-specific CA certificate identifier"),
-    row("CAfile", Service, Set(Path(|t| &mut t.service.ca_file)), None, "CA certificate file for peer verification"),
-    row("CApath", Service, Set(Path(|t| &mut t.service.ca_path)), None, "CA certificate directory for peer verification"),
+    row("CAfile", Service, Set(Path(|t| &mut t.service.tls.ca_file)), None, "CA certificate file for peer verification"),
+    row("CApath", Service, Set(Path(|t| &mut t.service.tls.ca_path)), None, "CA certificate directory for peer verification"),
     row("CAstore", Service, NotYet, None, "CA certificate store URI (stunnel 5.75+)"),
-    row("cert", Service, Set(Path(|t| &mut t.service.cert)), None, "certificate chain"),
-    row("checkEmail", Service, Set(List(|t| &mut t.service.check_email)), None, "peer certificate email address"),
-    row("checkHost", Service, Set(List(|t| &mut t.service.check_host)), None, "peer certificate host name pattern"),
+    row("cert", Service, Set(Path(|t| &mut t.service.tls.cert)), None, "certificate chain"),
+    row("checkEmail", Service, Set(List(|t| &mut t.service.tls.check_email)), None, "peer certificate email address"),
+    row("checkHost", Service, Set(List(|t| &mut t.service.tls.check_host)), None, "peer certificate host name pattern"),
     row("checkIP", Service, Set(Custom(add_check_ip)), None, "peer certificate IP address"),
-    row("ciphers", Service, Set(Text(|t| &mut t.service.ciphers)), Some("HIGH:!aNULL:!SSLv2:!DH:!kDHEPSK"), "permitted ciphers for TLS 1.2 or older"),
-    row("ciphersuites", Service, Set(Text(|t| &mut t.service.ciphersuites)), Some("TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"), "permitted ciphersuites for TLS 1.3"),
+    row("ciphers", Service, Set(Text(|t| &mut t.service.tls.ciphers)), Some("HIGH:!aNULL:!SSLv2:!DH:!kDHEPSK"), "permitted ciphers for TLS 1.2 or older"),
+    row("ciphersuites", Service, Set(Text(|t| &mut t.service.tls.ciphersuites)), Some("TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"), "permitted ciphersuites for TLS 1.3"),
     row("client", Service, Set(YesNo(|t| &mut t.service.client)), Some("no"), "yes|no client mode (remote service uses TLS)"),
     row("config", Service, NotYet, None, "command[:parameter] to execute"),
     row("connect", Service, Set(List(|t| &mut t.service.connect)), None, "[host:]port to connect"),
-    row("CRLfile", Service, Set(Path(|t| &mut t.service.crl_file)), None, "CRL file"),
-    row("CRLpath", Service, Set(Path(|t| &mut t.service.crl_path)), None, "CRL directory"),
-    row("curves", Service, Set(Text(|t| &mut t.service.curves)), Some("X25519:P-256:X448:P-521:P-384"), "ECDH curve names"),
+    row("CRLfile", Service, Set(Path(|t| &mut t.service.tls.crl_file)), None, "CRL file"),
+    row("CRLpath", Service, Set(Path(|t| &mut t.service.tls.crl_path)), None, "CRL directory"),
+    row("curves", Service, Set(Text(|t| &mut t.service.tls.curves)), Some("X25519:P-256:X448:P-521:P-384"), "ECDH curve names"),
     row("debug", Service, Set(Custom(set_debug)), Some("daemon.notice"), "[facility].level (e.g. daemon.info)"),
     row("delay", Service, Set(YesNo(|t| &mut t.service.delay)), Some("no"), "yes|no delay DNS lookup for 'connect' option"),
     row("engineId", Service, NotYet, None, "ID of engine to read the key from"),
@@ -244,16 +245,16 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("failover", Service, Set(OneOf(&["rr", "prio"], |t, w| t.service.failover_rr = w == "rr")), Some("prio"), "rr|prio failover strategy"),
     row("ident", Service, NotYet, None, "username for IDENT (RFC 1413) checking"),
     row("include", Service, Include, None, "directory with configuration file snippets"),
-    row("key", Service, Set(Path(|t| &mut t.service.key)), None, "certificate private key"),
+    row("key", Service, Set(Path(|t| &mut t.service.tls.key)), None, "certificate private key"),
     row("libwrap", Service, NotYet, Some("no"), "yes|no use /etc/hosts.allow and /etc/hosts.deny"),
     row("local", Service, Set(Custom(set_local)), None, "IP address to be used as source for remote connections"),
     row("logId", Service, Set(Keyword(&["sequential", "unique", "thread", "process"], Invalid("connection identifier type"), set_log_id)), Some("sequential"), "connection identifier type"),
     row("maxConnections", Service, Set(Number(0, USIZE_MAX, Illegal("connection limit"), |t, n| t.service.max_connections = n as usize)), Some("0"), "live sessions allowed for this service, 0 = no own limit (rstunnel extension)"),
     row("OCSP", Service, Set(Custom(set_ocsp)), None, "OCSP responder URL"),
-    row("OCSPaia", Service, Set(YesNo(|t| &mut t.service.ocsp_aia)), Some("no"), "yes|no check the AIA responders from certificates"),
+    row("OCSPaia", Service, Set(YesNo(|t| &mut t.service.tls.ocsp_aia)), Some("no"), "yes|no check the AIA responders from certificates"),
     row("OCSPflag", Service, Set(Custom(add_ocsp_flag)), None, "OCSP responder flags"),
-    row("OCSPnonce", Service, Set(YesNo(|t| &mut t.service.ocsp_nonce)), Some("no"), "yes|no send and verify the OCSP nonce extension"),
-    row("OCSPrequire", Service, Set(YesNo(|t| &mut t.service.ocsp_require)), Some("yes"), "yes|no require a conclusive OCSP response (stunnel 5.70+)"),
+    row("OCSPnonce", Service, Set(YesNo(|t| &mut t.service.tls.ocsp_nonce)), Some("no"), "yes|no send and verify the OCSP nonce extension"),
+    row("OCSPrequire", Service, Set(YesNo(|t| &mut t.service.tls.ocsp_require)), Some("yes"), "yes|no require a conclusive OCSP response (stunnel 5.70+)"),
     row("options", Service, Set(Custom(add_ssl_option)), Some("NO_SSLv2, NO_SSLv3"), "TLS option to set/reset"),
     row("pauseWhenDown", Service, Set(YesNo(|t| &mut t.service.pause_when_down)), Some("yes"), "yes|no refuse new connections while 'connect' is unreachable; no effect with 'exec' (rstunnel extension)"),
     row("protocol", Service, Set(Custom(set_protocol)), None, "protocol to negotiate before TLS initialization"),
@@ -263,27 +264,27 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("protocolHost", Service, Set(Text(|t| &mut t.service.protocol_host)), None, "host:port for protocol negotiations"),
     row("protocolPassword", Service, Set(Text(|t| &mut t.service.protocol_password)), None, "password for protocol negotiations"),
     row("protocolUsername", Service, Set(Text(|t| &mut t.service.protocol_username)), None, "username for protocol negotiations"),
-    row("PSKidentity", Service, Set(TextOrUnset(|t| &mut t.service.psk_identity)), None, "identity for PSK authentication"),
-    row("PSKsecrets", Service, Set(Path(|t| &mut t.service.psk_secrets)), None, "secrets for PSK authentication"),
+    row("PSKidentity", Service, Set(TextOrUnset(|t| &mut t.service.tls.psk_identity)), None, "identity for PSK authentication"),
+    row("PSKsecrets", Service, Set(Path(|t| &mut t.service.tls.psk_secrets)), None, "secrets for PSK authentication"),
     row("pty", Service, Set(YesNo(|t| &mut t.service.pty)), Some("no"), "yes|no allocate pseudo terminal for 'exec' option"),
     row("redirect", Service, Set(List(|t| &mut t.service.redirect)), None, "[host:]port to redirect on authentication failures"),
     row("renegotiation", Service, Set(OnlyNo(ValueError::RenegotiationRefused)), Some("no"), "yes|no support renegotiation (rstunnel always refuses it)"),
     row("requireCert", Service, Set(Custom(set_require_cert)), Some("no"), "yes|no require client certificate"),
     row("reset", Service, Set(YesNo(|t| &mut t.service.reset)), Some("yes"), "yes|no send TCP RST on error"),
     row("retry", Service, Set(Custom(set_retry)), Some("no"), "yes|no|milliseconds retry connect+exec section"),
-    row("securityLevel", Service, Set(Number(0, 5, Invalid("security level"), |t, n| t.service.security_level = Some(n as u32))), Some("2"), "set the security level"),
+    row("securityLevel", Service, Set(Number(0, 5, Invalid("security level"), |t, n| t.service.tls.security_level = Some(n as u32))), Some("2"), "set the security level"),
     row("service", Service, Set(Custom(set_service)), Some("stunnel"), "service name"),
-    row("sessionCacheSize", Service, Set(Number(0, u32::MAX as u64, Illegal("session cache size"), |t, n| t.service.session_cache_size = n as u32)), Some("1000"), "session cache size"),
-    row("sessionCacheTimeout", Service, Set(Seconds("session cache", |t| &mut t.service.session_cache_timeout)), Some("300"), "session cache timeout (in seconds)"),
+    row("sessionCacheSize", Service, Set(Number(0, u32::MAX as u64, Illegal("session cache size"), |t, n| t.service.tls.session_cache_size = n as u32)), Some("1000"), "session cache size"),
+    row("sessionCacheTimeout", Service, Set(Seconds("session cache", |t| &mut t.service.tls.session_cache_timeout)), Some("300"), "session cache timeout (in seconds)"),
     row("sessiond", Service, NotYet, None, "[host:]port use sessiond at host:port"),
-    row("sessionResume", Service, Set(YesNo(|t| &mut t.service.session_resume)), Some("yes"), "yes|no enable session resumption"),
+    row("sessionResume", Service, Set(YesNo(|t| &mut t.service.tls.session_resume)), Some("yes"), "yes|no enable session resumption"),
     row("setgid", Service, Set(Custom(set_setgid)), None, "groupname for setgid()"),
     row("setuid", Service, Set(Custom(set_setuid)), None, "username for setuid()"),
-    row("sni", Service, Set(Text(|t| &mut t.service.sni)), None, "client: server name to send; server: primary_service:host_name"),
+    row("sni", Service, Set(Text(|t| &mut t.service.tls.sni)), None, "client: server name to send; server: primary_service:host_name"),
     row("socket", Service, Set(Custom(add_socket_option)), None, "a|l|r:option=value[:value] set an option on accept/local/remote socket"),
     row("sslVersion", Service, Set(Custom(set_ssl_version)), None, "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
-    row("sslVersionMax", Service, Set(Version(|t| &mut t.service.ssl_version_max)), Some("all"), "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
-    row("sslVersionMin", Service, Set(Version(|t| &mut t.service.ssl_version_min)), None, "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
+    row("sslVersionMax", Service, Set(Version(|t| &mut t.service.tls.ssl_version_max)), Some("all"), "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
+    row("sslVersionMin", Service, Set(Version(|t| &mut t.service.tls.ssl_version_min)), None, "all|SSLv3|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3 TLS version"),
     row("stack", Service, Set(Number(MIN_STACK, USIZE_MAX, Illegal("thread stack size"), |t, n| t.service.stack = n as usize)), Some("65536"), "thread stack size (in bytes)"),
     row("ticketKeySecret", Service, NotYet, None, "secret key for encryption/decryption TLSv1.3 tickets"),
     row("ticketMacSecret", Service, NotYet, None, "key for HMAC operations on TLSv1.3 tickets"),
@@ -377,7 +378,7 @@ fn set_setgid(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
 /// (stunnel does) but tls treats such a responder as giving no answer.
 fn set_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     super::url::ResponderUrl::parse(value)?;
-    t.service.ocsp_url = Some(value.to_string());
+    t.service.tls.ocsp_url = Some(value.to_string());
     Ok(())
 }
 
@@ -385,7 +386,7 @@ fn set_ocsp(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
 fn add_ocsp_flag(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let name =
         crate::openssl_names::ocsp_flag_name(value).ok_or(ValueError::Illegal("OCSP flag"))?;
-    t.service.ocsp_flags.push(name);
+    t.service.tls.ocsp_flags.push(name);
     Ok(())
 }
 
@@ -436,7 +437,7 @@ fn add_check_ip(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     value
         .parse::<std::net::IpAddr>()
         .map_err(|_| ValueError::Invalid("IP address"))?;
-    t.service.check_ip.push(value.to_string());
+    t.service.tls.check_ip.push(value.to_string());
     Ok(())
 }
 
@@ -455,15 +456,15 @@ fn add_ssl_option(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
         None => (true, value),
     };
     let name = crate::openssl_names::ssl_option(name)?;
-    t.service.ssl_options.push(SslOptionEdit { name, set });
+    t.service.tls.ssl_options.push(SslOptionEdit { name, set });
     Ok(())
 }
 
 fn set_require_cert(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let on = values::yes_no(value)?;
-    t.service.verify.require_cert = on;
+    t.service.tls.verify.require_cert = on;
     if on {
-        t.service.verify.request_cert = true;
+        t.service.tls.verify.request_cert = true;
     }
     Ok(())
 }
@@ -484,8 +485,8 @@ fn add_socket_option(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> 
 
 fn set_ssl_version(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let version = values::tls_version(value)?;
-    t.service.ssl_version_min = version;
-    t.service.ssl_version_max = version;
+    t.service.tls.ssl_version_min = version;
+    t.service.tls.ssl_version_max = version;
     Ok(())
 }
 
@@ -499,7 +500,7 @@ fn set_verify(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
         Some(4) => (true, true, false, true),
         _ => return Err(ValueError::BadVerifyLevel),
     };
-    t.service.verify = VerifyFlags {
+    t.service.tls.verify = VerifyFlags {
         request_cert,
         require_cert,
         chain,
@@ -510,20 +511,20 @@ fn set_verify(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
 
 fn set_verify_chain(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let on = values::yes_no(value)?;
-    t.service.verify.chain = on;
+    t.service.tls.verify.chain = on;
     if on {
-        t.service.verify.request_cert = true;
-        t.service.verify.require_cert = true;
+        t.service.tls.verify.request_cert = true;
+        t.service.tls.verify.require_cert = true;
     }
     Ok(())
 }
 
 fn set_verify_peer(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     let on = values::yes_no(value)?;
-    t.service.verify.peer = on;
+    t.service.tls.verify.peer = on;
     if on {
-        t.service.verify.request_cert = true;
-        t.service.verify.require_cert = true;
+        t.service.tls.verify.request_cert = true;
+        t.service.tls.verify.require_cert = true;
     }
     Ok(())
 }
@@ -575,6 +576,7 @@ mod tests {
         ("log", "overwrite", Some(("truncate", "The argument needs to be either 'append' or 'overwrite'"))),
         ("output", "/var/log/rstunnel.log", None),
         ("pid", "/run/rstunnel.pid", None),
+        ("sandbox", "no", Some(("maybe", YES_NO))),
         ("syslog", "no", Some(("off", YES_NO))),
         ("unprovenMax", "1000", Some(("-1", "Illegal unproven session limit"))),
         ("unprovenPerSource", "16", Some(("many", "Illegal unproven session limit"))),
@@ -804,24 +806,29 @@ mod tests {
     #[test]
     fn verify_levels_map_to_flags() {
         let (_, s) = apply("verify", "2").unwrap();
-        assert!(s.verify.request_cert && s.verify.require_cert && s.verify.chain && !s.verify.peer);
+        assert!(
+            s.tls.verify.request_cert
+                && s.tls.verify.require_cert
+                && s.tls.verify.chain
+                && !s.tls.verify.peer
+        );
         let (_, s) = apply("verify", "4").unwrap();
-        assert!(s.verify.peer && !s.verify.chain);
+        assert!(s.tls.verify.peer && !s.tls.verify.chain);
         assert_eq!(apply("verify", "5").unwrap_err(), "Bad verify level");
     }
 
     #[test]
     fn verify_chain_implies_require_cert() {
         let (_, s) = apply("verifyChain", "yes").unwrap();
-        assert!(s.verify.chain && s.verify.require_cert && s.verify.request_cert);
+        assert!(s.tls.verify.chain && s.tls.verify.require_cert && s.tls.verify.request_cert);
     }
 
     #[test]
     fn ssl_version_sets_both_bounds() {
         use super::super::values::TlsVersion;
         let (_, s) = apply("sslVersion", "TLSv1.2").unwrap();
-        assert_eq!(s.ssl_version_min, Some(TlsVersion::Tls1_2));
-        assert_eq!(s.ssl_version_max, Some(TlsVersion::Tls1_2));
+        assert_eq!(s.tls.ssl_version_min, Some(TlsVersion::Tls1_2));
+        assert_eq!(s.tls.ssl_version_max, Some(TlsVersion::Tls1_2));
         assert_eq!(
             apply("sslVersionMin", "TLSv9").unwrap_err(),
             "Invalid protocol version"
@@ -867,14 +874,14 @@ mod tests {
     fn options_names_and_clearing() {
         let (_, s) = apply("options", "-NO_SSLv3").unwrap();
         assert_eq!(
-            s.ssl_options,
+            s.tls.ssl_options,
             vec![SslOptionEdit {
                 name: "NO_SSLv3",
                 set: false
             }]
         );
         let (_, s) = apply("options", "no_tlsv1").unwrap();
-        assert_eq!(s.ssl_options[0].name, "NO_TLSv1");
+        assert_eq!(s.tls.ssl_options[0].name, "NO_TLSv1");
         assert_eq!(
             apply("options", "NO_TLSv1.1").unwrap_err(),
             "Illegal TLS option"
@@ -886,7 +893,7 @@ mod tests {
         assert_eq!(apply("stack", "65536").unwrap().1.stack, 65536);
         assert!(apply("stack", "100").is_err());
         assert_eq!(
-            apply("securityLevel", "0").unwrap().1.security_level,
+            apply("securityLevel", "0").unwrap().1.tls.security_level,
             Some(0)
         );
         assert!(apply("securityLevel", "6").is_err());
@@ -918,7 +925,7 @@ mod tests {
     fn ocsp_url_needs_an_http_or_https_responder() {
         let (_, s) = apply("OCSP", "http://ocsp.example.org:8080/check").unwrap();
         assert_eq!(
-            s.ocsp_url.as_deref(),
+            s.tls.ocsp_url.as_deref(),
             Some("http://ocsp.example.org:8080/check")
         );
         assert!(apply("OCSP", "HTTPS://ocsp.example.org").is_ok());
@@ -936,11 +943,11 @@ mod tests {
 
     #[test]
     fn ocsp_aia_nonce_and_require_are_yes_no() {
-        assert!(apply("OCSPaia", "yes").unwrap().1.ocsp_aia);
-        assert!(!apply("OCSPaia", "no").unwrap().1.ocsp_aia);
-        assert!(apply("OCSPnonce", "YES").unwrap().1.ocsp_nonce);
-        assert!(!apply("OCSPrequire", "no").unwrap().1.ocsp_require);
-        assert!(apply("OCSPrequire", "yes").unwrap().1.ocsp_require);
+        assert!(apply("OCSPaia", "yes").unwrap().1.tls.ocsp_aia);
+        assert!(!apply("OCSPaia", "no").unwrap().1.tls.ocsp_aia);
+        assert!(apply("OCSPnonce", "YES").unwrap().1.tls.ocsp_nonce);
+        assert!(!apply("OCSPrequire", "no").unwrap().1.tls.ocsp_require);
+        assert!(apply("OCSPrequire", "yes").unwrap().1.tls.ocsp_require);
         for name in ["OCSPaia", "OCSPnonce", "OCSPrequire"] {
             assert!(apply(name, "maybe").is_err(), "{name}");
         }
@@ -949,7 +956,7 @@ mod tests {
     #[test]
     fn ocsp_flags_by_name_and_cumulative() {
         let (_, s) = apply("OCSPflag", "noverify").unwrap();
-        assert_eq!(s.ocsp_flags, vec!["NOVERIFY"]);
+        assert_eq!(s.tls.ocsp_flags, vec!["NOVERIFY"]);
         let mut global = GlobalOptions::default();
         let mut service = ServiceOptions::default();
         let mut t = Target {
@@ -961,7 +968,7 @@ mod tests {
         };
         add_ocsp_flag(&mut t, "NOCERTS").unwrap();
         add_ocsp_flag(&mut t, "TRUSTOTHER").unwrap();
-        assert_eq!(service.ocsp_flags, vec!["NOCERTS", "TRUSTOTHER"]);
+        assert_eq!(service.tls.ocsp_flags, vec!["NOCERTS", "TRUSTOTHER"]);
         for bad in ["OCSP_NOCERTS", "NOPE", ""] {
             assert_eq!(
                 apply("OCSPflag", bad).unwrap_err(),

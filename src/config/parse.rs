@@ -3,14 +3,14 @@
 //! `include = DIR`, and runs stunnel's end-of-section checks.
 //! Reads the include directories; touches nothing else on disk.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{CheckError, ConfigError, LineError};
 use super::lexer::{self, LineKind, RawLine};
 use super::options::{self, Handler, Names, Scope, Target};
 use super::protocol_names;
-use super::types::{Config, Foreground, GlobalOptions, ServiceOptions};
+use super::types::{Config, Foreground, GlobalOptions, ServiceOptions, TlsOptions};
 
 /// `include` inside included files is allowed; this bounds a directory that includes itself.
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -25,6 +25,7 @@ pub fn parse(file: &str, bytes: &[u8], names: Names) -> Result<Config, ConfigErr
         services: Vec::new(),
         names,
         not_checked: Vec::new(),
+        includes: Vec::new(),
     };
     parser.feed_all(&lexer::lex(&Arc::from(file), bytes), 0)?;
     parser.finish(file)
@@ -40,6 +41,8 @@ struct Parser {
     names: Names,
     /// Notes for values not checked against this host (`Config::not_checked`).
     not_checked: Vec<String>,
+    /// The `include` directories read (`Config::includes`).
+    includes: Vec<PathBuf>,
 }
 
 /// Wraps what went wrong with the line it came from.
@@ -131,6 +134,7 @@ impl Parser {
             .map(|entry| entry.file_name())
             .collect();
         files.sort();
+        self.includes.push(PathBuf::from(dir));
         for name in files {
             let path = Path::new(dir).join(&name);
             let bytes = std::fs::read(&path).map_err(failed)?;
@@ -157,6 +161,7 @@ impl Parser {
             defaults: self.defaults,
             services: self.services,
             not_checked: self.not_checked,
+            includes: self.includes,
         })
     }
 }
@@ -181,22 +186,21 @@ fn check_global(global: &GlobalOptions) -> Result<(), ConfigError> {
 }
 
 /// The checks shared by a section and inetd mode.
-fn check_tls(service: &ServiceOptions) -> Result<(), CheckError> {
-    if !service.client && service.cert.is_none() && service.psk_secrets.is_none() {
+fn check_tls(tls: &TlsOptions, client: bool) -> Result<(), CheckError> {
+    if !client && tls.cert.is_none() && tls.psk_secrets.is_none() {
         return Err(CheckError::NoCertificate);
     }
-    if let (Some(min), Some(max)) = (service.ssl_version_min, service.ssl_version_max) {
+    if let (Some(min), Some(max)) = (tls.ssl_version_min, tls.ssl_version_max) {
         if min > max {
             return Err(CheckError::VersionRange);
         }
     }
-    if service.verify.any_check() && service.ca_file.is_none() && service.ca_path.is_none() {
+    if tls.verify.any_check() && tls.ca_file.is_none() && tls.ca_path.is_none() {
         return Err(CheckError::NoCa);
     }
-    let checks = !service.check_host.is_empty()
-        || !service.check_email.is_empty()
-        || !service.check_ip.is_empty();
-    if checks && !service.verify.any_check() {
+    let checks =
+        !tls.check_host.is_empty() || !tls.check_email.is_empty() || !tls.check_ip.is_empty();
+    if checks && !tls.verify.any_check() {
         return Err(CheckError::NoVerify);
     }
     Ok(())
@@ -212,7 +216,7 @@ fn check_service(
         name: service.name.clone(),
         error,
     };
-    check_tls(&service).map_err(error)?;
+    check_tls(&service.tls, service.client).map_err(error)?;
     let virtual_host = match service.server_sni() {
         Some(Ok((primary, _))) => {
             let found = earlier
@@ -230,7 +234,7 @@ fn check_service(
         if service.client {
             return Err(error(CheckError::RedirectInClient));
         }
-        if !service.verify.any_check() {
+        if !service.tls.verify.any_check() {
             return Err(error(CheckError::RedirectWithoutVerify));
         }
     }
@@ -272,7 +276,7 @@ fn protocol_problem(service: &ServiceOptions) -> Option<String> {
 /// in stunnel; endpoints count by kind (several `connect` addresses are one endpoint).
 fn check_inetd(defaults: &ServiceOptions) -> Result<(), ConfigError> {
     let error = |error| ConfigError::Inetd { error };
-    check_tls(defaults).map_err(error)?;
+    check_tls(&defaults.tls, defaults.client).map_err(error)?;
     if !defaults.accept.is_empty() {
         return Err(error(CheckError::AcceptInInetd));
     }

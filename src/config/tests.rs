@@ -145,7 +145,7 @@ fn semicolon_and_hash_comments_after_leading_blanks_are_skipped() {
     assert_eq!(a.name, "a");
     assert_eq!(a.accept, strings(&["1"]));
     assert_eq!(a.connect, strings(&["2"]));
-    assert_eq!(a.cert, path("/c.pem"));
+    assert_eq!(a.tls.cert, path("/c.pem"));
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn no_inline_comments_on_option_lines() {
     );
     // A string value keeps the would-be comment.
     let config = ok("cert = /c.pem ; not a comment\nconnect = 1\n");
-    assert_eq!(config.defaults.cert, path("/c.pem ; not a comment"));
+    assert_eq!(config.defaults.tls.cert, path("/c.pem ; not a comment"));
 }
 
 #[test]
@@ -190,7 +190,7 @@ fn crlf_files_parse_like_lf_files() {
     let config = ok("cert = /c.pem\r\nclient = no\r\n[a]\r\naccept = 1\r\nconnect = 2\r\n");
     let a = &config.services[0];
     assert_eq!(a.name, "a");
-    assert_eq!(a.cert, path("/c.pem"));
+    assert_eq!(a.tls.cert, path("/c.pem"));
     assert_eq!(a.accept, strings(&["1"]));
     assert_eq!(a.connect, strings(&["2"]));
 }
@@ -206,7 +206,7 @@ fn crlf_error_lines_are_quoted_without_cr() {
 #[test]
 fn stray_crs_are_dropped_anywhere_in_a_line() {
     let config = ok("ce\rrt = /c.\rpem\nclient = y\res\r\r\n[a\r]\nacc\rept = 1\nconnect = 2\r");
-    assert_eq!(config.defaults.cert, path("/c.pem"));
+    assert_eq!(config.defaults.tls.cert, path("/c.pem"));
     assert!(config.defaults.client);
     let a = &config.services[0];
     assert_eq!(a.name, "a");
@@ -222,8 +222,8 @@ fn stray_crs_are_dropped_anywhere_in_a_line() {
 #[test]
 fn utf8_bom_at_file_start_is_skipped() {
     let config = ok_bytes(b"\xEF\xBB\xBFcert = /c.pem\n[a]\naccept = 1\nconnect = 2\n");
-    assert_eq!(config.defaults.cert, path("/c.pem"));
-    assert_eq!(config.services[0].cert, path("/c.pem"));
+    assert_eq!(config.defaults.tls.cert, path("/c.pem"));
+    assert_eq!(config.services[0].tls.cert, path("/c.pem"));
     // The first line after a BOM can be a comment or a header as well.
     let config = ok_bytes(b"\xEF\xBB\xBF; sample\ncert = /c.pem\n[a]\naccept = 1\nconnect = 2\n");
     assert_eq!(config.services[0].name, "a");
@@ -256,7 +256,7 @@ fn lines_are_trimmed_with_c_isspace() {
          \t[a]\t\n\
          \x20 accept =1\n\
          connect= 2 \t\n");
-    assert_eq!(config.defaults.cert, path("/c.pem"));
+    assert_eq!(config.defaults.tls.cert, path("/c.pem"));
     let a = &config.services[0];
     assert_eq!(a.name, "a");
     assert_eq!(a.accept, strings(&["1"]));
@@ -335,8 +335,8 @@ fn half_brackets_are_not_headers() {
 #[test]
 fn split_at_the_first_equals_sign() {
     let config = ok("cert = /c.pem\nciphers = a=b = c\n[s]\naccept = 1\nconnect ==2\n");
-    assert_eq!(config.defaults.ciphers, Some("a=b = c".into()));
-    assert_eq!(config.services[0].ciphers, Some("a=b = c".into()));
+    assert_eq!(config.defaults.tls.ciphers, Some("a=b = c".into()));
+    assert_eq!(config.services[0].tls.ciphers, Some("a=b = c".into()));
     assert_eq!(config.services[0].connect, strings(&["=2"]));
 }
 
@@ -363,8 +363,8 @@ fn empty_values_are_allowed() {
     );
     assert_eq!(config.global.pid, None);
     assert_eq!(config.global.output, None);
-    assert_eq!(config.defaults.ciphers, Some(String::new()));
-    assert_eq!(config.services[0].sni, Some(String::new()));
+    assert_eq!(config.defaults.tls.ciphers, Some(String::new()));
+    assert_eq!(config.services[0].tls.sni, Some(String::new()));
 }
 
 #[test]
@@ -386,14 +386,14 @@ fn option_names_are_case_insensitive() {
     assert_eq!(config.global.pid, path("/run/x.pid"));
     let a = &config.services[0];
     assert!(a.client);
-    assert_eq!(a.cert, path("/c.pem"));
+    assert_eq!(a.tls.cert, path("/c.pem"));
     assert_eq!(a.accept, strings(&["1"]));
     assert_eq!(a.connect, strings(&["2"]));
     assert_eq!(a.timeouts.close, Duration::from_secs(5));
     assert_eq!(a.debug_level, Level::Info);
-    assert_eq!(a.ca_file, path("/ca.pem"));
-    assert!(a.verify.chain);
-    assert_eq!(a.check_host, strings(&["example.org"]));
+    assert_eq!(a.tls.ca_file, path("/ca.pem"));
+    assert!(a.tls.verify.chain);
+    assert_eq!(a.tls.check_host, strings(&["example.org"]));
 }
 
 #[test]
@@ -423,38 +423,38 @@ fn enum_values_are_case_insensitive() {
     assert_eq!(config.defaults.debug_level, Level::Warning);
     let a = &config.services[0];
     assert!(!a.client);
-    assert_eq!(a.ssl_version_min, Some(TlsVersion::Tls1_2));
-    assert_eq!(a.ssl_version_max, Some(TlsVersion::Tls1_3));
-    assert_eq!(a.ssl_options.len(), 1);
-    assert_eq!(a.ssl_options[0].name, "NO_TLSv1");
-    assert!(a.ssl_options[0].set);
+    assert_eq!(a.tls.ssl_version_min, Some(TlsVersion::Tls1_2));
+    assert_eq!(a.tls.ssl_version_max, Some(TlsVersion::Tls1_3));
+    assert_eq!(a.tls.ssl_options.len(), 1);
+    assert_eq!(a.tls.ssl_options[0].name, "NO_TLSv1");
+    assert!(a.tls.ssl_options[0].set);
     assert_eq!(a.debug_level, Level::Warning);
     let b = &config.services[1];
     assert!(b.client);
     assert_eq!(b.debug_level, Level::Debug);
-    assert_eq!(b.ssl_version_min, None);
-    assert_eq!(b.ssl_version_max, None);
+    assert_eq!(b.tls.ssl_version_min, None);
+    assert_eq!(b.tls.ssl_version_max, None);
 }
 
 #[test]
 fn curve_and_session_are_aliases() {
     let config = ok("cert = /c.pem\ncurve = P-256\nsession = 77\n[a]\naccept = 1\nconnect = 2\n");
-    assert_eq!(config.services[0].curves, Some("P-256".into()));
+    assert_eq!(config.services[0].tls.curves, Some("P-256".into()));
     assert_eq!(
-        config.services[0].session_cache_timeout,
+        config.services[0].tls.session_cache_timeout,
         Duration::from_secs(77)
     );
     // They are the same options as their targets: the last line wins either way.
     let config = ok("cert = /c.pem\ncurves = X25519\nCURVE = X448\n\
          sessionCacheTimeout = 5\nSESSION = 6\nconnect = 1\n");
-    assert_eq!(config.defaults.curves, Some("X448".into()));
+    assert_eq!(config.defaults.tls.curves, Some("X448".into()));
     assert_eq!(
-        config.defaults.session_cache_timeout,
+        config.defaults.tls.session_cache_timeout,
         Duration::from_secs(6)
     );
     let config = ok("cert = /c.pem\nsession = 6\nsessioncachetimeout = 7\nconnect = 1\n");
     assert_eq!(
-        config.defaults.session_cache_timeout,
+        config.defaults.tls.session_cache_timeout,
         Duration::from_secs(7)
     );
 }
@@ -683,18 +683,23 @@ fn global_service_level_values_are_inherited_by_every_section() {
     assert_eq!(config.services.len(), 2);
     for s in &config.services {
         assert!(s.client, "{}", s.name);
-        assert_eq!(s.cert, path("/c.pem"), "{}", s.name);
-        assert_eq!(s.key, path("/k.pem"), "{}", s.name);
-        assert_eq!(s.ca_file, path("/ca.pem"), "{}", s.name);
-        assert!(s.verify.chain && s.verify.require_cert && s.verify.request_cert);
-        assert!(!s.verify.peer);
+        assert_eq!(s.tls.cert, path("/c.pem"), "{}", s.name);
+        assert_eq!(s.tls.key, path("/k.pem"), "{}", s.name);
+        assert_eq!(s.tls.ca_file, path("/ca.pem"), "{}", s.name);
+        assert!(s.tls.verify.chain && s.tls.verify.require_cert && s.tls.verify.request_cert);
+        assert!(!s.tls.verify.peer);
         assert_eq!(s.timeouts.close, Duration::from_secs(5), "{}", s.name);
         assert_eq!(s.timeouts.idle, Duration::from_secs(99), "{}", s.name);
         assert_eq!(s.timeouts.busy, Duration::from_secs(300), "{}", s.name);
-        assert_eq!(s.ciphers, Some("HIGH".into()), "{}", s.name);
-        assert_eq!(s.ssl_version_min, Some(TlsVersion::Tls1_2), "{}", s.name);
+        assert_eq!(s.tls.ciphers, Some("HIGH".into()), "{}", s.name);
+        assert_eq!(
+            s.tls.ssl_version_min,
+            Some(TlsVersion::Tls1_2),
+            "{}",
+            s.name
+        );
         assert_eq!(s.debug_level, Level::Info, "{}", s.name);
-        assert_eq!(s.session_cache_size, 10, "{}", s.name);
+        assert_eq!(s.tls.session_cache_size, 10, "{}", s.name);
         assert_eq!(s.stack, 32768, "{}", s.name);
     }
     assert_eq!(config.services[0].name, "a");
@@ -712,13 +717,13 @@ fn a_section_override_does_not_leak_into_other_sections() {
          [b]\naccept = 3\nconnect = 4\n");
     let (a, b) = (&config.services[0], &config.services[1]);
     assert!(!a.client);
-    assert_eq!(a.cert, path("/a.pem"));
+    assert_eq!(a.tls.cert, path("/a.pem"));
     assert_eq!(a.timeouts.close, Duration::ZERO);
     assert!(b.client);
-    assert_eq!(b.cert, None);
+    assert_eq!(b.tls.cert, None);
     assert_eq!(b.timeouts.close, Duration::from_secs(5));
     assert!(config.defaults.client);
-    assert_eq!(config.defaults.cert, None);
+    assert_eq!(config.defaults.tls.cert, None);
 }
 
 #[test]
@@ -726,17 +731,17 @@ fn defaults_are_stunnels_when_nothing_is_set() {
     let config = ok("[a]\ncert = /c.pem\naccept = 1\nconnect = 2\n");
     let a = &config.services[0];
     assert!(!a.client);
-    assert_eq!(a.key, None);
-    assert_eq!(a.key_file(), Some(&PathBuf::from("/c.pem")));
+    assert_eq!(a.tls.key, None);
+    assert_eq!(a.tls.key_file(), Some(&PathBuf::from("/c.pem")));
     assert_eq!(a.debug_level, Level::Notice);
     assert_eq!(a.timeouts.busy, Duration::from_secs(300));
     assert_eq!(a.timeouts.close, Duration::from_secs(60));
     assert_eq!(a.timeouts.connect, Duration::from_secs(10));
     assert_eq!(a.timeouts.idle, Duration::from_secs(43200));
-    assert_eq!(a.session_cache_size, 1000);
-    assert_eq!(a.session_cache_timeout, Duration::from_secs(300));
+    assert_eq!(a.tls.session_cache_size, 1000);
+    assert_eq!(a.tls.session_cache_timeout, Duration::from_secs(300));
     assert_eq!(a.stack, 65536);
-    assert_eq!(a.sni, None);
+    assert_eq!(a.tls.sni, None);
     assert_eq!(config.global.foreground, Foreground::No);
     assert!(config.global.syslog);
     assert!(!config.global.log_overwrite);
@@ -780,14 +785,17 @@ fn check_lists_append_to_the_inherited_list() {
          [b]\naccept = 3\nconnect = 4\n");
     let (a, b) = (&config.services[0], &config.services[1]);
     assert_eq!(
-        a.check_host,
+        a.tls.check_host,
         strings(&["global.example", "a.example", "a2.example"])
     );
-    assert_eq!(a.check_email, strings(&["g@example.org", "a@example.org"]));
-    assert_eq!(a.check_ip, strings(&["192.0.2.1", "::1"]));
-    assert_eq!(b.check_host, strings(&["global.example"]));
-    assert_eq!(b.check_email, strings(&["g@example.org"]));
-    assert_eq!(b.check_ip, strings(&["192.0.2.1"]));
+    assert_eq!(
+        a.tls.check_email,
+        strings(&["g@example.org", "a@example.org"])
+    );
+    assert_eq!(a.tls.check_ip, strings(&["192.0.2.1", "::1"]));
+    assert_eq!(b.tls.check_host, strings(&["global.example"]));
+    assert_eq!(b.tls.check_email, strings(&["g@example.org"]));
+    assert_eq!(b.tls.check_ip, strings(&["192.0.2.1"]));
 }
 
 #[test]
@@ -810,14 +818,14 @@ fn scalar_options_last_occurrence_wins() {
          accept = 1\nconnect = 2\n\
          [b]\naccept = 3\nconnect = 4\n",
     );
-    assert_eq!(config.defaults.cert, path("/two.pem"));
+    assert_eq!(config.defaults.tls.cert, path("/two.pem"));
     assert!(!config.defaults.client);
     let (a, b) = (&config.services[0], &config.services[1]);
-    assert_eq!(a.cert, path("/four.pem"));
+    assert_eq!(a.tls.cert, path("/four.pem"));
     assert_eq!(a.timeouts.idle, Duration::from_secs(4));
-    assert_eq!(a.ssl_version_min, Some(TlsVersion::Tls1_2));
-    assert_eq!(a.ssl_version_max, Some(TlsVersion::Tls1_3));
-    assert_eq!(b.cert, path("/two.pem"));
+    assert_eq!(a.tls.ssl_version_min, Some(TlsVersion::Tls1_2));
+    assert_eq!(a.tls.ssl_version_max, Some(TlsVersion::Tls1_3));
+    assert_eq!(b.tls.cert, path("/two.pem"));
     assert_eq!(b.timeouts.idle, Duration::from_secs(2));
     // Global-only scalars too.
     let config = ok(
@@ -834,12 +842,12 @@ fn verify_flags_set_and_clear_like_stunnel() {
          [v3]\nverify = 3\naccept = 1\nconnect = 2\n\
          [v0]\nverify = 0\naccept = 3\nconnect = 4\n\
          [off]\nverifyChain = yes\nverifyChain = no\naccept = 5\nconnect = 6\n");
-    let v3 = &config.services[0].verify;
+    let v3 = &config.services[0].tls.verify;
     assert!(v3.request_cert && v3.require_cert && v3.chain && v3.peer);
-    let v0 = &config.services[1].verify;
+    let v0 = &config.services[1].tls.verify;
     assert!(v0.request_cert && !v0.require_cert && !v0.chain && !v0.peer);
     // `= no` clears only its own flag.
-    let off = &config.services[2].verify;
+    let off = &config.services[2].tls.verify;
     assert!(off.request_cert && off.require_cert && !off.chain && !off.peer);
 }
 
@@ -963,7 +971,7 @@ fn no_section_means_inetd_mode() {
 
     let config = ok("cert = /c.pem\nconnect = 80\n");
     assert!(config.is_inetd_mode());
-    assert_eq!(config.defaults.cert, path("/c.pem"));
+    assert_eq!(config.defaults.tls.cert, path("/c.pem"));
 }
 
 #[test]
@@ -1128,7 +1136,7 @@ fn tls_server_section_needs_a_certificate() {
     );
     // A client needs none.
     let config = ok("[a]\nclient = yes\naccept = 1\nconnect = 2\n");
-    assert_eq!(config.services[0].cert, None);
+    assert_eq!(config.services[0].tls.cert, None);
     // A global cert covers a server section; a section cert covers only its section.
     assert_eq!(
         err(
@@ -1187,8 +1195,8 @@ fn check_options_need_verify_chain_or_peer() {
     let config = ok("client = yes\nCAfile = /ca.pem\n\
          [a]\nverifyChain = yes\ncheckHost = x.example\naccept = 1\nconnect = 2\n\
          [b]\nverify = 4\ncheckIP = 192.0.2.1\naccept = 3\nconnect = 4\n");
-    assert_eq!(config.services[0].check_host, strings(&["x.example"]));
-    assert_eq!(config.services[1].check_ip, strings(&["192.0.2.1"]));
+    assert_eq!(config.services[0].tls.check_host, strings(&["x.example"]));
+    assert_eq!(config.services[1].tls.check_ip, strings(&["192.0.2.1"]));
 }
 
 #[test]
@@ -1206,11 +1214,23 @@ fn protocol_version_range_is_checked() {
          [eq]\nsslVersion = TLSv1.2\naccept = 1\nconnect = 2\n\
          [open]\nsslVersionMin = TLSv1.3\nsslVersionMax = all\naccept = 3\nconnect = 4\n\
          [ok]\nsslVersionMin = TLSv1.1\nsslVersionMax = TLSv1.3\naccept = 5\nconnect = 6\n");
-    assert_eq!(config.services[0].ssl_version_min, Some(TlsVersion::Tls1_2));
-    assert_eq!(config.services[0].ssl_version_max, Some(TlsVersion::Tls1_2));
-    assert_eq!(config.services[1].ssl_version_min, Some(TlsVersion::Tls1_3));
-    assert_eq!(config.services[1].ssl_version_max, None);
-    assert_eq!(config.services[2].ssl_version_min, Some(TlsVersion::Tls1_1));
+    assert_eq!(
+        config.services[0].tls.ssl_version_min,
+        Some(TlsVersion::Tls1_2)
+    );
+    assert_eq!(
+        config.services[0].tls.ssl_version_max,
+        Some(TlsVersion::Tls1_2)
+    );
+    assert_eq!(
+        config.services[1].tls.ssl_version_min,
+        Some(TlsVersion::Tls1_3)
+    );
+    assert_eq!(config.services[1].tls.ssl_version_max, None);
+    assert_eq!(
+        config.services[2].tls.ssl_version_min,
+        Some(TlsVersion::Tls1_1)
+    );
     assert_eq!(
         err("client = yes\n[a]\nsslVersionMin = TLSv1.4\n"),
         at(3, "sslVersionMin = TLSv1.4", "Invalid protocol version")
@@ -1327,10 +1347,10 @@ fn classic_syslog_server_file() {
     let s = &config.services[0];
     assert_eq!(s.name, "ssyslog");
     assert!(!s.client);
-    assert_eq!(s.cert, path("/etc/stunnel/stunnel.pem"));
-    assert_eq!(s.key, None);
+    assert_eq!(s.tls.cert, path("/etc/stunnel/stunnel.pem"));
+    assert_eq!(s.tls.key, None);
     assert_eq!(
-        s.key_file(),
+        s.tls.key_file(),
         Some(&PathBuf::from("/etc/stunnel/stunnel.pem"))
     );
     assert_eq!(s.accept, strings(&["60514"]));
@@ -1347,11 +1367,11 @@ fn classic_syslog_client_file() {
     let s = &config.services[0];
     assert_eq!(s.name, "ssyslog");
     assert!(s.client);
-    assert_eq!(s.cert, None);
+    assert_eq!(s.tls.cert, None);
     assert_eq!(s.accept, strings(&["127.0.0.1:61514"]));
     assert_eq!(s.connect, strings(&["192.0.2.1:60514"]));
     assert_eq!(s.debug_level, Level::Debug);
-    assert!(!s.verify.chain && !s.verify.peer);
+    assert!(!s.tls.verify.chain && !s.tls.verify.peer);
 }
 
 #[test]
@@ -1362,7 +1382,10 @@ fn classic_syslog_files_load_from_disk_with_crlf_and_bom() {
     let client = dir.write("syslog-client.conf", &client_text);
     let config = load(Path::new(&server)).unwrap();
     assert_eq!(config.source, server);
-    assert_eq!(config.services[0].cert, path("/etc/stunnel/stunnel.pem"));
+    assert_eq!(
+        config.services[0].tls.cert,
+        path("/etc/stunnel/stunnel.pem")
+    );
     let config = load(Path::new(&client)).unwrap();
     assert_eq!(config.source, client);
     assert!(config.services[0].client);
@@ -1454,7 +1477,7 @@ fn include_is_allowed_in_the_global_part_and_global_only_options_work_there() {
     assert_eq!(config.global.pid, path("/run/x.pid"));
     let s = &config.services[0];
     assert_eq!(s.name, "svc");
-    assert_eq!(s.cert, path("/c.pem"));
+    assert_eq!(s.tls.cert, path("/c.pem"));
     assert_eq!(s.debug_level, Level::Info);
 }
 
@@ -1633,7 +1656,7 @@ fn include_from_a_loaded_file() {
     let config = load(Path::new(&main)).unwrap();
     assert_eq!(config.source, main);
     assert_eq!(config.services[0].name, "svc");
-    assert_eq!(config.services[0].cert, path("/c.pem"));
+    assert_eq!(config.services[0].tls.cert, path("/c.pem"));
     // A missing directory is reported on the loaded file's line.
     let missing = dir.at("gone");
     let main = dir.write(
@@ -1687,7 +1710,10 @@ fn client_sni_is_a_name_not_a_virtual_host() {
     let config =
         ok("client = yes\n[c]\naccept = 1\nconnect = example.org:443\nsni = other.example.org\n");
     assert_eq!(config.services[0].server_sni(), None);
-    assert_eq!(config.services[0].sni.as_deref(), Some("other.example.org"));
+    assert_eq!(
+        config.services[0].tls.sni.as_deref(),
+        Some("other.example.org")
+    );
 }
 
 #[test]

@@ -50,6 +50,9 @@ pub struct GlobalOptions {
     /// `unprovenMax` (rstunnel extension): unproven sessions in all; `None` = a quarter of
     /// the connection cap, `Some(0)` = no limit.
     pub unproven_max: Option<usize>,
+    /// `sandbox = yes|no` (rstunnel extension): restrict the files the process can reach
+    /// after startup (`sandbox.rs`).
+    pub sandbox: bool,
 }
 
 impl Default for GlobalOptions {
@@ -68,6 +71,7 @@ impl Default for GlobalOptions {
             compression: None,
             unproven_per_source: None,
             unproven_max: None,
+            sandbox: true,
         }
     }
 }
@@ -139,6 +143,108 @@ impl Default for Timeouts {
     }
 }
 
+/// The TLS options of one service: everything `tls` reads to build its context, its
+/// verification policy and its OCSP checks, so that `tls` sees this and not the whole
+/// `ServiceOptions`.
+///
+/// Borderline fields: `sni` is here, as a TLS setting in both of its meanings (the
+/// name a client sends in its ClientHello; a server section's `PRIMARY:PATTERN`,
+/// which makes it a virtual host of another section's context); which meaning applies
+/// depends on the role, so `ServiceOptions::server_sni` (role and value together) stays
+/// on the service. `client` stays on `ServiceOptions`: it is the service's role, which
+/// decides far more than TLS (which side is encrypted, the protocol hooks, probing),
+/// and reaches `tls` as `tls::Role`. `redirect` (addresses) and `TIMEOUTocsp` (one of
+/// the service's timeouts) stay too; `tls` gets the facts it needs from them through
+/// `tls::ServiceFacts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsOptions {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// `PSKsecrets`: file of `IDENTITY:KEY` lines.
+    pub psk_secrets: Option<PathBuf>,
+    /// `PSKidentity` (client): which identity to use; the file's first by default.
+    pub psk_identity: Option<String>,
+    pub ca_path: Option<PathBuf>,
+    /// `CRLfile`/`CRLpath`: revocation lists; either turns CRL checking on.
+    pub crl_file: Option<PathBuf>,
+    pub crl_path: Option<PathBuf>,
+    pub verify: VerifyFlags,
+    pub check_host: Vec<String>,
+    pub check_email: Vec<String>,
+    pub check_ip: Vec<String>,
+    pub ciphers: Option<String>,
+    pub ciphersuites: Option<String>,
+    pub curves: Option<String>,
+    /// `None`: no lower limit beyond OpenSSL's own.
+    pub ssl_version_min: Option<TlsVersion>,
+    /// `None`: up to the newest version OpenSSL has.
+    pub ssl_version_max: Option<TlsVersion>,
+    pub security_level: Option<u32>,
+    /// `options` lines in file order, applied on top of stunnel's default set.
+    pub ssl_options: Vec<SslOptionEdit>,
+    /// Client side: the SNI name to send; `Some("")` sends none; `None` derives it.
+    /// Server side: `PRIMARY:PATTERN` (`ServiceOptions::server_sni`).
+    pub sni: Option<String>,
+    pub session_cache_size: u32,
+    pub session_cache_timeout: Duration,
+    /// `sessionResume = no` turns TLS session resumption off.
+    pub session_resume: bool,
+    /// `OCSP = URL`: the responder for peer certificates (and, on a server, for stapling
+    /// our own); checked as `http://` or `https://` when read.
+    pub ocsp_url: Option<String>,
+    /// `OCSPaia = yes`: also ask the responders named in the certificates' AIA extension.
+    pub ocsp_aia: bool,
+    /// `OCSPflag` names (OpenSSL's `OCSP_*` without the prefix), cumulative, in file order.
+    pub ocsp_flags: Vec<&'static str>,
+    /// `OCSPnonce = yes`: send a nonce and require it back.
+    pub ocsp_nonce: bool,
+    /// `OCSPrequire = no` accepts a peer when no conclusive answer (good or revoked) came.
+    pub ocsp_require: bool,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions {
+            cert: None,
+            key: None,
+            ca_file: None,
+            psk_secrets: None,
+            psk_identity: None,
+            ca_path: None,
+            crl_file: None,
+            crl_path: None,
+            verify: VerifyFlags::default(),
+            check_host: Vec::new(),
+            check_email: Vec::new(),
+            check_ip: Vec::new(),
+            ciphers: None,
+            ciphersuites: None,
+            curves: None,
+            ssl_version_min: None,
+            ssl_version_max: None,
+            security_level: None,
+            ssl_options: Vec::new(),
+            sni: None,
+            session_cache_size: 1000,
+            session_cache_timeout: Duration::from_secs(300),
+            session_resume: true,
+            ocsp_url: None,
+            ocsp_aia: false,
+            ocsp_flags: Vec::new(),
+            ocsp_nonce: false,
+            ocsp_require: true,
+        }
+    }
+}
+
+impl TlsOptions {
+    /// The private key file: `key`, or the `cert` file when `key` is not set.
+    pub fn key_file(&self) -> Option<&PathBuf> {
+        self.key.as_ref().or(self.cert.as_ref())
+    }
+}
+
 /// Options of one service (`[section]`). The global part holds one too: its values are the
 /// defaults that every section starts from.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,8 +271,6 @@ pub struct ServiceOptions {
     pub local: Option<std::net::IpAddr>,
     /// `reset = yes`: end failed sessions with a TCP RST rather than a FIN.
     pub reset: bool,
-    /// `sessionResume = no` turns TLS session resumption off.
-    pub session_resume: bool,
     /// `logId`: how connections are numbered in log lines.
     pub log_id: LogId,
     /// `protocol`: the clear-text exchange before TLS (a name from `protocol_names::PROTOCOL_NAMES`).
@@ -198,35 +302,8 @@ pub struct ServiceOptions {
     pub pause_when_down: bool,
     /// TLS towards `connect`, plain on `accept`.
     pub client: bool,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-    /// `PSKsecrets`: file of `IDENTITY:KEY` lines.
-    pub psk_secrets: Option<PathBuf>,
-    /// `PSKidentity` (client): which identity to use; the file's first by default.
-    pub psk_identity: Option<String>,
-    pub ca_path: Option<PathBuf>,
-    /// `CRLfile`/`CRLpath`: revocation lists; either turns CRL checking on.
-    pub crl_file: Option<PathBuf>,
-    pub crl_path: Option<PathBuf>,
-    pub verify: VerifyFlags,
-    pub check_host: Vec<String>,
-    pub check_email: Vec<String>,
-    pub check_ip: Vec<String>,
-    pub ciphers: Option<String>,
-    pub ciphersuites: Option<String>,
-    pub curves: Option<String>,
-    /// `None`: no lower limit beyond OpenSSL's own.
-    pub ssl_version_min: Option<TlsVersion>,
-    /// `None`: up to the newest version OpenSSL has.
-    pub ssl_version_max: Option<TlsVersion>,
-    pub security_level: Option<u32>,
-    /// `options` lines in file order, applied on top of stunnel's default set.
-    pub ssl_options: Vec<SslOptionEdit>,
-    /// Client side: the SNI name to send; `Some("")` sends none; `None` derives it.
-    pub sni: Option<String>,
-    pub session_cache_size: u32,
-    pub session_cache_timeout: Duration,
+    /// The TLS options: all that `tls` reads of this section, with `tls::ServiceFacts`.
+    pub tls: TlsOptions,
     /// Connection logs of this service at or below this level are written.
     pub debug_level: Level,
     pub timeouts: Timeouts,
@@ -234,17 +311,6 @@ pub struct ServiceOptions {
     pub stack: usize,
     /// `socket` lines after stunnel's defaults, in order (a later one wins).
     pub socket_options: Vec<super::sockopt::SocketOption>,
-    /// `OCSP = URL`: the responder for peer certificates (and, on a server, for stapling
-    /// our own); checked as `http://` or `https://` when read.
-    pub ocsp_url: Option<String>,
-    /// `OCSPaia = yes`: also ask the responders named in the certificates' AIA extension.
-    pub ocsp_aia: bool,
-    /// `OCSPflag` names (OpenSSL's `OCSP_*` without the prefix), cumulative, in file order.
-    pub ocsp_flags: Vec<&'static str>,
-    /// `OCSPnonce = yes`: send a nonce and require it back.
-    pub ocsp_nonce: bool,
-    /// `OCSPrequire = no` accepts a peer when no conclusive answer (good or revoked) came.
-    pub ocsp_require: bool,
 }
 
 impl Default for ServiceOptions {
@@ -260,7 +326,6 @@ impl Default for ServiceOptions {
             failover_rr: false,
             local: None,
             reset: true,
-            session_resume: true,
             log_id: LogId::Sequential,
             max_connections: 0,
             pause_when_down: true,
@@ -277,37 +342,11 @@ impl Default for ServiceOptions {
             pty: false,
             retry: None,
             client: false,
-            cert: None,
-            key: None,
-            ca_file: None,
-            psk_secrets: None,
-            psk_identity: None,
-            ca_path: None,
-            crl_file: None,
-            crl_path: None,
-            verify: VerifyFlags::default(),
-            check_host: Vec::new(),
-            check_email: Vec::new(),
-            check_ip: Vec::new(),
-            ciphers: None,
-            ciphersuites: None,
-            curves: None,
-            ssl_version_min: None,
-            ssl_version_max: None,
-            security_level: None,
-            ssl_options: Vec::new(),
-            sni: None,
-            session_cache_size: 1000,
-            session_cache_timeout: Duration::from_secs(300),
+            tls: TlsOptions::default(),
             debug_level: Level::Notice,
             timeouts: Timeouts::default(),
             stack: 65536,
             socket_options: super::sockopt::defaults(),
-            ocsp_url: None,
-            ocsp_aia: false,
-            ocsp_flags: Vec::new(),
-            ocsp_nonce: false,
-            ocsp_require: true,
         }
     }
 }
@@ -319,18 +358,13 @@ impl ServiceOptions {
         if self.client {
             return None;
         }
-        let value = self.sni.as_deref().filter(|v| !v.is_empty())?;
+        let value = self.tls.sni.as_deref().filter(|v| !v.is_empty())?;
         Some(
             value
                 .rsplit_once(':')
                 .filter(|(p, pattern)| !p.is_empty() && !pattern.is_empty())
                 .ok_or(()),
         )
-    }
-
-    /// The private key file: `key`, or the `cert` file when `key` is not set.
-    pub fn key_file(&self) -> Option<&PathBuf> {
-        self.key.as_ref().or(self.cert.as_ref())
     }
 }
 
@@ -347,6 +381,8 @@ pub struct Config {
     /// One note per value that was not checked against this host (`setuid`/`setgid`
     /// names when parsed with `options::Names::Skip`), as `FILE:LINE: "RAW": what`.
     pub not_checked: Vec<String>,
+    /// The `include` directories read, in the order read (the sandbox allows them).
+    pub includes: Vec<PathBuf>,
 }
 
 impl Config {

@@ -30,6 +30,7 @@ use crate::net::sockopt::Which;
 use crate::net::{self, Stream};
 use crate::protocol;
 use crate::relay::{self, describe_ssl_error, FarSide, RelaySettings, Side};
+use crate::repeats::{self, Watch};
 use crate::service::ServiceCtx;
 use crate::wake;
 
@@ -63,6 +64,9 @@ pub fn run(
     let live = Arc::clone(guard.session());
     let log_id = connection_log_id(svc.opts.log_id, live.id);
     crate::log::set_thread_context(&log_id, svc.opts.debug_level);
+    // From here until it relays, a session from a source that keeps failing has its lines
+    // held, and dropped if it fails too (`repeats`).
+    let mut watch = Watch::begin(&svc.opts.name, accepted.peer_addr());
     log_notice!(
         "Service [{}] accepted connection from {}",
         svc.opts.name,
@@ -78,24 +82,26 @@ pub fn run(
         let _ = ended_tx.send(());
     }));
     let result = if svc.opts.client {
-        client_session(&svc, accepted, &live, &mut finish)
+        client_session(&svc, accepted, &live, &mut finish, &mut watch)
     } else {
-        server_session(&svc, accepted, unproven, &live, &mut finish)
+        server_session(&svc, accepted, unproven, &live, &mut finish, &mut watch)
     };
     if let Err(e) = result {
+        let reason = e.to_string();
         match e {
             SessionError::ConnectFailed => {}
             // What a flood makes many of: a warning, not an error of this host.
             SessionError::DroppedForRoom { .. } => log_warning!(
-                "Service [{}]: connection from {} {e}",
+                "Service [{}]: connection from {} {reason}",
                 svc.opts.name,
                 live.peer
             ),
-            _ => log_err!("{e}"),
+            _ => log_err!("{reason}"),
         }
         if let Some(finish) = finish.take() {
             finish(End::Failed(e));
         }
+        watch.failed(&reason);
     }
     if completion == Completion::Wait {
         // Err only if the closure was dropped uncalled, which also means the end.
@@ -140,6 +146,7 @@ fn server_session(
     unproven: Option<Unproven>,
     live: &Arc<LiveSession>,
     finish: &mut Option<Finish>,
+    watch: &mut Watch,
 ) -> Result<(), SessionError> {
     // STARTTLS-style protocols talk in clear on the accepted connection first: unproven
     // still, and woken like the handshake's waits if dropped for room meanwhile.
@@ -201,7 +208,7 @@ fn server_session(
     .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
     negotiate(svc, tls.get_ref(), Some(&far), |p| p.server_before_relay)
         .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
-    relay_session(svc, tls, far, live, finish);
+    relay_session(svc, tls, far, live, finish, watch);
     Ok(())
 }
 
@@ -210,6 +217,7 @@ fn client_session(
     accepted: Stream,
     live: &Arc<LiveSession>,
     finish: &mut Option<Finish>,
+    watch: &mut Watch,
 ) -> Result<(), SessionError> {
     let far = far_side(svc, &PeerInfo::from_peer(&live.peer), false, &accepted)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
@@ -224,7 +232,7 @@ fn client_session(
         }
     })?;
     svc.far_side_reached();
-    relay_session(svc, tls, accepted, live, finish);
+    relay_session(svc, tls, accepted, live, finish, watch);
     Ok(())
 }
 
@@ -237,7 +245,7 @@ fn needs_redirect(svc: &ServiceCtx, ssl: &openssl::ssl::SslRef) -> bool {
     let failed = crate::tls::verify::redirect_index()
         .and_then(|index| ssl.ex_data(index))
         .is_none_or(|flag| flag.load(Ordering::SeqCst));
-    let missing = svc.opts.verify.require_cert && ssl.peer_certificate().is_none();
+    let missing = svc.opts.tls.verify.require_cert && ssl.peer_certificate().is_none();
     failed || missing
 }
 
@@ -412,10 +420,13 @@ fn relay_session(
     plain: Stream,
     live: &Arc<LiveSession>,
     finish: &mut Option<Finish>,
+    watch: &mut Watch,
 ) {
     let Some(finish) = finish.take() else {
         return;
     };
+    // Proven: the lines held so far are written, before the pumps write theirs.
+    watch.relayed();
     let finish: relay::Finish = Box::new(move |summary| finish(End::Relayed(summary)));
     let settings = RelaySettings {
         idle: svc.opts.timeouts.idle,
@@ -605,10 +616,13 @@ fn admit(
     let guard = match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone(), held) {
         Ok(guard) => guard,
         Err(TooManyClients { cap }) => {
-            log_warning!(
-                "Service [{}]: connection from {peer} rejected: too many clients (>={cap})",
-                ctx.opts.name,
-            );
+            let why = format!("too many clients (>={cap})");
+            if repeats::refused(&ctx.opts.name, conn.peer_addr(), &why) {
+                log_warning!(
+                    "Service [{}]: connection from {peer} rejected: {why}",
+                    ctx.opts.name,
+                );
+            }
             return None;
         }
     };
@@ -628,11 +642,16 @@ fn admit(
             Some((guard, Some(unproven)))
         }
         Err(SourceFull { limit }) => {
-            log_warning!(
-                "Service [{}]: connection from {peer} rejected: {limit} connections from {} have not completed a handshake (unprovenPerSource)",
-                ctx.opts.name,
+            let why = format!(
+                "{limit} connections from {} have not completed a handshake (unprovenPerSource)",
                 source.ip()
             );
+            if repeats::refused(&ctx.opts.name, Some(source), &why) {
+                log_warning!(
+                    "Service [{}]: connection from {peer} rejected: {why}",
+                    ctx.opts.name,
+                );
+            }
             reset_if_configured(ctx, conn.read_fd());
             None
         }
@@ -657,6 +676,7 @@ pub fn spawn_session(
 ) -> Option<u64> {
     let (guard, unproven) = admit(ctx, &conn, peer, held, true)?;
     let id = guard.session().id;
+    let source = conn.peer_addr();
     let ctx_for_thread = Arc::clone(ctx);
     let spawned = std::thread::Builder::new()
         .stack_size(ctx.opts.stack)
@@ -666,10 +686,10 @@ pub fn spawn_session(
     match spawned {
         Ok(_) => Some(id),
         Err(e) => {
-            log_err!(
-                "Service [{}]: cannot create a thread for a connection: {e}",
-                ctx.opts.name,
-            );
+            let why = format!("cannot create a thread for a connection: {e}");
+            if repeats::refused(&ctx.opts.name, source, &why) {
+                log_err!("Service [{}]: {why}", ctx.opts.name);
+            }
             None
         }
     }

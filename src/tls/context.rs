@@ -13,11 +13,12 @@ use openssl::ssl::{
 
 use super::compat;
 use super::error::TlsSetupError;
+use super::facts::ServiceFacts;
 use super::files::warn_if_world_readable;
 use super::psk::{self, PskTable};
 use super::verify::{self, VerifyPolicy};
 use crate::config::values::TlsVersion;
-use crate::config::ServiceOptions;
+use crate::config::TlsOptions;
 
 pub const DEFAULT_CIPHERS: &str = "HIGH:!aNULL:!SSLv2:!DH:!kDHEPSK";
 pub const DEFAULT_CIPHERSUITES: &str =
@@ -106,15 +107,16 @@ impl ServiceTls {
     }
 }
 
-/// Builds the context for `opts`. With `load_files = false` (`--check --no-files`) every
+/// Builds the context for `opts`, the TLS options of the service that `facts` describe. With `load_files = false` (`--check --no-files`) every
 /// setting is applied but certificates, keys and CAs are not read. `virtual_hosts` are
 /// the server sections that name this one as their SNI primary.
 pub fn build_context(
-    opts: &ServiceOptions,
+    opts: &TlsOptions,
+    facts: &ServiceFacts<'_>,
     load_files: bool,
     virtual_hosts: Vec<VirtualHost>,
 ) -> Result<ServiceTls, TlsSetupError> {
-    let method = if opts.client {
+    let method = if facts.is_client() {
         SslMethod::tls_client()
     } else {
         SslMethod::tls_server()
@@ -124,21 +126,20 @@ pub fn build_context(
     if load_files {
         load_identity(&mut ctx, opts)?;
         if let Some(path) = &opts.psk_secrets {
-            install_psk(&mut ctx, opts, PskTable::load(path)?)?;
+            install_psk(&mut ctx, opts, facts, PskTable::load(path)?)?;
         }
-        load_trust(&mut ctx, opts)?;
+        load_trust(&mut ctx, opts, facts)?;
     }
-    super::ocsp::install(&mut ctx, opts, load_files)?;
-    let policy = Arc::new(VerifyPolicy::from_options(opts, load_files)?);
-    let mode = verify_mode(opts);
+    super::ocsp::install(&mut ctx, opts, facts, load_files)?;
+    let policy = Arc::new(VerifyPolicy::from_options(opts, facts, load_files)?);
+    let mode = verify_mode(opts, facts);
     let ctx_policy = Arc::clone(&policy);
     ctx.set_verify_callback(mode, move |preverified, store| {
         verify::check(&ctx_policy, preverified, store)
     });
     // Likewise `redirect`: a resumed session would skip the check that decides where the
     // client goes.
-    let in_sni_group =
-        !virtual_hosts.is_empty() || opts.server_sni().is_some() || !opts.redirect.is_empty();
+    let in_sni_group = !virtual_hosts.is_empty() || facts.virtual_host || facts.redirect;
     if !virtual_hosts.is_empty() {
         ctx.set_servername_callback(move |ssl, _alert| {
             select_virtual_host(ssl, &virtual_hosts);
@@ -148,9 +149,9 @@ pub fn build_context(
     // OpenSSL settles resumption before the SNI callback can switch to a virtual host,
     // so a session of one section could be resumed under another and skip its client
     // checks: sections that take part in SNI virtual hosting never resume.
-    configure_sessions(&mut ctx, opts, in_sni_group)?;
+    configure_sessions(&mut ctx, opts, facts, in_sni_group)?;
     let resumable = Arc::new(Mutex::new(None));
-    if opts.client && opts.session_resume {
+    if facts.is_client() && opts.session_resume {
         let slot = Arc::clone(&resumable);
         // Called when the server issues a session (TLS 1.3: a ticket after the handshake).
         ctx.set_new_session_callback(move |_ssl, session| {
@@ -194,7 +195,7 @@ fn select_virtual_host(ssl: &mut SslRef, virtual_hosts: &[VirtualHost]) {
 
 fn apply_protocol_settings(
     ctx: &mut SslContextBuilder,
-    opts: &ServiceOptions,
+    opts: &TlsOptions,
 ) -> Result<(), TlsSetupError> {
     let mut options = compat::baseline_options();
     for edit in &opts.ssl_options {
@@ -253,10 +254,11 @@ fn apply_protocol_settings(
 /// `PSKidentity` (or the file's first) with its key.
 fn install_psk(
     ctx: &mut SslContextBuilder,
-    opts: &ServiceOptions,
+    opts: &TlsOptions,
+    facts: &ServiceFacts<'_>,
     table: PskTable,
 ) -> Result<(), TlsSetupError> {
-    if opts.client {
+    if facts.is_client() {
         let (identity, key) = table
             .client_entry(opts.psk_identity.as_deref())
             .ok_or_else(|| {
@@ -291,7 +293,7 @@ fn install_psk(
 }
 
 /// `cert` (a PEM chain, possibly with the key in the same file) and `key`.
-fn load_identity(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(), TlsSetupError> {
+fn load_identity(ctx: &mut SslContextBuilder, opts: &TlsOptions) -> Result<(), TlsSetupError> {
     let Some(cert) = &opts.cert else {
         return Ok(());
     };
@@ -388,11 +390,15 @@ fn load_private_key(path: &Path) -> Result<PKey<openssl::pkey::Private>, TlsSetu
 }
 
 /// `CAfile`/`CApath`: trust anchors, and in server mode the CA names sent to clients.
-fn load_trust(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(), TlsSetupError> {
+fn load_trust(
+    ctx: &mut SslContextBuilder,
+    opts: &TlsOptions,
+    facts: &ServiceFacts<'_>,
+) -> Result<(), TlsSetupError> {
     if let Some(file) = &opts.ca_file {
         ctx.set_ca_file(file)
             .map_err(|e| TlsSetupError::new(format!("CAfile = {}", file.display()), e))?;
-        if !opts.client {
+        if !facts.is_client() {
             let names = openssl::x509::X509Name::load_client_ca_file(file)
                 .map_err(|e| TlsSetupError::new(format!("CAfile = {}", file.display()), e))?;
             ctx.set_client_ca_list(names);
@@ -409,7 +415,7 @@ fn load_trust(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(), 
 }
 
 /// `CRLfile`/`CRLpath`: revocation lists checked for every certificate of the chain.
-fn load_crls(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(), TlsSetupError> {
+fn load_crls(ctx: &mut SslContextBuilder, opts: &TlsOptions) -> Result<(), TlsSetupError> {
     use openssl::x509::store::X509Lookup;
     use openssl::x509::verify::X509VerifyFlags;
     if opts.crl_file.is_none() && opts.crl_path.is_none() {
@@ -438,9 +444,9 @@ fn load_crls(ctx: &mut SslContextBuilder, opts: &ServiceOptions) -> Result<(), T
         .map_err(|e| TlsSetupError::new("CRL checking", e))
 }
 
-fn verify_mode(opts: &ServiceOptions) -> SslVerifyMode {
+fn verify_mode(opts: &TlsOptions, facts: &ServiceFacts<'_>) -> SslVerifyMode {
     let v = &opts.verify;
-    if opts.client {
+    if facts.is_client() {
         // A client always receives the server's certificate; PEER makes OpenSSL run the
         // callback so that the policy (or "accept anything") decides.
         return if v.any_check() {
@@ -456,7 +462,7 @@ fn verify_mode(opts: &ServiceOptions) -> SslVerifyMode {
     if v.require_cert {
         mode |= SslVerifyMode::PEER;
         // With `redirect` a client without a certificate is redirected, not refused.
-        if opts.redirect.is_empty() {
+        if !facts.redirect {
             mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
         }
     }
@@ -465,7 +471,8 @@ fn verify_mode(opts: &ServiceOptions) -> SslVerifyMode {
 
 fn configure_sessions(
     ctx: &mut SslContextBuilder,
-    opts: &ServiceOptions,
+    opts: &TlsOptions,
+    facts: &ServiceFacts<'_>,
     in_sni_group: bool,
 ) -> Result<(), TlsSetupError> {
     if !opts.session_resume || in_sni_group {
@@ -473,7 +480,7 @@ fn configure_sessions(
         ctx.set_options(openssl::ssl::SslOptions::NO_TICKET);
         // TLS 1.3 servers still send tickets unless told to send none.
         compat::send_no_tickets(ctx);
-    } else if opts.client {
+    } else if facts.is_client() {
         // The new-session callback keeps the one session a client tunnel offers next;
         // OpenSSL's own client-side store would only pile up every ticket received (up
         // to sessionCacheSize of them, each with the peer's chain), never to be looked up.
@@ -487,7 +494,7 @@ fn configure_sessions(
         compat::send_tickets(ctx, 1);
         // Resumed sessions must belong to this service: a session from another service
         // (other CA, other checks) would skip this one's verification.
-        let id = openssl::sha::sha256(opts.name.as_bytes());
+        let id = openssl::sha::sha256(facts.name.as_bytes());
         ctx.set_session_id_context(&id[..16])
             .map_err(|e| TlsSetupError::new("session id context", e))?;
     }

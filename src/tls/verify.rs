@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use super::error::TlsSetupError;
+use super::facts::ServiceFacts;
 /// Kept here for the callers that name it as `tls::verify::name_line` (session/mod.rs).
 pub use super::names::name_line;
-use crate::config::ServiceOptions;
+use crate::config::TlsOptions;
 
 pub struct VerifyPolicy {
     chain: bool,
@@ -43,7 +44,11 @@ fn c_strings(values: &[String]) -> Result<Vec<CString>, TlsSetupError> {
 }
 
 impl VerifyPolicy {
-    pub fn from_options(opts: &ServiceOptions, load_files: bool) -> Result<Self, TlsSetupError> {
+    pub fn from_options(
+        opts: &TlsOptions,
+        facts: &ServiceFacts<'_>,
+        load_files: bool,
+    ) -> Result<Self, TlsSetupError> {
         let mut pinned = Vec::new();
         if opts.verify.peer && load_files {
             if let Some(file) = &opts.ca_file {
@@ -60,12 +65,12 @@ impl VerifyPolicy {
         Ok(VerifyPolicy {
             chain: opts.verify.chain,
             peer: opts.verify.peer,
-            redirect: !opts.redirect.is_empty(),
+            redirect: facts.redirect,
             pinned,
             hosts: c_strings(&opts.check_host)?,
             emails: c_strings(&opts.check_email)?,
             ips: c_strings(&opts.check_ip)?,
-            ocsp: super::ocsp::PeerCheck::for_client_certificates(opts),
+            ocsp: super::ocsp::PeerCheck::for_client_certificates(opts, facts),
         })
     }
 

@@ -4,8 +4,11 @@
 //! [`Ca::new`] makes a self-signed CA; [`Ca::issue`] a leaf signed by it with a CN and
 //! subjectAltName entries; [`Leaf::write`] writes it as PEM three ways (cert+key in one file,
 //! cert alone, key alone, mode 0600). [`Pki`] is the usual set for a test.
-//! Two other kinds, P-256 only: [`intermediate_ca`] (CA:TRUE, pathlen 0, signed by a root)
-//! and [`leaf`] (DNS, IP and email SANs, no subjectKeyIdentifier).
+//! Other kinds: [`intermediate_ca`] (CA:TRUE, pathlen 0, signed by a root, P-256), [`leaf`]
+//! (DNS, IP and email SANs, no subjectKeyIdentifier, P-256), and any leaf [`Ca::issue_with`]
+//! shapes from a [`LeafSpec`]: a given serial, an OCSP signer (extendedKeyUsage OCSPSigning),
+//! an authorityInfoAccess naming an OCSP responder. [`Leaf::write_with_chain`] writes a
+//! `cert =` file with the issuer in its chain.
 
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -22,7 +25,7 @@ use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
     SubjectKeyIdentifier,
 };
-use openssl::x509::{X509Builder, X509NameBuilder, X509};
+use openssl::x509::{X509Builder, X509Extension, X509NameBuilder, X509};
 
 use super::TestDir;
 
@@ -80,80 +83,89 @@ pub struct Ca {
 
 impl Ca {
     pub fn new(cn: &str, kind: KeyKind) -> Ca {
-        let key = new_key(kind);
-        let (mut b, name) = base_builder(cn, &key);
-        b.set_issuer_name(&name).unwrap();
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        let ski = SubjectKeyIdentifier::new()
-            .build(&b.x509v3_context(None, None))
-            .unwrap();
-        b.append_extension(ski).unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        Ca {
-            cn: cn.to_string(),
-            cert: b.build(),
-            key,
-        }
+        make_ca(cn, kind, None)
     }
 
     /// A leaf signed by this CA. `sans` entries that parse as an IP address become `IP:`
     /// entries, the others `DNS:`. Usable as server and as client certificate.
     pub fn issue(&self, cn: &str, sans: &[&str], kind: KeyKind) -> Leaf {
+        let (ips, dns): (Vec<&str>, Vec<&str>) =
+            sans.iter().partition(|s| s.parse::<IpAddr>().is_ok());
+        let spec = LeafSpec {
+            dns: &dns,
+            ips: &ips,
+            key_encipherment: true,
+            subject_key_id: true,
+            ..LeafSpec::default()
+        };
+        self.issue_with(cn, kind, &spec)
+    }
+
+    /// A leaf signed by this CA, shaped by `spec` (see [`LeafSpec`]): basicConstraints
+    /// CA:FALSE, keyUsage digitalSignature (+ keyEncipherment), the extended key usage, the
+    /// subjectAltName entries (when there are any), subjectKeyIdentifier if asked,
+    /// authorityKeyIdentifier, and an OCSP authorityInfoAccess if asked, in that order.
+    pub fn issue_with(&self, cn: &str, kind: KeyKind, spec: &LeafSpec) -> Leaf {
         let key = new_key(kind);
         let (mut b, _) = base_builder(cn, &key);
+        if let Some(serial) = spec.serial {
+            b.set_serial_number(&serial.to_asn1_integer().unwrap())
+                .unwrap();
+        }
         b.set_issuer_name(self.cert.subject_name()).unwrap();
         b.append_extension(BasicConstraints::new().critical().build().unwrap())
             .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .key_encipherment()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        b.append_extension(
-            ExtendedKeyUsage::new()
-                .server_auth()
-                .client_auth()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        if !sans.is_empty() {
+        let mut ku = KeyUsage::new();
+        ku.critical().digital_signature();
+        if spec.key_encipherment {
+            ku.key_encipherment();
+        }
+        b.append_extension(ku.build().unwrap()).unwrap();
+        let mut eku = ExtendedKeyUsage::new();
+        if spec.ocsp_signing {
+            eku.other("OCSPSigning");
+        } else {
+            eku.server_auth().client_auth();
+        }
+        b.append_extension(eku.build().unwrap()).unwrap();
+        if !(spec.dns.is_empty() && spec.ips.is_empty() && spec.emails.is_empty()) {
             let mut san = SubjectAlternativeName::new();
-            for s in sans {
-                if s.parse::<IpAddr>().is_ok() {
-                    san.ip(s);
-                } else {
-                    san.dns(s);
-                }
+            for d in spec.dns {
+                san.dns(d);
+            }
+            for i in spec.ips {
+                san.ip(i);
+            }
+            for e in spec.emails {
+                san.email(e);
             }
             let ext = san
                 .build(&b.x509v3_context(Some(&self.cert), None))
                 .unwrap();
             b.append_extension(ext).unwrap();
         }
-        let ski = SubjectKeyIdentifier::new()
-            .build(&b.x509v3_context(Some(&self.cert), None))
-            .unwrap();
-        b.append_extension(ski).unwrap();
+        if spec.subject_key_id {
+            let ski = SubjectKeyIdentifier::new()
+                .build(&b.x509v3_context(Some(&self.cert), None))
+                .unwrap();
+            b.append_extension(ski).unwrap();
+        }
         let aki = AuthorityKeyIdentifier::new()
             .keyid(true)
             .build(&b.x509v3_context(Some(&self.cert), None))
             .unwrap();
         b.append_extension(aki).unwrap();
+        if let Some(url) = spec.ocsp_url {
+            #[allow(deprecated)] // the typed builders have no AIA; the config-string form does
+            let ext = X509Extension::new_nid(
+                None,
+                Some(&b.x509v3_context(Some(&self.cert), None)),
+                Nid::INFO_ACCESS,
+                &format!("OCSP;URI:{url}"),
+            )
+            .unwrap();
+            b.append_extension(ext).unwrap();
+        }
         b.sign(&self.key, MessageDigest::sha256()).unwrap();
         Leaf {
             cert: b.build(),
@@ -169,18 +181,24 @@ impl Ca {
 
 /// An intermediate CA signed by `root` (CA:TRUE, pathlen 0).
 pub fn intermediate_ca(root: &Ca, cn: &str) -> Ca {
-    let key = new_key(KeyKind::EcP256);
-    let (mut b, _) = base_builder(cn, &key);
-    b.set_issuer_name(root.cert.subject_name()).unwrap();
-    b.append_extension(
-        BasicConstraints::new()
-            .critical()
-            .ca()
-            .pathlen(0)
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    make_ca(cn, KeyKind::EcP256, Some(root))
+}
+
+/// A CA: self-signed when `issuer` is `None`; else signed by `issuer`, with pathlen 0 and
+/// an authorityKeyIdentifier. basicConstraints CA:TRUE and keyUsage keyCertSign + cRLSign
+/// (both critical) and a subjectKeyIdentifier either way.
+fn make_ca(cn: &str, kind: KeyKind, issuer: Option<&Ca>) -> Ca {
+    let key = new_key(kind);
+    let (mut b, name) = base_builder(cn, &key);
+    let issuer_cert = issuer.map(|i| &i.cert);
+    b.set_issuer_name(issuer_cert.map_or(&*name, |c| c.subject_name()))
+        .unwrap();
+    let mut bc = BasicConstraints::new();
+    bc.critical().ca();
+    if issuer.is_some() {
+        bc.pathlen(0);
+    }
+    b.append_extension(bc.build().unwrap()).unwrap();
     b.append_extension(
         KeyUsage::new()
             .critical()
@@ -191,15 +209,18 @@ pub fn intermediate_ca(root: &Ca, cn: &str) -> Ca {
     )
     .unwrap();
     let ski = SubjectKeyIdentifier::new()
-        .build(&b.x509v3_context(Some(&root.cert), None))
+        .build(&b.x509v3_context(issuer_cert.map(|c| &**c), None))
         .unwrap();
     b.append_extension(ski).unwrap();
-    let aki = AuthorityKeyIdentifier::new()
-        .keyid(true)
-        .build(&b.x509v3_context(Some(&root.cert), None))
+    if let Some(c) = issuer_cert {
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&b.x509v3_context(Some(c), None))
+            .unwrap();
+        b.append_extension(aki).unwrap();
+    }
+    b.sign(issuer.map_or(&key, |i| &i.key), MessageDigest::sha256())
         .unwrap();
-    b.append_extension(aki).unwrap();
-    b.sign(&root.key, MessageDigest::sha256()).unwrap();
     Ca {
         cn: cn.to_string(),
         cert: b.build(),
@@ -209,49 +230,34 @@ pub fn intermediate_ca(root: &Ca, cn: &str) -> Ca {
 
 /// A leaf (server and client use) signed by `ca` with DNS, IP and email SANs.
 pub fn leaf(ca: &Ca, cn: &str, dns: &[&str], ips: &[&str], emails: &[&str]) -> Leaf {
-    let key = new_key(KeyKind::EcP256);
-    let (mut b, _) = base_builder(cn, &key);
-    b.set_issuer_name(ca.cert.subject_name()).unwrap();
-    b.append_extension(BasicConstraints::new().critical().build().unwrap())
-        .unwrap();
-    b.append_extension(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    b.append_extension(
-        ExtendedKeyUsage::new()
-            .server_auth()
-            .client_auth()
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    let mut san = SubjectAlternativeName::new();
-    for d in dns {
-        san.dns(d);
-    }
-    for i in ips {
-        san.ip(i);
-    }
-    for e in emails {
-        san.email(e);
-    }
-    let ext = san.build(&b.x509v3_context(Some(&ca.cert), None)).unwrap();
-    b.append_extension(ext).unwrap();
-    let aki = AuthorityKeyIdentifier::new()
-        .keyid(true)
-        .build(&b.x509v3_context(Some(&ca.cert), None))
-        .unwrap();
-    b.append_extension(aki).unwrap();
-    b.sign(&ca.key, MessageDigest::sha256()).unwrap();
-    Leaf {
-        cert: b.build(),
-        key,
-    }
+    let spec = LeafSpec {
+        dns,
+        ips,
+        emails,
+        ..LeafSpec::default()
+    };
+    ca.issue_with(cn, KeyKind::EcP256, &spec)
+}
+
+/// What a leaf made by [`Ca::issue_with`] carries besides its CN. The default: a random
+/// serial, serverAuth + clientAuth, no subjectAltName, keyUsage digitalSignature alone, no
+/// subjectKeyIdentifier, no authorityInfoAccess.
+#[derive(Default)]
+pub struct LeafSpec<'a> {
+    pub dns: &'a [&'a str],
+    pub ips: &'a [&'a str],
+    pub emails: &'a [&'a str],
+    /// keyUsage keyEncipherment besides digitalSignature (RSA key exchange).
+    pub key_encipherment: bool,
+    pub subject_key_id: bool,
+    /// extendedKeyUsage OCSPSigning instead of serverAuth + clientAuth: an OCSP responder's
+    /// delegated signing certificate.
+    pub ocsp_signing: bool,
+    /// This serial instead of a random one (an OCSP responder's index names it first).
+    pub serial: Option<&'a BigNum>,
+    /// An authorityInfoAccess extension naming this OCSP responder URL (what a server
+    /// staples from).
+    pub ocsp_url: Option<&'a str>,
 }
 
 /// A leaf certificate and its private key.
@@ -288,6 +294,19 @@ impl Leaf {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         files
+    }
+}
+
+impl Leaf {
+    /// Writes `<name>.pem`: certificate, then `issuer`'s certificate, then the key (mode
+    /// 0600): a `cert =` file whose chain holds the issuer, which OCSP stapling needs.
+    pub fn write_with_chain(&self, dir: &TestDir, name: &str, issuer: &Ca) -> PathBuf {
+        let mut pem = self.cert.to_pem().unwrap();
+        pem.extend_from_slice(&issuer.cert.to_pem().unwrap());
+        pem.extend_from_slice(&self.key.private_key_to_pem_pkcs8().unwrap());
+        let path = dir.write(&format!("{name}.pem"), pem);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
     }
 }
 

@@ -9,6 +9,7 @@
 //! Drop (also while a test panics): SIGTERM, up to 5 s for it to exit, then SIGKILL; the log
 //! is printed when the test failed (or always with `RSTUNNEL_TEST_LOGS`).
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -304,6 +305,39 @@ impl Tunnel {
             .filter(|l| l.contains("since the start") || l.contains(" held on "))
             .cloned()
             .collect()
+    }
+
+    /// Connections refused with `reason` so far: those logged one by one plus those
+    /// counted in the summaries of repeated refusals (src/repeats.rs), which a SIGUSR2
+    /// makes the tunnel write now.
+    pub fn refusals_logged_or_counted(&self, reason: &str) -> usize {
+        let listed = |t: &Tunnel| {
+            t.log_lines()
+                .iter()
+                .filter(|l| l.contains("Listed "))
+                .count()
+        };
+        let before = listed(self);
+        self.signal(libc::SIGUSR2);
+        self.wait_for_logs("Listed ", before + 1, Duration::from_secs(10));
+        self.log_lines()
+            .iter()
+            .map(|line| {
+                if line.contains(&format!("rejected: {reason}")) {
+                    1
+                } else if line.contains(" refused in the last ")
+                    && line.ends_with(&format!("the last: {reason}"))
+                {
+                    line.split(" more connection(s)")
+                        .next()
+                        .and_then(|head| head.rsplit(' ').next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| self.fail(&format!("no count in {line}")))
+                } else {
+                    0
+                }
+            })
+            .sum()
     }
 
     /// Starts the binary under test with `body` (see [`Tunnel::start_program`]).
@@ -693,24 +727,22 @@ impl TunnelPair {
         client_extra: &str,
     ) -> TunnelPair {
         Self::start_programs(
-            Program::Rstunnel,
-            Program::Rstunnel,
+            (Program::Rstunnel, Program::Rstunnel),
             dir,
             pki,
             backend,
-            server_extra,
-            client_extra,
+            (server_extra, client_extra),
         )
     }
 
+    /// [`TunnelPair::start`] with other programs: the first pair is the (client, server)
+    /// programs, the last the (server, client) extra lines as in `start`.
     pub fn start_programs(
-        client_prog: Program,
-        server_prog: Program,
+        (client_prog, server_prog): (Program, Program),
         dir: &TestDir,
         pki: &Pki,
         backend: SocketAddr,
-        server_extra: &str,
-        client_extra: &str,
+        (server_extra, client_extra): (&str, &str),
     ) -> TunnelPair {
         Self::start_with_server_body(
             client_prog,
@@ -744,4 +776,47 @@ impl TunnelPair {
     pub fn entry(&self) -> SocketAddr {
         self.client.addr("cli")
     }
+}
+
+/// Writes `<label>.conf` (the standard global lines + `body`) and starts `prefix… rstunnel
+/// conf` (`prefix` e.g. `ip netns exec NS`, or `setpriv …`), then waits for the `bound to`
+/// lines of `sections` (an exec+connect section has none: pass only listening ones) and
+/// for `Configuration successful`.
+pub fn start_with(
+    dir: &TestDir,
+    label: &str,
+    body: &str,
+    prefix: &[&str],
+    sections: &[&str],
+) -> Tunnel {
+    let bin = rstunnel_bin();
+    // RSTUNNEL_TEST_BIN=/usr/bin/stunnel4 checks the tests against the reference.
+    let conf_path = write_test_conf(dir, label, &bin, body);
+    let (program, mut args): (PathBuf, Vec<&OsStr>) = match prefix.split_first() {
+        Some((first, rest)) => (
+            super::tools::find_program(first),
+            rest.iter().map(|a| OsStr::new(*a)).collect(),
+        ),
+        None => (bin.clone(), Vec::new()),
+    };
+    if !prefix.is_empty() {
+        args.push(bin.as_os_str());
+    }
+    args.push(conf_path.as_os_str());
+    let mut t = Tunnel::spawn(&program, &args, label, conf_path.clone());
+    let names: Vec<String> = sections.iter().map(|s| s.to_string()).collect();
+    t.wait_bound(&names, START_TIMEOUT);
+    t.wait_for_log("Configuration successful", START_TIMEOUT);
+    t
+}
+
+/// A fresh test directory and [`Pki`] (returned together, to be kept alive), an echo
+/// [`Backend`](super::net::Backend) and [`Tunnel::server`] in front of it: where many tests
+/// start. Bound in one `let`, they drop in reverse order (tunnel, backend, directory).
+pub fn echo_server(label: &str) -> ((TestDir, Pki), super::net::Backend, Tunnel) {
+    let dir = TestDir::new(label);
+    let pki = Pki::new(&dir);
+    let echo = super::net::Backend::echo();
+    let server = Tunnel::server(&dir, &pki, echo.addr(), "");
+    ((dir, pki), echo, server)
 }

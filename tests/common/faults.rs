@@ -1,4 +1,5 @@
-//! Helpers for the network fault tests (`tests/faults_network.rs`): a scriptable target whose
+//! Helpers for the network fault tests (`tests/faults_network_peers.rs`,
+//! `tests/faults_network_targets.rs`): a scriptable target whose
 //! connections are served by handlers queued by the test (echo when none is queued), resets
 //! (SO_LINGER 0), a private network namespace per test, `tcpdump` captures with a minimal pcap
 //! reader, TLS record checks for what a tunnel answers to garbage, a captured ClientHello,
@@ -22,11 +23,14 @@ use openssl::ssl::{
     HandshakeError, SslAcceptor, SslConnector, SslFiletype, SslMethod, SslVerifyMode,
 };
 
-use super::certs::LeafFiles;
-use super::daemon::Tunnel;
-use super::net::{connect, echo_session, payload, read_to_end_or_timeout, Digest, End};
+use super::certs::{LeafFiles, Pki};
+use super::daemon::{Tunnel, TunnelPair};
+use super::net::{
+    connect, echo_session, payload, read_to_end_or_timeout, AcceptThread, Digest, End,
+};
 pub use super::process::tunnel_pid;
 use super::tools::find_program;
+use super::TestDir;
 
 /// One connection's handler, run on its own thread.
 pub type Handler = Box<dyn FnOnce(TcpStream) + Send + 'static>;
@@ -35,11 +39,8 @@ pub type Handler = Box<dyn FnOnce(TcpStream) + Send + 'static>;
 /// [`Target::push`]; a connection with no queued handler goes to the default handler (echo
 /// for [`Target::echo`]), so every fault case can end with an ordinary fresh session.
 pub struct Target {
-    addr: SocketAddr,
     queue: Arc<Mutex<VecDeque<Handler>>>,
-    accepted: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    accept: AcceptThread,
 }
 
 impl Target {
@@ -48,37 +49,25 @@ impl Target {
         listener: TcpListener,
         default: impl Fn(TcpStream) + Send + Sync + 'static,
     ) -> Target {
-        let addr = listener.local_addr().unwrap();
         let queue: Arc<Mutex<VecDeque<Handler>>> = Arc::new(Mutex::new(VecDeque::new()));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
         let default = Arc::new(default);
-        let thread = {
-            let (queue, accepted, stop) = (queue.clone(), accepted.clone(), stop.clone());
-            std::thread::spawn(move || {
-                super::net::accept_until_stopped(listener.incoming(), &stop, |s| {
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    super::net::set_timeouts(&s);
-                    let _ = s.set_nodelay(true);
-                    match queue.lock().unwrap().pop_front() {
-                        Some(h) => {
-                            std::thread::spawn(move || h(s));
-                        }
-                        None => {
-                            let d = default.clone();
-                            std::thread::spawn(move || d(s));
-                        }
+        let accept = {
+            let queue = queue.clone();
+            AcceptThread::spawn(listener, move |s| {
+                super::net::set_timeouts(&s);
+                let _ = s.set_nodelay(true);
+                match queue.lock().unwrap().pop_front() {
+                    Some(h) => {
+                        std::thread::spawn(move || h(s));
                     }
-                });
+                    None => {
+                        let d = default.clone();
+                        std::thread::spawn(move || d(s));
+                    }
+                }
             })
         };
-        Target {
-            addr,
-            queue,
-            accepted,
-            stop,
-            thread: Some(thread),
-        }
+        Target { queue, accept }
     }
 
     /// On `127.0.0.1:0`, echoing by default.
@@ -105,22 +94,12 @@ impl Target {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.accept.addr()
     }
 
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.accept.accepted()
     }
 }
 
@@ -704,4 +683,112 @@ pub fn summaries(t: &Tunnel) -> usize {
 /// Waits until `t` has logged at least `n` session summaries; panics with the log if not.
 pub fn wait_summaries(t: &Tunnel, n: usize, timeout: Duration) -> Vec<String> {
     t.wait_for_logs("Session summary:", n, timeout)
+}
+
+/// Upper bound for anything that should happen "at once" on a loaded 2-core machine.
+pub const PROMPT: Duration = Duration::from_secs(10);
+
+/// Writes `data`, then reads the same number of bytes back; true when they are equal.
+pub fn echo_exact(s: &mut (impl Read + Write), data: &[u8]) -> bool {
+    if s.write_all(data).is_err() || s.flush().is_err() {
+        return false;
+    }
+    let mut back = vec![0u8; data.len()];
+    s.read_exact(&mut back).is_ok() && back == data
+}
+
+/// Both tunnels of `pair` are still running (see [`assert_alive`]).
+pub fn alive_both(pair: &mut TunnelPair) {
+    assert_alive(&mut pair.client);
+    assert_alive(&mut pair.server);
+}
+
+/// A TCP echo server on a given listener (on any address, or in a namespace); records
+/// every peer address.
+pub struct Echo {
+    pub addr: SocketAddr,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Echo {
+    /// Listens on `bind` inside network namespace `ns`.
+    pub fn in_ns(ns: &str, bind: &str) -> Echo {
+        let bind = bind.to_string();
+        Echo::on(in_named_netns(ns, move || {
+            TcpListener::bind(&bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"))
+        }))
+    }
+
+    pub fn on(listener: TcpListener) -> Echo {
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (peers, stop) = (peers.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((mut s, peer)) => {
+                            peers.lock().unwrap().push(peer);
+                            s.set_nonblocking(false).unwrap();
+                            super::net::set_timeouts(&s);
+                            std::thread::spawn(move || {
+                                let mut buf = [0u8; 16384];
+                                while let Ok(n) = s.read(&mut buf) {
+                                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                let _ = s.shutdown(Shutdown::Write);
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        Echo {
+            addr,
+            peers,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What most network fault cases start from: a test directory and its [`Pki`] (returned
+/// together, to be kept alive), an echo [`Target`], a rstunnel [`TunnelPair`] in front of it
+/// and an empty [`Ledger`]. Bound in one `let`, they drop in reverse order (ledger, pair,
+/// target, then the directory), as separate `let`s would.
+pub fn fault_setup(label: &str) -> ((TestDir, Pki), Target, TunnelPair, Ledger) {
+    fault_setup_with(label, "", "")
+}
+
+/// [`fault_setup`] with extra option lines in the server and the client section.
+pub fn fault_setup_with(
+    label: &str,
+    server_extra: &str,
+    client_extra: &str,
+) -> ((TestDir, Pki), Target, TunnelPair, Ledger) {
+    let dir = TestDir::new(label);
+    let pki = Pki::new(&dir);
+    let target = Target::echo();
+    let pair = TunnelPair::start(&dir, &pki, target.addr(), server_extra, client_extra);
+    ((dir, pki), target, pair, Ledger::default())
 }

@@ -14,6 +14,10 @@
 //! * [`process`]: root checks, free ports, a TLS client made with the `openssl` crate,
 //!   config rewrites, log-file waits, finding a tunnel's pid, and a guard for daemonised
 //!   processes that are not our children.
+//! * [`proc_faults`]: what the process fault tests share: a one-case-at-a-time lock, their
+//!   `summary:` line, /proc readings (CPU time, thread status), starting a daemon-mode tunnel.
+//! * [`scripted`]: the protocol tests' scripted peers: a threaded server reporting one
+//!   value per connection, clear-text scripts followed by a TLS echo, line helpers.
 //! * [`tls`]: TLS clients over any stream (`tls_over`, `tls_to`), checking the server or
 //!   not, with or without a client certificate.
 //! * [`tls_peers`]: what the TLS option tests (`tests/tls_*.rs`) share: `openssl` commands,
@@ -37,7 +41,9 @@ pub mod daemon;
 pub mod faults;
 pub mod net;
 pub mod openssl_cli;
+pub mod proc_faults;
 pub mod process;
+pub mod scripted;
 pub mod tls;
 pub mod tls_peers;
 pub mod tools;
@@ -46,7 +52,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use certs::{Ca, KeyKind, Leaf, LeafFiles, Pki};
-pub use daemon::{client_body, server_body, Program, Tunnel, TunnelPair};
+pub use daemon::{client_body, echo_server, server_body, Program, Tunnel, TunnelPair};
 pub use net::*;
 
 /// Prints `SKIPPED <why>` straight to stderr: libtest captures `println!` of a passing test,

@@ -8,11 +8,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openssl::sha::Sha256;
 
@@ -119,20 +120,7 @@ pub fn payload(seed: u64, len: usize) -> Vec<u8> {
 
 /// Digest of the payload for (`seed`, `len`), without sending it.
 pub fn payload_digest(seed: u64, len: u64) -> Digest {
-    let mut p = Payload::new(seed, len);
-    let mut h = Sha256::new();
-    let mut buf = vec![0; CHUNK];
-    loop {
-        let n = p.fill(&mut buf);
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Digest {
-        sha: h.finish(),
-        bytes: len,
-    }
+    send_payload(&mut io::sink(), seed, len).expect("writing to io::sink cannot fail")
 }
 
 /// Writes the payload (`seed`, `len`) to `w` in 64 KiB chunks; returns its digest.
@@ -229,16 +217,66 @@ pub fn accept_until_stopped<S>(
     }
 }
 
+/// A thread that accepts on a TCP listener and runs `each` on every connection
+/// ([`accept_until_stopped`]), counting them; dropping it stops the thread: it sets the
+/// stop flag, connects once to wake the blocking accept, and joins.
+pub struct AcceptThread {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AcceptThread {
+    pub fn spawn(listener: TcpListener, mut each: impl FnMut(TcpStream) + Send + 'static) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (accepted, stop) = (accepted.clone(), stop.clone());
+            std::thread::spawn(move || {
+                accept_until_stopped(listener.incoming(), &stop, |s| {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    each(s)
+                })
+            })
+        };
+        AcceptThread {
+            addr,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for AcceptThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 type Handler = dyn Fn(TcpStream, &Reporter) -> io::Result<()> + Send + Sync + 'static;
 
 /// A plain TCP server on `127.0.0.1:0` running `handler` on a thread per connection.
 pub struct Backend {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accepted: Arc<AtomicUsize>,
+    accept: AcceptThread,
     reporter: Reporter,
     rx: Mutex<Receiver<Digest>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Backend {
@@ -248,41 +286,30 @@ impl Backend {
         handler: impl Fn(TcpStream, &Reporter) -> io::Result<()> + Send + Sync + 'static,
     ) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = channel();
         let reporter = Reporter {
             tx: Arc::new(Mutex::new(tx)),
             errors: Arc::new(Mutex::new(Vec::new())),
         };
         let handler: Arc<Handler> = Arc::new(handler);
-        let thread = {
-            let stop = stop.clone();
-            let accepted = accepted.clone();
+        let accept = {
             let reporter = reporter.clone();
-            std::thread::spawn(move || {
-                accept_until_stopped(listener.incoming(), &stop, |s| {
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    set_timeouts(&s);
-                    let _ = s.set_nodelay(true);
-                    let h = handler.clone();
-                    let r = reporter.clone();
-                    std::thread::spawn(move || {
-                        if let Err(e) = h(s, &r) {
-                            r.errors.lock().unwrap().push(e.to_string());
-                        }
-                    });
+            AcceptThread::spawn(listener, move |s| {
+                set_timeouts(&s);
+                let _ = s.set_nodelay(true);
+                let h = handler.clone();
+                let r = reporter.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = h(s, &r) {
+                        r.errors.lock().unwrap().push(e.to_string());
+                    }
                 });
             })
         };
         Backend {
-            addr,
-            stop,
-            accepted,
+            accept,
             reporter,
             rx: Mutex::new(rx),
-            thread: Some(thread),
         }
     }
 
@@ -397,12 +424,12 @@ impl Backend {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.accept.addr()
     }
 
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
+        self.accept.accepted()
     }
 
     /// The next digest a connection handler reported; panics after `timeout`.
@@ -411,7 +438,7 @@ impl Backend {
             Some(d) => d,
             None => panic!(
                 "backend {} reported no result within {timeout:?} ({} connection(s) accepted, handler errors: {:?})",
-                self.addr,
+                self.addr(),
                 self.connections(),
                 self.errors()
             ),
@@ -428,17 +455,6 @@ impl Backend {
     /// Errors returned by connection handlers so far.
     pub fn errors(&self) -> Vec<String> {
         self.reporter.errors.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -596,5 +612,69 @@ impl BacklogOfOne {
             v.push(TcpStream::from(s));
         }
         v
+    }
+}
+
+/// The chunk of [`lockstep_echo`]: an echo never has more than one in flight.
+const STEP: usize = 16 * 1024;
+
+/// Sends the payload (`seed`, `len`) in [`STEP`]-byte chunks, reading each chunk back before
+/// the next (an echo never has more than one chunk in flight, so nothing can deadlock).
+/// Panics naming the first differing chunk.
+pub fn lockstep_echo<S: Read + Write>(s: &mut S, seed: u64, len: usize, what: &str) {
+    let data = payload(seed, len);
+    let mut back = vec![0u8; STEP];
+    for (i, chunk) in data.chunks(STEP).enumerate() {
+        s.write_all(chunk)
+            .unwrap_or_else(|e| panic!("{what}: writing chunk {i} (offset {}): {e}", i * STEP));
+        s.flush().unwrap();
+        s.read_exact(&mut back[..chunk.len()]).unwrap_or_else(|e| {
+            panic!(
+                "{what}: reading echo of chunk {i} (offset {}): {e}",
+                i * STEP
+            )
+        });
+        assert!(
+            back[..chunk.len()] == *chunk,
+            "{what}: the echo of chunk {i} (offset {}) differs from what was sent",
+            i * STEP
+        );
+    }
+}
+
+/// Reads until the session ends. Returns what came and whether it ended (EOF or an error
+/// such as a reset) rather than hanging until `timeout`.
+pub fn read_to_session_end<S: Read>(
+    s: &mut S,
+    timeout_hint: &str,
+) -> (Vec<u8>, Result<(), String>) {
+    let mut got = Vec::new();
+    // A reset (reset = yes) or a TLS error ends the session as an EOF does.
+    match read_to_end_or_timeout(s, &mut got, None) {
+        End::Eof | End::Closed(_) => (got, Ok(())),
+        End::TimedOut => (
+            got,
+            Err(format!("{timeout_hint}: still open after the timeout")),
+        ),
+    }
+}
+
+/// Read and write timeouts on a Unix stream, so a stalled tunnel fails the test.
+pub fn unix_timeouts(s: &UnixStream) {
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+}
+
+/// Polls `cond` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -67,3 +67,30 @@ fn handshake<S: Read + Write + Debug>(
     }
     cfg.connect("localhost", stream)
 }
+
+/// Sends close_notify, then reads until the peer closes; returns what arrived meanwhile.
+pub fn tls_close<S: Read + Write>(s: &mut SslStream<S>, what: &str) -> Vec<u8> {
+    let _ = s.shutdown();
+    let mut rest = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => rest.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("{what}: waiting for the peer to close after close_notify: {e}"),
+        }
+    }
+    rest
+}
+
+/// Close_notify, then read (briefly) what is left.
+pub fn tls_finish<S: Read + Write>(s: &mut SslStream<S>) {
+    let _ = s.shutdown();
+    let mut buf = [0u8; 256];
+    for _ in 0..64 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}

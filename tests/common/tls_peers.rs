@@ -49,6 +49,30 @@ pub fn s_client(port: u16, args: &[&str]) -> RunResult {
     openssl_cli::s_client(port, &all, LINE.as_bytes(), RUN_TIMEOUT)
 }
 
+/// [`s_client`] presenting `leaf` (its `-cert` and `-key`) as the client certificate.
+pub fn s_client_as(port: u16, leaf: &LeafFiles, args: &[&str]) -> RunResult {
+    let (cert, key) = (p(&leaf.cert), p(&leaf.key));
+    let mut all = vec!["-cert", cert.as_str(), "-key", key.as_str()];
+    all.extend_from_slice(args);
+    s_client(port, &all)
+}
+
+/// [`s_client`] that trusts only `ca` and must verify the server as `localhost`
+/// (`-verify_return_error -verify_hostname localhost`).
+pub fn s_client_verifying(port: u16, ca: &Path) -> RunResult {
+    let ca = p(ca);
+    s_client(
+        port,
+        &[
+            "-CAfile",
+            &ca,
+            "-verify_return_error",
+            "-verify_hostname",
+            "localhost",
+        ],
+    )
+}
+
 /// Whether s_client got [`LINE`] echoed back by the backend behind the tunnel.
 pub fn echoed(r: &RunResult) -> bool {
     r.stdout.contains(LINE.trim_end())

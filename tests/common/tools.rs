@@ -167,3 +167,64 @@ pub fn assert_config_refused(r: &RunResult, message: &str) {
         r.describe()
     );
 }
+
+/// A private `rsyslogd -n` with `rules` (everything of its config after the
+/// `global(workDirectory=…)` line, which points into `dir`), its output in `<dir>/rsyslogd.out`.
+/// Returns once it has made `socket` (its input); panics with its output if it exits first or
+/// `timeout` passes. The guard kills it on drop.
+pub fn rsyslogd(
+    dir: &super::TestDir,
+    rules: &str,
+    socket: &Path,
+    timeout: Duration,
+) -> (ChildGuard, PathBuf) {
+    let work = dir.join("rsyslog-work");
+    std::fs::create_dir_all(&work).unwrap();
+    let conf = dir.write(
+        "rsyslog.conf",
+        format!("global(workDirectory=\"{}\")\n{rules}", work.display()),
+    );
+    let log = dir.join("rsyslogd.out");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(find_program("rsyslogd"))
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("spawning rsyslogd");
+    let mut guard = ChildGuard(Some(child));
+    let output = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + timeout;
+    while !socket.exists() {
+        if let Ok(Some(st)) = guard.child().try_wait() {
+            panic!("rsyslogd exited with {st}:\n{}", output());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rsyslogd did not create its input socket {} within {timeout:?}:\n{}",
+            socket.display(),
+            output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (guard, log)
+}
+
+/// Polls `child` until it exits or `timeout` passes.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -38,7 +38,8 @@ use std::sync::Arc;
 use openssl::ssl::SslContextBuilder;
 
 use super::error::TlsSetupError;
-use crate::config::ServiceOptions;
+use super::facts::ServiceFacts;
+use crate::config::TlsOptions;
 pub use peer::PeerCheck;
 use settings::Settings;
 use staple::Stapler;
@@ -49,12 +50,13 @@ use staple::Stapler;
 /// `load_files = false` nothing is fetched.
 pub fn install(
     ctx: &mut SslContextBuilder,
-    opts: &ServiceOptions,
+    opts: &TlsOptions,
+    facts: &ServiceFacts<'_>,
     load_files: bool,
 ) -> Result<(), TlsSetupError> {
     let asks = opts.ocsp_url.is_some() || opts.ocsp_aia;
-    let settings = Settings::from_options(opts);
-    if opts.client {
+    let settings = Settings::from_options(opts, facts.ocsp_timeout);
+    if facts.is_client() {
         if !asks {
             return Ok(());
         }
@@ -62,7 +64,7 @@ pub fn install(
             log_warning!(
                 "Service [{}]: OCSP is configured but verifyChain and verifyPeer are off: \
                  server certificates are not checked for revocation",
-                opts.name
+                facts.name
             );
             return Ok(());
         }
@@ -76,18 +78,18 @@ pub fn install(
         log_info!(
             "Service [{}]: verifyChain and verifyPeer are off: client certificates are not \
              checked for revocation",
-            opts.name
+            facts.name
         );
     }
     if !load_files {
         return Ok(());
     }
-    let Some(stapler) = Stapler::for_service(opts, &settings) else {
+    let Some(stapler) = Stapler::for_service(opts, facts.name, &settings) else {
         return Ok(());
     };
     log_info!(
         "Service [{}]: OCSP stapling from {}",
-        opts.name,
+        facts.name,
         stapler.url
     );
     stapler.refresh();

@@ -20,7 +20,8 @@ use super::http::http_post;
 use super::response::{judge, new_request, openssl_reason, stack_of, Answer};
 use super::settings::Settings;
 use crate::config::url::ResponderUrl;
-use crate::config::ServiceOptions;
+use crate::config::TlsOptions;
+use crate::tls::facts::ServiceFacts;
 use crate::tls::names::name_line;
 
 /// Whether a peer may go on, and if not, the verification error to report.
@@ -37,10 +38,13 @@ pub struct PeerCheck {
 impl PeerCheck {
     /// For a server section: checks of client certificates in the verify callback, when a
     /// responder is configured and the chain is verified at all.
-    pub fn for_client_certificates(opts: &ServiceOptions) -> Option<PeerCheck> {
+    pub fn for_client_certificates(
+        opts: &TlsOptions,
+        facts: &ServiceFacts<'_>,
+    ) -> Option<PeerCheck> {
         let asks = opts.ocsp_url.is_some() || opts.ocsp_aia;
-        (!opts.client && asks && opts.verify.any_check()).then(|| PeerCheck {
-            settings: Settings::from_options(opts),
+        (!facts.is_client() && asks && opts.verify.any_check()).then(|| PeerCheck {
+            settings: Settings::from_options(opts, facts.ocsp_timeout),
         })
     }
 

@@ -8,7 +8,7 @@ use openssl::ocsp::OcspFlag;
 use openssl::x509::X509Ref;
 
 use crate::config::url::ResponderUrl;
-use crate::config::ServiceOptions;
+use crate::config::TlsOptions;
 use crate::openssl_names::ocsp_flag_bits;
 
 /// The OCSP options of one service, as used by both the peer checks and stapling.
@@ -23,7 +23,8 @@ pub(super) struct Settings {
 }
 
 impl Settings {
-    pub(super) fn from_options(opts: &ServiceOptions) -> Settings {
+    /// `timeout` is the service's `TIMEOUTocsp`.
+    pub(super) fn from_options(opts: &TlsOptions, timeout: Duration) -> Settings {
         Settings {
             // The config checked the URL when it was read.
             url: opts
@@ -34,7 +35,7 @@ impl Settings {
             flags: ocsp_flag_bits(&opts.ocsp_flags),
             nonce: opts.ocsp_nonce,
             require: opts.ocsp_require,
-            timeout: opts.timeouts.ocsp,
+            timeout,
         }
     }
 

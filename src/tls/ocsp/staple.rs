@@ -19,7 +19,7 @@ use super::http::http_post;
 use super::response::{judge, new_request, openssl_reason, stack_of, Answer};
 use super::settings::Settings;
 use crate::config::url::ResponderUrl;
-use crate::config::ServiceOptions;
+use crate::config::TlsOptions;
 
 /// A stapled response without nextUpdate is refetched after this; one with nextUpdate when
 /// half its remaining lifetime is gone, but at least this often.
@@ -60,7 +60,12 @@ pub(super) struct Stapler {
 impl Stapler {
     /// A stapler for a server section, when its certificate names a responder (or `OCSP =`
     /// does) and its issuer is known (cert file chain or CAfile). Reads files; no network.
-    pub(super) fn for_service(opts: &ServiceOptions, settings: &Settings) -> Option<Stapler> {
+    /// `service` is the section name, for messages.
+    pub(super) fn for_service(
+        opts: &TlsOptions,
+        service: &str,
+        settings: &Settings,
+    ) -> Option<Stapler> {
         let cert_file = opts.cert.as_ref()?;
         let pem = std::fs::read(cert_file).ok()?;
         let mut certs = X509::stack_from_pem(&pem).ok()?.into_iter();
@@ -85,7 +90,7 @@ impl Stapler {
             log_warning!(
                 "Service [{}]: OCSP stapling off: the issuer of the certificate is neither \
                  in the cert file nor in CAfile",
-                opts.name
+                service
             );
             return None;
         };
@@ -104,7 +109,7 @@ impl Stapler {
         })()
         .ok()?;
         Some(Stapler {
-            service: opts.name.clone(),
+            service: service.to_string(),
             url,
             cert,
             issuer,

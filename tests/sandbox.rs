@@ -1,0 +1,304 @@
+//! `sandbox = yes` (the default; src/sandbox.rs, the man page): after startup the process
+//! reaches only the files its configuration names, through the kernel's Landlock.
+//!
+//! * A reload naming a certificate outside the directories allowed at startup fails with
+//!   a line that names it, and the old certificate keeps serving (a real handshake checks
+//!   which one); a certificate inside them is taken.
+//! * An `exec` program runs, but inside the ruleset: reading a file outside it fails with
+//!   EACCES ("Permission denied"), and executing a program the configuration does not name
+//!   is refused; a file of the configuration's directory stays readable. With
+//!   `sandbox = no` the same program reads the file and runs the other program.
+//! * With `pty = yes` the program still gets its terminal.
+//! * The `output` log is created again after a rotation (SIGUSR1) and the pid file is
+//!   removed at exit, both in directories of their own outside the configuration's.
+//!
+//! Syslog under the sandbox is covered by tests/log_sinks.rs (the default is on there).
+//! Each test prints SKIPPED and passes only when the kernel has no Landlock.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::process::*;
+use common::tls::tls_to;
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Whether the running kernel enforces Landlock; prints why not.
+fn landlock_or_skip(test: &str) -> bool {
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) only
+    // returns the ABI version.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
+    if abi < 1 {
+        skipped(&format!(
+            "{test}: this kernel has no Landlock ({})",
+            std::io::Error::last_os_error()
+        ));
+        return false;
+    }
+    true
+}
+
+/// Waits until `pattern` has been logged `n` times in all.
+fn wait_count(t: &Tunnel, pattern: &str, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while t.log_lines().iter().filter(|l| l.contains(pattern)).count() < n {
+        if Instant::now() >= deadline {
+            t.fail(&format!(
+                "`{pattern}` not logged {n} time(s) within {WAIT:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Rewrites the tunnel's configuration to the harness' global lines plus `body`, sends
+/// SIGHUP and waits for the outcome; returns whether it was `Configuration reloaded`.
+fn reload(t: &Tunnel, header: &str, body: &str) -> bool {
+    let count = |p: &str| t.log_lines().iter().filter(|l| l.contains(p)).count();
+    let (ok, failed) = (
+        count("Configuration reloaded"),
+        count("Failed to reload the configuration file"),
+    );
+    write_atomic(&t.conf, &format!("{header}{body}\n"));
+    t.signal(libc::SIGHUP);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if count("Configuration reloaded") > ok {
+            return true;
+        }
+        if count("Failed to reload the configuration file") > failed {
+            return false;
+        }
+        if Instant::now() >= deadline {
+            t.fail("no reload outcome within 10 s of SIGHUP");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The CN of the certificate a new TLS session to `port` is served, checked against `ca`,
+/// after one echo round trip.
+fn served_cn(t: &Tunnel, port: u16, ca: &Path) -> String {
+    let mut s = tls_connect(lo(port), ca)
+        .unwrap_or_else(|e| t.fail(&format!("TLS session to port {port}: {e:?}")));
+    echo_check(&mut s, b"which certificate?\n").unwrap_or_else(|e| t.fail(&e));
+    let cn = peer_cn(&s);
+    tls_close(s);
+    cn
+}
+
+#[test]
+fn a_reload_naming_a_certificate_outside_the_sandbox_fails_and_the_old_one_serves() {
+    let Some((dir, pki)) = setup("a_reload_naming_a_certificate_outside_the_sandbox") else {
+        return;
+    };
+    let elsewhere = TestDir::new("sandbox-reload-elsewhere");
+    let inside = pki
+        .ca
+        .issue("inside.right.name", certs::SERVER_NAMES, KeyKind::EcP256)
+        .write(&dir, "inside");
+    let outside = pki
+        .ca
+        .issue("outside.right.name", certs::SERVER_NAMES, KeyKind::EcP256)
+        .write(&elsewhere, "outside");
+    let echo = Backend::echo();
+    let port = free_port();
+    let body = |cert: &Path| {
+        format!(
+            "[srv]\naccept = 127.0.0.1:{port}\nconnect = {}\ncert = {}\n",
+            echo.addr(),
+            cert.display()
+        )
+    };
+    let first = body(&pki.server.combined);
+    let t = Tunnel::start(&dir, "server", &first);
+    let written = std::fs::read_to_string(&t.conf).unwrap();
+    let header = written[..written.find(&first).unwrap()].to_string();
+    t.wait_for_log("Sandbox: Landlock ABI", WAIT);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", tunnel_pid(&t))).unwrap();
+    assert!(
+        status.lines().any(|l| l == "NoNewPrivs:\t1"),
+        "no_new_privs is not set:\n{status}"
+    );
+    assert_eq!(served_cn(&t, port, &pki.ca_file), "right.name");
+
+    // A directory the startup did not allow: refused by name, nothing changes.
+    assert!(
+        !reload(&t, &header, &body(&outside.combined)),
+        "a certificate outside the sandbox was loaded"
+    );
+    let why = t.wait_for_log("outside what the sandbox allowed", WAIT);
+    assert!(
+        why.contains(&outside.combined.display().to_string()),
+        "{why}"
+    );
+    assert_eq!(served_cn(&t, port, &pki.ca_file), "right.name");
+
+    // The same check is the kernel's, not only rstunnel's: the file itself cannot be
+    // opened by the running process either (its `exec` children are in the same domain),
+    // shown in a_program_runs_inside_the_sandbox. A new file in an allowed directory is
+    // taken, so a renewed certificate needs no restart.
+    assert!(
+        reload(&t, &header, &body(&inside.combined)),
+        "a certificate in the configuration's directory was refused"
+    );
+    assert_eq!(served_cn(&t, port, &pki.ca_file), "inside.right.name");
+}
+
+/// The harness' directory and certificates for `test`, or `None` (printed) without Landlock.
+fn setup(test: &str) -> Option<(TestDir, Pki)> {
+    if !landlock_or_skip(test) {
+        return None;
+    }
+    let dir = TestDir::new(test);
+    let pki = Pki::new(&dir);
+    Some((dir, pki))
+}
+
+/// `global` lines, then a server section `[srv]` running `sh SCRIPT` with `extra` lines.
+fn exec_body(global: &str, pki: &Pki, script: &Path, extra: &str) -> String {
+    format!(
+        "{global}[srv]\naccept = 127.0.0.1:0\ncert = {}\nexec = /bin/sh\nexecArgs = sh {}\n{extra}",
+        pki.server.combined.display(),
+        script.display()
+    )
+}
+
+/// Output of one session with a server tunnel whose `exec` program writes and exits.
+fn program_output(t: &Tunnel, section: &str, ca: &Path) -> String {
+    let mut s = tls_to(t.addr(section), Some(ca), None);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_program_runs_inside_the_sandbox() {
+    let Some((dir, pki)) = setup("a_program_runs_inside_the_sandbox") else {
+        return;
+    };
+    let elsewhere = TestDir::new("sandbox-exec-elsewhere");
+    let secret = elsewhere.write("secret.txt", "the secret\n");
+    let near = dir.write("near.txt", "near file\n");
+    let cat = std::fs::canonicalize("/bin/cat").unwrap();
+    // Only shell built-ins, except for the one `cat`, which the configuration does not
+    // name as a program.
+    let script = dir.write(
+        "probe.sh",
+        format!(
+            "if read line < {secret}; then echo \"read: $line\"; else echo 'read: denied'; fi\n\
+             if read line < {near}; then echo \"near: $line\"; else echo 'near: denied'; fi\n\
+             {cat} {secret} >/dev/null 2>&1; echo \"cat: $?\"\n",
+            secret = secret.display(),
+            near = near.display(),
+            cat = cat.display(),
+        ),
+    );
+    let t = Tunnel::start(&dir, "sandboxed", &exec_body("", &pki, &script, ""));
+    // The admin is told at startup, where an exec program that needs more would start
+    // failing (the one way a stunnel.conf can stop working here).
+    t.wait_for_log(
+        "Service [srv]: exec /bin/sh runs inside the sandbox: it can run no other program",
+        WAIT,
+    );
+    let out = program_output(&t, "srv", &pki.ca_file);
+    assert!(
+        out.contains("read: denied"),
+        "a file outside was read: {out:?}"
+    );
+    assert!(out.contains("near: near file"), "{out:?}");
+    // 126: found but not executable (EACCES from execve), as the shell reports it.
+    assert!(
+        out.contains("cat: 126"),
+        "a program not in the configuration ran: {out:?}"
+    );
+    // The shell's own message for the refused open is EACCES's text.
+    let denied = t.wait_for_log(&format!("{}: Permission denied", secret.display()), WAIT);
+    assert!(!denied.contains("No such file"), "{denied}");
+    drop(t);
+
+    let t = Tunnel::start(
+        &dir,
+        "unsandboxed",
+        &exec_body("sandbox = no\n", &pki, &script, ""),
+    );
+    t.wait_for_log("Sandbox: off", WAIT);
+    let out = program_output(&t, "srv", &pki.ca_file);
+    assert!(out.contains("read: the secret"), "sandbox = no: {out:?}");
+    assert!(out.contains("cat: 0"), "sandbox = no: {out:?}");
+}
+
+#[test]
+fn a_program_with_a_pty_gets_its_terminal() {
+    let Some((dir, pki)) = setup("a_program_with_a_pty_gets_its_terminal") else {
+        return;
+    };
+    let script = dir.write(
+        "tty.sh",
+        "if [ -t 0 ]; then echo 'stdin: terminal'; else echo 'stdin: none'; fi\n",
+    );
+    let t = Tunnel::start(&dir, "server", &exec_body("", &pki, &script, "pty = yes\n"));
+    t.wait_for_log("Sandbox: Landlock ABI", WAIT);
+    let out = program_output(&t, "srv", &pki.ca_file);
+    assert!(out.contains("stdin: terminal"), "{out:?}");
+}
+
+#[test]
+fn the_log_is_reopened_and_the_pid_file_removed_inside_the_sandbox() {
+    let Some((dir, pki)) = setup("the_log_is_reopened_and_the_pid_file_removed_inside_the_sandbox")
+    else {
+        return;
+    };
+    let logs = TestDir::new("sandbox-log-output");
+    let run = TestDir::new("sandbox-log-run");
+    let (log, pid) = (logs.join("rstunnel.log"), run.join("rstunnel.pid"));
+    let echo = Backend::echo();
+    let mut t = Tunnel::start(
+        &dir,
+        "server",
+        &format!(
+            "output = {}\npid = {}\n{}",
+            log.display(),
+            pid.display(),
+            server_body(echo.addr(), &pki.server.combined, "")
+        ),
+    );
+    t.wait_for_log("Sandbox: Landlock ABI", WAIT);
+    assert!(pid.exists(), "no pid file");
+    tls_echo(t.addr("srv"), &pki.ca_file, b"before\n").unwrap_or_else(|e| t.fail(&e));
+    std::fs::rename(&log, logs.join("rstunnel.log.1")).unwrap();
+    t.signal(libc::SIGUSR1);
+    wait_count(&t, "Log file reopened", 1);
+    tls_echo(t.addr("srv"), &pki.ca_file, b"after\n").unwrap_or_else(|e| t.fail(&e));
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&log).is_ok_and(|s| s.contains("Connection closed")) {
+        if Instant::now() >= deadline {
+            t.fail(&format!(
+                "{} was not written after the reopen",
+                log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = t.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(!pid.exists(), "the pid file was left behind");
+}
