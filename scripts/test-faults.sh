@@ -46,7 +46,7 @@ MD="target/faults-summary.md"
 export SOAK_SECONDS="${SOAK_SECONDS:-600}"
 ALLOW_MISSING="${FAULTS_ALLOW_MISSING:-0}"
 FAULT_TESTS=(faults_network_peers faults_network_targets faults_process_signals faults_process_limits
-             hostile_input)
+             hostile_input hostile_load)
 # The soak runs SOAK_SECONDS plus its warm-up burst and wind-down (seconds); past this it is
 # stuck and gets killed.
 SOAK_GRACE=300

@@ -1,14 +1,20 @@
 //! Connection accounting: which sessions are live (for SIGUSR2 and draining), the
-//! connection cap, the RAII `SessionGuard` that holds a session's slot, and the `HeldSlot`
-//! of a connection a paused listener holds (it has a descriptor too). Knows nothing
-//! about sockets or TLS; the relay reports bytes into the `LiveSession` it is handed and
-//! registers what wakes it for a drain.
+//! connection cap, the RAII `SessionGuard` that holds a session's slot, the `HeldSlot`
+//! of a connection a paused listener holds (it has a descriptor too), and the budget of
+//! unproven sessions (`Unproven`: accepted, handshake not completed; per source address
+//! and in total, the oldest dropped to make room; docs/ARCHITECTURE.md, Admission). Knows
+//! nothing about TLS; the relay reports bytes into the `LiveSession` it is handed and
+//! registers what wakes it for a drain. The only socket call is the shutdown(2) that wakes
+//! an unproven session dropped for room, made on a descriptor its session armed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::repeats::SourceKey;
 use crate::wake::ThreadWaker;
 
 /// File descriptors one session holds: its two sockets (the relay wakes its pumps with
@@ -51,6 +57,12 @@ pub struct Registry {
     /// they count against `cap` with the live sessions.
     held: AtomicUsize,
     draining: AtomicBool,
+    /// Sessions that have proven nothing yet (see `Unproven`).
+    unproven: Mutex<UnprovenTable>,
+    /// Connections refused because their source had `unprovenPerSource` unproven ones,
+    /// and unproven sessions dropped to make room under `unprovenMax`, since the start.
+    unproven_refused: AtomicU64,
+    unproven_dropped: AtomicU64,
 }
 
 static REGISTRY: Registry = Registry::new();
@@ -66,6 +78,9 @@ impl Registry {
             cap: AtomicUsize::new(usize::MAX),
             held: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            unproven: Mutex::new(UnprovenTable::new()),
+            unproven_refused: AtomicU64::new(0),
+            unproven_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -327,6 +342,252 @@ impl Drop for SessionGuard {
     }
 }
 
+/// The unproven-session limits (`unprovenPerSource`, `unprovenMax`; 0 = no limit), as
+/// numbers of sessions. The default total follows the connection cap (`default_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnprovenLimits {
+    pub per_source: usize,
+    pub total: usize,
+}
+
+impl UnprovenLimits {
+    /// `unprovenPerSource` by default, at most: more than a fleet behind one NAT address
+    /// handshakes at once after a server restart (docs/ARCHITECTURE.md, Unproven sessions).
+    pub const PER_SOURCE: usize = 256;
+    /// `unprovenMax` by default, at least: with a small connection cap a quarter of it
+    /// would be a handful of handshakes, fewer than a burst of legitimate clients has in
+    /// flight at once; the cap itself then limits them.
+    pub const MIN_TOTAL: usize = 64;
+
+    /// The limits `unprovenPerSource` and `unprovenMax` ask for (`None`: the default) under
+    /// connection cap `cap`.
+    pub fn new(per_source: Option<usize>, total: Option<usize>, cap: usize) -> UnprovenLimits {
+        // A quarter of the cap: unproven sessions can never take the descriptors that
+        // proven ones need.
+        let total = total.unwrap_or_else(|| (cap / 4).max(UnprovenLimits::MIN_TOTAL));
+        // At most half of the total, so that one address alone can never fill it and
+        // push out everyone else's handshakes.
+        let per_source = per_source.unwrap_or(match total {
+            0 => UnprovenLimits::PER_SOURCE,
+            total => UnprovenLimits::PER_SOURCE.min((total / 2).max(1)),
+        });
+        UnprovenLimits { per_source, total }
+    }
+}
+
+/// One unproven session in the table.
+struct UnprovenEntry {
+    source: SourceKey,
+    /// The descriptor its session is waiting on now, if it is waiting (`Unproven::arm`):
+    /// the one a drop for room shuts down.
+    armed: Option<RawFd>,
+}
+
+/// The unproven sessions by id (ids rise with time: the first is the oldest) and their
+/// count per source.
+struct UnprovenTable {
+    limits: UnprovenLimits,
+    by_id: BTreeMap<u64, UnprovenEntry>,
+    /// Counted as `repeats` counts failures: an IPv4 address (an IPv4-mapped IPv6 one as
+    /// IPv4), an IPv6 /64. Made at the first admission (a `HashMap` with its random keys,
+    /// which peers cannot aim collisions at, cannot be made in a `const`).
+    by_source: Option<HashMap<SourceKey, usize>>,
+}
+
+impl UnprovenTable {
+    const fn new() -> UnprovenTable {
+        UnprovenTable {
+            limits: UnprovenLimits {
+                per_source: 0,
+                total: 0,
+            },
+            by_id: BTreeMap::new(),
+            by_source: None,
+        }
+    }
+
+    /// Takes `id` out; its source's count goes down with it. `None` if it was not in.
+    fn remove(&mut self, id: u64) -> Option<UnprovenEntry> {
+        let entry = self.by_id.remove(&id)?;
+        let by_source = self.by_source.get_or_insert_with(HashMap::new);
+        if let Some(n) = by_source.get_mut(&entry.source) {
+            *n -= 1;
+            if *n == 0 {
+                by_source.remove(&entry.source);
+            }
+        }
+        Some(entry)
+    }
+}
+
+/// Why `Registry::admit_unproven` refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceFull {
+    /// `unprovenPerSource`.
+    pub limit: usize,
+}
+
+/// An unproven session dropped to make room for a newer one (`unprovenMax` reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    /// `unprovenMax`.
+    pub limit: usize,
+}
+
+/// What `admit_unproven` did to make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    pub id: u64,
+}
+
+impl Registry {
+    /// Sets the unproven-session limits (at startup and on reload); sessions already in the
+    /// table stay.
+    pub fn set_unproven_limits(&self, limits: UnprovenLimits) {
+        lock(&self.unproven).limits = limits;
+    }
+
+    pub fn unproven_limits(&self) -> UnprovenLimits {
+        lock(&self.unproven).limits
+    }
+
+    /// Counts session `id` from `source` as unproven until its `Unproven` is proven or
+    /// dropped. Refuses it if its source already has `per_source`; if `total` are unproven,
+    /// the oldest is dropped first (taken out of the table, its armed descriptor shut down
+    /// so that its wait ends at once), and returned so the caller can say so.
+    pub fn admit_unproven(
+        &'static self,
+        id: u64,
+        source: IpAddr,
+    ) -> Result<(Unproven, Option<Evicted>), SourceFull> {
+        let key = SourceKey::of(Some(std::net::SocketAddr::new(source, 0)));
+        let mut table = lock(&self.unproven);
+        let limits = table.limits;
+        let from_source = table
+            .by_source
+            .as_ref()
+            .and_then(|m| m.get(&key).copied())
+            .unwrap_or(0);
+        if limits.per_source != 0 && from_source >= limits.per_source {
+            self.unproven_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(SourceFull {
+                limit: limits.per_source,
+            });
+        }
+        let mut evicted = None;
+        if limits.total != 0 && table.by_id.len() >= limits.total {
+            if let Some(oldest) = table.by_id.keys().next().copied() {
+                if let Some(entry) = table.remove(oldest) {
+                    if let Some(fd) = entry.armed {
+                        // The session is waiting on `fd`, and cannot close it before it
+                        // disarms, which takes this lock: `fd` is still its socket. The
+                        // shutdown ends its poll (or blocking read) at once.
+                        // SAFETY: shutdown on a live descriptor; no memory is passed.
+                        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                    }
+                    self.unproven_dropped.fetch_add(1, Ordering::Relaxed);
+                    evicted = Some(Evicted { id: oldest });
+                }
+            }
+        }
+        table.by_id.insert(
+            id,
+            UnprovenEntry {
+                source: key,
+                armed: None,
+            },
+        );
+        *table
+            .by_source
+            .get_or_insert_with(HashMap::new)
+            .entry(key)
+            .or_insert(0) += 1;
+        Ok((Unproven { registry: self, id }, evicted))
+    }
+
+    /// Unproven sessions now.
+    pub fn unproven_count(&self) -> usize {
+        lock(&self.unproven).by_id.len()
+    }
+
+    /// Connections refused by `unprovenPerSource`, and unproven sessions dropped for room
+    /// under `unprovenMax`, since the start.
+    pub fn unproven_refused_and_dropped(&self) -> (u64, u64) {
+        (
+            self.unproven_refused.load(Ordering::Relaxed),
+            self.unproven_dropped.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A session's place in the unproven table, from admission until its handshake completes
+/// (`prove`) or it ends (`Drop`). While the session waits for its peer it arms the
+/// descriptor it waits on (`arm`), so that a drop for room can wake it; it must disarm
+/// (drop the `Armed`) before that descriptor can be closed: the drop's shutdown(2) runs
+/// under the table's lock, which disarming takes, so it never reaches a reused number.
+pub struct Unproven {
+    registry: &'static Registry,
+    id: u64,
+}
+
+/// A descriptor armed for a drop's shutdown; disarmed when dropped.
+pub struct Armed<'a> {
+    unproven: &'a Unproven,
+}
+
+impl Unproven {
+    /// Arms `fd` (which the caller keeps open until the `Armed` is gone) while the session
+    /// waits on it. `Err` if the session was dropped for room meanwhile.
+    pub fn arm(&self, fd: RawFd) -> Result<Armed<'_>, Dropped> {
+        let mut table = lock(&self.registry.unproven);
+        let limit = table.limits.total;
+        match table.by_id.get_mut(&self.id) {
+            Some(entry) => {
+                entry.armed = Some(fd);
+                Ok(Armed { unproven: self })
+            }
+            None => Err(Dropped { limit }),
+        }
+    }
+
+    /// `Err` if the session was dropped for room.
+    pub fn check(&self) -> Result<(), Dropped> {
+        let table = lock(&self.registry.unproven);
+        match table.by_id.contains_key(&self.id) {
+            true => Ok(()),
+            false => Err(Dropped {
+                limit: table.limits.total,
+            }),
+        }
+    }
+
+    /// The handshake completed: the session leaves the table for good. `Err` if it had
+    /// been dropped for room before (its wait ended by the shutdown, or about to be).
+    pub fn prove(self) -> Result<(), Dropped> {
+        let mut table = lock(&self.registry.unproven);
+        let limit = table.limits.total;
+        let found = table.remove(self.id).is_some();
+        drop(table);
+        std::mem::forget(self);
+        found.then_some(()).ok_or(Dropped { limit })
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        let mut table = lock(&self.unproven.registry.unproven);
+        if let Some(entry) = table.by_id.get_mut(&self.unproven.id) {
+            entry.armed = None;
+        }
+    }
+}
+
+impl Drop for Unproven {
+    fn drop(&mut self) {
+        lock(&self.registry.unproven).remove(self.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,6 +675,104 @@ mod tests {
         t.join().unwrap();
         assert_eq!(service.live(), 0);
         r.set_cap(usize::MAX);
+    }
+
+    fn test_registry(per_source: usize, total: usize) -> &'static Registry {
+        let r: &'static Registry = Box::leak(Box::new(Registry::new()));
+        r.set_unproven_limits(UnprovenLimits { per_source, total });
+        r
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// The defaults under the connection caps of common open-file limits: 16 (a test's 96),
+    /// 480 (1024), 9,968 (20,000), 32,736 (65,536, the shipped systemd units).
+    #[test]
+    fn default_limits_follow_the_cap() {
+        let default = |cap| UnprovenLimits::new(None, None, cap);
+        let limits = |per_source, total| UnprovenLimits { per_source, total };
+        assert_eq!(default(16), limits(32, 64));
+        assert_eq!(default(480), limits(60, 120));
+        assert_eq!(default(9_968), limits(256, 2_492));
+        assert_eq!(default(32_736), limits(256, 8_184));
+        assert_eq!(UnprovenLimits::new(None, Some(0), 480), limits(256, 0));
+        assert_eq!(UnprovenLimits::new(None, Some(10), 480), limits(5, 10));
+        assert_eq!(UnprovenLimits::new(Some(0), None, 480), limits(0, 120));
+        assert_eq!(UnprovenLimits::new(Some(7), Some(3), 480), limits(7, 3));
+    }
+
+    /// Per source: the limit refuses the next one from that source (IPv6 by /64) and
+    /// nobody else's; a session proven or ended gives its place back.
+    #[test]
+    fn per_source_limit_refuses_only_that_source() {
+        let r = test_registry(2, 0);
+        let (a, _) = r.admit_unproven(1, ip("2001:db8::1")).unwrap();
+        let (b, _) = r.admit_unproven(2, ip("2001:db8::2")).unwrap();
+        assert_eq!(
+            r.admit_unproven(3, ip("2001:db8::ffff")).err(),
+            Some(SourceFull { limit: 2 }),
+            "same /64"
+        );
+        let (c, _) = r.admit_unproven(4, ip("2001:db8:0:1::1")).unwrap();
+        let (d, _) = r.admit_unproven(5, ip("127.0.0.2")).unwrap();
+        let (e, _) = r.admit_unproven(6, ip("::ffff:127.0.0.2")).unwrap();
+        assert!(
+            r.admit_unproven(7, ip("127.0.0.2")).is_err(),
+            "mapped counts as IPv4"
+        );
+        assert_eq!(r.unproven_refused_and_dropped(), (2, 0));
+        assert_eq!(a.prove(), Ok(()));
+        drop(d);
+        let (f, _) = r.admit_unproven(8, ip("2001:db8::3")).unwrap();
+        let (g, _) = r.admit_unproven(9, ip("127.0.0.2")).unwrap();
+        assert_eq!(r.unproven_count(), 5);
+        drop((b, c, e, f, g));
+        assert_eq!(r.unproven_count(), 0);
+        assert!(lock(&r.unproven)
+            .by_source
+            .as_ref()
+            .is_none_or(HashMap::is_empty));
+    }
+
+    /// Total: the oldest unproven session makes room, its armed descriptor shut down (its
+    /// peer sees the end at once) and it learns it was dropped when it disarms or proves.
+    #[test]
+    fn total_limit_drops_the_oldest_first() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let r = test_registry(0, 3);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let (s1, none) = r.admit_unproven(10, ip("10.0.0.1")).unwrap();
+        assert_eq!(none, None);
+        let (s2, _) = r.admit_unproven(11, ip("10.0.0.2")).unwrap();
+        let (s3, _) = r.admit_unproven(12, ip("10.0.0.3")).unwrap();
+        let armed = s1.arm(server.as_raw_fd()).unwrap();
+        // The fourth drops the oldest, 10, and shuts its socket down.
+        let (s4, evicted) = r.admit_unproven(13, ip("10.0.0.4")).unwrap();
+        assert_eq!(evicted, Some(Evicted { id: 10 }));
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0, "the peer sees EOF");
+        drop(armed);
+        assert_eq!(s1.check(), Err(Dropped { limit: 3 }));
+        assert!(s1.arm(server.as_raw_fd()).is_err());
+        assert_eq!(s1.prove(), Err(Dropped { limit: 3 }));
+        // Next the oldest is 11: proving 12 first does not change the order.
+        assert_eq!(s3.prove(), Ok(()));
+        let (s5, evicted) = r.admit_unproven(14, ip("10.0.0.5")).unwrap();
+        assert_eq!(evicted, None, "room after 12 was proven");
+        let (_s6, evicted) = r.admit_unproven(15, ip("10.0.0.6")).unwrap();
+        assert_eq!(evicted, Some(Evicted { id: 11 }));
+        assert_eq!(s2.prove(), Err(Dropped { limit: 3 }));
+        assert_eq!(s4.check(), Ok(()));
+        assert_eq!(s5.check(), Ok(()));
+        assert_eq!(r.unproven_refused_and_dropped(), (0, 2));
+        assert_eq!(r.unproven_count(), 3);
     }
 
     #[test]

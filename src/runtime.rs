@@ -156,6 +156,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
         "Connection cap: {} concurrent sessions (from the open-file limit)",
         registry().cap()
     );
+    set_unproven_limits(&config.global);
     let running = match accept::start(bound) {
         Ok(running) => running,
         Err(e) => {
@@ -193,6 +194,22 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     daemon::notify_systemd("STOPPING=1");
     state.shut_down();
     0
+}
+
+/// `unprovenPerSource` and `unprovenMax` under the connection cap (docs/ARCHITECTURE.md,
+/// Connection flow, Admission); at startup and after each reload.
+fn set_unproven_limits(global: &config::types::GlobalOptions) {
+    let limits = accounting::UnprovenLimits::new(
+        global.unproven_per_source,
+        global.unproven_max,
+        registry().cap(),
+    );
+    registry().set_unproven_limits(limits);
+    log_info!(
+        "Unproven sessions (handshake not completed): at most {} per source address, {} in all (0 = no limit)",
+        limits.per_source,
+        limits.total
+    );
 }
 
 /// Inetd mode (a file without sections): one session on stdin/stdout, then exit. As in
@@ -456,6 +473,7 @@ impl State {
         if let Err(e) = log::configure(&log_setup(&config)) {
             log_err!("Failed to reopen the log after reload: {e}");
         }
+        set_unproven_limits(&config.global);
         self.config = config;
         Ok(())
     }

@@ -216,6 +216,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("setEnv", Global, NotYet, None, "NAME=VALUE environment variable (stunnel 5.72+)"),
     row("sandbox", Global, Set(YesNo(|t| &mut t.global.sandbox)), Some("yes"), "yes|no restrict the files the process can reach after startup (Landlock; rstunnel extension)"),
     row("syslog", Global, Set(YesNo(|t| &mut t.global.syslog)), Some("yes"), "yes|no send logging messages to syslog"),
+    row("unprovenMax", Global, Set(Number(0, USIZE_MAX, Illegal("unproven session limit"), |t, n| t.global.unproven_max = Some(n as usize))), None, "sessions before their handshake completes, in all; oldest dropped for a new one; default a quarter of the connection cap, at least 64, 0 = no limit (rstunnel extension)"),
+    row("unprovenPerSource", Global, Set(Number(0, USIZE_MAX, Illegal("unproven session limit"), |t, n| t.global.unproven_per_source = Some(n as usize))), None, "sessions before their handshake completes, per source address (IPv6: per /64); default 256 or half of unprovenMax if less, 0 = no limit (rstunnel extension)"),
     // ---- service-level options ----
     row("accept", Service, Set(List(|t| &mut t.service.accept)), None, "[host:]port accept connections on specified host:port"),
     row("CAengine", Service, NotYet, None, "engine-specific CA certificate identifier"),
@@ -576,6 +578,8 @@ mod tests {
         ("pid", "/run/rstunnel.pid", None),
         ("sandbox", "no", Some(("maybe", YES_NO))),
         ("syslog", "no", Some(("off", YES_NO))),
+        ("unprovenMax", "1000", Some(("-1", "Illegal unproven session limit"))),
+        ("unprovenPerSource", "16", Some(("many", "Illegal unproven session limit"))),
         ("accept", "127.0.0.1:443", None),
         ("CAfile", "/etc/ssl/ca.pem", None),
         ("CApath", "/etc/ssl/certs", None),

@@ -43,6 +43,13 @@ pub struct GlobalOptions {
     /// refused by the end-of-global checks in `config::parse` (`Configured compression is
     /// unsupported by OpenSSL`), before any service is built.
     pub compression: Option<String>,
+    /// `unprovenPerSource` (rstunnel extension): sessions from one source address (IPv4,
+    /// or IPv6 /64) that may be waiting for their handshake at once; `None` = 256 or half
+    /// of `unprovenMax`, whichever is less; `Some(0)` = no limit.
+    pub unproven_per_source: Option<usize>,
+    /// `unprovenMax` (rstunnel extension): unproven sessions in all; `None` = a quarter of
+    /// the connection cap, `Some(0)` = no limit.
+    pub unproven_max: Option<usize>,
     /// `sandbox = yes|no` (rstunnel extension): restrict the files the process can reach
     /// after startup (`sandbox.rs`).
     pub sandbox: bool,
@@ -62,6 +69,8 @@ impl Default for GlobalOptions {
             setuid: None,
             setgid: None,
             compression: None,
+            unproven_per_source: None,
+            unproven_max: None,
             sandbox: true,
         }
     }

@@ -16,6 +16,9 @@ pub enum SessionError {
     Protocol { name: Option<String>, why: String },
     /// A local resource ran out (fds, memory), or the program could not start.
     Setup(Setup),
+    /// Dropped before its handshake completed, the oldest unproven session, to make room
+    /// for a newer one (`unprovenMax`, the limit, was reached).
+    DroppedForRoom { limit: usize },
 }
 
 /// How a TLS handshake failed.
@@ -92,6 +95,10 @@ impl std::fmt::Display for SessionError {
                 Setup::NonBlocking { op, error } => write!(f, "{op}: {error}"),
                 Setup::Ssl { op, error } => write!(f, "{op}: {error}"),
             },
+            SessionError::DroppedForRoom { limit } => write!(
+                f,
+                "dropped before its handshake completed, the oldest of {limit} unproven sessions (unprovenMax), to make room for a new one"
+            ),
         }
     }
 }
@@ -134,6 +141,10 @@ mod tests {
             }
             .to_string(),
             "protocol smtp: no 220"
+        );
+        assert_eq!(
+            SessionError::DroppedForRoom { limit: 5 }.to_string(),
+            "dropped before its handshake completed, the oldest of 5 unproven sessions (unprovenMax), to make room for a new one"
         );
     }
 }

@@ -20,7 +20,9 @@ use std::time::Instant;
 
 use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 
-use crate::accounting::{registry, HeldSlot, LiveSession, SessionGuard, TooManyClients};
+use crate::accounting::{
+    registry, Dropped, HeldSlot, LiveSession, SessionGuard, SourceFull, TooManyClients, Unproven,
+};
 use crate::config::types::LogId;
 use crate::exec::{self, PeerInfo};
 use crate::health::Trigger;
@@ -50,7 +52,15 @@ pub enum Completion {
 
 /// Serves one accepted connection: protocol, handshake, target, then the relay. `guard`
 /// holds the session's slot and counters; it is released after the closing line.
-pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completion: Completion) {
+/// `unproven`: its place among the sessions that have not completed a handshake (server
+/// mode), given up once it has.
+pub fn run(
+    svc: Arc<ServiceCtx>,
+    accepted: Stream,
+    guard: SessionGuard,
+    unproven: Option<Unproven>,
+    completion: Completion,
+) {
     let live = Arc::clone(guard.session());
     let log_id = connection_log_id(svc.opts.log_id, live.id);
     crate::log::set_thread_context(&log_id, svc.opts.debug_level);
@@ -74,12 +84,19 @@ pub fn run(svc: Arc<ServiceCtx>, accepted: Stream, guard: SessionGuard, completi
     let result = if svc.opts.client {
         client_session(&svc, accepted, &live, &mut finish, &mut watch)
     } else {
-        server_session(&svc, accepted, &live, &mut finish, &mut watch)
+        server_session(&svc, accepted, unproven, &live, &mut finish, &mut watch)
     };
     if let Err(e) = result {
         let reason = e.to_string();
-        if !matches!(e, SessionError::ConnectFailed) {
-            log_err!("{reason}");
+        match e {
+            SessionError::ConnectFailed => {}
+            // What a flood makes many of: a warning, not an error of this host.
+            SessionError::DroppedForRoom { .. } => log_warning!(
+                "Service [{}]: connection from {} {reason}",
+                svc.opts.name,
+                live.peer
+            ),
+            _ => log_err!("{reason}"),
         }
         if let Some(finish) = finish.take() {
             finish(End::Failed(e));
@@ -126,14 +143,33 @@ fn reset_if_configured(svc: &ServiceCtx, fd: std::os::fd::RawFd) {
 fn server_session(
     svc: &ServiceCtx,
     accepted: Stream,
+    unproven: Option<Unproven>,
     live: &Arc<LiveSession>,
     finish: &mut Option<Finish>,
     watch: &mut Watch,
 ) -> Result<(), SessionError> {
-    // STARTTLS-style protocols talk in clear on the accepted connection first.
-    negotiate(svc, &accepted, None, |p| p.server_before_tls)
+    // STARTTLS-style protocols talk in clear on the accepted connection first: unproven
+    // still, and woken like the handshake's waits if dropped for room meanwhile.
+    let negotiated = {
+        let _armed = unproven
+            .as_ref()
+            .map(|u| u.arm(accepted.read_fd()))
+            .transpose()
+            .map_err(dropped_for_room)?;
+        negotiate(svc, &accepted, None, |p| p.server_before_tls)
+    };
+    // Dropped for room: the exchange failed because of that shutdown, and says so.
+    still_unproven(unproven.as_ref())
+        .and(negotiated)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
-    let mut tls = handshake(svc, accepted, None)?;
+    let mut tls = handshake(svc, accepted, None, unproven.as_ref())?;
+    // The handshake (and the client certificate check inside it) is done: the session is
+    // proven, and no longer limited by the unproven budget.
+    if let Some(u) = unproven {
+        u.prove()
+            .map_err(dropped_for_room)
+            .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
+    }
     // A client that named a virtual host (server `sni`) is served by that section: its
     // target, timeouts and logging level.
     let svc = match svc.virtual_host_for(tls.ssl()) {
@@ -187,7 +223,7 @@ fn client_session(
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     negotiate(svc, &accepted, Some(&far), |p| p.client_before_tls)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
-    let tls = handshake(svc, far, svc.sni.as_deref()).inspect_err(|e| {
+    let tls = handshake(svc, far, svc.sni.as_deref(), None).inspect_err(|e| {
         reset_if_configured(svc, accepted.read_fd());
         // The far side took the connection but could not hold a handshake: as good as
         // down. A refusal (certificate, alert) is a configuration problem, no pause.
@@ -416,15 +452,87 @@ fn relay_session(
     );
 }
 
+fn dropped_for_room(Dropped { limit }: Dropped) -> SessionError {
+    SessionError::DroppedForRoom { limit }
+}
+
+/// `Err` if the session was dropped for room while it was not waiting.
+fn still_unproven(unproven: Option<&Unproven>) -> Result<(), SessionError> {
+    unproven.map_or(Ok(()), |u| u.check().map_err(dropped_for_room))
+}
+
+/// One wait of an unproven session for its peer: `fd` armed for a drop for room (and
+/// disarmed before the caller can close it), then whether the session is still wanted.
+/// The number of ready descriptors, as `wake::poll`.
+fn wait_for_peer(
+    unproven: Option<&Unproven>,
+    fd: std::os::fd::RawFd,
+    events: libc::c_short,
+    left: Option<std::time::Duration>,
+) -> Result<std::io::Result<usize>, SessionError> {
+    let polled = {
+        let _armed = unproven
+            .map(|u| u.arm(fd))
+            .transpose()
+            .map_err(dropped_for_room)?;
+        wake::poll(&mut [wake::pollfd(fd, events)], left)
+    };
+    still_unproven(unproven)?;
+    Ok(polled)
+}
+
+/// One wait of the handshake for `fd` to be ready for `events`, until `deadline`
+/// (TIMEOUTbusy). A timeout, a failed poll or a drop for room ends the handshake; a timeout
+/// or a drop also sets `reset_fd` to close with RST under `reset = yes`.
+fn handshake_wait(
+    svc: &ServiceCtx,
+    op: &'static str,
+    unproven: Option<&Unproven>,
+    (fd, events): (std::os::fd::RawFd, libc::c_short),
+    reset_fd: std::os::fd::RawFd,
+    deadline: Option<Instant>,
+) -> Result<(), SessionError> {
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let polled = wait_for_peer(unproven, fd, events, left)
+        .inspect_err(|_| reset_if_configured(svc, reset_fd))?;
+    match polled {
+        Ok(0) => {
+            reset_if_configured(svc, reset_fd);
+            Err(SessionError::Handshake {
+                op,
+                why: HandshakeFailure::TimedOut,
+            })
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(SessionError::Handshake {
+            op,
+            why: HandshakeFailure::Poll(e),
+        }),
+    }
+}
+
 /// Runs the TLS handshake on `stream` within TIMEOUTbusy (relay rule 1, src/relay.rs): the
 /// stream is made non-blocking here and stays so. `sni` (client side) is the name to send.
+/// `unproven` (server side): every wait is armed for a drop for room (`wait_for_peer`).
 fn handshake(
     svc: &ServiceCtx,
     stream: Stream,
     sni: Option<&str>,
+    unproven: Option<&Unproven>,
 ) -> Result<SslStream<Stream>, SessionError> {
     let server = !svc.opts.client;
     let op = if server { "SSL_accept" } else { "SSL_connect" };
+    // A huge TIMEOUTbusy means no deadline rather than an overflow.
+    let deadline = Instant::now().checked_add(svc.opts.timeouts.busy);
+    if server {
+        // The client speaks first: until it does, the connection costs no `SSL` (nor its
+        // buffers), which is what an idle flood is made of (docs/ARCHITECTURE.md, Unproven
+        // sessions), and its thread holds only the stack pages the wait needs (this
+        // thread's stack may be an exited session's, a handshake's pages still in it).
+        crate::memory::release_unused_stack();
+        let fd = stream.read_fd();
+        handshake_wait(svc, op, unproven, (fd, libc::POLLIN), fd, deadline)?;
+    }
     let mut ssl = Ssl::new(&svc.tls.ctx).map_err(|e| SessionError::Setup(Setup::SslNew(e)))?;
     if !svc.opts.redirect.is_empty() {
         if let Some(index) = crate::tls::verify::redirect_index() {
@@ -447,8 +555,6 @@ fn handshake(
         .map_err(|error| SessionError::Setup(Setup::NonBlocking { op, error }))?;
     let reset_fd = stream.read_fd();
     let fds = (stream.read_fd(), stream.write_fd());
-    // A huge TIMEOUTbusy means no deadline rather than an overflow.
-    let deadline = Instant::now().checked_add(svc.opts.timeouts.busy);
     let mut attempt = if server {
         ssl.accept(stream)
     } else {
@@ -468,24 +574,9 @@ fn handshake(
                 } else {
                     (fds.0, libc::POLLIN)
                 };
-                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                let mut poll_fds = [wake::pollfd(fd, events)];
-                match wake::poll(&mut poll_fds, left) {
-                    Ok(0) => {
-                        reset_if_configured(svc, reset_fd);
-                        return Err(SessionError::Handshake {
-                            op,
-                            why: HandshakeFailure::TimedOut,
-                        });
-                    }
-                    Ok(_) => attempt = mid.handshake(),
-                    Err(e) => {
-                        return Err(SessionError::Handshake {
-                            op,
-                            why: HandshakeFailure::Poll(e),
-                        })
-                    }
-                }
+                // `mid` owns the socket until this arm ends: the armed fd stays open.
+                handshake_wait(svc, op, unproven, (fd, events), reset_fd, deadline)?;
+                attempt = mid.handshake();
             }
             Err(HandshakeError::Failure(mid)) => {
                 reset_if_configured(svc, reset_fd);
@@ -508,16 +599,22 @@ fn handshake(
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Takes a slot for a connection from `peer`, or logs the refusal (dropping `conn`
-/// closes it).
+/// closes it). A server-mode TCP connection also takes a place among the unproven
+/// sessions of its source (docs/ARCHITECTURE.md, Connection flow, Admission): refused if
+/// its source has `unprovenPerSource` already (with RST under `reset = yes`); the oldest
+/// unproven session makes room if `unprovenMax` are. A client-mode session is not counted:
+/// its accepted side speaks in clear and its handshake is with the far side, so it has
+/// nothing to prove; inetd and exec+connect sessions have no listener to flood.
 fn admit(
     ctx: &ServiceCtx,
     conn: &Stream,
     peer: String,
     held: Option<HeldSlot>,
-) -> Option<SessionGuard> {
+    counted: bool,
+) -> Option<(SessionGuard, Option<Unproven>)> {
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-    match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone(), held) {
-        Ok(guard) => Some(guard),
+    let guard = match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone(), held) {
+        Ok(guard) => guard,
         Err(TooManyClients { cap }) => {
             let why = format!("too many clients (>={cap})");
             if repeats::refused(&ctx.opts.name, conn.peer_addr(), &why) {
@@ -526,6 +623,36 @@ fn admit(
                     ctx.opts.name,
                 );
             }
+            return None;
+        }
+    };
+    let source = conn.peer_addr().filter(|_| counted && !ctx.opts.client);
+    let Some(source) = source else {
+        return Some((guard, None));
+    };
+    match registry().admit_unproven(id, source.ip()) {
+        Ok((unproven, evicted)) => {
+            if let Some(evicted) = evicted {
+                log_debug!(
+                    "Service [{}]: unproven session {} dropped to make room for {peer}",
+                    ctx.opts.name,
+                    evicted.id
+                );
+            }
+            Some((guard, Some(unproven)))
+        }
+        Err(SourceFull { limit }) => {
+            let why = format!(
+                "{limit} connections from {} have not completed a handshake (unprovenPerSource)",
+                source.ip()
+            );
+            if repeats::refused(&ctx.opts.name, Some(source), &why) {
+                log_warning!(
+                    "Service [{}]: connection from {peer} rejected: {why}",
+                    ctx.opts.name,
+                );
+            }
+            reset_if_configured(ctx, conn.read_fd());
             None
         }
     }
@@ -533,8 +660,8 @@ fn admit(
 
 /// Serves one connection on the calling thread (inetd mode, exec+connect services).
 pub fn spawn_session_here(ctx: &Arc<ServiceCtx>, conn: Stream, peer: String) {
-    if let Some(guard) = admit(ctx, &conn, peer, None) {
-        crate::session::run(Arc::clone(ctx), conn, guard, Completion::Wait);
+    if let Some((guard, unproven)) = admit(ctx, &conn, peer, None, false) {
+        crate::session::run(Arc::clone(ctx), conn, guard, unproven, Completion::Wait);
     }
 }
 
@@ -547,13 +674,15 @@ pub fn spawn_session(
     peer: String,
     held: Option<HeldSlot>,
 ) -> Option<u64> {
-    let guard = admit(ctx, &conn, peer, held)?;
+    let (guard, unproven) = admit(ctx, &conn, peer, held, true)?;
     let id = guard.session().id;
     let source = conn.peer_addr();
     let ctx_for_thread = Arc::clone(ctx);
     let spawned = std::thread::Builder::new()
         .stack_size(ctx.opts.stack)
-        .spawn(move || crate::session::run(ctx_for_thread, conn, guard, Completion::HandOff));
+        .spawn(move || {
+            crate::session::run(ctx_for_thread, conn, guard, unproven, Completion::HandOff)
+        });
     match spawned {
         Ok(_) => Some(id),
         Err(e) => {
