@@ -302,3 +302,134 @@ fn the_log_is_reopened_and_the_pid_file_removed_inside_the_sandbox() {
     assert!(status.success(), "{status:?}");
     assert!(!pid.exists(), "the pid file was left behind");
 }
+
+/// The harness' global lines of `t`'s configuration, which precede `body` in the file.
+fn header_of(t: &Tunnel, body: &str) -> String {
+    let written = std::fs::read_to_string(&t.conf).unwrap();
+    written[..written.find(body).unwrap()].to_string()
+}
+
+/// A reload needing more than the startup allowed is refused by name, and the old
+/// configuration serves on: `pty = yes` (the pty devices), and an `include` directory
+/// the process cannot even read (named, not a bare "Permission denied").
+#[test]
+fn a_reload_adding_a_pty_or_an_include_outside_is_refused() {
+    let Some((dir, pki)) = setup("a_reload_adding_a_pty_or_an_include_outside") else {
+        return;
+    };
+    let script = dir.write(
+        "tty.sh",
+        "if [ -t 0 ]; then echo 'stdin: terminal'; else echo 'stdin: none'; fi\n",
+    );
+    let first = exec_body("", &pki, &script, "");
+    let t = Tunnel::start(&dir, "server", &first);
+    let header = header_of(&t, &first);
+    assert!(program_output(&t, "srv", &pki.ca_file).contains("stdin: none"));
+
+    assert!(
+        !reload(&t, &header, &exec_body("", &pki, &script, "pty = yes\n")),
+        "a reload adding pty = yes was taken"
+    );
+    let why = t.wait_for_log("outside what the sandbox allowed", WAIT);
+    assert!(why.contains("pty device /dev/ptmx"), "{why}");
+    let out = program_output(&t, "srv", &pki.ca_file);
+    assert!(
+        out.contains("stdin: none"),
+        "the old configuration: {out:?}"
+    );
+
+    let elsewhere = TestDir::new("sandbox-include-elsewhere");
+    elsewhere.write("more.conf", "debug = 7\n");
+    let included = exec_body(
+        &format!("include = {}\n", elsewhere.path().display()),
+        &pki,
+        &script,
+        "",
+    );
+    assert!(
+        !reload(&t, &header, &included),
+        "an include directory outside the sandbox was read"
+    );
+    let lines = t.wait_for_logs("outside what the sandbox allowed", 2, WAIT);
+    assert!(
+        lines[1].contains(&format!(
+            "include directory {} is outside",
+            elsewhere.path().display()
+        )),
+        "{lines:?}"
+    );
+    assert!(program_output(&t, "srv", &pki.ca_file).contains("stdin: none"));
+}
+
+/// A file the sandbox allows is allowed through its directory: replaced by rename (as an
+/// editor, `sed -i` or a package upgrade does, and as /etc/passwd and resolv.conf are),
+/// the new file is read by the next session. Shown with a file named in `execArgs`, in a
+/// directory of its own.
+#[test]
+fn a_file_replaced_by_rename_stays_readable() {
+    let Some((dir, pki)) = setup("a_file_replaced_by_rename_stays_readable") else {
+        return;
+    };
+    let data_dir = TestDir::new("sandbox-renamed-data");
+    let data = data_dir.write("data.txt", "first\n");
+    let script = dir.write(
+        "read.sh",
+        "if read line < \"$1\"; then echo \"data: $line\"; else echo 'data: denied'; fi\n",
+    );
+    let body = format!(
+        "[srv]\naccept = 127.0.0.1:0\ncert = {}\nexec = /bin/sh\nexecArgs = sh {} {}\n",
+        pki.server.combined.display(),
+        script.display(),
+        data.display()
+    );
+    let t = Tunnel::start(&dir, "server", &body);
+    let out = program_output(&t, "srv", &pki.ca_file);
+    assert!(out.contains("data: first"), "{out:?}");
+    write_atomic(&data, "second\n");
+    let out = program_output(&t, "srv", &pki.ca_file);
+    assert!(out.contains("data: second"), "after the rename: {out:?}");
+}
+
+/// `exec = sh` (found on PATH, as stunnel's execvp finds it) and a `#!/usr/bin/env sh`
+/// script run inside the sandbox, and the reload check takes the configuration that
+/// started.
+#[test]
+fn a_bare_program_name_and_an_env_script_run_inside_the_sandbox() {
+    let Some((dir, pki)) = setup("a_bare_program_name_and_an_env_script") else {
+        return;
+    };
+    let script = dir.write("hello.sh", "echo 'hello from bare'\n");
+    let env_script = dir.write("env.sh", "#!/usr/bin/env sh\necho 'hello from env'\n");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&env_script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let body = format!(
+        "[bare]\naccept = 127.0.0.1:0\ncert = {cert}\nexec = sh\nexecArgs = sh {}\n\
+         [env]\naccept = 127.0.0.1:0\ncert = {cert}\nexec = {}\n",
+        script.display(),
+        env_script.display(),
+        cert = pki.server.combined.display(),
+    );
+    let t = Tunnel::start(&dir, "server", &body);
+    t.wait_for_log(
+        "Service [bare]: exec sh runs inside the sandbox: it can run no other program",
+        WAIT,
+    );
+    assert!(
+        t.log_lines()
+            .iter()
+            .all(|l| !l.contains("not found on PATH")),
+        "{:?}",
+        t.log_lines()
+    );
+    let out = program_output(&t, "bare", &pki.ca_file);
+    assert!(out.contains("hello from bare"), "exec = sh: {out:?}");
+    let out = program_output(&t, "env", &pki.ca_file);
+    assert!(out.contains("hello from env"), "#!/usr/bin/env sh: {out:?}");
+    let header = header_of(&t, &body);
+    assert!(
+        reload(&t, &header, &body),
+        "the configuration that started was refused at a reload"
+    );
+}
