@@ -8,13 +8,16 @@
 //!   directory of every `cert`, `key`, `CAfile`, `CRLfile` and `PSKsecrets` file (so that
 //!   a file replaced by rename, or a renewed certificate behind a symlink, can be loaded
 //!   again by a reload), every `CApath` and `CRLpath` directory and the directories its
-//!   symlinks point into (OpenSSL reads those during handshakes); the files the C library
-//!   reads for name, service, user and group lookups (`/etc/hosts`, `/etc/resolv.conf`,
-//!   `/etc/nsswitch.conf`, `/etc/passwd`, …) and the library directories (NSS modules,
-//!   and the libraries of `exec` programs); `/proc/self`;
-//! * execute (and read): each `exec` program, the interpreter its `#!` line or its ELF
-//!   header names (the dynamic loader), and nothing else; an absolute `execArgs` word that
-//!   names an existing file is readable (a script given to a shell);
+//!   symlinks point into (OpenSSL reads those during handshakes); the directories of the
+//!   files the C library reads for name, service, user and group lookups (`/etc/hosts`,
+//!   `/etc/resolv.conf`, `/etc/passwd`, …: so `/etc`, as these files are replaced by
+//!   rename) and the library directories (NSS modules, and the libraries of `exec`
+//!   programs); `/proc/self`;
+//! * execute (and read): each `exec` program (a bare name as found on PATH), the
+//!   interpreter its `#!` line names (for `#!/usr/bin/env NAME`, NAME found on PATH too) or
+//!   its ELF header names (the dynamic loader), in turn, and nothing else; the directory of
+//!   an absolute `execArgs` word that names an existing file is readable (a script given
+//!   to a shell);
 //! * write: `/dev/null`; new files and writes in the directory of `output` (log reopen
 //!   after rotation creates the file again); removing entries in the directory of `pid`
 //!   and of each Unix `accept` socket (which may also be created again there);

@@ -11,6 +11,12 @@
 //! * With `pty = yes` the program still gets its terminal.
 //! * The `output` log is created again after a rotation (SIGUSR1) and the pid file is
 //!   removed at exit, both in directories of their own outside the configuration's.
+//! * A reload adding `pty = yes`, or an `include` directory outside the sandbox, is
+//!   refused with a line naming the device or directory; the old configuration serves.
+//! * A file the sandbox allows and that is replaced by rename is read again (allowed
+//!   through its directory, as the C library's lookup files in /etc are).
+//! * `exec = sh` (found on PATH) and a `#!/usr/bin/env sh` script run, and a reload of
+//!   the configuration that started is taken.
 //!
 //! Syslog under the sandbox is covered by tests/log_sinks.rs (the default is on there).
 //! Each test prints SKIPPED and passes only when the kernel has no Landlock.
