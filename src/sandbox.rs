@@ -724,10 +724,12 @@ const MAX_CHAIN: usize = 8;
 
 fn program_chain(program: &Path) -> Chain {
     let mut chain = Chain::default();
-    let Some(first) = find_program(program) else {
+    let Some(first) = find_program(program).filter(|p| p.exists()) else {
+        let bare = !program.as_os_str().as_encoded_bytes().contains(&b'/');
         chain.problems.push(format!(
-            "exec {} is not found on PATH, so nothing is allowed for it and its sessions will fail",
-            program.display()
+            "exec {} is not found{}, so nothing is allowed for it and its sessions will fail",
+            program.display(),
+            if bare { " on PATH" } else { "" }
         ));
         return chain;
     };

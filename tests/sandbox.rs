@@ -17,6 +17,9 @@
 //!   through its directory, as the C library's lookup files in /etc are).
 //! * `exec = sh` (found on PATH) and a `#!/usr/bin/env sh` script run, and a reload of
 //!   the configuration that started is taken.
+//! * With `chroot` (as root): a certificate renewed in the jail's copy of the startup
+//!   directory loads at a reload, one elsewhere in the jail is refused by name, and an
+//!   `exec` program missing from the jail is a startup warning.
 //!
 //! Syslog under the sandbox is covered by tests/log_sinks.rs (the default is on there).
 //! Each test prints SKIPPED and passes only when the kernel has no Landlock.
@@ -438,4 +441,108 @@ fn a_bare_program_name_and_an_env_script_run_inside_the_sandbox() {
         reload(&t, &header, &body),
         "the configuration that started was refused at a reload"
     );
+}
+
+/// `chroot` and the sandbox together: the ruleset is built from paths as seen inside the
+/// jail (docs/ARCHITECTURE.md, Sandbox). A certificate renewed in the jail's copy of the
+/// startup directory loads at a reload; one in another directory of the jail is refused
+/// by name; an `exec` program missing from the jail is a startup warning.
+#[test]
+fn a_chrooted_sandbox_allows_the_paths_inside_the_jail() {
+    if !landlock_or_skip("a_chrooted_sandbox_allows_the_paths_inside_the_jail")
+        || !require_root("a_chrooted_sandbox_allows_the_paths_inside_the_jail")
+    {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let open_dir = |p: &Path| {
+        std::fs::create_dir_all(p).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.to_path_buf()
+    };
+    let readable = |p: &Path| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    let dir = TestDir::new("sandbox-chroot");
+    let pki = Pki::new(&dir);
+    let jail = open_dir(&dir.join("jail"));
+    // The startup directory mirrored in the jail: what the plan, made after the chroot,
+    // finds and allows.
+    let mirror = open_dir(&jail.join(dir.path().strip_prefix("/").unwrap()));
+    assert!(!jail.join("bin/cat").exists());
+    let echo = Backend::echo();
+    let (srv_port, exec_port) = (free_port(), free_port());
+    let body = |cert: &Path| {
+        format!(
+            "chroot = {}\nsetuid = 65534\nsetgid = 65534\n\
+             [srv]\naccept = 127.0.0.1:{srv_port}\nconnect = {}\ncert = {}\n\
+             [exec]\naccept = 127.0.0.1:{exec_port}\nexec = /bin/cat\ncert = {}\n",
+            jail.display(),
+            echo.addr(),
+            cert.display(),
+            pki.server.combined.display()
+        )
+    };
+    let first = body(&pki.server.combined);
+    // The harness writes `<label>.conf` in `dir`: give the jail its copy before the start.
+    let startup_cert = mirror.join(pki.server.combined.file_name().unwrap());
+    std::fs::copy(&pki.server.combined, &startup_cert).unwrap();
+    readable(&startup_cert);
+    let conf_in_jail = mirror.join("chroot.conf");
+    std::fs::write(&conf_in_jail, "").unwrap();
+    readable(&conf_in_jail);
+    let t = Tunnel::start(&dir, "chroot", &first);
+    t.wait_for_log("Sandbox: Landlock ABI", WAIT);
+    let missing = t.wait_for_log("Service [exec]: exec /bin/cat is not found", WAIT);
+    assert!(!missing.contains("on PATH"), "{missing}");
+    assert_eq!(served_cn(&t, srv_port, &pki.ca_file), "right.name");
+
+    let header = "; reloaded, read inside the jail\nforeground = yes\ndebug = 7\n";
+    let reload_in_jail = |cert: &Path| {
+        let count = |p: &str| t.log_lines().iter().filter(|l| l.contains(p)).count();
+        let (ok, failed) = (
+            count("Configuration reloaded"),
+            count("Failed to reload the configuration file"),
+        );
+        write_atomic(&conf_in_jail, &format!("{header}{}", body(cert)));
+        readable(&conf_in_jail);
+        t.signal(libc::SIGHUP);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if count("Configuration reloaded") > ok {
+                return true;
+            }
+            if count("Failed to reload the configuration file") > failed {
+                return false;
+            }
+            if Instant::now() >= deadline {
+                t.fail("no reload outcome within 10 s of SIGHUP");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let renewed = pki
+        .ca
+        .issue("jailed.right.name", certs::SERVER_NAMES, KeyKind::EcP256)
+        .write(&dir, "renewed");
+    // In the jail, in another directory: refused, and the old certificate serves.
+    let other = open_dir(&jail.join("elsewhere"));
+    std::fs::copy(&renewed.combined, other.join("renewed.pem")).unwrap();
+    readable(&other.join("renewed.pem"));
+    assert!(
+        !reload_in_jail(Path::new("/elsewhere/renewed.pem")),
+        "a certificate outside the sandbox was loaded"
+    );
+    let why = t.wait_for_log("outside what the sandbox allowed", WAIT);
+    assert!(why.contains("cert /elsewhere/renewed.pem"), "{why}");
+    assert_eq!(served_cn(&t, srv_port, &pki.ca_file), "right.name");
+    // In the jail's copy of the startup directory: loaded.
+    let name = renewed.combined.file_name().unwrap();
+    std::fs::copy(&renewed.combined, mirror.join(name)).unwrap();
+    readable(&mirror.join(name));
+    assert!(
+        reload_in_jail(&dir.path().join(name)),
+        "a certificate in the jail's startup directory was refused"
+    );
+    assert_eq!(served_cn(&t, srv_port, &pki.ca_file), "jailed.right.name");
 }
