@@ -74,12 +74,17 @@ fn wait_count(t: &Tunnel, pattern: &str, n: usize) {
 /// Rewrites the tunnel's configuration to the harness' global lines plus `body`, sends
 /// SIGHUP and waits for the outcome; returns whether it was `Configuration reloaded`.
 fn reload(t: &Tunnel, header: &str, body: &str) -> bool {
+    reload_after(t, || write_atomic(&t.conf, &format!("{header}{body}\n")))
+}
+
+/// `rewrite`s the configuration, sends SIGHUP and returns whether the reload was taken.
+fn reload_after(t: &Tunnel, rewrite: impl FnOnce()) -> bool {
     let count = |p: &str| t.log_lines().iter().filter(|l| l.contains(p)).count();
     let (ok, failed) = (
         count("Configuration reloaded"),
         count("Failed to reload the configuration file"),
     );
-    write_atomic(&t.conf, &format!("{header}{body}\n"));
+    rewrite();
     t.signal(libc::SIGHUP);
     let deadline = Instant::now() + WAIT;
     loop {
@@ -499,27 +504,10 @@ fn a_chrooted_sandbox_allows_the_paths_inside_the_jail() {
 
     let header = "; reloaded, read inside the jail\nforeground = yes\ndebug = 7\n";
     let reload_in_jail = |cert: &Path| {
-        let count = |p: &str| t.log_lines().iter().filter(|l| l.contains(p)).count();
-        let (ok, failed) = (
-            count("Configuration reloaded"),
-            count("Failed to reload the configuration file"),
-        );
-        write_atomic(&conf_in_jail, &format!("{header}{}", body(cert)));
-        readable(&conf_in_jail);
-        t.signal(libc::SIGHUP);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if count("Configuration reloaded") > ok {
-                return true;
-            }
-            if count("Failed to reload the configuration file") > failed {
-                return false;
-            }
-            if Instant::now() >= deadline {
-                t.fail("no reload outcome within 10 s of SIGHUP");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        reload_after(&t, || {
+            write_atomic(&conf_in_jail, &format!("{header}{}", body(cert)));
+            readable(&conf_in_jail);
+        })
     };
     let renewed = pki
         .ca
