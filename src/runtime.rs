@@ -272,7 +272,7 @@ fn confine(config: &Config, source: Option<&Path>) -> sandbox::Outcome {
     if others > 0 {
         log_warning!("Sandbox: {others} thread(s) started before it are not restricted");
     }
-    let plan = sandbox::plan(config, source);
+    let mut plan = sandbox::plan(config, source);
     for g in &plan.grants {
         log_debug!(
             "Sandbox allows {:?} on {} ({})",
@@ -281,22 +281,38 @@ fn confine(config: &Config, source: Option<&Path>) -> sandbox::Outcome {
             g.why
         );
     }
+    let warnings = std::mem::take(&mut plan.warnings);
     let outcome = sandbox::apply(plan);
     match &outcome {
-        sandbox::Outcome::Applied { partial: false, .. } => log_notice!("{outcome}"),
+        sandbox::Outcome::Applied {
+            partial: false,
+            no_new_privs: true,
+            ..
+        } => log_notice!("{outcome}"),
         _ => log_warning!("{outcome}"),
+    }
+    if outcome.enforced().is_some() {
+        for warning in &warnings {
+            log_warning!("{warning}");
+        }
     }
     // The one place where a stunnel.conf that worked under stunnel can stop working here:
     // an `exec` program inherits the sandbox. Said at startup, where the admin looks first.
-    if matches!(outcome, sandbox::Outcome::Applied { .. }) {
-        for s in config.services.iter() {
-            if let Some(program) = &s.exec {
-                log_notice!(
-                    "Service [{}]: exec {} runs inside the sandbox: it can run no other program and open only the files the sandbox allows (listed at debug level); if it needs more, set sandbox = no",
-                    s.name,
-                    program.display()
-                );
-            }
+    let setuid = "and it gains no privileges from set-user-ID programs (a set-user-ID pppd runs as the user rstunnel runs as)";
+    for s in config.services.iter() {
+        let Some(program) = &s.exec else { continue };
+        if outcome.enforced().is_some() {
+            log_notice!(
+                "Service [{}]: exec {} runs inside the sandbox: it can run no other program and open only the files the sandbox allows (listed at debug level), {setuid}; if it needs more, set sandbox = no",
+                s.name,
+                program.display()
+            );
+        } else if outcome.no_new_privs() {
+            log_notice!(
+                "Service [{}]: exec {} runs with no new privileges: {setuid}; if it needs them, set sandbox = no",
+                s.name,
+                program.display()
+            );
         }
     }
     outcome
@@ -398,6 +414,14 @@ fn list_sessions(running: &[RunningService]) {
     }
 }
 
+/// A reload refused by the sandbox, as the reload's error.
+fn outside_error(outside: sandbox::OutsideSandbox) -> StartupError {
+    StartupError::Io {
+        what: outside.to_string(),
+        error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+    }
+}
+
 /// What the main thread keeps between signals.
 struct State {
     config: Config,
@@ -427,7 +451,18 @@ impl State {
     }
 
     fn try_reload(&mut self, path: &Path) -> Result<(), StartupError> {
-        let config = config::load(path)?;
+        let config = config::load(path).map_err(|e| {
+            // Under the sandbox a file or include directory beyond it cannot be opened:
+            // say so by name rather than with the bare "Permission denied" of the read.
+            match self
+                .sandbox
+                .enforced()
+                .and_then(|p| sandbox::refused_load(p, &e, path))
+            {
+                Some(outside) => outside_error(outside),
+                None => StartupError::Config(e),
+            }
+        })?;
         if config.is_inetd_mode() {
             return Err(StartupError::Unsupported(
                 "the new configuration has no [section]".into(),
@@ -436,10 +471,7 @@ impl State {
         // The ruleset cannot be widened or lifted: a path outside it fails the reload
         // here, with its name, rather than as "Permission denied" in OpenSSL or a session.
         if let Some(plan) = self.sandbox.enforced() {
-            sandbox::check(plan, &config, Some(path)).map_err(|outside| StartupError::Io {
-                what: outside.to_string(),
-                error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-            })?;
+            sandbox::check(plan, &config, Some(path)).map_err(outside_error)?;
             if !config.global.sandbox {
                 log_warning!("sandbox = no takes effect at the next start, not at a reload");
             }
