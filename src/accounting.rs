@@ -375,9 +375,21 @@ impl UnprovenLimits {
     }
 }
 
+/// How long a session may be unproven before it counts as a suspect: a handshake with a
+/// live client takes a few round trips (milliseconds, even across continents), so one
+/// still unproven after a second is slow or silent. Only suspects are refused or dropped:
+/// a burst of fresh handshakes (a fleet reconnecting after a restart, maybe behind one
+/// NAT address) is never limited, however large, except by the cap and by `BURST`.
+pub const SUSPECT_AFTER: Duration = Duration::from_secs(1);
+/// Fresh handshakes may take the table this many times over `unprovenMax` before the
+/// newest is refused: the bound when nobody is yet old enough to drop.
+const BURST: usize = 2;
+
 /// One unproven session in the table.
 struct UnprovenEntry {
     source: SourceKey,
+    /// When it was admitted (`SUSPECT_AFTER`).
+    since: Instant,
     /// The descriptor its session is waiting on now, if it is waiting (`Unproven::arm`):
     /// the one a drop for room shuts down.
     armed: Option<RawFd>,
@@ -406,6 +418,42 @@ impl UnprovenTable {
         }
     }
 
+    /// How many of `key`'s sessions are suspects at `now`, counting no further than
+    /// `enough`. The table is in admission order, so the suspects are at its front.
+    fn suspects_from(&self, key: SourceKey, now: Instant, enough: usize) -> usize {
+        self.by_id
+            .values()
+            .take_while(|e| now.saturating_duration_since(e.since) >= SUSPECT_AFTER)
+            .filter(|e| e.source == key)
+            .take(enough)
+            .count()
+    }
+
+    /// The session to drop for room: the oldest suspect of the source with the most
+    /// unproven sessions (a flood from two addresses then cannot push out a slow but
+    /// honest client elsewhere), else the oldest suspect. `None` if nobody is a suspect.
+    fn suspect_to_drop(&self, now: Instant) -> Option<u64> {
+        let busiest = self
+            .by_source
+            .as_ref()
+            .and_then(|m| m.iter().max_by_key(|(_, n)| **n))
+            // A source with one session is no flood: then simply the oldest.
+            .filter(|(_, n)| **n > 1)
+            .map(|(k, _)| *k);
+        let mut oldest = None;
+        for (id, entry) in self
+            .by_id
+            .iter()
+            .take_while(|(_, e)| now.saturating_duration_since(e.since) >= SUSPECT_AFTER)
+        {
+            if Some(entry.source) == busiest {
+                return Some(*id);
+            }
+            oldest = oldest.or(Some(*id));
+        }
+        oldest
+    }
+
     /// Takes `id` out; its source's count goes down with it. `None` if it was not in.
     fn remove(&mut self, id: u64) -> Option<UnprovenEntry> {
         let entry = self.by_id.remove(&id)?;
@@ -422,9 +470,12 @@ impl UnprovenTable {
 
 /// Why `Registry::admit_unproven` refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourceFull {
-    /// `unprovenPerSource`.
-    pub limit: usize,
+pub enum NoUnprovenRoom {
+    /// Its source has `limit` suspects already (`unprovenPerSource`), or holds the whole
+    /// of `unprovenMax` by itself.
+    Source { limit: usize },
+    /// `BURST` × `unprovenMax` are unproven and none is old enough to be dropped.
+    Total { limit: usize },
 }
 
 /// An unproven session dropped to make room for a newer one (`unprovenMax` reached).
@@ -452,48 +503,83 @@ impl Registry {
     }
 
     /// Counts session `id` from `source` as unproven until its `Unproven` is proven or
-    /// dropped. Refuses it if its source already has `per_source`; if `total` are unproven,
-    /// the oldest is dropped first (taken out of the table, its armed descriptor shut down
-    /// so that its wait ends at once), and returned so the caller can say so.
+    /// dropped (docs/ARCHITECTURE.md, Unproven sessions). Only suspects (unproven for
+    /// `SUSPECT_AFTER`) are held against anyone: refused if its source has `per_source`
+    /// suspects (or alone holds `total`); if `total` are unproven a suspect is dropped
+    /// first (taken out of the table, its armed descriptor shut down so that its wait
+    /// ends at once) and returned so the caller can say so; with no suspect to drop, fresh
+    /// handshakes may fill `BURST` × `total` before the newest is refused.
     pub fn admit_unproven(
         &'static self,
         id: u64,
         source: IpAddr,
-    ) -> Result<(Unproven, Option<Evicted>), SourceFull> {
+    ) -> Result<(Unproven, Option<Evicted>), NoUnprovenRoom> {
+        self.admit_unproven_at(id, source, Instant::now())
+    }
+
+    fn admit_unproven_at(
+        &'static self,
+        id: u64,
+        source: IpAddr,
+        now: Instant,
+    ) -> Result<(Unproven, Option<Evicted>), NoUnprovenRoom> {
         let key = SourceKey::of(Some(std::net::SocketAddr::new(source, 0)));
         let mut table = lock(&self.unproven);
         let limits = table.limits;
-        let from_source = table
-            .by_source
-            .as_ref()
-            .and_then(|m| m.get(&key).copied())
-            .unwrap_or(0);
-        if limits.per_source != 0 && from_source >= limits.per_source {
+        let from = |table: &UnprovenTable| {
+            table
+                .by_source
+                .as_ref()
+                .and_then(|m| m.get(&key).copied())
+                .unwrap_or(0)
+        };
+        if limits.per_source != 0
+            && from(&table) >= limits.per_source
+            && table.suspects_from(key, now, limits.per_source) >= limits.per_source
+        {
             self.unproven_refused.fetch_add(1, Ordering::Relaxed);
-            return Err(SourceFull {
+            return Err(NoUnprovenRoom::Source {
                 limit: limits.per_source,
             });
         }
+        let full = limits.total != 0 && table.by_id.len() >= limits.total;
+        let suspect = full.then(|| table.suspect_to_drop(now)).flatten();
+        if full && suspect.is_none() && table.by_id.len() >= BURST * limits.total {
+            self.unproven_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(NoUnprovenRoom::Total {
+                limit: BURST * limits.total,
+            });
+        }
+        // However fresh, one source never holds the whole budget by itself (counting the
+        // room its own suspect would make).
+        let own_suspect = suspect
+            .and_then(|id| table.by_id.get(&id))
+            .is_some_and(|e| e.source == key);
+        if limits.total != 0 && from(&table) - usize::from(own_suspect) >= limits.total {
+            self.unproven_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(NoUnprovenRoom::Source {
+                limit: limits.total,
+            });
+        }
         let mut evicted = None;
-        if limits.total != 0 && table.by_id.len() >= limits.total {
-            if let Some(oldest) = table.by_id.keys().next().copied() {
-                if let Some(entry) = table.remove(oldest) {
-                    if let Some(fd) = entry.armed {
-                        // The session is waiting on `fd`, and cannot close it before it
-                        // disarms, which takes this lock: `fd` is still its socket. The
-                        // shutdown ends its poll (or blocking read) at once.
-                        // SAFETY: shutdown on a live descriptor; no memory is passed.
-                        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-                    }
-                    self.unproven_dropped.fetch_add(1, Ordering::Relaxed);
-                    evicted = Some(Evicted { id: oldest });
+        if let Some(oldest) = suspect {
+            if let Some(entry) = table.remove(oldest) {
+                if let Some(fd) = entry.armed {
+                    // The session is waiting on `fd`, and cannot close it before it
+                    // disarms, which takes this lock: `fd` is still its socket. The
+                    // shutdown ends its poll (or blocking read) at once.
+                    // SAFETY: shutdown on a live descriptor; no memory is passed.
+                    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
                 }
+                self.unproven_dropped.fetch_add(1, Ordering::Relaxed);
+                evicted = Some(Evicted { id: oldest });
             }
         }
         table.by_id.insert(
             id,
             UnprovenEntry {
                 source: key,
+                since: now,
                 armed: None,
             },
         );
@@ -561,15 +647,12 @@ impl Unproven {
         }
     }
 
-    /// The handshake completed: the session leaves the table for good. `Err` if it had
-    /// been dropped for room before (its wait ended by the shutdown, or about to be).
-    pub fn prove(self) -> Result<(), Dropped> {
-        let mut table = lock(&self.registry.unproven);
-        let limit = table.limits.total;
-        let found = table.remove(self.id).is_some();
-        drop(table);
+    /// The handshake completed: the session leaves the table for good. It is proven even
+    /// if it was dropped for room meanwhile (while it was not waiting, so no shutdown
+    /// reached it): ending it now would free nothing, its place is already given away.
+    pub fn prove(self) {
+        lock(&self.registry.unproven).remove(self.id);
         std::mem::forget(self);
-        found.then_some(()).ok_or(Dropped { limit })
     }
 }
 
@@ -703,30 +786,35 @@ mod tests {
         assert_eq!(UnprovenLimits::new(Some(7), Some(3), 480), limits(7, 3));
     }
 
-    /// Per source: the limit refuses the next one from that source (IPv6 by /64) and
-    /// nobody else's; a session proven or ended gives its place back.
+    /// Per source: once a source's sessions are suspects (unproven for a second) the
+    /// limit refuses the next one from that source (IPv6 by /64) and nobody else's; a
+    /// session proven or ended gives its place back.
     #[test]
     fn per_source_limit_refuses_only_that_source() {
         let r = test_registry(2, 0);
-        let (a, _) = r.admit_unproven(1, ip("2001:db8::1")).unwrap();
-        let (b, _) = r.admit_unproven(2, ip("2001:db8::2")).unwrap();
+        let t0 = Instant::now();
+        let later = t0 + SUSPECT_AFTER;
+        let (a, _) = r.admit_unproven_at(1, ip("2001:db8::1"), t0).unwrap();
+        let (b, _) = r.admit_unproven_at(2, ip("2001:db8::2"), t0).unwrap();
+        let (d, _) = r.admit_unproven_at(3, ip("127.0.0.2"), t0).unwrap();
+        let (e, _) = r.admit_unproven_at(4, ip("::ffff:127.0.0.2"), t0).unwrap();
         assert_eq!(
-            r.admit_unproven(3, ip("2001:db8::ffff")).err(),
-            Some(SourceFull { limit: 2 }),
+            r.admit_unproven_at(5, ip("2001:db8::ffff"), later).err(),
+            Some(NoUnprovenRoom::Source { limit: 2 }),
             "same /64"
         );
-        let (c, _) = r.admit_unproven(4, ip("2001:db8:0:1::1")).unwrap();
-        let (d, _) = r.admit_unproven(5, ip("127.0.0.2")).unwrap();
-        let (e, _) = r.admit_unproven(6, ip("::ffff:127.0.0.2")).unwrap();
+        let (c, _) = r
+            .admit_unproven_at(6, ip("2001:db8:0:1::1"), later)
+            .unwrap();
         assert!(
-            r.admit_unproven(7, ip("127.0.0.2")).is_err(),
+            r.admit_unproven_at(7, ip("127.0.0.2"), later).is_err(),
             "mapped counts as IPv4"
         );
         assert_eq!(r.unproven_refused_and_dropped(), (2, 0));
-        assert_eq!(a.prove(), Ok(()));
+        a.prove();
         drop(d);
-        let (f, _) = r.admit_unproven(8, ip("2001:db8::3")).unwrap();
-        let (g, _) = r.admit_unproven(9, ip("127.0.0.2")).unwrap();
+        let (f, _) = r.admit_unproven_at(8, ip("2001:db8::3"), later).unwrap();
+        let (g, _) = r.admit_unproven_at(9, ip("127.0.0.2"), later).unwrap();
         assert_eq!(r.unproven_count(), 5);
         drop((b, c, e, f, g));
         assert_eq!(r.unproven_count(), 0);
@@ -736,41 +824,64 @@ mod tests {
             .is_none_or(HashMap::is_empty));
     }
 
-    /// Total: the oldest unproven session makes room, its armed descriptor shut down (its
-    /// peer sees the end at once) and it learns it was dropped when it disarms or proves.
+    /// The defect a review found: a burst of fresh handshakes from one NAT address was
+    /// refused at `unprovenPerSource` and cut at `unprovenMax` although none was stale.
+    /// Fresh handshakes are never refused per source, and fill the table up to `BURST`
+    /// times `unprovenMax` before the newest is refused.
     #[test]
-    fn total_limit_drops_the_oldest_first() {
+    fn a_burst_of_fresh_handshakes_is_not_limited() {
+        let r = test_registry(2, 4);
+        let now = Instant::now();
+        let burst: Vec<_> = (0..(BURST * 4) as u64)
+            .map(|id| r.admit_unproven_at(id, ip("192.0.2.1"), now))
+            .collect();
+        // The source alone may hold `total` at most.
+        assert_eq!(burst.iter().filter(|a| a.is_ok()).count(), 4);
+        let others: Vec<_> = (100..104)
+            .map(|id| r.admit_unproven_at(id, ip(&format!("192.0.2.{id}")), now))
+            .collect();
+        assert!(others.iter().all(|a| matches!(a, Ok((_, None)))), "no drop");
+        assert_eq!(
+            r.admit_unproven_at(200, ip("198.51.100.1"), now).err(),
+            Some(NoUnprovenRoom::Total { limit: BURST * 4 })
+        );
+        assert_eq!(r.unproven_refused_and_dropped(), (5, 0));
+    }
+
+    /// Total: a suspect makes room, the oldest of the busiest source first, its armed
+    /// descriptor shut down (its peer sees the end at once); it learns it was dropped when
+    /// it disarms. A session whose handshake completed is proven even if dropped.
+    #[test]
+    fn total_limit_drops_the_busiest_sources_oldest_suspect() {
         use std::io::Read;
         use std::os::fd::AsRawFd;
         let r = test_registry(0, 3);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let (s1, none) = r.admit_unproven(10, ip("10.0.0.1")).unwrap();
+        let t0 = Instant::now();
+        let later = t0 + SUSPECT_AFTER;
+        let (honest, none) = r.admit_unproven_at(10, ip("10.0.0.1"), t0).unwrap();
         assert_eq!(none, None);
-        let (s2, _) = r.admit_unproven(11, ip("10.0.0.2")).unwrap();
-        let (s3, _) = r.admit_unproven(12, ip("10.0.0.3")).unwrap();
-        let armed = s1.arm(server.as_raw_fd()).unwrap();
-        // The fourth drops the oldest, 10, and shuts its socket down.
-        let (s4, evicted) = r.admit_unproven(13, ip("10.0.0.4")).unwrap();
-        assert_eq!(evicted, Some(Evicted { id: 10 }));
+        let (s2, _) = r.admit_unproven_at(11, ip("10.0.0.2"), t0).unwrap();
+        let (s3, _) = r.admit_unproven_at(12, ip("10.0.0.2"), t0).unwrap();
+        let armed = s2.arm(server.as_raw_fd()).unwrap();
+        // 10.0.0.2 holds the most: its oldest, 11, goes, not the older 10.
+        let (s4, evicted) = r.admit_unproven_at(13, ip("10.0.0.4"), later).unwrap();
+        assert_eq!(evicted, Some(Evicted { id: 11 }));
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0, "the peer sees EOF");
         drop(armed);
-        assert_eq!(s1.check(), Err(Dropped { limit: 3 }));
-        assert!(s1.arm(server.as_raw_fd()).is_err());
-        assert_eq!(s1.prove(), Err(Dropped { limit: 3 }));
-        // Next the oldest is 11: proving 12 first does not change the order.
-        assert_eq!(s3.prove(), Ok(()));
-        let (s5, evicted) = r.admit_unproven(14, ip("10.0.0.5")).unwrap();
-        assert_eq!(evicted, None, "room after 12 was proven");
-        let (_s6, evicted) = r.admit_unproven(15, ip("10.0.0.6")).unwrap();
-        assert_eq!(evicted, Some(Evicted { id: 11 }));
-        assert_eq!(s2.prove(), Err(Dropped { limit: 3 }));
+        assert_eq!(s2.check(), Err(Dropped { limit: 3 }));
+        assert!(s2.arm(server.as_raw_fd()).is_err());
+        // Sources now hold one each: the oldest suspect, 10, goes next.
+        let (_s5, evicted) = r.admit_unproven_at(14, ip("10.0.0.5"), later).unwrap();
+        assert_eq!(evicted, Some(Evicted { id: 10 }));
+        honest.prove();
         assert_eq!(s4.check(), Ok(()));
-        assert_eq!(s5.check(), Ok(()));
+        assert_eq!(s3.check(), Ok(()));
         assert_eq!(r.unproven_refused_and_dropped(), (0, 2));
         assert_eq!(r.unproven_count(), 3);
     }

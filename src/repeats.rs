@@ -92,6 +92,8 @@ struct Tally {
     failed_quiet: u64,
     /// Refusals not logged.
     refused_quiet: u64,
+    /// Refusals logged in this window.
+    refused_loud: u32,
     /// The last reason of each kind, for the summary.
     last_failure: String,
     last_refusal: String,
@@ -203,10 +205,17 @@ impl Tallies {
         }
     }
 
-    /// A connection refused before it became a session: whether to log it.
+    /// A connection refused before it became a session: whether to log it. The first
+    /// refusal of a source in a window is logged even when its sessions in flight use its
+    /// places (a per-source limit is only reached that way): the admin sees at once that
+    /// a limit bites, not a minute later.
     fn refused(&mut self, key: &Key, why: &str) -> bool {
-        if self.has_room(key) {
-            self.tally(key).0.failed_loud += 1;
+        let first =
+            self.in_flight + self.failed_loud < LOUD_TOTAL && self.tally(key).0.refused_loud == 0;
+        if first || self.has_room(key) {
+            let tally = self.tally(key).0;
+            tally.failed_loud += 1;
+            tally.refused_loud += 1;
             self.failed_loud += 1;
             return true;
         }
@@ -677,5 +686,23 @@ mod tests {
         for l in open {
             t.end(&busy, l, None);
         }
+    }
+
+    /// The first refusal of a source is logged although its sessions in flight hold all
+    /// its places (how a per-source limit is reached); the rest are counted.
+    #[test]
+    fn the_first_refusal_of_a_busy_source_is_logged() {
+        let start = Instant::now();
+        let mut t = Tallies::new(start);
+        let busy = key("192.0.2.7");
+        let open: Vec<_> = (0..LOUD_PER_SOURCE).map(|_| t.begin(&busy)).collect();
+        assert!(t.refused(&busy, "limit"), "the first is logged");
+        assert!(!t.refused(&busy, "limit"), "the next is counted");
+        for l in open {
+            t.end(&busy, l, None);
+        }
+        let lines = texts(t.roll(start + WINDOW));
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].contains("1 more connection(s) from 192.0.2.7 refused"));
     }
 }

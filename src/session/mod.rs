@@ -21,7 +21,8 @@ use std::time::Instant;
 use openssl::ssl::{ErrorCode, HandshakeError, Ssl, SslStream};
 
 use crate::accounting::{
-    registry, Dropped, HeldSlot, LiveSession, SessionGuard, SourceFull, TooManyClients, Unproven,
+    registry, Dropped, HeldSlot, LiveSession, NoUnprovenRoom, SessionGuard, TooManyClients,
+    Unproven,
 };
 use crate::config::types::LogId;
 use crate::exec::{self, PeerInfo};
@@ -166,9 +167,7 @@ fn server_session(
     // The handshake (and the client certificate check inside it) is done: the session is
     // proven, and no longer limited by the unproven budget.
     if let Some(u) = unproven {
-        u.prove()
-            .map_err(dropped_for_room)
-            .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
+        u.prove();
     }
     // A client that named a virtual host (server `sni`) is served by that section: its
     // target, timeouts and logging level.
@@ -631,21 +630,18 @@ fn admit(
         return Some((guard, None));
     };
     match registry().admit_unproven(id, source.ip()) {
-        Ok((unproven, evicted)) => {
-            if let Some(evicted) = evicted {
-                log_debug!(
-                    "Service [{}]: unproven session {} dropped to make room for {peer}",
-                    ctx.opts.name,
-                    evicted.id
-                );
-            }
-            Some((guard, Some(unproven)))
-        }
-        Err(SourceFull { limit }) => {
-            let why = format!(
-                "{limit} connections from {} have not completed a handshake (unprovenPerSource)",
-                source.ip()
-            );
+        // A session dropped to make room says so itself, through `repeats`.
+        Ok((unproven, _dropped)) => Some((guard, Some(unproven))),
+        Err(refusal) => {
+            let why = match refusal {
+                NoUnprovenRoom::Source { limit } => format!(
+                    "{limit} connections from {} have not completed a handshake for a second (unprovenPerSource)",
+                    source.ip()
+                ),
+                NoUnprovenRoom::Total { limit } => format!(
+                    "{limit} connections are completing a handshake, none yet for a second (unprovenMax)"
+                ),
+            };
             if repeats::refused(&ctx.opts.name, Some(source), &why) {
                 log_warning!(
                     "Service [{}]: connection from {peer} rejected: {why}",
