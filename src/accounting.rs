@@ -280,6 +280,9 @@ pub enum NoRoom {
     HeldShare { held: usize },
     /// Sessions and held connections fill the connection cap.
     Cap { live: usize, held: usize },
+    /// The service's own `maxConnections` is reached (decided by the caller, which knows
+    /// the service).
+    ServiceCap,
 }
 
 impl std::fmt::Display for NoRoom {
@@ -292,6 +295,7 @@ impl std::fmt::Display for NoRoom {
             NoRoom::Cap { live, held } => {
                 write!(f, "connection cap reached ({live} live, {held} held)")
             }
+            NoRoom::ServiceCap => write!(f, "maxConnections reached for the service"),
         }
     }
 }

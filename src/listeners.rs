@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use crate::accounting::{registry, HeldSlot};
+use crate::accounting::{registry, HeldSlot, NoRoom};
 use crate::net::listen::{ListenSocket, Paused};
 use crate::net::{self, Addr, Stream};
 use crate::service::{ServiceCtx, StartupError};
@@ -80,8 +80,8 @@ impl Listener {
         let mut full = None;
         let paused = self.socket.pause(|conn, peer| {
             let admitted = match room {
-                Some(0) => Err("maxConnections reached for the service".to_string()),
-                _ => registry().hold().map_err(|no_room| no_room.to_string()),
+                Some(0) => Err(NoRoom::ServiceCap),
+                _ => registry().hold(),
             };
             match admitted {
                 Ok(slot) => {

@@ -13,8 +13,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::os::unix::net::UnixStream;
 
 use super::addr::{display_addr, Addr};
-use super::sockopt::{self, SocketOption, Which};
+use super::sockopt;
 use super::Stream;
+use crate::config::sockopt::{SocketOption, Which};
 
 /// Why every address of `connect_first` failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

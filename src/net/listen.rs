@@ -33,8 +33,9 @@ use std::path::Path;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::addr::Addr;
-use super::sockopt::{self, SocketOption, Which};
+use super::sockopt;
 use super::Stream;
+use crate::config::sockopt::{SocketOption, Which};
 
 /// A bound, listening socket.
 #[derive(Debug)]
@@ -284,7 +285,7 @@ mod tests {
     }
 
     fn reuse_addr_on() -> Vec<SocketOption> {
-        vec![sockopt::parse("a:SO_REUSEADDR=yes").expect("valid option")]
+        vec![crate::config::sockopt::parse("a:SO_REUSEADDR=yes").expect("valid option")]
     }
 
     fn try_bind_again(addr: SocketAddr) -> io::Result<()> {

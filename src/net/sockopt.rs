@@ -1,12 +1,12 @@
 //! `socket = ...` options applied to sockets with setsockopt: the listening socket (`a`),
 //! accepted connections (`l`, local) and outgoing connections (`r`, remote). The syntax,
-//! the table of names and stunnel's defaults are `config::sockopt`'s (re-exported here);
-//! this file only sets them.
+//! the table of names and stunnel's defaults are `config::sockopt`'s; this file only sets
+//! them.
 
 use std::io;
 use std::os::fd::RawFd;
 
-pub use crate::config::sockopt::{defaults, parse, SocketOption, Value, Which};
+use crate::config::sockopt::{SocketOption, Value, Which};
 
 fn set(
     fd: RawFd,
@@ -117,6 +117,7 @@ pub fn apply_all(fd: RawFd, options: &[SocketOption], which: Which) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::sockopt::parse;
 
     #[test]
     fn options_reach_the_socket() {

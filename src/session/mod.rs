@@ -24,10 +24,10 @@ use crate::accounting::{
     registry, Dropped, HeldSlot, LiveSession, NoUnprovenRoom, SessionGuard, TooManyClients,
     Unproven,
 };
+use crate::config::sockopt::Which;
 use crate::config::types::LogId;
 use crate::exec::{self, PeerInfo};
 use crate::health::Trigger;
-use crate::net::sockopt::Which;
 use crate::net::{self, Stream};
 use crate::protocol;
 use crate::relay::{self, describe_ssl_error, FarSide, RelaySettings, Side};
@@ -82,10 +82,15 @@ pub fn run(
         drop(guard);
         let _ = ended_tx.send(());
     }));
+    let to_relay = HandOff {
+        live: &live,
+        finish: &mut finish,
+        watch: &mut watch,
+    };
     let result = if svc.opts.client {
-        client_session(&svc, accepted, &live, &mut finish, &mut watch)
+        client_session(&svc, accepted, to_relay)
     } else {
-        server_session(&svc, accepted, unproven, &live, &mut finish, &mut watch)
+        server_session(&svc, accepted, unproven, to_relay)
     };
     if let Err(e) = result {
         let reason = e.to_string();
@@ -145,9 +150,7 @@ fn server_session(
     svc: &ServiceCtx,
     accepted: Stream,
     unproven: Option<Unproven>,
-    live: &Arc<LiveSession>,
-    finish: &mut Option<Finish>,
-    watch: &mut Watch,
+    to_relay: HandOff<'_>,
 ) -> Result<(), SessionError> {
     // STARTTLS-style protocols talk in clear on the accepted connection first: unproven
     // still, and woken like the handshake's waits if dropped for room meanwhile.
@@ -179,10 +182,10 @@ fn server_session(
         None => svc,
     };
     let redirected = needs_redirect(svc, tls.ssl());
-    let mut peer = PeerInfo::from_peer(&live.peer);
+    let mut peer = PeerInfo::from_peer(&to_relay.live.peer);
     if let Some(cert) = tls.ssl().peer_certificate() {
-        peer.subject = Some(crate::tls::verify::name_line(cert.subject_name()));
-        peer.issuer = Some(crate::tls::verify::name_line(cert.issuer_name()));
+        peer.subject = Some(crate::tls::names::name_line(cert.subject_name()));
+        peer.issuer = Some(crate::tls::names::name_line(cert.issuer_name()));
     }
     let chooser = svc
         .opts
@@ -207,19 +210,22 @@ fn server_session(
     .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
     negotiate(svc, tls.get_ref(), Some(&far), |p| p.server_before_relay)
         .inspect_err(|_| reset_if_configured(svc, tls.get_ref().read_fd()))?;
-    relay_session(svc, tls, far, live, finish, watch);
+    relay_session(svc, tls, far, to_relay);
     Ok(())
 }
 
 fn client_session(
     svc: &ServiceCtx,
     accepted: Stream,
-    live: &Arc<LiveSession>,
-    finish: &mut Option<Finish>,
-    watch: &mut Watch,
+    to_relay: HandOff<'_>,
 ) -> Result<(), SessionError> {
-    let far = far_side(svc, &PeerInfo::from_peer(&live.peer), false, &accepted)
-        .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
+    let far = far_side(
+        svc,
+        &PeerInfo::from_peer(&to_relay.live.peer),
+        false,
+        &accepted,
+    )
+    .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     negotiate(svc, &accepted, Some(&far), |p| p.client_before_tls)
         .inspect_err(|_| reset_if_configured(svc, accepted.read_fd()))?;
     let tls = handshake(svc, far, svc.sni.as_deref(), None).inspect_err(|e| {
@@ -231,7 +237,7 @@ fn client_session(
         }
     })?;
     svc.far_side_reached();
-    relay_session(svc, tls, accepted, live, finish, watch);
+    relay_session(svc, tls, accepted, to_relay);
     Ok(())
 }
 
@@ -412,14 +418,24 @@ fn far_side(
     Ok(stream)
 }
 
+/// What `run` gives a session for the relay hand-off: its registry entry, what ends it
+/// (taken by the relay), and its place in the log tallies (told when it relays).
+struct HandOff<'a> {
+    live: &'a Arc<LiveSession>,
+    finish: &'a mut Option<Finish>,
+    watch: &'a mut Watch,
+}
+
 /// Hands the session to the relay's pump threads; `finish` goes with it.
 fn relay_session(
     svc: &ServiceCtx,
     tls: SslStream<Stream>,
     plain: Stream,
-    live: &Arc<LiveSession>,
-    finish: &mut Option<Finish>,
-    watch: &mut Watch,
+    HandOff {
+        live,
+        finish,
+        watch,
+    }: HandOff<'_>,
 ) {
     let Some(finish) = finish.take() else {
         return;

@@ -12,7 +12,7 @@ pub mod context;
 pub mod error;
 mod facts;
 mod files;
-mod names;
+pub mod names;
 pub mod ocsp;
 pub mod psk;
 pub mod verify;

@@ -14,8 +14,7 @@ use std::sync::OnceLock;
 
 use super::error::TlsSetupError;
 use super::facts::ServiceFacts;
-/// Kept here for the callers that name it as `tls::verify::name_line` (session/mod.rs).
-pub use super::names::name_line;
+use super::names::name_line;
 use crate::config::TlsOptions;
 
 pub struct VerifyPolicy {
