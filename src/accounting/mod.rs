@@ -6,16 +6,24 @@
 //! nothing about TLS; the relay reports bytes into the `LiveSession` it is handed and
 //! registers what wakes it for a drain. The only socket call is the shutdown(2) that wakes
 //! an unproven session dropped for room, made on a descriptor its session armed.
+//!
+//! This file holds the registry, the caps and the slots; `unproven.rs` (a leaf) the
+//! unproven-session table and its rules, which the registry holds and counts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::repeats::SourceKey;
 use crate::wake::ThreadWaker;
+
+mod unproven;
+
+use unproven::Budget;
+pub use unproven::{
+    Armed, Dropped, Evicted, NoUnprovenRoom, Unproven, UnprovenLimits, SUSPECT_AFTER,
+};
 
 /// File descriptors one session holds: its two sockets (the relay wakes its pumps with
 /// signals, not descriptors; see `wake::ThreadWaker`). A `pty` exec session holds one
@@ -58,7 +66,7 @@ pub struct Registry {
     held: AtomicUsize,
     draining: AtomicBool,
     /// Sessions that have proven nothing yet (see `Unproven`).
-    unproven: Mutex<UnprovenTable>,
+    unproven: Budget,
     /// Connections refused because their source had `unprovenPerSource` unproven ones,
     /// and unproven sessions dropped to make room under `unprovenMax`, since the start.
     unproven_refused: AtomicU64,
@@ -78,7 +86,7 @@ impl Registry {
             cap: AtomicUsize::new(usize::MAX),
             held: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
-            unproven: Mutex::new(UnprovenTable::new()),
+            unproven: Budget::new(),
             unproven_refused: AtomicU64::new(0),
             unproven_dropped: AtomicU64::new(0),
         }
@@ -346,164 +354,15 @@ impl Drop for SessionGuard {
     }
 }
 
-/// The unproven-session limits (`unprovenPerSource`, `unprovenMax`; 0 = no limit), as
-/// numbers of sessions. The default total follows the connection cap (`default_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnprovenLimits {
-    pub per_source: usize,
-    pub total: usize,
-}
-
-impl UnprovenLimits {
-    /// `unprovenPerSource` by default, at most: more than a fleet behind one NAT address
-    /// handshakes at once after a server restart (docs/ARCHITECTURE.md, Unproven sessions).
-    pub const PER_SOURCE: usize = 256;
-    /// `unprovenMax` by default, at least: with a small connection cap a quarter of it
-    /// would be a handful of handshakes, fewer than a burst of legitimate clients has in
-    /// flight at once; the cap itself then limits them.
-    pub const MIN_TOTAL: usize = 64;
-
-    /// The limits `unprovenPerSource` and `unprovenMax` ask for (`None`: the default) under
-    /// connection cap `cap`.
-    pub fn new(per_source: Option<usize>, total: Option<usize>, cap: usize) -> UnprovenLimits {
-        // A quarter of the cap: unproven sessions can never take the descriptors that
-        // proven ones need.
-        let total = total.unwrap_or_else(|| (cap / 4).max(UnprovenLimits::MIN_TOTAL));
-        // At most half of the total, so that one address alone can never fill it and
-        // push out everyone else's handshakes.
-        let per_source = per_source.unwrap_or(match total {
-            0 => UnprovenLimits::PER_SOURCE,
-            total => UnprovenLimits::PER_SOURCE.min((total / 2).max(1)),
-        });
-        UnprovenLimits { per_source, total }
-    }
-}
-
-/// How long a session may be unproven before it counts as a suspect: a handshake with a
-/// live client takes a few round trips (milliseconds, even across continents), so one
-/// still unproven after a second is slow or silent. Only suspects are refused or dropped:
-/// a burst of fresh handshakes (a fleet reconnecting after a restart, maybe behind one
-/// NAT address) is never limited, however large, except by the cap and by `BURST`.
-pub const SUSPECT_AFTER: Duration = Duration::from_secs(1);
-/// Fresh handshakes may take the table this many times over `unprovenMax` before the
-/// newest is refused: the bound when nobody is yet old enough to drop.
-const BURST: usize = 2;
-
-/// One unproven session in the table.
-struct UnprovenEntry {
-    source: SourceKey,
-    /// When it was admitted (`SUSPECT_AFTER`).
-    since: Instant,
-    /// The descriptor its session is waiting on now, if it is waiting (`Unproven::arm`):
-    /// the one a drop for room shuts down.
-    armed: Option<RawFd>,
-}
-
-/// The unproven sessions by id (ids rise with time: the first is the oldest) and their
-/// count per source.
-struct UnprovenTable {
-    limits: UnprovenLimits,
-    by_id: BTreeMap<u64, UnprovenEntry>,
-    /// Counted as `repeats` counts failures: an IPv4 address (an IPv4-mapped IPv6 one as
-    /// IPv4), an IPv6 /64. Made at the first admission (a `HashMap` with its random keys,
-    /// which peers cannot aim collisions at, cannot be made in a `const`).
-    by_source: Option<HashMap<SourceKey, usize>>,
-}
-
-impl UnprovenTable {
-    const fn new() -> UnprovenTable {
-        UnprovenTable {
-            limits: UnprovenLimits {
-                per_source: 0,
-                total: 0,
-            },
-            by_id: BTreeMap::new(),
-            by_source: None,
-        }
-    }
-
-    /// How many of `key`'s sessions are suspects at `now`, counting no further than
-    /// `enough`. The table is in admission order, so the suspects are at its front.
-    fn suspects_from(&self, key: SourceKey, now: Instant, enough: usize) -> usize {
-        self.by_id
-            .values()
-            .take_while(|e| now.saturating_duration_since(e.since) >= SUSPECT_AFTER)
-            .filter(|e| e.source == key)
-            .take(enough)
-            .count()
-    }
-
-    /// The session to drop for room: the oldest suspect of the source with the most
-    /// unproven sessions (a flood from two addresses then cannot push out a slow but
-    /// honest client elsewhere), else the oldest suspect. `None` if nobody is a suspect.
-    fn suspect_to_drop(&self, now: Instant) -> Option<u64> {
-        let busiest = self
-            .by_source
-            .as_ref()
-            .and_then(|m| m.iter().max_by_key(|(_, n)| **n))
-            // A source with one session is no flood: then simply the oldest.
-            .filter(|(_, n)| **n > 1)
-            .map(|(k, _)| *k);
-        let mut oldest = None;
-        for (id, entry) in self
-            .by_id
-            .iter()
-            .take_while(|(_, e)| now.saturating_duration_since(e.since) >= SUSPECT_AFTER)
-        {
-            if Some(entry.source) == busiest {
-                return Some(*id);
-            }
-            oldest = oldest.or(Some(*id));
-        }
-        oldest
-    }
-
-    /// Takes `id` out; its source's count goes down with it. `None` if it was not in.
-    fn remove(&mut self, id: u64) -> Option<UnprovenEntry> {
-        let entry = self.by_id.remove(&id)?;
-        let by_source = self.by_source.get_or_insert_with(HashMap::new);
-        if let Some(n) = by_source.get_mut(&entry.source) {
-            *n -= 1;
-            if *n == 0 {
-                by_source.remove(&entry.source);
-            }
-        }
-        Some(entry)
-    }
-}
-
-/// Why `Registry::admit_unproven` refused a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoUnprovenRoom {
-    /// Its source has `limit` suspects already (`unprovenPerSource`), or holds the whole
-    /// of `unprovenMax` by itself.
-    Source { limit: usize },
-    /// `BURST` × `unprovenMax` are unproven and none is old enough to be dropped.
-    Total { limit: usize },
-}
-
-/// An unproven session dropped to make room for a newer one (`unprovenMax` reached).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dropped {
-    /// `unprovenMax`.
-    pub limit: usize,
-}
-
-/// What `admit_unproven` did to make room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Evicted {
-    pub id: u64,
-}
-
 impl Registry {
     /// Sets the unproven-session limits (at startup and on reload); sessions already in the
     /// table stay.
     pub fn set_unproven_limits(&self, limits: UnprovenLimits) {
-        lock(&self.unproven).limits = limits;
+        self.unproven.set_limits(limits);
     }
 
     pub fn unproven_limits(&self) -> UnprovenLimits {
-        lock(&self.unproven).limits
+        self.unproven.limits()
     }
 
     /// Counts session `id` from `source` as unproven until its `Unproven` is proven or
@@ -527,77 +386,23 @@ impl Registry {
         source: IpAddr,
         now: Instant,
     ) -> Result<(Unproven, Option<Evicted>), NoUnprovenRoom> {
-        let key = SourceKey::of(Some(std::net::SocketAddr::new(source, 0)));
-        let mut table = lock(&self.unproven);
-        let limits = table.limits;
-        let from = |table: &UnprovenTable| {
-            table
-                .by_source
-                .as_ref()
-                .and_then(|m| m.get(&key).copied())
-                .unwrap_or(0)
-        };
-        if limits.per_source != 0
-            && from(&table) >= limits.per_source
-            && table.suspects_from(key, now, limits.per_source) >= limits.per_source
-        {
-            self.unproven_refused.fetch_add(1, Ordering::Relaxed);
-            return Err(NoUnprovenRoom::Source {
-                limit: limits.per_source,
-            });
-        }
-        let full = limits.total != 0 && table.by_id.len() >= limits.total;
-        let suspect = full.then(|| table.suspect_to_drop(now)).flatten();
-        if full && suspect.is_none() && table.by_id.len() >= BURST * limits.total {
-            self.unproven_refused.fetch_add(1, Ordering::Relaxed);
-            return Err(NoUnprovenRoom::Total {
-                limit: BURST * limits.total,
-            });
-        }
-        // However fresh, one source never holds the whole budget by itself (counting the
-        // room its own suspect would make).
-        let own_suspect = suspect
-            .and_then(|id| table.by_id.get(&id))
-            .is_some_and(|e| e.source == key);
-        if limits.total != 0 && from(&table) - usize::from(own_suspect) >= limits.total {
-            self.unproven_refused.fetch_add(1, Ordering::Relaxed);
-            return Err(NoUnprovenRoom::Source {
-                limit: limits.total,
-            });
-        }
-        let mut evicted = None;
-        if let Some(oldest) = suspect {
-            if let Some(entry) = table.remove(oldest) {
-                if let Some(fd) = entry.armed {
-                    // The session is waiting on `fd`, and cannot close it before it
-                    // disarms, which takes this lock: `fd` is still its socket. The
-                    // shutdown ends its poll (or blocking read) at once.
-                    // SAFETY: shutdown on a live descriptor; no memory is passed.
-                    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-                }
-                self.unproven_dropped.fetch_add(1, Ordering::Relaxed);
-                evicted = Some(Evicted { id: oldest });
+        let admitted = self.unproven.admit(id, source, now);
+        // Counted here, the table only decides.
+        match &admitted {
+            Err(_) => {
+                self.unproven_refused.fetch_add(1, Ordering::Relaxed);
             }
+            Ok((_, Some(_))) => {
+                self.unproven_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok((_, None)) => {}
         }
-        table.by_id.insert(
-            id,
-            UnprovenEntry {
-                source: key,
-                since: now,
-                armed: None,
-            },
-        );
-        *table
-            .by_source
-            .get_or_insert_with(HashMap::new)
-            .entry(key)
-            .or_insert(0) += 1;
-        Ok((Unproven { registry: self, id }, evicted))
+        admitted
     }
 
     /// Unproven sessions now.
     pub fn unproven_count(&self) -> usize {
-        lock(&self.unproven).by_id.len()
+        self.unproven.count()
     }
 
     /// Connections refused by `unprovenPerSource`, and unproven sessions dropped for room
@@ -607,71 +412,6 @@ impl Registry {
             self.unproven_refused.load(Ordering::Relaxed),
             self.unproven_dropped.load(Ordering::Relaxed),
         )
-    }
-}
-
-/// A session's place in the unproven table, from admission until its handshake completes
-/// (`prove`) or it ends (`Drop`). While the session waits for its peer it arms the
-/// descriptor it waits on (`arm`), so that a drop for room can wake it; it must disarm
-/// (drop the `Armed`) before that descriptor can be closed: the drop's shutdown(2) runs
-/// under the table's lock, which disarming takes, so it never reaches a reused number.
-pub struct Unproven {
-    registry: &'static Registry,
-    id: u64,
-}
-
-/// A descriptor armed for a drop's shutdown; disarmed when dropped.
-pub struct Armed<'a> {
-    unproven: &'a Unproven,
-}
-
-impl Unproven {
-    /// Arms `fd` (which the caller keeps open until the `Armed` is gone) while the session
-    /// waits on it. `Err` if the session was dropped for room meanwhile.
-    pub fn arm(&self, fd: RawFd) -> Result<Armed<'_>, Dropped> {
-        let mut table = lock(&self.registry.unproven);
-        let limit = table.limits.total;
-        match table.by_id.get_mut(&self.id) {
-            Some(entry) => {
-                entry.armed = Some(fd);
-                Ok(Armed { unproven: self })
-            }
-            None => Err(Dropped { limit }),
-        }
-    }
-
-    /// `Err` if the session was dropped for room.
-    pub fn check(&self) -> Result<(), Dropped> {
-        let table = lock(&self.registry.unproven);
-        match table.by_id.contains_key(&self.id) {
-            true => Ok(()),
-            false => Err(Dropped {
-                limit: table.limits.total,
-            }),
-        }
-    }
-
-    /// The handshake completed: the session leaves the table for good. It is proven even
-    /// if it was dropped for room meanwhile (while it was not waiting, so no shutdown
-    /// reached it): ending it now would free nothing, its place is already given away.
-    pub fn prove(self) {
-        lock(&self.registry.unproven).remove(self.id);
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Armed<'_> {
-    fn drop(&mut self) {
-        let mut table = lock(&self.unproven.registry.unproven);
-        if let Some(entry) = table.by_id.get_mut(&self.unproven.id) {
-            entry.armed = None;
-        }
-    }
-}
-
-impl Drop for Unproven {
-    fn drop(&mut self) {
-        lock(&self.registry.unproven).remove(self.id);
     }
 }
 
@@ -762,132 +502,6 @@ mod tests {
         t.join().unwrap();
         assert_eq!(service.live(), 0);
         r.set_cap(usize::MAX);
-    }
-
-    fn test_registry(per_source: usize, total: usize) -> &'static Registry {
-        let r: &'static Registry = Box::leak(Box::new(Registry::new()));
-        r.set_unproven_limits(UnprovenLimits { per_source, total });
-        r
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    /// The defaults under the connection caps of common open-file limits: 16 (a test's 96),
-    /// 480 (1024), 9,968 (20,000), 32,736 (65,536, the shipped systemd units).
-    #[test]
-    fn default_limits_follow_the_cap() {
-        let default = |cap| UnprovenLimits::new(None, None, cap);
-        let limits = |per_source, total| UnprovenLimits { per_source, total };
-        assert_eq!(default(16), limits(32, 64));
-        assert_eq!(default(480), limits(60, 120));
-        assert_eq!(default(9_968), limits(256, 2_492));
-        assert_eq!(default(32_736), limits(256, 8_184));
-        assert_eq!(UnprovenLimits::new(None, Some(0), 480), limits(256, 0));
-        assert_eq!(UnprovenLimits::new(None, Some(10), 480), limits(5, 10));
-        assert_eq!(UnprovenLimits::new(Some(0), None, 480), limits(0, 120));
-        assert_eq!(UnprovenLimits::new(Some(7), Some(3), 480), limits(7, 3));
-    }
-
-    /// Per source: once a source's sessions are suspects (unproven for a second) the
-    /// limit refuses the next one from that source (IPv6 by /64) and nobody else's; a
-    /// session proven or ended gives its place back.
-    #[test]
-    fn per_source_limit_refuses_only_that_source() {
-        let r = test_registry(2, 0);
-        let t0 = Instant::now();
-        let later = t0 + SUSPECT_AFTER;
-        let (a, _) = r.admit_unproven_at(1, ip("2001:db8::1"), t0).unwrap();
-        let (b, _) = r.admit_unproven_at(2, ip("2001:db8::2"), t0).unwrap();
-        let (d, _) = r.admit_unproven_at(3, ip("127.0.0.2"), t0).unwrap();
-        let (e, _) = r.admit_unproven_at(4, ip("::ffff:127.0.0.2"), t0).unwrap();
-        assert_eq!(
-            r.admit_unproven_at(5, ip("2001:db8::ffff"), later).err(),
-            Some(NoUnprovenRoom::Source { limit: 2 }),
-            "same /64"
-        );
-        let (c, _) = r
-            .admit_unproven_at(6, ip("2001:db8:0:1::1"), later)
-            .unwrap();
-        assert!(
-            r.admit_unproven_at(7, ip("127.0.0.2"), later).is_err(),
-            "mapped counts as IPv4"
-        );
-        assert_eq!(r.unproven_refused_and_dropped(), (2, 0));
-        a.prove();
-        drop(d);
-        let (f, _) = r.admit_unproven_at(8, ip("2001:db8::3"), later).unwrap();
-        let (g, _) = r.admit_unproven_at(9, ip("127.0.0.2"), later).unwrap();
-        assert_eq!(r.unproven_count(), 5);
-        drop((b, c, e, f, g));
-        assert_eq!(r.unproven_count(), 0);
-        assert!(lock(&r.unproven)
-            .by_source
-            .as_ref()
-            .is_none_or(HashMap::is_empty));
-    }
-
-    /// The defect a review found: a burst of fresh handshakes from one NAT address was
-    /// refused at `unprovenPerSource` and cut at `unprovenMax` although none was stale.
-    /// Fresh handshakes are never refused per source, and fill the table up to `BURST`
-    /// times `unprovenMax` before the newest is refused.
-    #[test]
-    fn a_burst_of_fresh_handshakes_is_not_limited() {
-        let r = test_registry(2, 4);
-        let now = Instant::now();
-        let burst: Vec<_> = (0..(BURST * 4) as u64)
-            .map(|id| r.admit_unproven_at(id, ip("192.0.2.1"), now))
-            .collect();
-        // The source alone may hold `total` at most.
-        assert_eq!(burst.iter().filter(|a| a.is_ok()).count(), 4);
-        let others: Vec<_> = (100..104)
-            .map(|id| r.admit_unproven_at(id, ip(&format!("192.0.2.{id}")), now))
-            .collect();
-        assert!(others.iter().all(|a| matches!(a, Ok((_, None)))), "no drop");
-        assert_eq!(
-            r.admit_unproven_at(200, ip("198.51.100.1"), now).err(),
-            Some(NoUnprovenRoom::Total { limit: BURST * 4 })
-        );
-        assert_eq!(r.unproven_refused_and_dropped(), (5, 0));
-    }
-
-    /// Total: a suspect makes room, the oldest of the busiest source first, its armed
-    /// descriptor shut down (its peer sees the end at once); it learns it was dropped when
-    /// it disarms. A session whose handshake completed is proven even if dropped.
-    #[test]
-    fn total_limit_drops_the_busiest_sources_oldest_suspect() {
-        use std::io::Read;
-        use std::os::fd::AsRawFd;
-        let r = test_registry(0, 3);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        let t0 = Instant::now();
-        let later = t0 + SUSPECT_AFTER;
-        let (honest, none) = r.admit_unproven_at(10, ip("10.0.0.1"), t0).unwrap();
-        assert_eq!(none, None);
-        let (s2, _) = r.admit_unproven_at(11, ip("10.0.0.2"), t0).unwrap();
-        let (s3, _) = r.admit_unproven_at(12, ip("10.0.0.2"), t0).unwrap();
-        let armed = s2.arm(server.as_raw_fd()).unwrap();
-        // 10.0.0.2 holds the most: its oldest, 11, goes, not the older 10.
-        let (s4, evicted) = r.admit_unproven_at(13, ip("10.0.0.4"), later).unwrap();
-        assert_eq!(evicted, Some(Evicted { id: 11 }));
-        client
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        assert_eq!(client.read(&mut [0u8; 1]).unwrap(), 0, "the peer sees EOF");
-        drop(armed);
-        assert_eq!(s2.check(), Err(Dropped { limit: 3 }));
-        assert!(s2.arm(server.as_raw_fd()).is_err());
-        // Sources now hold one each: the oldest suspect, 10, goes next.
-        let (_s5, evicted) = r.admit_unproven_at(14, ip("10.0.0.5"), later).unwrap();
-        assert_eq!(evicted, Some(Evicted { id: 10 }));
-        honest.prove();
-        assert_eq!(s4.check(), Ok(()));
-        assert_eq!(s3.check(), Ok(()));
-        assert_eq!(r.unproven_refused_and_dropped(), (0, 2));
-        assert_eq!(r.unproven_count(), 3);
     }
 
     #[test]
