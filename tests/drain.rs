@@ -248,7 +248,7 @@ fn connection_cap_follows_the_fd_limit() {
         live.push(open_session(&t, &pki.ca_file, i));
     }
     assert_rejected(&t, &pki.ca_file, "session 15");
-    // Logged, or past the source's budget of loud lines counted (src/repeats.rs).
+    // Logged, or past the source's budget of loud lines counted (src/repeats/).
     assert_eq!(t.refusals_logged_or_counted("too many clients (>=8)"), 5);
     for s in live {
         tls_close(s);

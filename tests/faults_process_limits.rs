@@ -139,7 +139,7 @@ fn fd_exhaustion_refuses_cleanly_without_spinning() {
         ));
     }
     // Every refusal is accounted for: logged, or past the source's budget of loud lines
-    // counted in a summary (src/repeats.rs).
+    // counted in a summary (src/repeats/).
     t.wait_for_logs("rejected: too many clients", 1, WAIT);
     let refused = t.refusals_logged_or_counted(&format!("too many clients (>={cap})"));
     assert_eq!(refused, cap, "refusals logged or counted");

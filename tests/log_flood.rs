@@ -1,4 +1,4 @@
-//! Nothing a peer sends can make the log grow without bound (src/repeats.rs): a source whose
+//! Nothing a peer sends can make the log grow without bound (src/repeats/): a source whose
 //! sessions keep failing before they relay gets a few logged in full, then a count.
 //!
 //! A server tunnel at `debug = 7` (the harness's level, the noisiest) takes `FLOOD`

@@ -308,7 +308,7 @@ impl Tunnel {
     }
 
     /// Connections refused with `reason` so far: those logged one by one plus those
-    /// counted in the summaries of repeated refusals (src/repeats.rs), which a SIGUSR2
+    /// counted in the summaries of repeated refusals (src/repeats/), which a SIGUSR2
     /// makes the tunnel write now.
     pub fn refusals_logged_or_counted(&self, reason: &str) -> usize {
         let listed = |t: &Tunnel| {

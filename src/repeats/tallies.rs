@@ -1,34 +1,18 @@
-//! Repeated failures from one source, logged as a count instead of one line each
-//! (docs/ARCHITECTURE.md, Logging under load).
-//!
-//! A peer can make sessions fail as often as it can connect: 12,000 idle connections or
-//! garbage ClientHellos would otherwise write 12,000 failures of three or four lines each,
-//! at every debug level. Here each service and source (an IPv4 address, an IPv6 /64, or
-//! "local" for Unix sockets and inetd) has a budget of sessions whose lines are written as
-//! they happen, `LOUD_PER_SOURCE`, and all sources together `LOUD_TOTAL`: a loud session
-//! uses the budget while it is in flight and, if it fails, until the end of the minute. A
-//! session that starts when the budget is used is quiet: its lines are held
-//! (`log::hold`) and written when it starts relaying, so a proven session loses no line,
-//! or dropped when it fails, and the failure is counted. Refusals before a session starts
-//! (too many clients, no thread) take from the same budget. Once a minute, and at exit
-//! and on SIGUSR2, one line per service and source says how many were not logged one by
-//! one and the last reason; the number of such lines per minute is bounded
-//! (`SUMMARY_LINES`), as is the number of sources tallied (`MAX_SOURCES`).
-//!
-//! Owns the tallies and the summary lines. Never touches sockets or sessions; the caller
-//! says when a session begins, relays or fails.
+//! The counts behind `repeats` (docs/ARCHITECTURE.md, Logging under load): per service
+//! and source, the loud sessions in flight and failed, what was counted instead of
+//! logged, and the summary lines a window ends with. Plain data driven by the caller's
+//! clock, so that its rules are tested without waiting a minute; no lock, no log, no
+//! thread (those are `watch.rs`'s).
 
 use std::collections::HashMap;
 use std::fmt;
-use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::log::{self, Level};
+use crate::log::Level;
 
 /// How long one tally runs before its summary is written.
-const WINDOW: Duration = Duration::from_secs(60);
+pub(super) const WINDOW: Duration = Duration::from_secs(60);
 /// Loud sessions (in flight, or failed within the window) per service and source.
 const LOUD_PER_SOURCE: u32 = 5;
 /// Loud sessions over all services and sources: bounds the log when the failures come
@@ -108,10 +92,10 @@ impl Tally {
     }
 }
 
-type Key = (String, SourceKey);
+pub(super) type Key = (String, SourceKey);
 
 /// All tallies; one lock, taken twice per session (begin, end) and once per refusal.
-struct Tallies {
+pub(super) struct Tallies {
     window_start: Instant,
     by_source: HashMap<Key, Tally>,
     /// What no longer fitted in `by_source` (`MAX_SOURCES`).
@@ -121,12 +105,12 @@ struct Tallies {
     /// Failures and refusals counted but not logged in this window (what `has_news` asks).
     news: u64,
     /// A thread waits to write this window's summary.
-    flusher: bool,
+    pub(super) flusher: bool,
 }
 
 /// Whether a session's lines are written as they happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Loudness {
+pub(super) enum Loudness {
     /// In `bucket`, which its end must count back from (a named tally can be full and
     /// the source later get one of its own: the session stays where it was counted).
     Loud(Bucket),
@@ -134,13 +118,13 @@ enum Loudness {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Bucket {
+pub(super) enum Bucket {
     Named,
     Others,
 }
 
 impl Tallies {
-    fn new(now: Instant) -> Tallies {
+    pub(super) fn new(now: Instant) -> Tallies {
         Tallies {
             window_start: now,
             by_source: HashMap::new(),
@@ -168,7 +152,7 @@ impl Tallies {
         total_used < LOUD_TOTAL && self.tally(key).0.loud_used() < LOUD_PER_SOURCE
     }
 
-    fn begin(&mut self, key: &Key) -> Loudness {
+    pub(super) fn begin(&mut self, key: &Key) -> Loudness {
         if !self.has_room(key) {
             return Loudness::Quiet;
         }
@@ -179,7 +163,7 @@ impl Tallies {
     }
 
     /// A session ended: `failure` is why, when it failed before relaying.
-    fn end(&mut self, key: &Key, loudness: Loudness, failure: Option<&str>) {
+    pub(super) fn end(&mut self, key: &Key, loudness: Loudness, failure: Option<&str>) {
         match (loudness, failure) {
             (Loudness::Loud(bucket), failure) => {
                 // A loud session's tally stays while it is in flight (`roll` keeps it).
@@ -209,7 +193,7 @@ impl Tallies {
     /// refusal of a source in a window is logged even when its sessions in flight use its
     /// places (a per-source limit is only reached that way): the admin sees at once that
     /// a limit bites, not a minute later.
-    fn refused(&mut self, key: &Key, why: &str) -> bool {
+    pub(super) fn refused(&mut self, key: &Key, why: &str) -> bool {
         let first =
             self.in_flight + self.failed_loud < LOUD_TOTAL && self.tally(key).0.refused_loud == 0;
         if first || self.has_room(key) {
@@ -226,17 +210,17 @@ impl Tallies {
         false
     }
 
-    fn has_news(&self) -> bool {
+    pub(super) fn has_news(&self) -> bool {
         self.news > 0
     }
 
-    fn due(&self) -> Instant {
+    pub(super) fn due(&self) -> Instant {
         self.window_start + WINDOW
     }
 
     /// Ends the window: the summary lines of what was not logged, counts back to zero
     /// (sessions in flight stay counted).
-    fn roll(&mut self, now: Instant) -> Vec<Summary> {
+    pub(super) fn roll(&mut self, now: Instant) -> Vec<Summary> {
         // At least 1: a SIGUSR2 just after a burst would otherwise say "in the last 0 s".
         let seconds = now
             .saturating_duration_since(self.window_start)
@@ -308,7 +292,7 @@ fn add_into(sum: &mut Tally, tally: &Tally) {
 
 /// A summary line, at the level of the lines it stands for: failed sessions log their
 /// error at err, refusals are warnings.
-type Summary = (Level, String);
+pub(super) type Summary = (Level, String);
 
 fn summary_lines(prefix: &str, from: &str, tally: &Tally, seconds: u64) -> Vec<Summary> {
     let mut lines = Vec::new();
@@ -325,154 +309,6 @@ fn summary_lines(prefix: &str, from: &str, tally: &Tally, seconds: u64) -> Vec<S
         )));
     }
     lines
-}
-
-static TALLIES: Mutex<Option<Tallies>> = Mutex::new(None);
-
-fn tallies() -> MutexGuard<'static, Option<Tallies>> {
-    TALLIES.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs `f` on the tallies, first ending the window if it is over and no flusher is
-/// waiting to (then there is nothing to summarise but the counts to reset), and starts a
-/// flusher when `f` left something to summarise. Summary lines are written after the
-/// lock is released.
-fn with_tallies<R>(f: impl FnOnce(&mut Tallies) -> R) -> R {
-    let now = Instant::now();
-    let (result, lines, start_flusher) = {
-        let mut guard = tallies();
-        let t = guard.get_or_insert_with(|| Tallies::new(now));
-        let mut lines = Vec::new();
-        if !t.flusher && now >= t.due() {
-            lines = t.roll(now);
-        }
-        let result = f(t);
-        let start = !t.flusher && t.has_news();
-        if start {
-            t.flusher = true;
-        }
-        (result, lines, start.then_some(t.due()))
-    };
-    write_summary(&lines);
-    if let Some(due) = start_flusher {
-        start_flusher_thread(due);
-    }
-    result
-}
-
-fn write_summary(lines: &[Summary]) {
-    for (level, line) in lines {
-        log::emit_detached(*level, format_args!("{line}"));
-    }
-}
-
-/// Writes the window's summary when it ends. Without a thread (none could be made) the
-/// next session or refusal after the window writes it instead.
-fn start_flusher_thread(due: Instant) {
-    let spawned = std::thread::Builder::new()
-        .name("log summary".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let mut due = due;
-            let lines = loop {
-                std::thread::sleep(due.saturating_duration_since(Instant::now()));
-                let mut guard = tallies();
-                let Some(t) = guard.as_mut() else {
-                    break Vec::new();
-                };
-                let now = Instant::now();
-                // SIGUSR2 may have ended the window meanwhile and started a new one.
-                if now >= t.due() || !t.has_news() {
-                    t.flusher = false;
-                    break if t.has_news() {
-                        t.roll(now)
-                    } else {
-                        Vec::new()
-                    };
-                }
-                due = t.due();
-            };
-            write_summary(&lines);
-        });
-    if spawned.is_err() {
-        if let Some(t) = tallies().as_mut() {
-            t.flusher = false;
-        }
-    }
-}
-
-/// Writes what has not been summarised yet (SIGUSR2, exit) and starts a new window.
-pub fn summarise_now() {
-    let lines = match tallies().as_mut() {
-        Some(t) if t.has_news() => t.roll(Instant::now()),
-        _ => Vec::new(),
-    };
-    write_summary(&lines);
-}
-
-/// A connection refused before it became a session: whether to log it (else it is
-/// counted into the summary with `why`).
-pub fn refused(service: &str, peer: Option<SocketAddr>, why: &str) -> bool {
-    let key = (service.to_string(), SourceKey::of(peer));
-    with_tallies(|t| t.refused(&key, why))
-}
-
-/// One session's place in the tallies, from its start to its end, on its own thread:
-/// a quiet session's lines are held by this thread (`log::hold`) until `relayed` writes
-/// them or `failed` drops them. Dropped without either (a panic), it counts as relayed.
-pub struct Watch {
-    key: Key,
-    loudness: Loudness,
-    ended: bool,
-    /// Held lines belong to the thread that holds them.
-    _same_thread: PhantomData<*const ()>,
-}
-
-impl Watch {
-    /// A session of `service` from `peer` starts on this thread.
-    pub fn begin(service: &str, peer: Option<SocketAddr>) -> Watch {
-        let key = (service.to_string(), SourceKey::of(peer));
-        let loudness = with_tallies(|t| t.begin(&key));
-        if loudness == Loudness::Quiet {
-            log::hold();
-        }
-        Watch {
-            key,
-            loudness,
-            ended: false,
-            _same_thread: PhantomData,
-        }
-    }
-
-    /// The session starts relaying: it proved itself, its held lines are written.
-    pub fn relayed(&mut self) {
-        self.end(None);
-    }
-
-    /// The session failed before relaying, for `why`.
-    pub fn failed(mut self, why: &str) {
-        self.end(Some(why));
-    }
-
-    fn end(&mut self, failure: Option<&str>) {
-        if std::mem::replace(&mut self.ended, true) {
-            return;
-        }
-        let (key, loudness) = (&self.key, self.loudness);
-        with_tallies(|t| t.end(key, loudness, failure));
-        if loudness == Loudness::Quiet {
-            match failure {
-                Some(_) => log::discard_held(),
-                None => log::release_held(),
-            }
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.end(None);
-    }
 }
 
 #[cfg(test)]
