@@ -265,16 +265,22 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A script with `text` in a scratch directory of its own, and its chain.
+    fn script_chain(label: &str, text: &str) -> (PathBuf, PathBuf, Chain) {
+        let dir = scratch(label);
+        let script = dir.join("s");
+        executable(&script, text);
+        let chain = program_chain(&script);
+        (dir, script, chain)
+    }
+
     #[test]
     fn a_script_names_its_interpreter() {
-        let dir = scratch("script");
-        let script = dir.join("s.sh");
-        executable(&script, "#!/bin/sh -e\necho hi\n");
+        let (dir, script, chain) = script_chain("script", "#!/bin/sh -e\necho hi\n");
         assert_eq!(
             interpreters(&script),
             (vec![PathBuf::from("/bin/sh")], None)
         );
-        let chain = program_chain(&script);
         // The script, the shell, and the shell's loader.
         assert_eq!(chain.files.len(), 3, "{chain:?}");
         assert_eq!(chain.files[1], PathBuf::from("/bin/sh"));
@@ -286,11 +292,8 @@ mod tests {
     /// its own loader; a NAME env cannot find is a startup warning naming the service.
     #[test]
     fn an_env_script_gets_the_program_env_runs() {
-        let dir = scratch("env");
-        let script = dir.join("s");
-        executable(&script, "#!/usr/bin/env -S sh -e\necho hi\n");
+        let (dir, _, chain) = script_chain("env", "#!/usr/bin/env -S sh -e\necho hi\n");
         let sh = find_program(Path::new("sh")).expect("sh on PATH");
-        let chain = program_chain(&script);
         assert!(
             chain.files.contains(&PathBuf::from("/usr/bin/env")),
             "{chain:?}"
