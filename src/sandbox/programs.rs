@@ -220,20 +220,30 @@ mod tests {
         let interp = b"/lib/ld.so.1\0";
         let at = 160;
         head[at..at + interp.len()].copy_from_slice(interp);
-        if wide {
-            put(&mut head, 0x20, 8, phoff);
-            put(&mut head, 0x36, 2, phentsize);
-            put(&mut head, 0x38, 2, 1);
-            put(&mut head, 64, 4, 3);
-            put(&mut head, 64 + 8, 8, at as u64);
-            put(&mut head, 64 + 32, 8, interp.len() as u64);
+        // (offset, size) of e_phoff, e_phentsize, e_phnum, and of the program header's
+        // p_type (PT_INTERP = 3), p_offset and p_filesz, in each layout.
+        let fields: [(usize, usize); 6] = if wide {
+            [
+                (0x20, 8),
+                (0x36, 2),
+                (0x38, 2),
+                (64, 4),
+                (64 + 8, 8),
+                (64 + 32, 8),
+            ]
         } else {
-            put(&mut head, 0x1c, 4, phoff);
-            put(&mut head, 0x2a, 2, phentsize);
-            put(&mut head, 0x2c, 2, 1);
-            put(&mut head, 52, 4, 3);
-            put(&mut head, 52 + 4, 4, at as u64);
-            put(&mut head, 52 + 16, 4, interp.len() as u64);
+            [
+                (0x1c, 4),
+                (0x2a, 2),
+                (0x2c, 2),
+                (52, 4),
+                (52 + 4, 4),
+                (52 + 16, 4),
+            ]
+        };
+        let values = [phoff, phentsize, 1, 3, at as u64, interp.len() as u64];
+        for ((offset, size), value) in fields.into_iter().zip(values) {
+            put(&mut head, offset, size, value);
         }
         head
     }
