@@ -377,14 +377,24 @@ impl Registry {
         id: u64,
         source: IpAddr,
     ) -> Result<(Unproven, Option<Evicted>), NoUnprovenRoom> {
-        self.admit_unproven_at(id, source, Instant::now())
+        self.admit_unproven_with(id, source, Instant::now)
     }
 
+    #[cfg(test)]
     fn admit_unproven_at(
         &'static self,
         id: u64,
         source: IpAddr,
         now: Instant,
+    ) -> Result<(Unproven, Option<Evicted>), NoUnprovenRoom> {
+        self.admit_unproven_with(id, source, move || now)
+    }
+
+    fn admit_unproven_with(
+        &'static self,
+        id: u64,
+        source: IpAddr,
+        now: impl FnOnce() -> Instant,
     ) -> Result<(Unproven, Option<Evicted>), NoUnprovenRoom> {
         let admitted = self.unproven.admit(id, source, now);
         // Counted here, the table only decides.
@@ -405,7 +415,8 @@ impl Registry {
         self.unproven.count()
     }
 
-    /// Connections refused by `unprovenPerSource`, and unproven sessions dropped for room
+    /// Connections refused by the unproven budget (per source, or all of it in flight),
+    /// and unproven sessions dropped for room
     /// under `unprovenMax`, since the start.
     pub fn unproven_refused_and_dropped(&self) -> (u64, u64) {
         (

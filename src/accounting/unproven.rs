@@ -58,6 +58,8 @@ const BURST: usize = 2;
 
 /// One unproven session in the table.
 struct UnprovenEntry {
+    /// The session's id (what a drop for room reports).
+    id: u64,
     source: SourceKey,
     /// When it was admitted (`SUSPECT_AFTER`).
     since: Instant,
@@ -70,7 +72,11 @@ struct UnprovenEntry {
 /// count per source.
 struct UnprovenTable {
     limits: UnprovenLimits,
-    by_id: BTreeMap<u64, UnprovenEntry>,
+    /// By admission number, given under the lock with `since`, so that the front of the
+    /// map is the oldest (session ids are taken before admission, on several threads, and
+    /// need not arrive in order).
+    by_seq: BTreeMap<u64, UnprovenEntry>,
+    next_seq: u64,
     /// Counted as `repeats` counts failures: an IPv4 address (an IPv4-mapped IPv6 one as
     /// IPv4), an IPv6 /64. Made at the first admission (a `HashMap` with its random keys,
     /// which peers cannot aim collisions at, cannot be made in a `const`).
@@ -84,7 +90,8 @@ impl UnprovenTable {
                 per_source: 0,
                 total: 0,
             },
-            by_id: BTreeMap::new(),
+            by_seq: BTreeMap::new(),
+            next_seq: 0,
             by_source: None,
         }
     }
@@ -92,42 +99,62 @@ impl UnprovenTable {
     /// How many of `key`'s sessions are suspects at `now`, counting no further than
     /// `enough`. The table is in admission order, so the suspects are at its front.
     fn suspects_from(&self, key: SourceKey, now: Instant, enough: usize) -> usize {
-        self.by_id
-            .values()
-            .take_while(|e| now.saturating_duration_since(e.since) >= SUSPECT_AFTER)
-            .filter(|e| e.source == key)
+        self.suspects(now)
+            .filter(|(_, e)| e.source == key)
             .take(enough)
             .count()
     }
 
-    /// The session to drop for room: the oldest suspect of the source with the most
-    /// unproven sessions (a flood from two addresses then cannot push out a slow but
-    /// honest client elsewhere), else the oldest suspect. `None` if nobody is a suspect.
-    fn suspect_to_drop(&self, now: Instant) -> Option<u64> {
-        let busiest = self
-            .by_source
-            .as_ref()
-            .and_then(|m| m.iter().max_by_key(|(_, n)| **n))
-            // A source with one session is no flood: then simply the oldest.
-            .filter(|(_, n)| **n > 1)
-            .map(|(k, _)| *k);
-        let mut oldest = None;
-        for (id, entry) in self
-            .by_id
+    /// The suspects at `now`, oldest first: the front of the table.
+    fn suspects(&self, now: Instant) -> impl Iterator<Item = (&u64, &UnprovenEntry)> {
+        self.by_seq
             .iter()
-            .take_while(|(_, e)| now.saturating_duration_since(e.since) >= SUSPECT_AFTER)
-        {
-            if Some(entry.source) == busiest {
-                return Some(*id);
-            }
-            oldest = oldest.or(Some(*id));
+            .take_while(move |(_, e)| now.saturating_duration_since(e.since) >= SUSPECT_AFTER)
+    }
+
+    /// The suspect to drop for room: the oldest of the source with the most suspects (a
+    /// flood from a few addresses pushes out its own, not a slow honest client elsewhere,
+    /// nor is a fresh burst's source taken for the flood), else the oldest suspect.
+    /// `None` if nobody is a suspect. One pass over the suspects, only when the table is
+    /// full.
+    fn suspect_to_drop(&self, now: Instant) -> Option<u64> {
+        let mut per_source: HashMap<SourceKey, (usize, u64)> = HashMap::new();
+        let mut oldest = None;
+        for (seq, entry) in self.suspects(now) {
+            oldest = oldest.or(Some(*seq));
+            per_source.entry(entry.source).or_insert((0, *seq)).0 += 1;
         }
-        oldest
+        per_source
+            .into_values()
+            .filter(|(n, _)| *n > 1)
+            .max_by_key(|(n, first)| (*n, std::cmp::Reverse(*first)))
+            .map(|(_, first)| first)
+            .or(oldest)
+    }
+
+    /// With no suspect and the table at `BURST` × `total`: the oldest session of a source
+    /// holding more than `per_source`, fresh or not (two addresses reconnecting before
+    /// their sessions become suspects would otherwise fill the table and lock everyone
+    /// out). `None` if no source holds that many.
+    fn crowding_to_drop(&self, per_source: usize) -> Option<u64> {
+        let (busiest, n) = self
+            .by_source
+            .as_ref()?
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(k, n)| (*k, *n))?;
+        if per_source == 0 || n <= per_source {
+            return None;
+        }
+        self.by_seq
+            .iter()
+            .find(|(_, e)| e.source == busiest)
+            .map(|(seq, _)| *seq)
     }
 
     /// Takes `id` out; its source's count goes down with it. `None` if it was not in.
-    fn remove(&mut self, id: u64) -> Option<UnprovenEntry> {
-        let entry = self.by_id.remove(&id)?;
+    fn remove(&mut self, seq: u64) -> Option<UnprovenEntry> {
+        let entry = self.by_seq.remove(&seq)?;
         let by_source = self.by_source.get_or_insert_with(HashMap::new);
         if let Some(n) = by_source.get_mut(&entry.source) {
             *n -= 1;
@@ -147,6 +174,8 @@ pub enum NoUnprovenRoom {
     Source { limit: usize },
     /// `BURST` × `unprovenMax` are unproven and none is old enough to be dropped.
     Total { limit: usize },
+    /// Its source alone holds all of `unprovenMax` (`limit`), however fresh.
+    SourceHoldsAll { limit: usize },
 }
 
 /// An unproven session dropped to make room for a newer one (`unprovenMax` reached).
@@ -188,7 +217,7 @@ impl Budget {
     }
 
     pub(super) fn count(&self) -> usize {
-        self.table().by_id.len()
+        self.table().by_seq.len()
     }
 
     /// `Registry::admit_unproven` at `now`, without the counting.
@@ -196,10 +225,12 @@ impl Budget {
         &'static self,
         id: u64,
         source: IpAddr,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> Result<(Unproven, Option<Evicted>), NoUnprovenRoom> {
         let key = SourceKey::of(Some(std::net::SocketAddr::new(source, 0)));
         let mut table = self.table();
+        // Read under the lock, as the admission number is: the table stays in time order.
+        let now = now();
         let limits = table.limits;
         let from = |table: &UnprovenTable| {
             table
@@ -216,26 +247,29 @@ impl Budget {
                 limit: limits.per_source,
             });
         }
-        let full = limits.total != 0 && table.by_id.len() >= limits.total;
-        let suspect = full.then(|| table.suspect_to_drop(now)).flatten();
-        if full && suspect.is_none() && table.by_id.len() >= BURST * limits.total {
-            return Err(NoUnprovenRoom::Total {
-                limit: BURST * limits.total,
-            });
+        let full = limits.total != 0 && table.by_seq.len() >= limits.total;
+        let mut victim = full.then(|| table.suspect_to_drop(now)).flatten();
+        if full && victim.is_none() && table.by_seq.len() >= BURST * limits.total {
+            victim = table.crowding_to_drop(limits.per_source);
+            if victim.is_none() {
+                return Err(NoUnprovenRoom::Total {
+                    limit: BURST * limits.total,
+                });
+            }
         }
         // However fresh, one source never holds the whole budget by itself (counting the
-        // room its own suspect would make).
-        let own_suspect = suspect
-            .and_then(|id| table.by_id.get(&id))
+        // room its own session would make).
+        let own_victim = victim
+            .and_then(|seq| table.by_seq.get(&seq))
             .is_some_and(|e| e.source == key);
-        if limits.total != 0 && from(&table) - usize::from(own_suspect) >= limits.total {
-            return Err(NoUnprovenRoom::Source {
+        if limits.total != 0 && from(&table) - usize::from(own_victim) >= limits.total {
+            return Err(NoUnprovenRoom::SourceHoldsAll {
                 limit: limits.total,
             });
         }
         let mut evicted = None;
-        if let Some(oldest) = suspect {
-            if let Some(entry) = table.remove(oldest) {
+        if let Some(seq) = victim {
+            if let Some(entry) = table.remove(seq) {
                 if let Some(fd) = entry.armed {
                     // The session is waiting on `fd`, and cannot close it before it
                     // disarms, which takes this lock: `fd` is still its socket. The
@@ -243,12 +277,15 @@ impl Budget {
                     // SAFETY: shutdown on a live descriptor; no memory is passed.
                     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
                 }
-                evicted = Some(Evicted { id: oldest });
+                evicted = Some(Evicted { id: entry.id });
             }
         }
-        table.by_id.insert(
-            id,
+        let seq = table.next_seq;
+        table.next_seq += 1;
+        table.by_seq.insert(
+            seq,
             UnprovenEntry {
+                id,
                 source: key,
                 since: now,
                 armed: None,
@@ -259,7 +296,7 @@ impl Budget {
             .get_or_insert_with(HashMap::new)
             .entry(key)
             .or_insert(0) += 1;
-        Ok((Unproven { budget: self, id }, evicted))
+        Ok((Unproven { budget: self, seq }, evicted))
     }
 }
 
@@ -270,7 +307,8 @@ impl Budget {
 /// under the table's lock, which disarming takes, so it never reaches a reused number.
 pub struct Unproven {
     budget: &'static Budget,
-    id: u64,
+    /// Its admission number, the table's key.
+    seq: u64,
 }
 
 /// A descriptor armed for a drop's shutdown; disarmed when dropped.
@@ -284,7 +322,7 @@ impl Unproven {
     pub fn arm(&self, fd: RawFd) -> Result<Armed<'_>, Dropped> {
         let mut table = self.budget.table();
         let limit = table.limits.total;
-        match table.by_id.get_mut(&self.id) {
+        match table.by_seq.get_mut(&self.seq) {
             Some(entry) => {
                 entry.armed = Some(fd);
                 Ok(Armed { unproven: self })
@@ -296,7 +334,7 @@ impl Unproven {
     /// `Err` if the session was dropped for room.
     pub fn check(&self) -> Result<(), Dropped> {
         let table = self.budget.table();
-        match table.by_id.contains_key(&self.id) {
+        match table.by_seq.contains_key(&self.seq) {
             true => Ok(()),
             false => Err(Dropped {
                 limit: table.limits.total,
@@ -308,7 +346,7 @@ impl Unproven {
     /// if it was dropped for room meanwhile (while it was not waiting, so no shutdown
     /// reached it): ending it now would free nothing, its place is already given away.
     pub fn prove(self) {
-        self.budget.table().remove(self.id);
+        self.budget.table().remove(self.seq);
         std::mem::forget(self);
     }
 }
@@ -316,7 +354,7 @@ impl Unproven {
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
         let mut table = self.unproven.budget.table();
-        if let Some(entry) = table.by_id.get_mut(&self.unproven.id) {
+        if let Some(entry) = table.by_seq.get_mut(&self.unproven.seq) {
             entry.armed = None;
         }
     }
@@ -324,7 +362,7 @@ impl Drop for Armed<'_> {
 
 impl Drop for Unproven {
     fn drop(&mut self) {
-        self.budget.table().remove(self.id);
+        self.budget.table().remove(self.seq);
     }
 }
 
@@ -401,8 +439,11 @@ mod tests {
 
     /// The defect a review found: a burst of fresh handshakes from one NAT address was
     /// refused at `unprovenPerSource` and cut at `unprovenMax` although none was stale.
-    /// Fresh handshakes are never refused per source, and fill the table up to `BURST`
-    /// times `unprovenMax` before the newest is refused.
+    /// Fresh handshakes are never refused per source (one source may hold `total`), and
+    /// fill the table up to `BURST` times `unprovenMax`; then the oldest of a source
+    /// holding more than `per_source` makes room (two addresses reconnecting before their
+    /// sessions are suspects must not lock everyone out), and with no such source the
+    /// newest is refused.
     #[test]
     fn a_burst_of_fresh_handshakes_is_not_limited() {
         let r = test_registry(2, 4);
@@ -410,17 +451,57 @@ mod tests {
         let burst: Vec<_> = (0..(BURST * 4) as u64)
             .map(|id| r.admit_unproven_at(id, ip("192.0.2.1"), now))
             .collect();
-        // The source alone may hold `total` at most.
         assert_eq!(burst.iter().filter(|a| a.is_ok()).count(), 4);
+        assert_eq!(
+            burst[4].as_ref().err(),
+            Some(&NoUnprovenRoom::SourceHoldsAll { limit: 4 })
+        );
         let others: Vec<_> = (100..104)
             .map(|id| r.admit_unproven_at(id, ip(&format!("192.0.2.{id}")), now))
             .collect();
         assert!(others.iter().all(|a| matches!(a, Ok((_, None)))), "no drop");
+        let (_, evicted) = r
+            .admit_unproven_at(200, ip("198.51.100.1"), now)
+            .expect("room made");
         assert_eq!(
-            r.admit_unproven_at(200, ip("198.51.100.1"), now).err(),
-            Some(NoUnprovenRoom::Total { limit: BURST * 4 })
+            evicted,
+            Some(Evicted { id: 0 }),
+            "the crowding source's oldest"
         );
-        assert_eq!(r.unproven_refused_and_dropped(), (5, 0));
+        assert_eq!(r.unproven_refused_and_dropped(), (4, 1));
+
+        let r = test_registry(4, 2);
+        let spread: Vec<_> = (0..(BURST * 2) as u64)
+            .map(|id| r.admit_unproven_at(id, ip(&format!("203.0.113.{id}")), now))
+            .collect();
+        assert!(spread.iter().all(Result::is_ok));
+        assert_eq!(
+            r.admit_unproven_at(9, ip("203.0.113.99"), now).err(),
+            Some(NoUnprovenRoom::Total { limit: BURST * 2 })
+        );
+    }
+
+    /// The defect a review found: the busiest source was counted over all its sessions,
+    /// so a fresh NAT burst made the fallback drop the oldest suspect overall, an honest
+    /// slow client. It is the source with the most suspects that gives one up.
+    #[test]
+    fn the_source_with_most_suspects_gives_one_up() {
+        let r = test_registry(0, 10);
+        let t0 = Instant::now();
+        let later = t0 + SUSPECT_AFTER;
+        let _honest = r.admit_unproven_at(1, ip("192.0.2.50"), t0).unwrap();
+        let _flood: Vec<_> = (2..5)
+            .map(|id| r.admit_unproven_at(id, ip("198.51.100.7"), t0).unwrap())
+            .collect();
+        let _nat: Vec<_> = (10..16)
+            .map(|id| r.admit_unproven_at(id, ip("203.0.113.1"), later).unwrap())
+            .collect();
+        let (_, evicted) = r.admit_unproven_at(20, ip("192.0.2.99"), later).unwrap();
+        assert_eq!(
+            evicted,
+            Some(Evicted { id: 2 }),
+            "the flood's oldest, not 1"
+        );
     }
 
     /// Total: a suspect makes room, the oldest of the busiest source first, its armed

@@ -450,6 +450,10 @@ fn admit(
                 NoUnprovenRoom::Total { limit } => format!(
                     "{limit} connections are completing a handshake, none yet for a second (unprovenMax)"
                 ),
+                NoUnprovenRoom::SourceHoldsAll { limit } => format!(
+                    "{limit} connections from {} are completing a handshake, all there may be (unprovenMax)",
+                    source.ip()
+                ),
             };
             if repeats::refused(&ctx.opts.name, Some(source), &why) {
                 log_warning!(
