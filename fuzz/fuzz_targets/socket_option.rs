@@ -7,7 +7,8 @@
 use std::os::fd::AsRawFd;
 
 use libfuzzer_sys::fuzz_target;
-use rstunnel::net::sockopt;
+use rstunnel::config::sockopt;
+use rstunnel::net::sockopt::apply_all;
 
 fuzz_target!(|data: &[u8]| {
     rstunnel_fuzz::init();
@@ -26,6 +27,6 @@ fuzz_target!(|data: &[u8]| {
         .chain([unix.as_raw_fd()])
     {
         let _ = option.apply(fd);
-        sockopt::apply_all(fd, std::slice::from_ref(&option), option.which);
+        apply_all(fd, std::slice::from_ref(&option), option.which);
     }
 });

@@ -158,7 +158,7 @@ pub fn exercise_service(opts: &ServiceOptions) {
         exercise_address(value, false);
     }
     let _ = opts.server_sni();
-    let _ = opts.key_file();
+    let _ = opts.tls.key_file();
     if let Some(protocol) = opts
         .protocol
         .and_then(rstunnel::config::protocol_names::find)
