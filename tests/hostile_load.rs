@@ -30,8 +30,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -108,42 +107,6 @@ fn raise_open_files() -> u64 {
     lim.rlim_cur
 }
 
-/// A TCP connection to `addr` from `from`, port chosen at connect time
-/// (IP_BIND_ADDRESS_NO_PORT), so that thousands of them do not exhaust the ports of `from`.
-/// A SYN answered with RST is tried again twice: after a flood, thousands of closed
-/// connections wait in TIME_WAIT, and a listener bound to port 0 later may get the port
-/// of one of them, so the kernel may pick a 4-tuple one of those still holds.
-fn connect_from(from: Ipv4Addr, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    let mut tries = 0;
-    loop {
-        match connect_once(from, addr, timeout) {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && tries < 2 => tries += 1,
-            other => return other,
-        }
-    }
-}
-
-fn connect_once(from: Ipv4Addr, addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt with a pointer to a c_int that lives across the call.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    socket.bind(&SocketAddr::new(IpAddr::V4(from), 0).into())?;
-    socket.connect_timeout(&addr.into(), timeout)?;
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(WAIT))?;
-    stream.set_write_timeout(Some(WAIT))?;
-    Ok(stream)
-}
-
 /// Opens `n` connections from [`FLOOD_FROM`] (on four threads); returns those that
 /// connected and how many did not within 2 s each.
 fn idle_flood(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, usize) {
@@ -154,7 +117,7 @@ fn idle_flood(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, usize) {
                 let mut open = Vec::with_capacity(count);
                 let mut failed = 0;
                 for _ in 0..count {
-                    match connect_from(FLOOD_FROM, addr, Duration::from_secs(2)) {
+                    match connect_from(FLOOD_FROM, addr, Duration::from_secs(2), WAIT) {
                         Ok(s) => open.push(s),
                         Err(_) => failed += 1,
                     }
@@ -191,7 +154,7 @@ fn legit_clients(addr: SocketAddr, pki: &Pki) -> Legit {
     for i in 0..LEGIT {
         let started = Instant::now();
         let result = (|| -> Result<(), String> {
-            let tcp = connect_from(Ipv4Addr::LOCALHOST, addr, Duration::from_secs(5))
+            let tcp = connect_from(Ipv4Addr::LOCALHOST, addr, Duration::from_secs(5), WAIT)
                 .map_err(|e| format!("connect: {e}"))?;
             tcp.set_read_timeout(Some(TLS_IO_TIMEOUT)).unwrap();
             let mut s = tls
@@ -520,7 +483,7 @@ fn slow_clienthellos_stay_unproven_until_timeoutbusy() {
     let pid = tunnel_pid(t);
     let started = Instant::now();
     let mut slow: Vec<TcpStream> = (0..per_source)
-        .map(|_| connect_from(FLOOD_FROM, addr, Duration::from_secs(2)).expect("connect"))
+        .map(|_| connect_from(FLOOD_FROM, addr, Duration::from_secs(2), WAIT).expect("connect"))
         .collect();
     // Dribble from a thread of its own while the rest of the test runs.
     let dribbler = {
@@ -538,7 +501,7 @@ fn slow_clienthellos_stay_unproven_until_timeoutbusy() {
     // at once, not ended later by TIMEOUTbusy (a review found the first version of this
     // test passing on the latter).
     std::thread::sleep(Duration::from_millis(2000));
-    let mut extra = connect_from(FLOOD_FROM, addr, Duration::from_secs(2)).expect("connect");
+    let mut extra = connect_from(FLOOD_FROM, addr, Duration::from_secs(2), WAIT).expect("connect");
     extra
         .set_read_timeout(Some(Duration::from_secs(1)))
         .unwrap();
@@ -620,7 +583,8 @@ fn garbage_clienthellos_do_not_keep_others_out() {
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
-                    let Ok(mut s) = connect_from(FLOOD_FROM, addr, Duration::from_secs(2)) else {
+                    let Ok(mut s) = connect_from(FLOOD_FROM, addr, Duration::from_secs(2), WAIT)
+                    else {
                         continue;
                     };
                     let _ = s.write_all(&garbage);
@@ -686,7 +650,7 @@ fn five_hundred_proven_sessions_from_one_address() {
                 let mut open = Vec::new();
                 let mut failed = Vec::new();
                 for i in 0..n / 10 {
-                    let tcp = match connect_from(FLOOD_FROM, addr, Duration::from_secs(5)) {
+                    let tcp = match connect_from(FLOOD_FROM, addr, Duration::from_secs(5), WAIT) {
                         Ok(tcp) => tcp,
                         Err(e) => {
                             failed.push(format!("{th}/{i}: connect: {e}"));
@@ -758,7 +722,8 @@ fn proven_idle_sessions_are_ended_by_timeoutidle_not_counted() {
     let tls = connector(&pki.ca_file);
     let mut open: Vec<_> = (0..5)
         .map(|i| {
-            let tcp = connect_from(FLOOD_FROM, addr, Duration::from_secs(5)).expect("connect");
+            let tcp =
+                connect_from(FLOOD_FROM, addr, Duration::from_secs(5), WAIT).expect("connect");
             let mut s = tls.connect("localhost", tcp).expect("handshake");
             process::echo_check(&mut s, format!("idle {i}\n").as_bytes()).expect("echo");
             s
@@ -807,11 +772,12 @@ fn a_starttls_exchange_counts_as_unproven() {
         s.read_exact(&mut greeting).expect("SMTP greeting");
         assert_eq!(&greeting, b"220");
     };
-    let mut first = connect_from(FLOOD_FROM, addr, Duration::from_secs(2)).expect("connect");
+    let mut first = connect_from(FLOOD_FROM, addr, Duration::from_secs(2), WAIT).expect("connect");
     greeted(&mut first);
     let mut rest: Vec<TcpStream> = (1..max)
         .map(|_| {
-            let mut s = connect_from(FLOOD_FROM, addr, Duration::from_secs(2)).expect("connect");
+            let mut s =
+                connect_from(FLOOD_FROM, addr, Duration::from_secs(2), WAIT).expect("connect");
             greeted(&mut s);
             s
         })
@@ -819,7 +785,7 @@ fn a_starttls_exchange_counts_as_unproven() {
     // Only a suspect (unproven for a second) is dropped for room.
     std::thread::sleep(Duration::from_millis(2000));
     let started = Instant::now();
-    let mut newest = connect_from(FLOOD_FROM, addr, Duration::from_secs(2)).expect("connect");
+    let mut newest = connect_from(FLOOD_FROM, addr, Duration::from_secs(2), WAIT).expect("connect");
     greeted(&mut newest);
     let first_ended = ended_by_tunnel(std::slice::from_mut(&mut first), Duration::from_secs(5));
     let took = started.elapsed();
@@ -880,7 +846,7 @@ fn a_burst_of_fresh_handshakes_is_served_under_a_small_cap() {
                 std::thread::spawn(move || -> Result<(), String> {
                     let tls = connector(&ca);
                     barrier.wait();
-                    let tcp = connect_from(from, addr, Duration::from_secs(10))
+                    let tcp = connect_from(from, addr, Duration::from_secs(10), WAIT)
                         .map_err(|e| format!("connect: {e}"))?;
                     tcp.set_read_timeout(Some(WAIT)).unwrap();
                     let mut s = tls

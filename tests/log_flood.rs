@@ -12,48 +12,23 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use common::daemon::summary_count;
 use common::process::{connector, echo_check, tls_close};
 use common::*;
 
 const FLOOD: usize = 200;
 const WAIT: Duration = Duration::from_secs(10);
-const FLOODER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-
-/// A TCP connection to `addr` from the loopback address `from`.
-fn connect_from(from: IpAddr, addr: SocketAddr) -> TcpStream {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::new(from, 0).into())
-        .expect("bind the source address");
-    socket.connect(&addr.into()).expect("connect");
-    let tcp: TcpStream = socket.into();
-    tcp.set_read_timeout(Some(WAIT)).unwrap();
-    tcp.set_write_timeout(Some(WAIT)).unwrap();
-    tcp
-}
+const FLOODER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
 /// A client that speaks HTTP to the TLS port and waits until the tunnel ends it.
-fn wrong_protocol(from: IpAddr, addr: SocketAddr) {
-    let mut tcp = connect_from(from, addr);
+fn wrong_protocol(from: Ipv4Addr, addr: SocketAddr) {
+    let mut tcp = connect_from(from, addr, WAIT, WAIT).expect("connect");
     let _ = tcp.write_all(b"GET / HTTP/1.0\r\n\r\n");
     let mut rest = Vec::new();
     let _ = tcp.read_to_end(&mut rest);
-}
-
-/// The count in a summary line: `... N more connection(s) from ...`.
-fn summarised(line: &str) -> usize {
-    let before = line
-        .split(" more connection(s)")
-        .next()
-        .expect("a summary line");
-    let count = before.rsplit(' ').next().expect("a count");
-    count
-        .parse()
-        .unwrap_or_else(|_| panic!("no count in {line}"))
 }
 
 /// Sends `FLOOD` failed handshakes from 127.0.0.2 to a server tunnel run by `program`;
@@ -90,7 +65,7 @@ fn failures_from_one_source_are_logged_as_a_count() {
 
     // A client of the same source that completes its handshake is served, and none of
     // its lines is lost: they were held, then written once it relayed.
-    let tcp = connect_from(FLOODER, addr);
+    let tcp = connect_from(FLOODER, addr, WAIT, WAIT).expect("connect");
     let mut tls = connector(&pki.ca_file)
         .connect("localhost", tcp)
         .expect("a proven client from the flooding address is served");
@@ -100,7 +75,7 @@ fn failures_from_one_source_are_logged_as_a_count() {
     assert_eq!(connected.len(), 1, "{connected:?}");
 
     // Another source is not affected by the first one's count.
-    wrong_protocol(IpAddr::V4(Ipv4Addr::LOCALHOST), addr);
+    wrong_protocol(Ipv4Addr::LOCALHOST, addr);
     tunnel.wait_for_log("accepted connection from 127.0.0.1:", WAIT);
 
     tunnel.signal(libc::SIGUSR2);
@@ -116,7 +91,7 @@ fn failures_from_one_source_are_logged_as_a_count() {
     // Every failure is either logged in full (its accepted line) or counted, once; the
     // one proven session has its accepted line too.
     assert_eq!(
-        summarised(&summary) + accepted_from_flooder - 1,
+        summary_count(&summary).expect("a count") + accepted_from_flooder - 1,
         FLOOD,
         "{summary}"
     );

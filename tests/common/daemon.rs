@@ -250,6 +250,15 @@ pub fn section_names(config: &str) -> Vec<String> {
         .collect()
 }
 
+/// The count in a summary of repeated failures or refusals (src/repeats/):
+/// `… N more connection(s) from …`.
+pub fn summary_count(line: &str) -> Option<usize> {
+    line.split(" more connection(s)")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+}
+
 /// A running tunnel process. See the module docs.
 pub struct Tunnel {
     pub label: String,
@@ -328,11 +337,7 @@ impl Tunnel {
                 } else if line.contains(" refused in the last ")
                     && line.ends_with(&format!("the last: {reason}"))
                 {
-                    line.split(" more connection(s)")
-                        .next()
-                        .and_then(|head| head.rsplit(' ').next())
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or_else(|| self.fail(&format!("no count in {line}")))
+                    summary_count(line).unwrap_or_else(|| self.fail(&format!("no count in {line}")))
                 } else {
                     0
                 }

@@ -7,7 +7,7 @@
 //! channel ([`Backend::next_result`]) and stop accepting when dropped.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -35,6 +35,55 @@ pub fn set_timeouts(s: &TcpStream) {
         .expect("set_read_timeout");
     s.set_write_timeout(Some(IO_TIMEOUT))
         .expect("set_write_timeout");
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.2 …, a second
+/// host for the flood tests) within `timeout`, with `io` read and write timeouts. The
+/// port is chosen at connect time (IP_BIND_ADDRESS_NO_PORT), so that thousands of them
+/// do not exhaust the ports of `from`. A SYN answered with RST is tried again twice:
+/// after a flood, thousands of closed connections wait in TIME_WAIT, and a listener bound
+/// to port 0 later may get the port of one of them, so the kernel may pick a 4-tuple one
+/// of those still holds.
+pub fn connect_from(
+    from: Ipv4Addr,
+    addr: SocketAddr,
+    timeout: Duration,
+    io: Duration,
+) -> io::Result<TcpStream> {
+    let mut tries = 0;
+    loop {
+        match connect_once_from(from, addr, timeout, io) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && tries < 2 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+fn connect_once_from(
+    from: Ipv4Addr,
+    addr: SocketAddr,
+    timeout: Duration,
+    io: Duration,
+) -> io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a c_int that lives across the call.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    socket.bind(&SocketAddr::new(IpAddr::V4(from), 0).into())?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(io))?;
+    stream.set_write_timeout(Some(io))?;
+    Ok(stream)
 }
 
 /// Connects to `addr` with [`CONNECT_TIMEOUT`] and [`IO_TIMEOUT`]s; panics on failure.
