@@ -206,24 +206,19 @@ pub fn emit(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
-    let full = HELD.with(|held| match held.borrow_mut().as_mut() {
+    // A held line past the bound is only counted, never formatted.
+    let line = HELD.with(|held| match held.borrow_mut().as_mut() {
         Some(held) if held.bytes >= HELD_MAX_BYTES => {
             held.dropped += 1;
-            true
+            None
         }
-        _ => false,
-    });
-    if full {
-        return;
-    }
-    let line = make_line(level, &thread_log_id(), args);
-    let line = HELD.with(|held| match held.borrow_mut().as_mut() {
         Some(held) => {
+            let line = make_line(level, &thread_log_id(), args);
             held.bytes += line.tag.len() + line.text.len();
             held.lines.push(line);
             None
         }
-        None => Some(line),
+        None => Some(make_line(level, &thread_log_id(), args)),
     });
     if let Some(line) = line {
         write_line(&line);
