@@ -215,9 +215,11 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("RNDoverwrite", Global, NotYet, Some("yes"), "yes|no overwrite seed datafiles with new random data"),
     row("setEnv", Global, NotYet, None, "NAME=VALUE environment variable (stunnel 5.72+)"),
     row("sandbox", Global, Set(YesNo(|t| &mut t.global.sandbox)), Some("yes"), "yes|no restrict the files the process can reach after startup (Landlock; rstunnel extension)"),
+    row("status", Global, Set(Custom(set_status)), None, "[host:]port|/path serve /metrics, /status and /healthz over HTTP (a port alone is 127.0.0.1:port; rstunnel extension)"),
     row("syslog", Global, Set(YesNo(|t| &mut t.global.syslog)), Some("yes"), "yes|no send logging messages to syslog"),
     row("unprovenMax", Global, Set(Number(0, USIZE_MAX, Illegal("unproven session limit"), |t, n| t.global.unproven_max = Some(n as usize))), None, "sessions before their handshake completes, in all; oldest dropped for a new one; default a quarter of the connection cap, at least 64, 0 = no limit (rstunnel extension)"),
     row("unprovenPerSource", Global, Set(Number(0, USIZE_MAX, Illegal("unproven session limit"), |t, n| t.global.unproven_per_source = Some(n as usize))), None, "sessions before their handshake completes, per source address (IPv6: per /64); default 256 or half of unprovenMax if less, 0 = no limit (rstunnel extension)"),
+    row("watchCertificates", Global, Set(YesNo(|t| &mut t.global.watch_certificates)), Some("yes"), "yes|no reload TLS contexts when a certificate, key, CA or CRL file changes on disk (rstunnel extension)"),
     // ---- service-level options ----
     row("accept", Service, Set(List(|t| &mut t.service.accept)), None, "[host:]port accept connections on specified host:port"),
     row("CAengine", Service, NotYet, None, "engine-specific CA certificate identifier"),
@@ -403,6 +405,37 @@ fn set_local(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     Ok(())
 }
 
+/// `status = PORT`, `HOST:PORT` (split at the last `:`; `[v6]:PORT` too) or `/PATH` (a
+/// Unix socket); an empty value turns the endpoint off. Only the syntax here: the address
+/// is resolved and bound at startup.
+fn set_status(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
+    use super::types::StatusAddress;
+    let refuse = || ValueError::Refused(format!("Invalid status address: {value}"));
+    t.global.status = if value.is_empty() {
+        None
+    } else if value.starts_with('/') {
+        Some(StatusAddress::Unix(value.into()))
+    } else {
+        let (host, port) = match value.rsplit_once(':') {
+            Some((host, port)) => {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                if host.is_empty() {
+                    return Err(refuse());
+                }
+                (Some(host.to_string()), port)
+            }
+            None => (None, value),
+        };
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(refuse)?;
+        Some(StatusAddress::Tcp { host, port })
+    };
+    Ok(())
+}
+
 /// Split on blanks, no quoting, as stunnel; the first word is argv[0].
 fn set_exec_args(t: &mut Target<'_>, value: &str) -> Result<(), ValueError> {
     t.service.exec_args = value.split_whitespace().map(str::to_string).collect();
@@ -577,9 +610,11 @@ mod tests {
         ("output", "/var/log/rstunnel.log", None),
         ("pid", "/run/rstunnel.pid", None),
         ("sandbox", "no", Some(("maybe", YES_NO))),
+        ("status", "127.0.0.1:9101", Some(("localhost:http", "Invalid status address: localhost:http"))),
         ("syslog", "no", Some(("off", YES_NO))),
         ("unprovenMax", "1000", Some(("-1", "Illegal unproven session limit"))),
         ("unprovenPerSource", "16", Some(("many", "Illegal unproven session limit"))),
+        ("watchCertificates", "no", Some(("sometimes", YES_NO))),
         ("accept", "127.0.0.1:443", None),
         ("CAfile", "/etc/ssl/ca.pem", None),
         ("CApath", "/etc/ssl/certs", None),
@@ -868,6 +903,44 @@ mod tests {
             apply("pid", "/run/x.pid").unwrap().0.pid,
             Some("/run/x.pid".into())
         );
+    }
+
+    /// `status`: a port alone is loopback; a host is kept as written (resolved at bind);
+    /// `[v6]:PORT` loses its brackets; a path is a Unix socket; empty turns it off.
+    #[test]
+    fn status_addresses_as_written() {
+        use crate::config::types::StatusAddress;
+        let status = |v: &str| apply("status", v).map(|(g, _)| g.status);
+        assert_eq!(
+            status("9101").unwrap(),
+            Some(StatusAddress::Tcp {
+                host: None,
+                port: 9101
+            })
+        );
+        assert_eq!(
+            status("9101").unwrap().unwrap().to_string(),
+            "127.0.0.1:9101"
+        );
+        assert_eq!(
+            status("[::1]:9101").unwrap().unwrap().to_string(),
+            "[::1]:9101"
+        );
+        assert_eq!(
+            status("0.0.0.0:9101").unwrap(),
+            Some(StatusAddress::Tcp {
+                host: Some("0.0.0.0".into()),
+                port: 9101
+            })
+        );
+        assert_eq!(
+            status("/run/rstunnel/status.sock").unwrap(),
+            Some(StatusAddress::Unix("/run/rstunnel/status.sock".into()))
+        );
+        assert_eq!(status("").unwrap(), None);
+        for bad in ["0", ":9101", "host:", "host:99999", "x"] {
+            assert!(status(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -53,6 +53,41 @@ pub struct GlobalOptions {
     /// `sandbox = yes|no` (rstunnel extension): restrict the files the process can reach
     /// after startup (`sandbox.rs`).
     pub sandbox: bool,
+    /// `status = ADDRESS` (rstunnel extension): where the status endpoint listens
+    /// (`status/`); `None` = no endpoint.
+    pub status: Option<StatusAddress>,
+    /// `watchCertificates = yes|no` (rstunnel extension): reload the TLS contexts when a
+    /// certificate, key, CA or CRL file a service uses changes on disk.
+    pub watch_certificates: bool,
+}
+
+/// `status = [HOST:]PORT | /PATH`, as written: resolved and checked (loopback unless the
+/// host is written out) when it is bound, by `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusAddress {
+    /// `PORT` alone is 127.0.0.1:PORT (not every interface, as `accept = PORT` is).
+    Tcp {
+        host: Option<String>,
+        port: u16,
+    },
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for StatusAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatusAddress::Tcp { host: None, port } => write!(f, "127.0.0.1:{port}"),
+            StatusAddress::Tcp {
+                host: Some(host),
+                port,
+            } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            StatusAddress::Tcp {
+                host: Some(host),
+                port,
+            } => write!(f, "{host}:{port}"),
+            StatusAddress::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
 }
 
 impl Default for GlobalOptions {
@@ -72,6 +107,8 @@ impl Default for GlobalOptions {
             unproven_per_source: None,
             unproven_max: None,
             sandbox: true,
+            status: None,
+            watch_certificates: true,
         }
     }
 }
