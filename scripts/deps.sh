@@ -42,6 +42,8 @@ PACKAGES=(
     logrotate          # the logrotate file, run for real (test-install.sh)
     debootstrap        # the Debian 11 and minimal Debian 12 roots (test-debian11.sh, test-systemd)
     gnuplot-nox        # the ratio chart of scripts/bench.sh
+    curl               # GETs on the status endpoint (tests/status_*.rs)
+    prometheus         # promtool check metrics on /metrics scrapes (tests/status_metrics.rs)
     apt                # apt-get: this script, bench.sh, test-install.sh, test-debian11.sh
 )
 
@@ -79,6 +81,8 @@ COMMANDS=(
     "logrotate        logrotate"
     "debootstrap      debootstrap"
     "gnuplot          gnuplot-nox"
+    "curl             curl"
+    "promtool         prometheus"
     "cargo            (rustup)"
     "rustc            (rustup)"
     "rustup           (rustup)"

@@ -21,6 +21,7 @@ use crate::log::{self, LogSetup};
 use crate::net::Stream;
 use crate::sandbox;
 use crate::service::{self, StartupError};
+use crate::status;
 
 /// Ends a startup that failed (the configuration, or what was built from it): the buffered
 /// startup log to stderr, then the error, its cause and `Configuration failed`, as stunnel
@@ -166,10 +167,13 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     };
     log_info!("Accepting new connections");
     daemon::notify_systemd("READY=1");
+    let published = status::Published::default();
+    published.set(status_view(&running));
     let mut state = State {
         config,
         running,
         sandbox,
+        published,
     };
     while let Ok(signal) = signals.recv() {
         match signal {
@@ -428,6 +432,19 @@ struct State {
     running: Vec<RunningService>,
     /// What the startup's sandbox allows; a reload must stay inside it.
     sandbox: sandbox::Outcome,
+    /// What the status endpoint reads: the services running now.
+    published: status::Published,
+}
+
+/// The running services as the status endpoint sees them.
+fn status_view(running: &[RunningService]) -> Vec<status::Running> {
+    running
+        .iter()
+        .map(|r| status::Running {
+            ctx: std::sync::Arc::clone(&r.ctx),
+            listeners: r.listeners.clone(),
+        })
+        .collect()
 }
 
 impl State {
@@ -440,7 +457,9 @@ impl State {
             return;
         };
         daemon::notify_systemd("RELOADING=1");
-        match self.try_reload(path) {
+        let reloaded = self.try_reload(path);
+        crate::metrics::process().reloaded(reloaded.is_ok());
+        match reloaded {
             Ok(()) => log_notice!("Configuration reloaded from {}", path.display()),
             Err(e) => {
                 log_err!("{e}");
@@ -498,6 +517,8 @@ impl State {
             .map(|s| s.opts.name.as_str())
             .collect();
         crate::health::keep_only(&pausing);
+        let names: Vec<&str> = services.iter().map(|s| s.opts.name.as_str()).collect();
+        crate::metrics::keep_only(&names);
         self.running = accept::start(bound).map_err(|error| StartupError::Io {
             what: "Cannot start listener threads".into(),
             error,
@@ -506,6 +527,7 @@ impl State {
             log_err!("Failed to reopen the log after reload: {e}");
         }
         set_unproven_limits(&config.global);
+        self.published.set(status_view(&self.running));
         self.config = config;
         Ok(())
     }

@@ -39,6 +39,8 @@ pub struct ServiceCtx {
     /// Whether the far side answers (`pauseWhenDown`); shared by every configuration of
     /// the service's name, so it outlives a reload.
     pub health: Arc<Health>,
+    /// What the status endpoint counts for it; by name, so it outlives a reload.
+    pub counters: Arc<crate::metrics::ServiceCounters>,
 }
 
 /// Why the process could not start. Each displays as the one line stunnel would print.
@@ -198,6 +200,7 @@ fn build_service(
         virtual_hosts,
         slots: Arc::new(ServiceSlots::new(opts.max_connections)),
         health: health::for_service(&opts.name),
+        counters: crate::metrics::service(&opts.name),
     })
 }
 
@@ -237,6 +240,7 @@ impl ServiceCtx {
                 ip,
                 transparent: false,
             }),
+            failures: Some(&self.counters),
         }
     }
 
