@@ -83,6 +83,11 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
         Ok(bound) => bound,
         Err(e) => return configuration_failed(&e),
     };
+    // The status endpoint is bound with the listeners, before the privileges go.
+    let status_bound = match bind_status(config.global.status.as_ref()) {
+        Ok(bound) => bound,
+        Err(e) => return configuration_failed(&e),
+    };
     daemon::prepare_systemd_notify();
     let dev_null = match daemon::DevNull::open() {
         Ok(null) => null,
@@ -169,11 +174,19 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     daemon::notify_systemd("READY=1");
     let published = status::Published::default();
     published.set(status_view(&running));
+    let status = match status_bound.map(|b| serve_status(b, &published)).transpose() {
+        Ok(status) => status,
+        Err(e) => {
+            log_err!("{e}");
+            return 1;
+        }
+    };
     let mut state = State {
         config,
         running,
         sandbox,
         published,
+        status,
     };
     while let Ok(signal) = signals.recv() {
         match signal {
@@ -434,6 +447,40 @@ struct State {
     sandbox: sandbox::Outcome,
     /// What the status endpoint reads: the services running now.
     published: status::Published,
+    /// The status endpoint, if `status` is set.
+    status: Option<status::server::Server>,
+}
+
+/// Binds `status = ADDRESS` if set (startup, and a reload that changes it).
+fn bind_status(
+    address: Option<&config::types::StatusAddress>,
+) -> Result<Option<status::server::Bound>, StartupError> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let bound = status::server::bind(address).map_err(|e| {
+        StartupError::Unsupported(format!("Cannot serve the status endpoint (status = {address}): {e}"))
+    })?;
+    if let Some(warning) = bound.warning() {
+        log_warning!("{warning}");
+    }
+    Ok(Some(bound))
+}
+
+/// Starts answering on a bound status endpoint.
+fn serve_status(
+    bound: status::server::Bound,
+    published: &status::Published,
+) -> Result<status::server::Server, StartupError> {
+    let at = bound.local_addr().to_string();
+    let server = bound
+        .serve(status::handler(published.clone()))
+        .map_err(|error| StartupError::Io {
+            what: format!("Cannot start the status endpoint on {at}"),
+            error,
+        })?;
+    log_notice!("Status endpoint on {at}: /metrics, /status, /healthz");
+    Ok(server)
 }
 
 /// The running services as the status endpoint sees them.
@@ -505,6 +552,13 @@ impl State {
             .flat_map(|r| r.listeners.iter().cloned())
             .collect();
         let bound = listeners::bind_all(&services, &mut reusable)?;
+        // A status address that changed is bound now, while everything old still runs.
+        let status_changed = config.global.status != self.config.global.status;
+        let new_status = if status_changed {
+            bind_status(config.global.status.as_ref())?
+        } else {
+            None
+        };
         // Now stop the old threads (their sockets stay open: queued connections wait in
         // the kernel's backlog) and start the new ones on the same sockets.
         for old in self.running.drain(..) {
@@ -528,6 +582,20 @@ impl State {
         }
         set_unproven_limits(&config.global);
         self.published.set(status_view(&self.running));
+        if status_changed {
+            if let Some(old) = self.status.take() {
+                old.stop();
+            }
+            // The services are swapped already: a thread that cannot start is logged, not
+            // a failed reload.
+            self.status = new_status
+                .map(|b| serve_status(b, &self.published))
+                .transpose()
+                .unwrap_or_else(|e| {
+                    log_err!("{e}");
+                    None
+                });
+        }
         self.config = config;
         Ok(())
     }
@@ -561,6 +629,10 @@ impl State {
         }
         // What `repeats` counted and has not yet written (its minute is not over).
         crate::repeats::summarise_now();
+        // Last: a monitor sees the drain through to its end.
+        if let Some(status) = self.status {
+            status.stop();
+        }
     }
 }
 
