@@ -11,7 +11,10 @@
 //! in number, and reads what sessions publish (atomics, the registry's table under its
 //! lock for as long as a copy takes); it never touches a session's sockets.
 
+pub mod client;
 pub mod doc;
+pub mod http;
+pub mod server;
 
 /// An answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
