@@ -43,6 +43,7 @@ PACKAGES=(
     debootstrap        # the Debian 11 and minimal Debian 12 roots (test-debian11.sh, test-systemd)
     gnuplot-nox        # the ratio chart of scripts/bench.sh
     apt                # apt-get: this script, bench.sh, test-install.sh, test-debian11.sh
+    curl               # HTTP client of the status endpoint tests (tests/status_http.rs)
 )
 
 # Every external command that scripts/*.sh, .ci/run, the Makefile and tests/ run, and the
@@ -52,6 +53,7 @@ PACKAGES=(
 # if one is neither here nor Essential, or if a row's package is not in PACKAGES.
 COMMANDS=(
     "apt-get          apt"
+    "curl             curl"
     "awk              mawk"
     "cc               gcc"
     "gcc              gcc"

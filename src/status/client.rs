@@ -278,22 +278,24 @@ fn parse_answer(answer: &[u8]) -> Result<StatusDoc, String> {
     })
 }
 
+/// The summary's columns.
+const HEADER: [&str; 9] = [
+    "SERVICE",
+    "STATE",
+    "ACCEPT",
+    "LIVE",
+    "TOTAL",
+    "HS-FAILED",
+    "TO-TLS",
+    "TO-SOCKET",
+    "CERT-EXPIRY",
+];
+
 /// The summary `--status` prints: a header, one line per service, the process, health.
 pub fn summary(doc: &StatusDoc) -> String {
     // The server's clock, not this one: expiry days as the server counts them.
     let now = doc.started_unix as f64 + doc.uptime_seconds;
-    let mut rows = vec![[
-        "SERVICE",
-        "STATE",
-        "ACCEPT",
-        "LIVE",
-        "TOTAL",
-        "HS-FAILED",
-        "TO-TLS",
-        "TO-SOCKET",
-        "CERT-EXPIRY",
-    ]
-    .map(String::from)];
+    let mut rows = vec![HEADER.map(String::from)];
     for s in &doc.services {
         let expiry = doc
             .certificates
@@ -473,20 +475,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5, "{text}");
         let words = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
-        assert_eq!(
-            words(lines[0]),
-            [
-                "SERVICE",
-                "STATE",
-                "ACCEPT",
-                "LIVE",
-                "TOTAL",
-                "HS-FAILED",
-                "TO-TLS",
-                "TO-SOCKET",
-                "CERT-EXPIRY"
-            ]
-        );
+        assert_eq!(words(lines[0]), HEADER);
         assert_eq!(
             words(lines[1]),
             [

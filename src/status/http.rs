@@ -263,6 +263,35 @@ mod tests {
         assert_eq!(judge(request.as_bytes()), Head::Refuse(Refusal::TooLarge));
     }
 
+    /// Nothing a client sends panics `judge`: random bytes, and every prefix and one-byte
+    /// change of a valid request (what httparse sees as a head arrives piece by piece).
+    #[test]
+    fn no_input_panics() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 300) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let _ = judge(&bytes);
+        }
+        let valid = b"GET /metrics?a=b HTTP/1.1\r\nHost: x\r\nUser-Agent: y\r\n\r\n";
+        for end in 0..=valid.len() {
+            let _ = judge(&valid[..end]);
+        }
+        for i in 0..valid.len() {
+            for value in [0u8, b' ', b'\r', b'\n', b'?', b':', 0x7f, 0xff] {
+                let mut changed = valid.to_vec();
+                changed[i] = value;
+                let _ = judge(&changed);
+            }
+        }
+    }
+
     #[test]
     fn answers_say_their_length_and_close() {
         let bytes = encode(&Response::text(200, "ok\n"));

@@ -161,7 +161,7 @@ fn bind_unix(path: PathBuf) -> Result<Bound, BindError> {
     };
     match std::fs::symlink_metadata(&path) {
         Ok(meta) if !meta.file_type().is_socket() => return Err(BindError::NotASocket(path)),
-        Ok(_) if UnixStream::connect(&path).is_ok() => return Err(BindError::InUse(path)),
+        Ok(_) if someone_listens(&path) => return Err(BindError::InUse(path)),
         // A socket nobody listens on: left by a process that ended without removing it.
         Ok(_) => std::fs::remove_file(&path).map_err(failed)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -186,6 +186,21 @@ fn bind_unix(path: PathBuf) -> Result<Bound, BindError> {
         },
         warning: None,
     })
+}
+
+/// Whether a process accepts on the socket at `path`. The connect does not block: a live
+/// listener with a full backlog (EAGAIN) is in use too; only "refused" means stale.
+fn someone_listens(path: &std::path::Path) -> bool {
+    let attempt = socket2::Socket::new(
+        socket2::Domain::UNIX,
+        socket2::Type::STREAM.nonblocking(),
+        None,
+    )
+    .and_then(|socket| socket.connect(&socket2::SockAddr::unix(path)?));
+    match attempt {
+        Ok(()) => true,
+        Err(e) => e.raw_os_error() == Some(libc::EAGAIN),
+    }
 }
 
 impl Bound {
