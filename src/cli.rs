@@ -283,6 +283,20 @@ mod tests {
     }
 
     #[test]
+    fn status_takes_an_optional_argument() {
+        let value = |args: &[&str]| {
+            command()
+                .try_get_matches_from(os(args))
+                .map(|m| m.get_one::<String>("status").cloned())
+                .ok()
+        };
+        assert_eq!(value(&["x", "--status"]), Some(Some(String::new())));
+        assert_eq!(value(&["x", "--status", "9101"]), Some(Some("9101".into())));
+        assert_eq!(value(&["x", "a.conf"]), Some(None));
+        assert_eq!(value(&["x", "--status", "1", "a.conf"]), None);
+    }
+
+    #[test]
     fn command_is_well_formed() {
         command().debug_assert();
     }
