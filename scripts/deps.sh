@@ -45,6 +45,7 @@ PACKAGES=(
     curl               # GETs on the status endpoint (tests/status_*.rs)
     prometheus         # promtool check metrics on /metrics scrapes (tests/status_metrics.rs)
     apt                # apt-get: this script, bench.sh, test-install.sh, test-debian11.sh
+    curl               # HTTP client of the status endpoint tests (tests/status_http.rs)
 )
 
 # Every external command that scripts/*.sh, .ci/run, the Makefile and tests/ run, and the
@@ -54,6 +55,7 @@ PACKAGES=(
 # if one is neither here nor Essential, or if a row's package is not in PACKAGES.
 COMMANDS=(
     "apt-get          apt"
+    "curl             curl"
     "awk              mawk"
     "cc               gcc"
     "gcc              gcc"

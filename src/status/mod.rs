@@ -11,8 +11,11 @@
 //! in number, and reads what sessions publish (atomics, the registry's table under its
 //! lock for as long as a copy takes); it never touches a session's sockets.
 
+pub mod client;
 pub mod doc;
+pub mod http;
 pub mod prometheus;
+pub mod server;
 pub mod snapshot;
 
 pub use snapshot::{Published, Running};
