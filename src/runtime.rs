@@ -53,6 +53,8 @@ fn log_setup(config: &Config) -> LogSetup<'_> {
 /// Runs the configuration until a terminating signal; returns the exit code.
 /// `source` is the file to re-read on SIGHUP (`None`: read from a descriptor, no reload).
 pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
+    // The start time the status endpoint reports (uptime, process_start_time_seconds).
+    crate::metrics::process();
     crate::memory::tune_malloc();
     if config.is_inetd_mode() {
         return run_inetd(&config);
