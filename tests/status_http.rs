@@ -259,6 +259,48 @@ fn a_slow_client_is_cut_at_the_deadline_while_others_are_answered() {
     );
 }
 
+/// Clients that never stop sending (past a refused head) do not keep the endpoint from
+/// answering others, and are closed a second after their refusal.
+#[test]
+fn clients_that_never_stop_sending_do_not_stall_others() {
+    let (_server, addr) = serve(fixed_handler());
+    let blasters: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+                let junk = vec![b'x'; 64 * 1024];
+                let started = Instant::now();
+                let mut sent = 0usize;
+                while started.elapsed() < Duration::from_secs(4) {
+                    match s.write(&junk) {
+                        Ok(n) => sent += n,
+                        Err(_) => break,
+                    }
+                }
+                (started.elapsed(), sent)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..5 {
+        get_within(
+            addr,
+            Duration::from_millis(500),
+            "beside clients sending without pause",
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for blaster in blasters {
+        let (took, sent) = blaster.join().unwrap();
+        assert!(sent > 64 * 1024, "sent only {sent} bytes");
+        assert!(
+            took < Duration::from_secs(3),
+            "still connected after {took:?}"
+        );
+    }
+}
+
 /// Idle connections take no thread and at most `MAX_PENDING` places (the oldest goes
 /// first): a normal GET is answered at once behind 50 of them, and behind 200.
 #[test]
