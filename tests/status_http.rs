@@ -490,16 +490,21 @@ fn document(healthy: bool) -> StatusDoc {
     }
 }
 
-fn serve_document(doc: StatusDoc) -> (Server, SocketAddr) {
+/// A handler answering `doc` on /status, 404 elsewhere.
+fn document_handler(doc: StatusDoc) -> Handler {
     let body = serde_json::to_vec(&doc).unwrap();
-    serve(Arc::new(move |path: &str| match path {
+    Arc::new(move |path: &str| match path {
         "/status" => Response {
             status: 200,
             content_type: "application/json",
             body: body.clone(),
         },
         _ => Response::text(404, "only /status here\n"),
-    }))
+    })
+}
+
+fn serve_document(doc: StatusDoc) -> (Server, SocketAddr) {
+    serve(document_handler(doc))
 }
 
 fn rstunnel_status(arg: &str) -> common::tools::RunResult {
@@ -518,7 +523,7 @@ fn service_line(out: &str) -> Vec<String> {
     line.split_whitespace().map(String::from).collect()
 }
 
-/// `rstunnel --status HOST:PORT`, `PORT` and `CONFIG`: the service line, the process
+/// `rstunnel --status HOST:PORT`, `PORT`, `SOCKET` and `CONFIG`: the service line, the process
 /// line; exit 0 when healthy, 1 when not (with the reason).
 #[test]
 fn status_command_prints_the_services() {
@@ -551,8 +556,17 @@ fn status_command_prints_the_services() {
     let by_port = rstunnel_status(&addr.port().to_string());
     assert_eq!(by_port.stdout, r.stdout);
 
-    let (_paused, addr) = serve_document(document(false));
     let dir = TestDir::new("status-cli");
+    let socket = dir.join("status.sock");
+    let _on_socket = server::bind(&StatusAddress::Unix(socket.clone()))
+        .unwrap()
+        .serve(document_handler(document(true)))
+        .unwrap();
+    let by_socket = rstunnel_status(socket.to_str().unwrap());
+    assert_eq!(by_socket.status.code(), Some(0), "{}", by_socket.describe());
+    assert_eq!(by_socket.stdout, r.stdout);
+
+    let (_paused, addr) = serve_document(document(false));
     let conf = dir.write(
         "with-status.conf",
         format!(
