@@ -259,6 +259,48 @@ fn a_slow_client_is_cut_at_the_deadline_while_others_are_answered() {
     );
 }
 
+/// Clients that never stop sending (past a refused head) do not keep the endpoint from
+/// answering others, and are closed a second after their refusal.
+#[test]
+fn clients_that_never_stop_sending_do_not_stall_others() {
+    let (_server, addr) = serve(fixed_handler());
+    let blasters: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+                let junk = vec![b'x'; 64 * 1024];
+                let started = Instant::now();
+                let mut sent = 0usize;
+                while started.elapsed() < Duration::from_secs(4) {
+                    match s.write(&junk) {
+                        Ok(n) => sent += n,
+                        Err(_) => break,
+                    }
+                }
+                (started.elapsed(), sent)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..5 {
+        get_within(
+            addr,
+            Duration::from_millis(500),
+            "beside clients sending without pause",
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for blaster in blasters {
+        let (took, sent) = blaster.join().unwrap();
+        assert!(sent > 64 * 1024, "sent only {sent} bytes");
+        assert!(
+            took < Duration::from_secs(3),
+            "still connected after {took:?}"
+        );
+    }
+}
+
 /// Idle connections take no thread and at most `MAX_PENDING` places (the oldest goes
 /// first): a normal GET is answered at once behind 50 of them, and behind 200.
 #[test]
@@ -448,16 +490,21 @@ fn document(healthy: bool) -> StatusDoc {
     }
 }
 
-fn serve_document(doc: StatusDoc) -> (Server, SocketAddr) {
+/// A handler answering `doc` on /status, 404 elsewhere.
+fn document_handler(doc: StatusDoc) -> Handler {
     let body = serde_json::to_vec(&doc).unwrap();
-    serve(Arc::new(move |path: &str| match path {
+    Arc::new(move |path: &str| match path {
         "/status" => Response {
             status: 200,
             content_type: "application/json",
             body: body.clone(),
         },
         _ => Response::text(404, "only /status here\n"),
-    }))
+    })
+}
+
+fn serve_document(doc: StatusDoc) -> (Server, SocketAddr) {
+    serve(document_handler(doc))
 }
 
 fn rstunnel_status(arg: &str) -> common::tools::RunResult {
@@ -476,7 +523,7 @@ fn service_line(out: &str) -> Vec<String> {
     line.split_whitespace().map(String::from).collect()
 }
 
-/// `rstunnel --status HOST:PORT`, `PORT` and `CONFIG`: the service line, the process
+/// `rstunnel --status HOST:PORT`, `PORT`, `SOCKET` and `CONFIG`: the service line, the process
 /// line; exit 0 when healthy, 1 when not (with the reason).
 #[test]
 fn status_command_prints_the_services() {
@@ -509,8 +556,17 @@ fn status_command_prints_the_services() {
     let by_port = rstunnel_status(&addr.port().to_string());
     assert_eq!(by_port.stdout, r.stdout);
 
-    let (_paused, addr) = serve_document(document(false));
     let dir = TestDir::new("status-cli");
+    let socket = dir.join("status.sock");
+    let _on_socket = server::bind(&StatusAddress::Unix(socket.clone()))
+        .unwrap()
+        .serve(document_handler(document(true)))
+        .unwrap();
+    let by_socket = rstunnel_status(socket.to_str().unwrap());
+    assert_eq!(by_socket.status.code(), Some(0), "{}", by_socket.describe());
+    assert_eq!(by_socket.stdout, r.stdout);
+
+    let (_paused, addr) = serve_document(document(false));
     let conf = dir.write(
         "with-status.conf",
         format!(

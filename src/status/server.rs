@@ -398,9 +398,12 @@ impl Pending {
         self.deadline = self.deadline.min(Instant::now() + LINGER);
     }
 
-    /// Reads what is there (the socket is non-blocking) and judges the head.
+    /// Reads what is there (the socket is non-blocking) and judges the head. A draining
+    /// client gets a few reads per turn, so that one sending without pause cannot keep
+    /// the thread from the others and from their deadlines.
     fn step(&mut self) -> Step {
         let mut buf = [0u8; 2048];
+        let mut drain_turns = 16;
         loop {
             let room = match self.phase {
                 Phase::Reading => buf.len().min(http::MAX_HEAD - self.head.len()),
@@ -409,7 +412,11 @@ impl Pending {
             match self.stream.read(&mut buf[..room]) {
                 Ok(0) => return Step::Close,
                 Ok(n) if self.phase == Phase::Reading => self.head.extend_from_slice(&buf[..n]),
-                Ok(_) => continue,
+                Ok(_) if drain_turns == 0 => return Step::Keep,
+                Ok(_) => {
+                    drain_turns -= 1;
+                    continue;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
                 Err(_) => return Step::Close,
