@@ -176,7 +176,10 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     daemon::notify_systemd("READY=1");
     let published = status::Published::default();
     published.set(status_view(&running));
-    let status = match status_bound.map(|b| serve_status(b, &published)).transpose() {
+    let status = match status_bound
+        .map(|b| serve_status(b, &published))
+        .transpose()
+    {
         Ok(status) => status,
         Err(e) => {
             log_err!("{e}");
@@ -461,7 +464,9 @@ fn bind_status(
         return Ok(None);
     };
     let bound = status::server::bind(address).map_err(|e| {
-        StartupError::Unsupported(format!("Cannot serve the status endpoint (status = {address}): {e}"))
+        StartupError::Unsupported(format!(
+            "Cannot serve the status endpoint (status = {address}): {e}"
+        ))
     })?;
     if let Some(warning) = bound.warning() {
         log_warning!("{warning}");

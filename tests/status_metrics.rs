@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::faults::{echo_stream, Target};
 use common::process::*;
@@ -80,6 +80,7 @@ fn sessions_and_bytes_move_by_exactly_what_was_relayed() {
             )
         ),
     );
+    let server_ready = Instant::now();
     let before = scrape(server_at);
     before.assert_promtool_clean();
     assert_eq!(before.value("rstunnel_sessions_total", &svc("srv")), 0.0);
@@ -162,6 +163,13 @@ fn sessions_and_bytes_move_by_exactly_what_was_relayed() {
         ("listening", 4)
     );
     assert!(doc.healthy && doc.process.threads > 0 && doc.process.rss_bytes > 0);
+    // The process started before it was ready, and no earlier than the test started it.
+    let since_ready = server_ready.elapsed().as_secs_f64();
+    assert!(
+        doc.uptime_seconds >= since_ready && doc.uptime_seconds < since_ready + 10.0,
+        "uptime {} s, ready {since_ready} s ago",
+        doc.uptime_seconds
+    );
     drop(open);
 }
 
@@ -409,4 +417,74 @@ fn a_reload_keeps_the_counters_of_services_that_stay() {
         1.0
     );
     assert_eq!(m.value("rstunnel_sessions_total", &svc("stays")), 1.0);
+}
+
+/// Hostile input on a running tunnel's status port touches nothing else: while 200
+/// connections sit idle on it, others send garbage, an oversized head, other methods and
+/// traversal paths (each refused with its 4xx), a TLS session streams through the tunnel
+/// unharmed, and a GET of /metrics is still answered, counting exactly that one session.
+#[test]
+fn hostile_input_on_the_status_port_affects_nothing_else() {
+    let dir = TestDir::new("status-hostile");
+    let pki = Pki::new(&dir);
+    let echo = Backend::echo();
+    let (line, at) = status_line();
+    let t = Tunnel::start(
+        &dir,
+        "server",
+        &format!(
+            "{line}{}",
+            server_body(echo.addr(), &pki.server.combined, "")
+        ),
+    );
+    let mut session = tls_to(t.addr("srv"), Some(&pki.ca_file), None);
+    let idle: Vec<_> = (0..200).map(|_| connect(at)).collect();
+    let answer = |request: &[u8]| {
+        let mut s = connect(at);
+        let _ = s.write_all(request);
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines().next().unwrap_or("").to_string()
+    };
+    let oversized = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+    for (request, status) in [
+        (&b"\x16\x03\x01\x02\x00garbage\r\n\r\n"[..], "400"),
+        (oversized.as_bytes(), "431"),
+        (
+            b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            "405",
+        ),
+        (b"DELETE /status HTTP/1.1\r\n\r\n", "405"),
+        (b"GET /../metrics HTTP/1.1\r\n\r\n", "404"),
+        (b"GET /metrics/../../etc/passwd HTTP/1.1\r\n\r\n", "404"),
+        (b"GET %2Fmetrics HTTP/1.1\r\n\r\n", "404"),
+    ] {
+        let got = answer(request);
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status}")),
+            "{:?} answered {got:?}",
+            String::from_utf8_lossy(&request[..request.len().min(40)])
+        );
+        // The tunnel relays meanwhile, every byte.
+        let data = payload(status.len() as u64, 64 * 1024);
+        session.write_all(&data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        session.read_exact(&mut back).unwrap();
+        assert!(
+            back == data,
+            "the session's echo changed while the status port was abused"
+        );
+    }
+    let m = scrape(at);
+    assert_eq!(m.value("rstunnel_sessions_active", &svc("srv")), 1.0);
+    assert_eq!(m.value("rstunnel_sessions_total", &svc("srv")), 1.0);
+    assert_eq!(
+        m.value(
+            "rstunnel_refused_connections_total",
+            &[("service", "srv"), ("cause", "connection_cap")]
+        ),
+        0.0
+    );
+    drop(idle);
+    common::tls::tls_close(&mut session, "the session after the abuse");
 }

@@ -16,7 +16,10 @@ use common::process::*;
 use common::tools::find_program;
 use common::*;
 
-const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/prometheus/rstunnel-alerts.yml");
+const RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/conf/prometheus/rstunnel-alerts.yml"
+);
 
 /// A private Prometheus: scrapes `target` every second, evaluates the rules every second.
 struct Prometheus {
@@ -63,7 +66,10 @@ impl Prometheus {
                     .iter()
                     .map(|a| {
                         let labels = a["labels"].clone();
-                        (labels["alertname"].as_str().unwrap_or("").to_string(), labels)
+                        (
+                            labels["alertname"].as_str().unwrap_or("").to_string(),
+                            labels,
+                        )
                     })
                     .collect()
             })
@@ -85,11 +91,15 @@ fn the_shipped_alert_rules_catch_an_expiring_certificate_and_a_paused_service() 
     // [soon] serves a certificate that expires in 3 days; [down] has no far side.
     let soon = pki
         .ca
-        .issue_with("soon.example", KeyKind::EcP256, &LeafSpec {
-            dns: &["localhost"],
-            valid_days: Some(3),
-            ..LeafSpec::default()
-        })
+        .issue_with(
+            "soon.example",
+            KeyKind::EcP256,
+            &LeafSpec {
+                dns: &["localhost"],
+                valid_days: Some(3),
+                ..LeafSpec::default()
+            },
+        )
         .write(&dir, "soon");
     let echo = Backend::echo();
     let status_port = free_port();
@@ -113,7 +123,9 @@ fn the_shipped_alert_rules_catch_an_expiring_certificate_and_a_paused_service() 
             name == "RstunnelCertificateExpiresSoon"
                 && l["service"] == "soon"
                 && l["role"] == "cert"
-                && l["subject"].as_str().is_some_and(|s| s.contains("soon.example"))
+                && l["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("soon.example"))
         });
         let paused = alerts
             .iter()
@@ -126,7 +138,10 @@ fn the_shipped_alert_rules_catch_an_expiring_certificate_and_a_paused_service() 
         alerts = prometheus.alerts();
     }
     let log = std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
-    assert!(wanted(&alerts), "alerts: {alerts:?}\nprometheus log:\n{log}");
+    assert!(
+        wanted(&alerts),
+        "alerts: {alerts:?}\nprometheus log:\n{log}"
+    );
     // Nothing is said of what is fine: [soon] is not paused, and the CA and the server
     // certificate of [down] are valid for longer than a week.
     for (name, labels) in &alerts {
@@ -142,12 +157,16 @@ fn the_shipped_alert_rules_catch_an_expiring_certificate_and_a_paused_service() 
 /// The README shows the rules file as it is shipped.
 #[test]
 fn the_readme_shows_the_shipped_rules() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let rules = std::fs::read_to_string(RULES).unwrap();
     let body: String = rules
         .lines()
         .skip_while(|l| l.starts_with('#'))
         .map(|l| format!("{l}\n"))
         .collect();
-    assert!(readme.contains(&body), "README.md must show {RULES} from `groups:` on");
+    assert!(
+        readme.contains(&body),
+        "README.md must show {RULES} from `groups:` on"
+    );
 }
