@@ -46,6 +46,25 @@ fn expiry_line(t: &Tunnel, pattern: &str) -> String {
     line.text
 }
 
+/// A `[srv]` tunnel with `cert` (and `extra` lines) in front of an echo backend; the
+/// expiry line with `pattern`, which must start with `expected`; then the tunnel serves
+/// (a TLS session through it echoes, checked against `ca` if given).
+fn warns_then_serves(
+    dir: &TestDir,
+    cert: &std::path::Path,
+    extra: &str,
+    pattern: &str,
+    expected: &str,
+    ca: Option<&std::path::Path>,
+) -> String {
+    let echo = Backend::echo();
+    let t = Tunnel::start(dir, "server", &server_body(echo.addr(), cert, extra));
+    let text = expiry_line(&t, pattern);
+    assert!(text.starts_with(expected), "{text}\nexpected {expected}…");
+    echoes(&t, ca);
+    text
+}
+
 /// The tunnel serves: a TLS session through it echoes.
 fn echoes(t: &Tunnel, ca: Option<&std::path::Path>) {
     let mut s = tls_to(t.addr("srv"), ca, None);
@@ -58,19 +77,18 @@ fn a_certificate_expiring_within_a_day_is_warned_at_startup() {
     let dir = TestDir::new("expiry-1day");
     let pki = Pki::new(&dir);
     let leaf = leaf_expiring(&dir, &pki.ca, "soon.name", DAY);
-    let echo = Backend::echo();
-    let t = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &leaf.combined, ""),
-    );
-    let text = expiry_line(&t, "expires within 1 day");
     let expected = format!(
         "Service [srv]: certificate O=rstunnel tests, CN=soon.name in {} expires within 1 day: in 24 hours, on ",
         leaf.combined.display()
     );
-    assert!(text.starts_with(&expected), "{text}\nexpected {expected}…");
-    echoes(&t, Some(&pki.ca_file));
+    warns_then_serves(
+        &dir,
+        &leaf.combined,
+        "",
+        "expires within 1 day",
+        &expected,
+        Some(&pki.ca_file),
+    );
 }
 
 #[test]
@@ -78,24 +96,16 @@ fn an_expired_certificate_is_warned_and_the_service_still_starts() {
     let dir = TestDir::new("expiry-expired");
     let pki = Pki::new(&dir);
     let leaf = leaf_expiring(&dir, &pki.ca, "past.name", -3600);
-    let echo = Backend::echo();
-    let t = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &leaf.combined, ""),
-    );
-    let text = expiry_line(&t, " expired on ");
     let expected = format!(
         "Service [srv]: certificate O=rstunnel tests, CN=past.name in {} expired on ",
         leaf.combined.display()
     );
-    assert!(text.starts_with(&expected), "{text}\nexpected {expected}…");
+    // It serves (a client that checks the dates would refuse it, as it should).
+    let text = warns_then_serves(&dir, &leaf.combined, "", " expired on ", &expected, None);
     assert!(
         text.ends_with(" GMT"),
         "the date as OpenSSL prints it: {text}"
     );
-    // It serves (a client that checks the dates would refuse it, as it should).
-    echoes(&t, None);
 }
 
 #[test]
@@ -104,18 +114,17 @@ fn a_ca_file_entry_expiring_within_a_week_names_the_ca_file() {
     let pki = Pki::new(&dir);
     let short = Ca::expiring("short-lived CA", KeyKind::EcP256, 5 * DAY);
     let ca_file = short.write_cert(&dir, "short-ca.crt");
-    let echo = Backend::echo();
     let extra = format!("CAfile = {}\n", ca_file.display());
-    let t = Tunnel::start(
-        &dir,
-        "server",
-        &server_body(echo.addr(), &pki.server.combined, &extra),
-    );
-    let text = expiry_line(&t, "expires within 7 days");
     let expected = format!(
         "Service [srv]: CA certificate O=rstunnel tests, CN=short-lived CA in {} expires within 7 days: in 5 days, on ",
         ca_file.display()
     );
-    assert!(text.starts_with(&expected), "{text}\nexpected {expected}…");
-    echoes(&t, Some(&pki.ca_file));
+    warns_then_serves(
+        &dir,
+        &pki.server.combined,
+        &extra,
+        "expires within 7 days",
+        &expected,
+        Some(&pki.ca_file),
+    );
 }

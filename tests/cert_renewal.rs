@@ -28,6 +28,11 @@ fn leaf(pki: &Pki, cn: &str) -> Leaf {
         .issue(cn, common::certs::SERVER_NAMES, KeyKind::EcP256)
 }
 
+/// One server leaf per CN.
+fn leaves<const N: usize>(pki: &Pki, cns: [&str; N]) -> [Leaf; N] {
+    cns.map(|cn| leaf(pki, cn))
+}
+
 /// Writes `contents` beside `path` (mode 0600, as a key wants) and renames it over `path`:
 /// a replacement by rename.
 fn replace(path: &Path, contents: &[u8]) {
@@ -140,16 +145,49 @@ fn count(t: &Tunnel, pattern: &str) -> usize {
     t.log_lines().iter().filter(|l| l.contains(pattern)).count()
 }
 
-/// A server with `cert =` and `key =` files, watched (the default).
+/// `<name>.crt` and `<name>.key` (mode 0600) of `leaf` in `dir`.
+fn write_pair(dir: &TestDir, name: &str, leaf: &Leaf) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(&format!("{name}.crt")),
+        dir.join(&format!("{name}.key")),
+    );
+    write_private(&cert, &cert_pem(leaf));
+    write_private(&key, &key_pem(leaf));
+    (cert, key)
+}
+
+/// The `n`th refused certificate reload: an error line for the file (`setting`, e.g.
+/// `cert = PATH: `) with `reason`, then `… keeping the current certificates`.
+fn refused(t: &Tunnel, n: usize, setting: &str, reason: &str) {
+    if !wait_until(WAIT, || count(t, "keeping the current certificates") == n) {
+        t.fail(&format!("refused reload {n} was not logged"));
+    }
+    let lines = t.log_lines();
+    let at = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("keeping the current certificates"))
+        .nth(n - 1)
+        .map_or(0, |(i, _)| i);
+    assert!(lines[at].contains("LOG3["), "{}", lines[at]);
+    let cause = &lines[at - 1];
+    assert!(
+        cause.contains("LOG3[") && cause.contains(setting) && cause.contains(reason),
+        "expected the error for {setting}{reason}…, got {cause}"
+    );
+}
+
+/// A server `[srv]` on `accept` with `cert =` and `key =` files in front of `backend`,
+/// `globals` before it.
 fn server(
     dir: &TestDir,
-    cert: &Path,
-    key: &Path,
+    globals: &str,
+    accept: &str,
+    (cert, key): (&Path, &Path),
     backend: std::net::SocketAddr,
-    extra: &str,
 ) -> Tunnel {
     let body = format!(
-        "[srv]\naccept = 127.0.0.1:0\nconnect = {backend}\ncert = {}\nkey = {}\n{extra}\n",
+        "{globals}[srv]\naccept = {accept}\nconnect = {backend}\ncert = {}\nkey = {}\n",
         cert.display(),
         key.display()
     );
@@ -160,16 +198,10 @@ fn server(
 fn renewal_by_rename_is_picked_up_and_bad_files_are_refused() {
     let dir = TestDir::new("renewal");
     let pki = Pki::new(&dir);
-    let (first, second, third) = (
-        leaf(&pki, "first.name"),
-        leaf(&pki, "second.name"),
-        leaf(&pki, "third.name"),
-    );
-    let cert = dir.write("srv.crt", cert_pem(&first));
-    let key = dir.join("srv.key");
-    write_private(&key, &key_pem(&first));
+    let [first, second, third] = leaves(&pki, ["first.name", "second.name", "third.name"]);
+    let (cert, key) = write_pair(&dir, "srv", &first);
     let echo = Backend::echo();
-    let t = server(&dir, &cert, &key, echo.addr(), "");
+    let t = server(&dir, "", "127.0.0.1:0", (&cert, &key), echo.addr());
     t.wait_for_log("for changed certificate, key, CA and CRL files", WAIT);
     assert_eq!(served_cn(t.addr("srv"), &pki.ca_file), "first.name");
     let live = LiveSessions::start(t.addr("srv"), &pki.ca_file, 3);
@@ -191,29 +223,22 @@ fn renewal_by_rename_is_picked_up_and_bad_files_are_refused() {
     // Half-written: the PEM cut in the middle. Refused, the second certificate serves.
     let pem = cert_pem(&third);
     replace(&cert, &pem[..pem.len() / 2]);
-    let error = t.wait_for_log("keeping the current certificates", WAIT);
-    assert!(
-        error.contains("LOG3[") && error.contains("srv.crt"),
-        "{error}"
-    );
-    let cause = t.wait_for_log("Failed to initialize TLS context", WAIT);
-    assert!(
-        cause.contains(&format!("cert = {}", cert.display())),
-        "{cause}"
+    refused(
+        &t,
+        1,
+        &format!("cert = {}: ", cert.display()),
+        "bad end line",
     );
     assert_eq!(served_cn(t.addr("srv"), &pki.ca_file), "second.name");
     live.move_on(6);
 
     // A whole certificate whose key is not the one beside it: refused too.
     replace(&cert, &cert_pem(&third));
-    assert!(
-        wait_until(WAIT, || count(&t, "keeping the current certificates") == 2),
-        "the mismatched pair was not refused"
-    );
-    let cause = t.wait_for_log("key values mismatch", WAIT);
-    assert!(
-        cause.contains(&format!("key = {}", key.display())),
-        "{cause}"
+    refused(
+        &t,
+        2,
+        &format!("key = {}: ", key.display()),
+        "key values mismatch",
     );
     assert_eq!(served_cn(t.addr("srv"), &pki.ca_file), "second.name");
 
@@ -235,7 +260,7 @@ fn renewal_by_rename_is_picked_up_and_bad_files_are_refused() {
 fn a_certbot_style_symlink_swap_is_followed() {
     let dir = TestDir::new("renewal-symlink");
     let pki = Pki::new(&dir);
-    let (first, second) = (leaf(&pki, "first.name"), leaf(&pki, "second.name"));
+    let [first, second] = leaves(&pki, ["first.name", "second.name"]);
     let (live, archive) = (dir.join("live"), dir.join("archive"));
     std::fs::create_dir_all(&live).unwrap();
     std::fs::create_dir_all(&archive).unwrap();
@@ -250,7 +275,7 @@ fn a_certbot_style_symlink_swap_is_followed() {
     link("privkey.pem", "privkey1.pem");
     let echo = Backend::echo();
     let (cert, key): (PathBuf, PathBuf) = (live.join("cert.pem"), live.join("privkey.pem"));
-    let t = server(&dir, &cert, &key, echo.addr(), "");
+    let t = server(&dir, "", "127.0.0.1:0", (&cert, &key), echo.addr());
     t.wait_for_log("for changed certificate, key, CA and CRL files", WAIT);
     assert_eq!(served_cn(t.addr("srv"), &pki.ca_file), "first.name");
     std::fs::write(archive.join("cert2.pem"), cert_pem(&second)).unwrap();
@@ -265,20 +290,13 @@ fn a_certbot_style_symlink_swap_is_followed() {
 fn watch_certificates_no_leaves_a_rename_for_sighup() {
     let dir = TestDir::new("renewal-off");
     let pki = Pki::new(&dir);
-    let (first, second) = (leaf(&pki, "first.name"), leaf(&pki, "second.name"));
-    let cert = dir.write("srv.crt", cert_pem(&first));
-    let key = dir.join("srv.key");
-    write_private(&key, &key_pem(&first));
+    let [first, second] = leaves(&pki, ["first.name", "second.name"]);
+    let (cert, key) = write_pair(&dir, "srv", &first);
     let echo = Backend::echo();
     // Fixed port: a SIGHUP reload keeps a listener only for the same configured address.
-    let port = common::process::free_port();
-    let body = format!(
-        "watchCertificates = no\n[srv]\naccept = 127.0.0.1:{port}\nconnect = {}\ncert = {}\nkey = {}\n",
-        echo.addr(),
-        cert.display(),
-        key.display()
-    );
-    let t = Tunnel::start(&dir, "server", &body);
+    let accept = format!("127.0.0.1:{}", common::process::free_port());
+    let globals = "watchCertificates = no\n";
+    let t = server(&dir, globals, &accept, (&cert, &key), echo.addr());
     replace(&key, &key_pem(&second));
     replace(&cert, &cert_pem(&second));
     // Four times the debounce and more than the 2 s a watched renewal is allowed.
@@ -295,26 +313,12 @@ fn watch_certificates_no_leaves_a_rename_for_sighup() {
 fn a_reload_watches_the_files_it_names() {
     let dir = TestDir::new("renewal-rearm");
     let pki = Pki::new(&dir);
-    let (first, second, third) = (
-        leaf(&pki, "first.name"),
-        leaf(&pki, "second.name"),
-        leaf(&pki, "third.name"),
-    );
-    let (cert, key) = (dir.join("a.crt"), dir.join("a.key"));
-    write_private(&cert, &cert_pem(&first));
-    write_private(&key, &key_pem(&first));
-    let (cert_b, key_b) = (dir.join("b.crt"), dir.join("b.key"));
-    write_private(&cert_b, &cert_pem(&second));
-    write_private(&key_b, &key_pem(&second));
+    let [first, second, third] = leaves(&pki, ["first.name", "second.name", "third.name"]);
+    let (cert, key) = write_pair(&dir, "a", &first);
+    let (cert_b, key_b) = write_pair(&dir, "b", &second);
     let echo = Backend::echo();
-    let port = common::process::free_port();
-    let body = format!(
-        "[srv]\naccept = 127.0.0.1:{port}\nconnect = {}\ncert = {}\nkey = {}\n",
-        echo.addr(),
-        cert.display(),
-        key.display()
-    );
-    let t = Tunnel::start(&dir, "server", &body);
+    let accept = format!("127.0.0.1:{}", common::process::free_port());
+    let t = server(&dir, "", &accept, (&cert, &key), echo.addr());
     t.wait_for_log("for changed certificate, key, CA and CRL files", WAIT);
     let conf = std::fs::read_to_string(&t.conf).unwrap();
     std::fs::write(
