@@ -14,15 +14,14 @@ use common::tls::tls_to;
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(10);
-const DAY: i64 = 86_400;
 
-/// A server leaf for `127.0.0.1`/`localhost` from `ca`, expiring `secs` from now, written
+/// A server leaf for `127.0.0.1`/`localhost` from `ca`, expiring `days` from now, written
 /// as `<name>.pem` (certificate and key).
-fn leaf_expiring(dir: &TestDir, ca: &Ca, cn: &str, secs: i64) -> LeafFiles {
+fn leaf_expiring(dir: &TestDir, ca: &Ca, cn: &str, days: i64) -> LeafFiles {
     let spec = common::certs::LeafSpec {
         dns: &["localhost"],
         ips: &["127.0.0.1"],
-        not_after: Some(secs),
+        valid_days: Some(days),
         ..Default::default()
     };
     ca.issue_with(cn, KeyKind::EcP256, &spec).write(dir, cn)
@@ -76,7 +75,7 @@ fn echoes(t: &Tunnel, ca: Option<&std::path::Path>) {
 fn a_certificate_expiring_within_a_day_is_warned_at_startup() {
     let dir = TestDir::new("expiry-1day");
     let pki = Pki::new(&dir);
-    let leaf = leaf_expiring(&dir, &pki.ca, "soon.name", DAY);
+    let leaf = leaf_expiring(&dir, &pki.ca, "soon.name", 1);
     let expected = format!(
         "Service [srv]: certificate O=rstunnel tests, CN=soon.name in {} expires within 1 day: in 24 hours, on ",
         leaf.combined.display()
@@ -95,7 +94,7 @@ fn a_certificate_expiring_within_a_day_is_warned_at_startup() {
 fn an_expired_certificate_is_warned_and_the_service_still_starts() {
     let dir = TestDir::new("expiry-expired");
     let pki = Pki::new(&dir);
-    let leaf = leaf_expiring(&dir, &pki.ca, "past.name", -3600);
+    let leaf = leaf_expiring(&dir, &pki.ca, "past.name", -1);
     let expected = format!(
         "Service [srv]: certificate O=rstunnel tests, CN=past.name in {} expired on ",
         leaf.combined.display()
@@ -112,7 +111,7 @@ fn an_expired_certificate_is_warned_and_the_service_still_starts() {
 fn a_ca_file_entry_expiring_within_a_week_names_the_ca_file() {
     let dir = TestDir::new("expiry-cafile");
     let pki = Pki::new(&dir);
-    let short = Ca::expiring("short-lived CA", KeyKind::EcP256, 5 * DAY);
+    let short = Ca::expiring("short-lived CA", KeyKind::EcP256, 5);
     let ca_file = short.write_cert(&dir, "short-ca.crt");
     let extra = format!("CAfile = {}\n", ca_file.display());
     let expected = format!(

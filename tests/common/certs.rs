@@ -56,11 +56,11 @@ fn random_serial() -> Asn1Integer {
 }
 
 /// Builder with subject CN, random serial, validity from now to a year ahead, or to
-/// `not_after` seconds from now (negative: already expired; valid from 30 days before).
+/// `valid_days` days from now (negative: already expired; valid from 30 days before).
 fn base_builder(
     cn: &str,
     key: &PKey<Private>,
-    not_after: Option<i64>,
+    valid_days: Option<i64>,
 ) -> (X509Builder, openssl::x509::X509Name) {
     let mut name = X509NameBuilder::new().unwrap();
     name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "rstunnel tests")
@@ -77,8 +77,8 @@ fn base_builder(
         .unwrap()
         .as_secs() as i64;
     // A year: past the 30 days within which rstunnel warns that a certificate expires
-    // (tests of those warnings set `not_after`).
-    let not_after = now + not_after.unwrap_or(365 * 86_400);
+    // (tests of those warnings set `valid_days`).
+    let not_after = now + valid_days.unwrap_or(365) * 86_400;
     let not_before = now.min(not_after - 30 * 86_400);
     b.set_not_before(&Asn1Time::from_unix(not_before).unwrap())
         .unwrap();
@@ -99,9 +99,9 @@ impl Ca {
         make_ca(cn, kind, None, None)
     }
 
-    /// A self-signed CA whose not-after is `secs` seconds from now (negative: past).
-    pub fn expiring(cn: &str, kind: KeyKind, secs: i64) -> Ca {
-        make_ca(cn, kind, None, Some(secs))
+    /// A self-signed CA whose not-after is `days` days from now (negative: past).
+    pub fn expiring(cn: &str, kind: KeyKind, days: i64) -> Ca {
+        make_ca(cn, kind, None, Some(days))
     }
 
     /// A leaf signed by this CA. `sans` entries that parse as an IP address become `IP:`
@@ -125,7 +125,7 @@ impl Ca {
     /// authorityKeyIdentifier, and an OCSP authorityInfoAccess if asked, in that order.
     pub fn issue_with(&self, cn: &str, kind: KeyKind, spec: &LeafSpec) -> Leaf {
         let key = new_key(kind);
-        let (mut b, _) = base_builder(cn, &key, spec.not_after);
+        let (mut b, _) = base_builder(cn, &key, spec.valid_days);
         if let Some(serial) = spec.serial {
             b.set_serial_number(&serial.to_asn1_integer().unwrap())
                 .unwrap();
@@ -205,9 +205,9 @@ pub fn intermediate_ca(root: &Ca, cn: &str) -> Ca {
 /// A CA: self-signed when `issuer` is `None`; else signed by `issuer`, with pathlen 0 and
 /// an authorityKeyIdentifier. basicConstraints CA:TRUE and keyUsage keyCertSign + cRLSign
 /// (both critical) and a subjectKeyIdentifier either way.
-fn make_ca(cn: &str, kind: KeyKind, issuer: Option<&Ca>, not_after: Option<i64>) -> Ca {
+fn make_ca(cn: &str, kind: KeyKind, issuer: Option<&Ca>, valid_days: Option<i64>) -> Ca {
     let key = new_key(kind);
-    let (mut b, name) = base_builder(cn, &key, not_after);
+    let (mut b, name) = base_builder(cn, &key, valid_days);
     let issuer_cert = issuer.map(|i| &i.cert);
     b.set_issuer_name(issuer_cert.map_or(&*name, |c| c.subject_name()))
         .unwrap();
@@ -276,8 +276,8 @@ pub struct LeafSpec<'a> {
     /// An authorityInfoAccess extension naming this OCSP responder URL (what a server
     /// staples from).
     pub ocsp_url: Option<&'a str>,
-    /// Not-after this many seconds from now (negative: already expired) instead of a year.
-    pub not_after: Option<i64>,
+    /// Not-after this many days from now (negative: already expired) instead of a year.
+    pub valid_days: Option<i64>,
 }
 
 /// A leaf certificate and its private key.
