@@ -26,6 +26,7 @@ INSTALL  ?= install
 #   man page           $(PREFIX)/share/man/man8/rstunnel.8.gz
 #   README             $(PREFIX)/share/doc/rstunnel
 #   rsyslog examples   $(PREFIX)/share/doc/rstunnel/examples/rsyslog/*.conf
+#   Prometheus alerts  $(PREFIX)/share/doc/rstunnel/examples/prometheus/rstunnel-alerts.yml
 #   sample configs     $(sysconfdir)/stunnel/{stunnel,syslog-server,syslog-client}.conf
 #   logrotate          $(sysconfdir)/logrotate.d/rstunnel
 #
@@ -70,6 +71,8 @@ MANPAGE      := conf/rstunnel.8
 DOCS         := README.md
 # README "Delivering every line": rsyslog files to copy, documentation, not configuration.
 RSYSLOG_EXAMPLES := $(sort $(wildcard conf/rsyslog/*.conf))
+# README "Monitoring": alerting rules for the status endpoint, documentation too.
+PROMETHEUS_EXAMPLES := conf/prometheus/rstunnel-alerts.yml
 LICENSES     := LICENSE-MIT LICENSE-APACHE
 
 # The version in Cargo.toml's [package] table.
@@ -229,6 +232,8 @@ install: check-layout $(if $(filter 1 yes,$(NOBUILD)),check-bin,build)
 	$(INSTALL) -m 0644 $(DOCS) "$(DESTDIR)$(DOCDIR)/"
 	$(INSTALL) -d -m 0755 "$(DESTDIR)$(DOCDIR)/examples/rsyslog"
 	$(INSTALL) -m 0644 $(RSYSLOG_EXAMPLES) "$(DESTDIR)$(DOCDIR)/examples/rsyslog/"
+	$(INSTALL) -d -m 0755 "$(DESTDIR)$(DOCDIR)/examples/prometheus"
+	$(INSTALL) -m 0644 $(PROMETHEUS_EXAMPLES) "$(DESTDIR)$(DOCDIR)/examples/prometheus/"
 	$(INSTALL) -m 0644 $(LICENSES) "$(DESTDIR)$(LICENSEDIR)/"
 	@set -e; \
 	install_conf() { \
@@ -253,7 +258,9 @@ uninstall: check-layout
 	rm -f "$(DESTDIR)$(BINDIR)/rstunnel" "$(DESTDIR)$(MANDIR)/man8/rstunnel.8.gz"
 	rm -f $(foreach u,$(UNITS),"$(DESTDIR)$(UNITDIR)/$(notdir $(u))")
 	rm -f $(foreach e,$(RSYSLOG_EXAMPLES),"$(DESTDIR)$(DOCDIR)/examples/rsyslog/$(notdir $(e))")
-	rmdir "$(DESTDIR)$(DOCDIR)/examples/rsyslog" "$(DESTDIR)$(DOCDIR)/examples" 2>/dev/null || true
+	rm -f $(foreach e,$(PROMETHEUS_EXAMPLES),"$(DESTDIR)$(DOCDIR)/examples/prometheus/$(notdir $(e))")
+	rmdir "$(DESTDIR)$(DOCDIR)/examples/rsyslog" "$(DESTDIR)$(DOCDIR)/examples/prometheus" \
+		"$(DESTDIR)$(DOCDIR)/examples" 2>/dev/null || true
 	rm -f $(foreach d,$(DOCS),"$(DESTDIR)$(DOCDIR)/$(d)") \
 		$(foreach l,$(LICENSES),"$(DESTDIR)$(LICENSEDIR)/$(l)")
 	rmdir "$(DESTDIR)$(LICENSEDIR)" 2>/dev/null || true

@@ -33,6 +33,11 @@
 #      held and answering (a second echo on every session once all are open),
 #      and RSS growth after they all close (churn). A tunnel that crashes or
 #      refuses is recorded as a result.
+#   7. the status endpoint's cost: the throughput workloads once more per round
+#      with rstunnel's `status = 127.0.0.1:PORT` on in both tunnels and curl
+#      scraping /metrics of both every BENCH_SCRAPE seconds meanwhile
+#      ("rstunnel-status"), against rstunnel without it, as ratios beside
+#      rstunnel's own spread between rounds (the noise).
 #   6. the loadgen's own CPU share (client + backend, in cores) is reported
 #      next to every throughput figure: if it nears the cores the machine
 #      has, the figure measures the generator, not the tunnel.
@@ -57,6 +62,8 @@
 #   BENCH_CLIENTS       concurrent clients for sessions/handshakes (16)
 #   BENCH_PINGS         latency round trips (20000)
 #   BENCH_IDLE_LEVELS   idle session counts ("1000 5000 10000")
+#   BENCH_SCRAPE        seconds between scrapes in the status-cost runs (1)
+#   BENCH_NO_STATUS=1   skip the status-cost runs
 #   BENCH_OUT           report (BENCHMARKS.md at the repository root)
 #   BENCH_CHART         chart (docs/bench-ratios.png at the repository root)
 #   BENCH_NO_BUILD=1    skip `cargo build --release -p rstunnel -p rstunnel-loadgen`
@@ -108,7 +115,7 @@ fi
 for b in "$RSTUNNEL" "$STUNNEL" "$LOADGEN"; do
     [ -x "$b" ] || die "not executable: $b"
 done
-for t in openssl ss taskset; do
+for t in openssl ss taskset curl; do
     command -v "$t" >/dev/null || die "$t not found (scripts/deps.sh)"
 done
 if [ "${BENCH_NO_CHART:-0}" != 1 ] && ! command -v gnuplot >/dev/null; then
@@ -315,6 +322,37 @@ write_configs() { # write_configs DEBUG-LEVEL SUFFIX
 }
 write_configs warning ""
 write_configs info "-info"
+# The status-cost runs: the same files with the endpoint on (rstunnel only).
+pick_port STATUS_S; pick_port STATUS_C
+{ echo "status = 127.0.0.1:$STATUS_S"; cat server.conf; } >server-status.conf
+{ echo "status = 127.0.0.1:$STATUS_C"; cat client.conf; } >client-status.conf
+SCRAPE="${BENCH_SCRAPE:-1}"
+SCRAPER_PID=""
+# start_scraper / stop_scraper: curl on both tunnels' /metrics every $SCRAPE s;
+# a scrape that fails is counted (it would mean the endpoint broke under load).
+start_scraper() {
+    (
+        n=0 bad=0
+        trap 'echo "scrapes=$n failed=$bad" >"$WORK/scrapes.last"; exit 0' TERM
+        while :; do
+            for p in "$STATUS_S" "$STATUS_C"; do
+                n=$((n + 1))
+                curl -sf --max-time 5 "http://127.0.0.1:$p/metrics" >/dev/null || bad=$((bad + 1))
+            done
+            sleep "$SCRAPE" & wait $!
+        done
+    ) &
+    SCRAPER_PID=$!
+    PIDS+=("$SCRAPER_PID")
+}
+stop_scraper() {
+    [ -n "$SCRAPER_PID" ] || return 0
+    kill -TERM "$SCRAPER_PID" 2>/dev/null || true
+    wait "$SCRAPER_PID" 2>/dev/null || true
+    SCRAPER_PID=""
+    SCRAPES+=("$(cat "$WORK/scrapes.last" 2>/dev/null || echo "scrapes=? failed=?")")
+}
+SCRAPES=()
 
 # ---------------------------------------------------------------- processes
 status_field() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -558,6 +596,16 @@ for round in $(seq 1 "$ROUNDS"); do
         else
             for m in bulk1 bulk8 sys1 sysb sessr sessn hs; do add "$m" "$impl" fail; done
         fi
+        if [ "$impl" = rstunnel ] && [ "${BENCH_NO_STATUS:-0}" != 1 ]; then
+            if start_pair rstunnel-status "$RSTUNNEL" "-status"; then
+                start_scraper
+                throughput_round rstunnel-status
+                stop_scraper
+                stop_pair
+            else
+                for m in bulk1 bulk8 sys1 sysb sessr sessn hs; do add "$m" rstunnel-status fail; done
+            fi
+        fi
         if start_pair "$impl-pinned" "${BIN[$impl]}" "" taskset -c 0; then
             latency_round "$impl"
             stop_pair
@@ -616,6 +664,19 @@ row() {
     local lg="$lg_a / $lg_b"
     [ "$lg_a$lg_b" = "n/an/a" ] && lg="–"
     echo "| $1 | $a | $b | $r | ${goal_txt:-–} | $v | $lg |"
+}
+# cost_row LABEL METRIC: rstunnel with the status endpoint against rstunnel
+# without, and rstunnel's own spread between rounds.
+cost_row() {
+    local a b r spread within
+    a="$(med "$2" rstunnel)"; b="$(med "$2" rstunnel-status)"; r="$(ratio "$b" "$a")"
+    # shellcheck disable=SC2086 # the per-round list is space-separated on purpose
+    spread="$(printf '%s\n' ${R[$2,rstunnel]:-} | { grep -E '^-?[0-9.]+$' || true; } | sort -g \
+        | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR < 2 || lo + 0 == 0) print "n/a"; else printf "%.2f\n", hi / lo }')"
+    within="$(awk -v r="$r" -v s="$spread" 'BEGIN {
+        if (r !~ /^[0-9.]+$/ || s !~ /^[0-9.]+$/) { print "n/a"; exit }
+        print (r <= s && r >= 1 / s) ? "yes" : "**no**" }')"
+    echo "| $1 | $a | $b | $r | $spread | $within |"
 }
 HDR="| measure | rstunnel | stunnel4 | ratio | goal | | loadgen CPU (cores) |
 |---|---:|---:|---:|---:|---|---:|"
@@ -717,6 +778,27 @@ report() {
     echo "Failed sessions per run (rstunnel / stunnel4): with resumption ${R[sessr_fail,rstunnel]:-} / ${R[sessr_fail,stunnel4]:-};"
     echo "without ${R[sessn_fail,rstunnel]:-} / ${R[sessn_fail,stunnel4]:-}; handshakes ${R[hs_fail,rstunnel]:-} / ${R[hs_fail,stunnel4]:-}."
     echo
+    if [ "${BENCH_NO_STATUS:-0}" != 1 ]; then
+        echo "## The status endpoint's cost"
+        echo
+        echo "The throughput workloads again in every round, with \`status = 127.0.0.1:PORT\` in both rstunnel"
+        echo "tunnels and curl scraping both /metrics every $SCRAPE s throughout (what a Prometheus scraping"
+        echo "every 15 s does fifteen times over). ratio = with the endpoint / without; \"noise\" is"
+        echo "rstunnel's own spread between its rounds without the endpoint (max / min)."
+        echo "Scrapes per round: ${SCRAPES[*]:-none}."
+        echo
+        echo "| measure | rstunnel | with status | ratio | noise (max/min of rstunnel's rounds) | within noise |"
+        echo "|---|---:|---:|---:|---:|---|"
+        cost_row "1 stream, tunnel CPU-s per GiB" bulk1_cpu
+        cost_row "8 streams, tunnel CPU-s per GiB" bulk8_cpu
+        cost_row "1 stream, MiB/s" bulk1
+        cost_row "8 streams, MiB/s" bulk8
+        cost_row "syslog one write() per line, CPU-s per million lines" sys1_cpu
+        cost_row "syslog batched, CPU-s per million lines" sysb_cpu
+        cost_row "sessions/s with resumption" sessr
+        cost_row "full handshakes/s" hs
+        echo
+    fi
     echo "## Round-trip latency, 100-byte echo, everything on CPU 0"
     echo
     echo "$HDR" | sed 's/loadgen CPU (cores)/loadgen CPU (share of CPU 0)/'
@@ -764,6 +846,10 @@ report() {
         sessr_cpu sessn_cpu hs_cpu p50 p99
     for n in "${LEVELS[@]}"; do per_round "rss$n" "thr$n" "setup$n" "churn$n"; done
     echo "| plain TCP MiB/s 1 / 8 streams | ${R[plain1,plain]:-} | ${R[plain8,plain]:-} |"
+    local m
+    for m in bulk1 bulk8 bulk1_cpu bulk8_cpu sys1_cpu sysb_cpu sessr hs; do
+        [ -n "${R[$m,rstunnel-status]:-}" ] && echo "| $m with status | ${R[$m,rstunnel-status]} | |"
+    done
     echo
     echo "Settings: BENCH_ROUNDS=$ROUNDS BENCH_IDLE_ROUNDS=$IDLE_ROUNDS BENCH_BYTES=$BYTES BENCH_LINES=$LINES"
     echo "BENCH_BATCH=$BATCH BENCH_SESSIONS=$SESSIONS BENCH_HANDSHAKES=$HANDSHAKES BENCH_CLIENTS=$CLIENTS"

@@ -42,7 +42,10 @@ PACKAGES=(
     logrotate          # the logrotate file, run for real (test-install.sh)
     debootstrap        # the Debian 11 and minimal Debian 12 roots (test-debian11.sh, test-systemd)
     gnuplot-nox        # the ratio chart of scripts/bench.sh
+    curl               # GETs on the status endpoint (tests/status_*.rs)
+    prometheus         # promtool check metrics on /metrics scrapes (tests/status_metrics.rs)
     apt                # apt-get: this script, bench.sh, test-install.sh, test-debian11.sh
+    curl               # HTTP client of the status endpoint tests (tests/status_http.rs)
 )
 
 # Every external command that scripts/*.sh, .ci/run, the Makefile and tests/ run, and the
@@ -52,6 +55,7 @@ PACKAGES=(
 # if one is neither here nor Essential, or if a row's package is not in PACKAGES.
 COMMANDS=(
     "apt-get          apt"
+    "curl             curl"
     "awk              mawk"
     "cc               gcc"
     "gcc              gcc"
@@ -79,6 +83,8 @@ COMMANDS=(
     "logrotate        logrotate"
     "debootstrap      debootstrap"
     "gnuplot          gnuplot-nox"
+    "curl             curl"
+    "promtool         prometheus"
     "cargo            (rustup)"
     "rustc            (rustup)"
     "rustup           (rustup)"

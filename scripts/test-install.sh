@@ -110,6 +110,7 @@ COMMON_FILES="/usr/bin/rstunnel
 /usr/share/doc/rstunnel/examples/rsyslog/client-forward-tcp.conf
 /usr/share/doc/rstunnel/examples/rsyslog/server-input-relp.conf
 /usr/share/doc/rstunnel/examples/rsyslog/server-input-tcp.conf
+/usr/share/doc/rstunnel/examples/prometheus/rstunnel-alerts.yml
 /etc/stunnel/stunnel.conf
 /etc/stunnel/syslog-server.conf
 /etc/stunnel/syslog-client.conf
@@ -235,6 +236,7 @@ same_list "PREFIX=/opt/rst: installed file list" "$(printf '%s\n' \
     /opt/rst/share/doc/rstunnel/examples/rsyslog/client-forward-tcp.conf \
     /opt/rst/share/doc/rstunnel/examples/rsyslog/server-input-relp.conf \
     /opt/rst/share/doc/rstunnel/examples/rsyslog/server-input-tcp.conf \
+    /opt/rst/share/doc/rstunnel/examples/prometheus/rstunnel-alerts.yml \
     /etc/alt/stunnel/syslog-server.conf /etc/alt/stunnel/syslog-client.conf \
     /etc/alt/logrotate.d/rstunnel)" "$(files_in "$d")"
 check "PREFIX=/opt/rst: ExecStart and paths rewritten" bash -c '
@@ -418,7 +420,7 @@ if command -v rpmbuild >/dev/null 2>&1; then
     check "$RPMFILE exists" test -s "$RPMFILE"
     same_list "rpm -qlp: files" "$(expected_files redhat)" \
         "$("${RPMQ[@]}" -qlp "$RPMFILE" 2>/dev/null | while read -r f; do
-            case "$f" in /etc/stunnel|/usr/share/doc/rstunnel|/usr/share/doc/rstunnel/examples|/usr/share/doc/rstunnel/examples/rsyslog|/usr/share/licenses/rstunnel) ;; *) echo "$f" ;; esac
+            case "$f" in /etc/stunnel|/usr/share/doc/rstunnel|/usr/share/doc/rstunnel/examples|/usr/share/doc/rstunnel/examples/rsyslog|/usr/share/doc/rstunnel/examples/prometheus|/usr/share/licenses/rstunnel) ;; *) echo "$f" ;; esac
         done)"
     check "rpm -qlp: owns /etc/stunnel and its doc directories" bash -c '
         l=$("${@:2}" -qlp "$1") && for x in /etc/stunnel /usr/share/doc/rstunnel /usr/share/licenses/rstunnel; do

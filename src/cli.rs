@@ -1,7 +1,7 @@
 //! The command line, stunnel-compatible: `rstunnel [FILE]`, `-fd N`, `-help`, `-version`,
 //! `-sockets`, `-options` (one dash, any case, as stunnel reads them), plus `--check FILE`
-//! and `--check --no-files FILE`. Turns them into one of the `run_*` functions below and
-//! an exit code. Info output goes to stderr, as stunnel's does.
+//! and `--check --no-files FILE`, and `--status [ADDRESS|CONFIG]` (`status::client`).
+//! Turns them into one of the `run_*` functions below and an exit code. Info output goes to stderr, as stunnel's does.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,15 @@ fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .requires("check")
                 .help("with --check: do not read certificates, keys or CA files, nor look up setuid/setgid names"),
+        )
+        .arg(
+            Arg::new("status")
+                .long("status")
+                .value_name("ADDRESS|CONFIG")
+                .num_args(0..=1)
+                .default_missing_value("")
+                .conflicts_with_all(["file", "check", "fd"])
+                .help("print a running instance's status: its endpoint (PORT, HOST:PORT, a socket) or a configuration naming it (default /etc/stunnel/stunnel.conf)"),
         )
         .arg(
             Arg::new("fd")
@@ -118,6 +127,10 @@ pub fn run(args: Vec<OsString>) -> i32 {
             "Socket option defaults: a:SO_REUSEADDR=yes, l:TCP_NODELAY=yes, r:TCP_NODELAY=yes"
         );
         return 0;
+    }
+    if let Some(arg) = matches.get_one::<String>("status") {
+        let arg = Some(arg.as_str()).filter(|a| !a.is_empty());
+        return crate::status::client::run(arg, DEFAULT_CONFIG);
     }
     // `--no-files` checks a config away from its host: user and group names are host
     // state like certificate files, so they are not looked up either (config::Names).
@@ -238,6 +251,7 @@ fn print_help() {
     eprintln!(" ");
     eprintln!("Usage: rstunnel [FILE] | -fd N | -help | -version | -sockets | -options");
     eprintln!("       rstunnel --check [--no-files] FILE");
+    eprintln!("       rstunnel --status [PORT | HOST:PORT | SOCKET | FILE]");
 }
 
 fn print_version() {
@@ -266,6 +280,20 @@ mod tests {
             normalize(os(&["x", "--check", "a.conf"])),
             os(&["x", "--check", "a.conf"])
         );
+    }
+
+    #[test]
+    fn status_takes_an_optional_argument() {
+        let value = |args: &[&str]| {
+            command()
+                .try_get_matches_from(os(args))
+                .map(|m| m.get_one::<String>("status").cloned())
+                .ok()
+        };
+        assert_eq!(value(&["x", "--status"]), Some(Some(String::new())));
+        assert_eq!(value(&["x", "--status", "9101"]), Some(Some("9101".into())));
+        assert_eq!(value(&["x", "a.conf"]), Some(None));
+        assert_eq!(value(&["x", "--status", "1", "a.conf"]), None);
     }
 
     #[test]

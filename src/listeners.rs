@@ -91,6 +91,7 @@ impl Listener {
                 }
                 Err(why) => {
                     full = Some(why);
+                    crate::metrics::service(service).refused(crate::metrics::Refusal::HeldNoRoom);
                     net::set_linger_reset(conn.read_fd());
                     false
                 }

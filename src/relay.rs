@@ -1136,6 +1136,7 @@ mod tests {
                 &slots,
                 "unit".into(),
                 None,
+                Default::default(),
             )
             .unwrap();
         let (plain, plain_peer) = UnixStream::pair().unwrap();

@@ -289,6 +289,8 @@ pub(crate) fn probe_far_side(
         addrs: &addrs,
         connect: net::connect::Spec {
             timeout,
+            // A probe is not a session: the sessions' failed connects are what is counted.
+            failures: None,
             ..ctx.connect_spec()
         },
         tls,

@@ -24,6 +24,7 @@ use crate::log::{self, LogSetup};
 use crate::net::Stream;
 use crate::sandbox;
 use crate::service::{self, StartupError};
+use crate::status;
 
 /// Ends a startup that failed (the configuration, or what was built from it): the buffered
 /// startup log to stderr, then the error, its cause and `Configuration failed`, as stunnel
@@ -55,6 +56,8 @@ fn log_setup(config: &Config) -> LogSetup<'_> {
 /// Runs the configuration until a terminating signal; returns the exit code.
 /// `source` is the file to re-read on SIGHUP (`None`: read from a descriptor, no reload).
 pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
+    // The start time the status endpoint reports (uptime, process_start_time_seconds).
+    crate::metrics::process();
     crate::memory::tune_malloc();
     if config.is_inetd_mode() {
         return run_inetd(&config);
@@ -82,6 +85,11 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     let bound = match service::build(&config, true)
         .and_then(|s| listeners::bind_all(&s, &mut Vec::new()))
     {
+        Ok(bound) => bound,
+        Err(e) => return configuration_failed(&e),
+    };
+    // The status endpoint is bound with the listeners, before the privileges go.
+    let status_bound = match bind_status(config.global.status.as_ref()) {
         Ok(bound) => bound,
         Err(e) => return configuration_failed(&e),
     };
@@ -169,11 +177,25 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
     };
     log_info!("Accepting new connections");
     daemon::notify_systemd("READY=1");
+    let published = status::Published::default();
+    published.set(status_view(&running));
+    let status = match status_bound
+        .map(|b| serve_status(b, &published))
+        .transpose()
+    {
+        Ok(status) => status,
+        Err(e) => {
+            log_err!("{e}");
+            return 1;
+        }
+    };
     let (changed_tx, changed) = unbounded();
     let mut state = State {
         config,
         running,
         sandbox,
+        published,
+        status,
         certs: Certs {
             expiry: certs::Tracker::default(),
             watcher: None,
@@ -456,6 +478,10 @@ struct State {
     running: Vec<RunningService>,
     /// What the startup's sandbox allows; a reload must stay inside it.
     sandbox: sandbox::Outcome,
+    /// What the status endpoint reads: the services running now.
+    published: status::Published,
+    /// The status endpoint, if `status` is set.
+    status: Option<status::server::Server>,
     certs: Certs,
 }
 
@@ -468,6 +494,51 @@ struct Certs {
     changed: Sender<Vec<PathBuf>>,
 }
 
+/// Binds `status = ADDRESS` if set (startup, and a reload that changes it).
+fn bind_status(
+    address: Option<&config::types::StatusAddress>,
+) -> Result<Option<status::server::Bound>, StartupError> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let bound = status::server::bind(address).map_err(|e| {
+        StartupError::Unsupported(format!(
+            "Cannot serve the status endpoint (status = {address}): {e}"
+        ))
+    })?;
+    if let Some(warning) = bound.warning() {
+        log_warning!("{warning}");
+    }
+    Ok(Some(bound))
+}
+
+/// Starts answering on a bound status endpoint.
+fn serve_status(
+    bound: status::server::Bound,
+    published: &status::Published,
+) -> Result<status::server::Server, StartupError> {
+    let at = bound.local_addr().to_string();
+    let server = bound
+        .serve(status::handler(published.clone()))
+        .map_err(|error| StartupError::Io {
+            what: format!("Cannot start the status endpoint on {at}"),
+            error,
+        })?;
+    log_notice!("Status endpoint on {at}: /metrics, /status, /healthz");
+    Ok(server)
+}
+
+/// The running services as the status endpoint sees them.
+fn status_view(running: &[RunningService]) -> Vec<status::Running> {
+    running
+        .iter()
+        .map(|r| status::Running {
+            ctx: std::sync::Arc::clone(&r.ctx),
+            listeners: r.listeners.clone(),
+        })
+        .collect()
+}
+
 impl State {
     /// SIGHUP: build the new configuration completely before touching the running one;
     /// on any error log it and keep running the old one. Listening sockets whose address
@@ -478,7 +549,9 @@ impl State {
             return;
         };
         daemon::notify_systemd("RELOADING=1");
-        match self.try_reload(path) {
+        let reloaded = self.try_reload(path);
+        crate::metrics::process().reloaded(reloaded.is_ok());
+        match reloaded {
             Ok(()) => log_notice!("Configuration reloaded from {}", path.display()),
             Err(e) => {
                 log_err!("{e}");
@@ -597,11 +670,32 @@ impl State {
             .flat_map(|r| r.listeners.iter().cloned())
             .collect();
         let bound = listeners::bind_all(&services, &mut reusable)?;
+        // A status address that changed is bound now, while everything old still runs.
+        let status_changed = config.global.status != self.config.global.status;
+        let new_status = if status_changed {
+            bind_status(config.global.status.as_ref())?
+        } else {
+            None
+        };
         self.swap_in(bound, reusable)?;
         if let Err(e) = log::configure(&log_setup(&config)) {
             log_err!("Failed to reopen the log after reload: {e}");
         }
         set_unproven_limits(&config.global);
+        if status_changed {
+            if let Some(old) = self.status.take() {
+                old.stop();
+            }
+            // The services are swapped already: a thread that cannot start is logged, not
+            // a failed reload.
+            self.status = new_status
+                .map(|b| serve_status(b, &self.published))
+                .transpose()
+                .unwrap_or_else(|e| {
+                    log_err!("{e}");
+                    None
+                });
+        }
         self.config = config;
         Ok(())
     }
@@ -624,10 +718,13 @@ impl State {
             .map(|s| s.ctx.opts.name.as_str())
             .collect();
         crate::health::keep_only(&pausing);
+        let names: Vec<&str> = bound.iter().map(|s| s.ctx.opts.name.as_str()).collect();
+        crate::metrics::keep_only(&names);
         self.running = accept::start(bound).map_err(|error| StartupError::Io {
             what: "Cannot start listener threads".into(),
             error,
         })?;
+        self.published.set(status_view(&self.running));
         Ok(())
     }
 
@@ -661,6 +758,10 @@ impl State {
         }
         // What `repeats` counted and has not yet written (its minute is not over).
         crate::repeats::summarise_now();
+        // Last: a monitor sees the drain through to its end.
+        if let Some(status) = self.status {
+            status.stop();
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub struct ServiceCtx {
     /// Whether the far side answers (`pauseWhenDown`); shared by every configuration of
     /// the service's name, so it outlives a reload.
     pub health: Arc<Health>,
+    /// What the status endpoint counts for it; by name, so it outlives a reload.
+    pub counters: Arc<crate::metrics::ServiceCounters>,
     /// The certificates its files hold (`cert` and its chain, `CAfile`), read when it was
     /// built (none with `load_files = false`); what the expiry warnings and `/status` list.
     pub certificates: Vec<CertInfo>,
@@ -202,6 +204,7 @@ fn build_service(
         virtual_hosts,
         slots: Arc::new(ServiceSlots::new(opts.max_connections)),
         health: health::for_service(&opts.name),
+        counters: crate::metrics::service(&opts.name),
         certificates: if load_files {
             certs::info::collect(&opts.name, &opts.tls)
         } else {
@@ -246,6 +249,7 @@ impl ServiceCtx {
                 ip,
                 transparent: false,
             }),
+            failures: Some(&self.counters),
         }
     }
 

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::metrics::ServiceCounters;
 use crate::wake::ThreadWaker;
 
 mod unproven;
@@ -42,6 +43,8 @@ pub struct LiveSession {
     pub sent_to_socket: AtomicU64,
     /// Kicked to make the relay notice a drain.
     wake: Mutex<Option<Arc<ThreadWaker>>>,
+    /// Its service's counters, which get its bytes when it ends (`SessionGuard`'s drop).
+    counters: Arc<ServiceCounters>,
 }
 
 impl LiveSession {
@@ -116,6 +119,8 @@ pub fn cap_from_fd_limit() -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManyClients {
     pub cap: usize,
+    /// The service's `maxConnections`, not the process-wide cap.
+    pub per_service: bool,
 }
 
 /// One service's share: how many of its sessions are live, and how many may be
@@ -158,6 +163,7 @@ impl Registry {
         slots: &Arc<ServiceSlots>,
         peer: String,
         held: Option<HeldSlot>,
+        counters: Arc<ServiceCounters>,
     ) -> Result<SessionGuard, TooManyClients> {
         let cap = self.cap();
         let mut live = lock(&self.live);
@@ -167,12 +173,18 @@ impl Registry {
             self.held.fetch_sub(1, Ordering::SeqCst);
         }
         if !fits(live.len() + 1, self.held_count(), cap) {
-            return Err(TooManyClients { cap });
+            return Err(TooManyClients {
+                cap,
+                per_service: false,
+            });
         }
         // Checked and counted under the table's lock, so two accepts cannot both take the
         // service's last slot.
         if slots.cap != 0 && slots.live() >= slots.cap {
-            return Err(TooManyClients { cap: slots.cap });
+            return Err(TooManyClients {
+                cap: slots.cap,
+                per_service: true,
+            });
         }
         slots.live.fetch_add(1, Ordering::SeqCst);
         let session = Arc::new(LiveSession {
@@ -183,6 +195,7 @@ impl Registry {
             sent_to_tls: AtomicU64::new(0),
             sent_to_socket: AtomicU64::new(0),
             wake: Mutex::new(None),
+            counters,
         });
         live.insert(id, Arc::clone(&session));
         self.count.store(live.len(), Ordering::SeqCst);
@@ -245,6 +258,16 @@ impl Registry {
     /// A snapshot of the live sessions, oldest first.
     pub fn snapshot(&self) -> Vec<Arc<LiveSession>> {
         lock(&self.live).values().cloned().collect()
+    }
+
+    /// The live sessions, and what `read` reads, both under the table's lock: an ending
+    /// session adds its bytes to its service's counters under it, so counters read by
+    /// `read` plus the bytes of the sessions listed count every session once (a scrape's
+    /// byte totals never go back).
+    pub fn snapshot_with<R>(&self, read: impl FnOnce() -> R) -> (Vec<Arc<LiveSession>>, R) {
+        let live = lock(&self.live);
+        let read = read();
+        (live.values().cloned().collect(), read)
     }
 
     /// Whether the process is shutting down: relays finish what they have and close.
@@ -343,6 +366,13 @@ impl Drop for SessionGuard {
         let remaining = {
             let mut live = lock(&self.registry.live);
             live.remove(&self.session.id);
+            // Under the lock that `snapshot_with` reads under: a scrape sees this session's
+            // bytes either among the live or among the ended, never both or neither.
+            let s = &self.session;
+            s.counters.add_ended_bytes(
+                s.sent_to_tls.load(Ordering::SeqCst),
+                s.sent_to_socket.load(Ordering::SeqCst),
+            );
             self.slots.live.fetch_sub(1, Ordering::SeqCst);
             self.registry.count.store(live.len(), Ordering::SeqCst);
             if live.is_empty() {
@@ -438,18 +468,51 @@ mod tests {
         r.set_cap(3);
         let service = Arc::new(ServiceSlots::new(2));
         let other = Arc::new(ServiceSlots::new(0));
-        let a = r.admit(1_000_001, "s", &service, "p".into(), None).unwrap();
-        let b = r.admit(1_000_002, "s", &service, "p".into(), None).unwrap();
+        let a = r
+            .admit(
+                1_000_001,
+                "s",
+                &service,
+                "p".into(),
+                None,
+                Default::default(),
+            )
+            .unwrap();
+        let b = r
+            .admit(
+                1_000_002,
+                "s",
+                &service,
+                "p".into(),
+                None,
+                Default::default(),
+            )
+            .unwrap();
         // The service's own cap of 2 is reached; another service still has room.
         assert!(matches!(
-            r.admit(1_000_003, "s", &service, "p".into(), None),
-            Err(TooManyClients { cap: 2 })
+            r.admit(
+                1_000_003,
+                "s",
+                &service,
+                "p".into(),
+                None,
+                Default::default()
+            ),
+            Err(TooManyClients {
+                cap: 2,
+                per_service: true
+            })
         ));
-        let c = r.admit(1_000_004, "o", &other, "p".into(), None).unwrap();
+        let c = r
+            .admit(1_000_004, "o", &other, "p".into(), None, Default::default())
+            .unwrap();
         // Now the process-wide cap of 3 is reached for everyone.
         assert!(matches!(
-            r.admit(1_000_005, "o", &other, "p".into(), None),
-            Err(TooManyClients { cap: 3 })
+            r.admit(1_000_005, "o", &other, "p".into(), None, Default::default()),
+            Err(TooManyClients {
+                cap: 3,
+                per_service: false
+            })
         ));
         assert_eq!(r.live_count(), 3);
         assert_eq!(
@@ -477,11 +540,18 @@ mod tests {
             "one served: 2 sessions + 1 held fit 8"
         );
         // b and two held (2 + 2 of 8 descriptors): room for two more sessions, not three.
-        let d = r.admit(1_000_006, "o", &other, "p".into(), None).unwrap();
-        let e = r.admit(1_000_007, "o", &other, "p".into(), None).unwrap();
+        let d = r
+            .admit(1_000_006, "o", &other, "p".into(), None, Default::default())
+            .unwrap();
+        let e = r
+            .admit(1_000_007, "o", &other, "p".into(), None, Default::default())
+            .unwrap();
         assert!(matches!(
-            r.admit(1_000_008, "o", &other, "p".into(), None),
-            Err(TooManyClients { cap: 4 })
+            r.admit(1_000_008, "o", &other, "p".into(), None, Default::default()),
+            Err(TooManyClients {
+                cap: 4,
+                per_service: false
+            })
         ));
         assert!(
             !r.room_for_held(&other),
@@ -492,14 +562,34 @@ mod tests {
             "3 sessions + 1 held: no room to serve one"
         );
         // A held connection served gives its room to its own session, in one step.
-        let f = r.admit(1_000_009, "o", &other, "p".into(), Some(h1));
+        let f = r.admit(
+            1_000_009,
+            "o",
+            &other,
+            "p".into(),
+            Some(h1),
+            Default::default(),
+        );
         assert!(
-            matches!(f, Err(TooManyClients { cap: 4 })),
+            matches!(
+                f,
+                Err(TooManyClients {
+                    cap: 4,
+                    per_service: false
+                })
+            ),
             "a held connection turned session needs two descriptors, not one"
         );
         drop(e);
         let g = r
-            .admit(1_000_010, "o", &other, "p".into(), Some(h2))
+            .admit(
+                1_000_010,
+                "o",
+                &other,
+                "p".into(),
+                Some(h2),
+                Default::default(),
+            )
             .expect("room again");
         drop((d, g));
         r.set_cap(3);

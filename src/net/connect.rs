@@ -44,6 +44,8 @@ pub struct Spec<'a> {
     pub timeout: Duration,
     pub socket_options: &'a [SocketOption],
     pub source: Option<Source>,
+    /// Where a session's failed connects are counted, by target (`None`: a probe's).
+    pub failures: Option<&'a crate::metrics::ServiceCounters>,
 }
 
 /// Connects to the first address that answers. Every failure is logged; `Err` means all
@@ -72,6 +74,9 @@ pub fn connect_first(addrs: &[Addr], spec: &Spec<'_>) -> Result<(Stream, String)
             }
             Err(e) => {
                 shortage |= is_local_shortage(&e);
+                if let Some(counters) = spec.failures {
+                    counters.connect_failed(&addr.to_string());
+                }
                 last = format!("connect {addr}: {}", describe(&e));
                 log_err!(
                     "s_connect: connect {addr}: {} ({})",

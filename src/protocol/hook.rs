@@ -37,6 +37,7 @@ impl Default for Settings<'_> {
                 timeout: Duration::from_secs(10),
                 socket_options: &[],
                 source: None,
+                failures: None,
             },
         }
     }

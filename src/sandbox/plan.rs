@@ -164,6 +164,10 @@ fn needs(config: &Config, source: Option<&Path>) -> Vec<Need> {
             );
         }
     }
+    // The status socket's file is removed at exit, and a reload may bind a new one.
+    if let Some(crate::config::types::StatusAddress::Unix(socket)) = &config.global.status {
+        add(&directory_of(socket), Right::Socket, "status", Reach::Exact);
+    }
     if config.services.iter().any(|s| s.exec.is_some() && s.pty) {
         for dev in PTY_DEVICES {
             add(Path::new(dev), Right::Device, "pty device", Reach::Exact);
@@ -404,6 +408,24 @@ mod tests {
             .grants
             .iter()
             .any(|g| g.path == canon && g.right == Right::Read));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A Unix status socket's directory may have sockets made and removed in it, as an
+    /// accept socket's may: the file goes at exit, and a reload may bind a new one.
+    #[test]
+    fn the_status_sockets_directory_is_granted() {
+        let dir = scratch("status");
+        let text = format!(
+            "status = {}\nclient = yes\n[s]\naccept = 1\nconnect = 2\n",
+            dir.join("status.sock").display()
+        );
+        let plan = plan(&config(&text), None);
+        let canon = dir.canonicalize().unwrap();
+        assert!(plan
+            .grants
+            .iter()
+            .any(|g| g.path == canon && g.right == Right::Socket));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -127,16 +127,22 @@ fn handshake_wait(
     match polled {
         Ok(0) => {
             reset_if_configured(svc, reset_fd);
+            svc.counters
+                .handshake_failed(crate::metrics::HandshakeReason::Timeout);
             Err(SessionError::Handshake {
                 op,
                 why: HandshakeFailure::TimedOut,
             })
         }
         Ok(_) => Ok(()),
-        Err(e) => Err(SessionError::Handshake {
-            op,
-            why: HandshakeFailure::Poll(e),
-        }),
+        Err(e) => {
+            svc.counters
+                .handshake_failed(crate::metrics::HandshakeReason::Other);
+            Err(SessionError::Handshake {
+                op,
+                why: HandshakeFailure::Poll(e),
+            })
+        }
     }
 }
 
@@ -195,6 +201,7 @@ pub(super) fn handshake(
                 for line in crate::tls::describe_session(tls.ssl(), server) {
                     log_info!("{line}");
                 }
+                svc.counters.handshake_done(tls.ssl().session_reused());
                 return Ok(tls);
             }
             Err(HandshakeError::WouldBlock(mid)) => {
@@ -210,6 +217,12 @@ pub(super) fn handshake(
             Err(HandshakeError::Failure(mid)) => {
                 reset_if_configured(svc, reset_fd);
                 let msg = describe_ssl_error(mid.error());
+                let verified = mid.ssl().verify_result() == openssl::x509::X509VerifyResult::OK;
+                svc.counters
+                    .handshake_failed(crate::tls::compat::handshake_failure_reason(
+                        verified,
+                        mid.error(),
+                    ));
                 let why = if crate::tls::compat::is_transport_failure(mid.error()) {
                     HandshakeFailure::Disconnected(msg)
                 } else {

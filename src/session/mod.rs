@@ -30,6 +30,7 @@ use crate::config::sockopt::Which;
 use crate::config::types::LogId;
 use crate::exec::{self, PeerInfo};
 use crate::health::Trigger;
+use crate::metrics::Refusal;
 use crate::net::{self, Stream};
 use crate::protocol;
 use crate::relay::{self, FarSide, RelaySettings, Side};
@@ -100,11 +101,14 @@ pub fn run(
         match e {
             SessionError::ConnectFailed => {}
             // What a flood makes many of: a warning, not an error of this host.
-            SessionError::DroppedForRoom { .. } => log_warning!(
-                "Service [{}]: connection from {} {reason}",
-                svc.opts.name,
-                live.peer
-            ),
+            SessionError::DroppedForRoom { .. } => {
+                svc.counters.refused(Refusal::UnprovenDropped);
+                log_warning!(
+                    "Service [{}]: connection from {} {reason}",
+                    svc.opts.name,
+                    live.peer
+                )
+            }
             _ => log_err!("{reason}"),
         }
         if let Some(finish) = finish.take() {
@@ -421,9 +425,25 @@ fn admit(
     counted: bool,
 ) -> Option<(SessionGuard, Option<Unproven>)> {
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-    let guard = match registry().admit(id, &ctx.opts.name, &ctx.slots, peer.clone(), held) {
-        Ok(guard) => guard,
-        Err(TooManyClients { cap }) => {
+    let admitted = registry().admit(
+        id,
+        &ctx.opts.name,
+        &ctx.slots,
+        peer.clone(),
+        held,
+        Arc::clone(&ctx.counters),
+    );
+    let guard = match admitted {
+        Ok(guard) => {
+            ctx.counters.session_admitted();
+            guard
+        }
+        Err(TooManyClients { cap, per_service }) => {
+            ctx.counters.refused(if per_service {
+                Refusal::MaxConnections
+            } else {
+                Refusal::ConnectionCap
+            });
             let why = format!("too many clients (>={cap})");
             if repeats::refused(&ctx.opts.name, conn.peer_addr(), &why) {
                 log_warning!(
@@ -442,6 +462,10 @@ fn admit(
         // A session dropped to make room says so itself, through `repeats`.
         Ok((unproven, _dropped)) => Some((guard, Some(unproven))),
         Err(refusal) => {
+            ctx.counters.refused(match refusal {
+                NoUnprovenRoom::Source { .. } => Refusal::UnprovenPerSource,
+                _ => Refusal::UnprovenMax,
+            });
             let why = match refusal {
                 NoUnprovenRoom::Source { limit } => format!(
                     "{limit} connections from {} have not completed a handshake for a second (unprovenPerSource)",
@@ -495,6 +519,7 @@ pub fn spawn_session(
     match spawned {
         Ok(_) => Some(id),
         Err(e) => {
+            ctx.counters.refused(Refusal::NoThread);
             let why = format!("cannot create a thread for a connection: {e}");
             if repeats::refused(&ctx.opts.name, source, &why) {
                 log_err!("Service [{}]: {why}", ctx.opts.name);

@@ -185,6 +185,47 @@ pub fn is_alert_from_peer(error: &openssl::ssl::Error) -> bool {
         })
 }
 
+/// What a failed handshake's error says it failed on, for the metrics
+/// (`metrics::HandshakeReason`). `verified`: whether the peer's certificate passed our own
+/// check (`SSL_get_verify_result`). A certificate refused either way is `Verify`: ours by
+/// the peer (it sent a certificate alert, or none of ours was asked for and it wanted one),
+/// its by us. A transport failure (reset, EOF) is `Reset`; anything else the SSL library
+/// said is `Protocol` (no shared version, cipher or group; a plain-text client).
+pub fn handshake_failure_reason(
+    verified: bool,
+    error: &openssl::ssl::Error,
+) -> crate::metrics::HandshakeReason {
+    use crate::metrics::HandshakeReason;
+    if !verified {
+        return HandshakeReason::Verify;
+    }
+    if is_transport_failure(error) {
+        return HandshakeReason::Reset;
+    }
+    let certificate_refused = error.ssl_error().is_some_and(|stack| {
+        stack.errors().iter().any(|e| {
+            e.library_code() == ERR_LIB_SSL_ANY
+                && (CERTIFICATE_ALERTS.contains(&(e.reason_code() - SSL_AD_REASON_OFFSET))
+                    || CERTIFICATE_REASONS.contains(&e.reason_code()))
+        })
+    });
+    if certificate_refused {
+        HandshakeReason::Verify
+    } else if error.code() == ErrorCode::SSL {
+        HandshakeReason::Protocol
+    } else {
+        HandshakeReason::Other
+    }
+}
+
+/// The alerts (RFC 8446 §6.2 numbers) a peer sends when it refuses a certificate:
+/// bad_certificate, unsupported_certificate, certificate_revoked, certificate_expired,
+/// certificate_unknown, unknown_ca, access_denied, certificate_required.
+const CERTIFICATE_ALERTS: [libc::c_int; 8] = [42, 43, 44, 45, 46, 48, 49, 116];
+/// OpenSSL's own reasons for a certificate it refused or missed (ssl/sslerr.h, the same
+/// in 1.1.1 and 3.x): CERTIFICATE_VERIFY_FAILED, PEER_DID_NOT_RETURN_A_CERTIFICATE.
+const CERTIFICATE_REASONS: [libc::c_int; 2] = [134, 199];
+
 /// ssl/ssl.h: a received alert's reason is this plus the alert's number (all versions).
 const SSL_AD_REASON_OFFSET: libc::c_int = 1000;
 /// ERR_LIB_SSL (err.h), the same number in 1.1.x and 3.x.

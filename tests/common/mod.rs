@@ -18,6 +18,8 @@
 //!   `summary:` line, /proc readings (CPU time, thread status), starting a daemon-mode tunnel.
 //! * [`scripted`]: the protocol tests' scripted peers: a threaded server reporting one
 //!   value per connection, clear-text scripts followed by a TLS echo, line helpers.
+//! * [`status`]: the status endpoint as tests read it: curl GETs, the Prometheus text
+//!   parsed back, `promtool check metrics`, `/status` as a `StatusDoc`.
 //! * [`tls`]: TLS clients over any stream (`tls_over`, `tls_to`), checking the server or
 //!   not, with or without a client certificate.
 //! * [`tls_peers`]: what the TLS option tests (`tests/tls_*.rs`) share: `openssl` commands,
@@ -44,6 +46,7 @@ pub mod openssl_cli;
 pub mod proc_faults;
 pub mod process;
 pub mod scripted;
+pub mod status;
 pub mod tls;
 pub mod tls_peers;
 pub mod tools;
