@@ -4,8 +4,8 @@
 //! within 2 s while live sessions carry on with their bytes intact; a half-written
 //! certificate or a key that does not match it is refused with an error line and the old
 //! certificate keeps serving, until a correct pair arrives. A certbot-style symlink swap in
-//! `live/` is followed too. With `watchCertificates = no` a rename is not picked up (a
-//! SIGHUP still is).
+//! `live/` is followed too, and `/status` counts the reloads and lists the certificate now
+//! loaded. With `watchCertificates = no` a rename is not picked up (a SIGHUP still is).
 
 mod common;
 
@@ -201,7 +201,9 @@ fn renewal_by_rename_is_picked_up_and_bad_files_are_refused() {
     let [first, second, third] = leaves(&pki, ["first.name", "second.name", "third.name"]);
     let (cert, key) = write_pair(&dir, "srv", &first);
     let echo = Backend::echo();
-    let t = server(&dir, "", "127.0.0.1:0", (&cert, &key), echo.addr());
+    let status = std::net::SocketAddr::from(([127, 0, 0, 1], common::process::free_port()));
+    let globals = format!("status = {status}\n");
+    let t = server(&dir, &globals, "127.0.0.1:0", (&cert, &key), echo.addr());
     t.wait_for_log("for changed certificate, key, CA and CRL files", WAIT);
     assert_eq!(served_cn(t.addr("srv"), &pki.ca_file), "first.name");
     let live = LiveSessions::start(t.addr("srv"), &pki.ca_file, 3);
@@ -252,6 +254,44 @@ fn renewal_by_rename_is_picked_up_and_bad_files_are_refused() {
     assert_eq!(count(&t, "Certificates reloaded: "), 2);
     // The listening socket stayed the same one throughout (port 0 was not bound again).
     assert_eq!(count(&t, " bound to "), 1);
+    // The status endpoint counts the reloads and lists the certificate now loaded.
+    let doc = common::status::status(status);
+    assert_eq!(
+        (doc.reloads.certificates_ok, doc.reloads.certificates_failed),
+        (2, 2)
+    );
+    let listed: Vec<(&str, &str, &str, &str)> = doc
+        .certificates
+        .iter()
+        .map(|c| {
+            (
+                c.service.as_str(),
+                c.role.as_str(),
+                c.file.as_str(),
+                c.subject.as_str(),
+            )
+        })
+        .collect();
+    let file = cert.display().to_string();
+    assert_eq!(
+        listed,
+        [(
+            "srv",
+            "cert",
+            file.as_str(),
+            "O=rstunnel tests, CN=third.name"
+        )]
+    );
+    // The harness' leaves are valid for a year from when they were made.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let not_after = doc.certificates[0].not_after_unix;
+    assert!(
+        (not_after - (now + 365 * 86_400)).abs() < 120,
+        "{not_after}"
+    );
 }
 
 /// certbot: `live/NAME/cert.pem` is a symlink into `archive/NAME/`; a renewal writes new
