@@ -5,6 +5,7 @@
 pub mod log;
 pub mod accept;
 pub mod accounting;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod daemon;

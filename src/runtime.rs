@@ -1,7 +1,9 @@
 //! The process lifecycle (docs/ARCHITECTURE.md, Startup, Reload and Drain): startup in
 //! stunnel's order, then the main thread waits for signals on a channel:
 //! SIGHUP reloads (keeping unchanged listening sockets), SIGUSR1 reopens the log file,
-//! SIGUSR2 lists live sessions, SIGTERM/SIGINT/SIGQUIT drain and exit 0.
+//! SIGUSR2 lists live sessions, SIGTERM/SIGINT/SIGQUIT drain and exit 0. Besides signals it
+//! takes changed certificate files (`watchCertificates`: the services are rebuilt from the
+//! configuration in memory) and an hourly tick for the expiry warnings.
 //!
 //! Owns the running services and the pid file. Never touches a session's sockets: live
 //! sessions keep the `ServiceCtx` they started with, whatever a reload does.
@@ -9,14 +11,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crossbeam_channel::{unbounded, Receiver};
+use crossbeam_channel::{select, tick, unbounded, Receiver, Sender};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
 use crate::accept::{self, RunningService};
 use crate::accounting::{self, registry};
+use crate::certs::{self, Watcher};
 use crate::config::{self, Config, Foreground};
 use crate::daemon::{self, PidFile};
-use crate::listeners::{self, Listener};
+use crate::listeners::{self, BoundService, Listener};
 use crate::log::{self, LogSetup};
 use crate::net::Stream;
 use crate::sandbox;
@@ -186,14 +189,36 @@ pub fn run(config: Config, source: Option<PathBuf>) -> i32 {
             return 1;
         }
     };
+    let (changed_tx, changed) = unbounded();
     let mut state = State {
         config,
         running,
         sandbox,
         published,
         status,
+        certs: Certs {
+            expiry: certs::Tracker::default(),
+            watcher: None,
+            changed: changed_tx,
+        },
     };
-    while let Ok(signal) = signals.recv() {
+    state.watch_and_warn();
+    let hourly = tick(EXPIRY_CHECK_EVERY);
+    loop {
+        let signal = select! {
+            recv(signals) -> signal => match signal {
+                Ok(signal) => signal,
+                Err(_) => break,
+            },
+            recv(changed) -> files => {
+                state.reload_certificates(files.unwrap_or_default());
+                continue;
+            }
+            recv(hourly) -> _ => {
+                state.check_expiry();
+                continue;
+            }
+        };
         match signal {
             SIGHUP => state.reload(source.as_deref()),
             SIGUSR1 => reopen_log(&state.config),
@@ -444,6 +469,9 @@ fn outside_error(outside: sandbox::OutsideSandbox) -> StartupError {
     }
 }
 
+/// How often the loaded certificates are checked against the expiry thresholds.
+const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
 /// What the main thread keeps between signals.
 struct State {
     config: Config,
@@ -454,6 +482,16 @@ struct State {
     published: status::Published,
     /// The status endpoint, if `status` is set.
     status: Option<status::server::Server>,
+    certs: Certs,
+}
+
+/// The expiry warnings said so far and the certificate watch.
+struct Certs {
+    expiry: certs::Tracker,
+    /// Watching the running configuration's files (`watchCertificates = yes`).
+    watcher: Option<Watcher>,
+    /// Where the watcher sends the files that changed; the main loop receives.
+    changed: Sender<Vec<PathBuf>>,
 }
 
 /// Binds `status = ADDRESS` if set (startup, and a reload that changes it).
@@ -520,7 +558,80 @@ impl State {
                 log_err!("Failed to reload the configuration file");
             }
         }
+        self.watch_and_warn();
         daemon::notify_systemd("READY=1");
+    }
+
+    /// A certificate, key, CA or CRL file changed (docs/ARCHITECTURE.md, Certificates):
+    /// every service is built again from the configuration in memory (stunnel.conf is not
+    /// read: it may be half-edited) and swapped in on the same listening sockets, as a
+    /// reload would; if a file does not load, the running services keep their contexts.
+    fn reload_certificates(&mut self, changed: Vec<PathBuf>) {
+        let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+        let names = names.join(", ");
+        daemon::notify_systemd("RELOADING=1");
+        match self.try_reload_certificates() {
+            Ok(()) => {
+                log_notice!("Certificates reloaded: {names} changed");
+                crate::metrics::process().certificates_reloaded(true);
+            }
+            Err(e) => {
+                log_err!("{e}");
+                log_err!("Failed to reload certificates after {names} changed: keeping the current certificates");
+                crate::metrics::process().certificates_reloaded(false);
+            }
+        }
+        self.watch_and_warn();
+        daemon::notify_systemd("READY=1");
+    }
+
+    fn try_reload_certificates(&mut self) -> Result<(), StartupError> {
+        if let Some(plan) = self.sandbox.enforced() {
+            sandbox::check(plan, &self.config, None).map_err(outside_error)?;
+        }
+        // The same configuration: each service keeps its own listeners (port 0 too).
+        let bound = service::build(&self.config, true)?
+            .into_iter()
+            .map(|ctx| BoundService {
+                listeners: self
+                    .running
+                    .iter()
+                    .find(|r| r.ctx.opts.name == ctx.opts.name)
+                    .map(|r| r.listeners.clone())
+                    .unwrap_or_default(),
+                ctx,
+            })
+            .collect();
+        self.swap_in(bound, Vec::new())
+    }
+
+    /// After startup and each reload: watch the files of the configuration now running
+    /// (a new watcher before the old one goes, so no change falls in between), and say
+    /// which of its certificates expire soon or have.
+    fn watch_and_warn(&mut self) {
+        let watcher = if self.config.global.watch_certificates {
+            certs::watch::start(
+                certs::WatchSet::of(&self.config),
+                self.certs.changed.clone(),
+            )
+        } else {
+            None
+        };
+        self.certs.watcher = watcher;
+        let now = crate::metrics::unix_now() as i64;
+        let all = self.running.iter().flat_map(|r| r.ctx.all_certificates());
+        for warning in self.certs.expiry.announce(now, all) {
+            log_warning!("{warning}");
+        }
+    }
+
+    /// The hourly check: a warning for each certificate that crossed a threshold since.
+    fn check_expiry(&mut self) {
+        let now = crate::metrics::unix_now() as i64;
+        let all = self.running.iter().flat_map(|r| r.ctx.all_certificates());
+        for warning in self.certs.expiry.check(now, all) {
+            log_warning!("{warning}");
+        }
     }
 
     fn try_reload(&mut self, path: &Path) -> Result<(), StartupError> {
@@ -566,29 +677,11 @@ impl State {
         } else {
             None
         };
-        // Now stop the old threads (their sockets stay open: queued connections wait in
-        // the kernel's backlog) and start the new ones on the same sockets.
-        for old in self.running.drain(..) {
-            old.stop();
-        }
-        drop(reusable); // listeners of removed services or changed addresses close here
-        let pausing: Vec<&str> = services
-            .iter()
-            .filter(|s| s.pauses())
-            .map(|s| s.opts.name.as_str())
-            .collect();
-        crate::health::keep_only(&pausing);
-        let names: Vec<&str> = services.iter().map(|s| s.opts.name.as_str()).collect();
-        crate::metrics::keep_only(&names);
-        self.running = accept::start(bound).map_err(|error| StartupError::Io {
-            what: "Cannot start listener threads".into(),
-            error,
-        })?;
+        self.swap_in(bound, reusable)?;
         if let Err(e) = log::configure(&log_setup(&config)) {
             log_err!("Failed to reopen the log after reload: {e}");
         }
         set_unproven_limits(&config.global);
-        self.published.set(status_view(&self.running));
         if status_changed {
             if let Some(old) = self.status.take() {
                 old.stop();
@@ -607,9 +700,38 @@ impl State {
         Ok(())
     }
 
+    /// Stops the old listener threads (their sockets stay open: queued connections wait in
+    /// the kernel's backlog) and starts the new ones on the same sockets; `unused` are the
+    /// old listeners no service took, closed here.
+    fn swap_in(
+        &mut self,
+        bound: Vec<BoundService>,
+        unused: Vec<std::sync::Arc<Listener>>,
+    ) -> Result<(), StartupError> {
+        for old in self.running.drain(..) {
+            old.stop();
+        }
+        drop(unused); // listeners of removed services or changed addresses close here
+        let pausing: Vec<&str> = bound
+            .iter()
+            .filter(|s| s.ctx.pauses())
+            .map(|s| s.ctx.opts.name.as_str())
+            .collect();
+        crate::health::keep_only(&pausing);
+        let names: Vec<&str> = bound.iter().map(|s| s.ctx.opts.name.as_str()).collect();
+        crate::metrics::keep_only(&names);
+        self.running = accept::start(bound).map_err(|error| StartupError::Io {
+            what: "Cannot start listener threads".into(),
+            error,
+        })?;
+        self.published.set(status_view(&self.running));
+        Ok(())
+    }
+
     /// Stop accepting, let live sessions finish (each closes gracefully: what is in flight
     /// is delivered, then close_notify) for up to the longest TIMEOUTclose, then exit.
     fn shut_down(self) {
+        drop(self.certs.watcher);
         let grace = self
             .config
             .services

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::accounting::ServiceSlots;
+use crate::certs::{self, CertInfo};
 use crate::config::{Config, ConfigError, ServiceOptions};
 use crate::health::{self, Health, Trigger};
 use crate::net::{self, Addr, Endpoint};
@@ -41,6 +42,9 @@ pub struct ServiceCtx {
     pub health: Arc<Health>,
     /// What the status endpoint counts for it; by name, so it outlives a reload.
     pub counters: Arc<crate::metrics::ServiceCounters>,
+    /// The certificates its files hold (`cert` and its chain, `CAfile`), read when it was
+    /// built (none with `load_files = false`); what the expiry warnings and `/status` list.
+    pub certificates: Vec<CertInfo>,
 }
 
 /// Why the process could not start. Each displays as the one line stunnel would print.
@@ -201,6 +205,11 @@ fn build_service(
         slots: Arc::new(ServiceSlots::new(opts.max_connections)),
         health: health::for_service(&opts.name),
         counters: crate::metrics::service(&opts.name),
+        certificates: if load_files {
+            certs::info::collect(&opts.name, &opts.tls)
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -242,6 +251,15 @@ impl ServiceCtx {
             }),
             failures: Some(&self.counters),
         }
+    }
+
+    /// The certificates of this service and of its SNI virtual hosts.
+    pub fn all_certificates(&self) -> impl Iterator<Item = &CertInfo> {
+        self.certificates.iter().chain(
+            self.virtual_hosts
+                .iter()
+                .flat_map(|(_, host)| host.certificates.iter()),
+        )
     }
 
     /// The `exec` program, as `exec::spawn` takes it.

@@ -25,7 +25,7 @@ fn status_line() -> (String, SocketAddr) {
     (format!("status = 127.0.0.1:{port}\n"), lo(port))
 }
 
-fn svc<'a>(name: &'a str) -> [(&'static str, &'a str); 1] {
+fn svc(name: &str) -> [(&'static str, &str); 1] {
     [("service", name)]
 }
 

@@ -207,7 +207,15 @@ fn process(sessions_live: usize) -> doc::Process {
     }
 }
 
-/// MERGE: the certificates of the service, from `ServiceCtx::certificates` (certs helper).
-fn certificates_of(_name: &str, _ctx: &ServiceCtx) -> Vec<doc::Certificate> {
-    Vec::new()
+/// The certificates of the service and its SNI virtual hosts, as loaded when it was built.
+fn certificates_of(_name: &str, ctx: &ServiceCtx) -> Vec<doc::Certificate> {
+    ctx.all_certificates()
+        .map(|c| doc::Certificate {
+            service: c.service.clone(),
+            role: c.role.label().to_string(),
+            file: c.file.display().to_string(),
+            subject: c.subject.clone(),
+            not_after_unix: c.not_after_unix,
+        })
+        .collect()
 }

@@ -7,7 +7,8 @@
 //! Other kinds: [`intermediate_ca`] (CA:TRUE, pathlen 0, signed by a root, P-256), [`leaf`]
 //! (DNS, IP and email SANs, no subjectKeyIdentifier, P-256), and any leaf [`Ca::issue_with`]
 //! shapes from a [`LeafSpec`]: a given serial, an OCSP signer (extendedKeyUsage OCSPSigning),
-//! an authorityInfoAccess naming an OCSP responder. [`Leaf::write_with_chain`] writes a
+//! an authorityInfoAccess naming an OCSP responder, a not-after other than a year ahead
+//! (soon, or already past; [`Ca::expiring`] for a CA). [`Leaf::write_with_chain`] writes a
 //! `cert =` file with the issuer in its chain.
 
 use std::net::IpAddr;
@@ -54,8 +55,13 @@ fn random_serial() -> Asn1Integer {
     bn.to_asn1_integer().unwrap()
 }
 
-/// Builder with subject CN, random serial, validity from a day ago to 30 days ahead.
-fn base_builder(cn: &str, key: &PKey<Private>) -> (X509Builder, openssl::x509::X509Name) {
+/// Builder with subject CN, random serial, validity from now to a year ahead, or to
+/// `valid_days` days from now (negative: already expired; valid from 30 days before).
+fn base_builder(
+    cn: &str,
+    key: &PKey<Private>,
+    valid_days: Option<i64>,
+) -> (X509Builder, openssl::x509::X509Name) {
     let mut name = X509NameBuilder::new().unwrap();
     name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "rstunnel tests")
         .unwrap();
@@ -66,10 +72,17 @@ fn base_builder(cn: &str, key: &PKey<Private>) -> (X509Builder, openssl::x509::X
     b.set_serial_number(&random_serial()).unwrap();
     b.set_subject_name(&name).unwrap();
     b.set_pubkey(key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // A year: past the 30 days within which rstunnel warns that a certificate expires
+    // (tests of those warnings set `valid_days`).
+    let not_after = now + valid_days.unwrap_or(365) * 86_400;
+    let not_before = now.min(not_after - 30 * 86_400);
+    b.set_not_before(&Asn1Time::from_unix(not_before).unwrap())
         .unwrap();
-    // A little slack for clock differences is not needed on one machine; 30 days is plenty.
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+    b.set_not_after(&Asn1Time::from_unix(not_after).unwrap())
         .unwrap();
     (b, name)
 }
@@ -83,7 +96,12 @@ pub struct Ca {
 
 impl Ca {
     pub fn new(cn: &str, kind: KeyKind) -> Ca {
-        make_ca(cn, kind, None)
+        make_ca(cn, kind, None, None)
+    }
+
+    /// A self-signed CA whose not-after is `days` days from now (negative: past).
+    pub fn expiring(cn: &str, kind: KeyKind, days: i64) -> Ca {
+        make_ca(cn, kind, None, Some(days))
     }
 
     /// A leaf signed by this CA. `sans` entries that parse as an IP address become `IP:`
@@ -107,7 +125,7 @@ impl Ca {
     /// authorityKeyIdentifier, and an OCSP authorityInfoAccess if asked, in that order.
     pub fn issue_with(&self, cn: &str, kind: KeyKind, spec: &LeafSpec) -> Leaf {
         let key = new_key(kind);
-        let (mut b, _) = base_builder(cn, &key);
+        let (mut b, _) = base_builder(cn, &key, spec.valid_days);
         if let Some(serial) = spec.serial {
             b.set_serial_number(&serial.to_asn1_integer().unwrap())
                 .unwrap();
@@ -181,15 +199,15 @@ impl Ca {
 
 /// An intermediate CA signed by `root` (CA:TRUE, pathlen 0).
 pub fn intermediate_ca(root: &Ca, cn: &str) -> Ca {
-    make_ca(cn, KeyKind::EcP256, Some(root))
+    make_ca(cn, KeyKind::EcP256, Some(root), None)
 }
 
 /// A CA: self-signed when `issuer` is `None`; else signed by `issuer`, with pathlen 0 and
 /// an authorityKeyIdentifier. basicConstraints CA:TRUE and keyUsage keyCertSign + cRLSign
 /// (both critical) and a subjectKeyIdentifier either way.
-fn make_ca(cn: &str, kind: KeyKind, issuer: Option<&Ca>) -> Ca {
+fn make_ca(cn: &str, kind: KeyKind, issuer: Option<&Ca>, valid_days: Option<i64>) -> Ca {
     let key = new_key(kind);
-    let (mut b, name) = base_builder(cn, &key);
+    let (mut b, name) = base_builder(cn, &key, valid_days);
     let issuer_cert = issuer.map(|i| &i.cert);
     b.set_issuer_name(issuer_cert.map_or(&*name, |c| c.subject_name()))
         .unwrap();
@@ -258,6 +276,8 @@ pub struct LeafSpec<'a> {
     /// An authorityInfoAccess extension naming this OCSP responder URL (what a server
     /// staples from).
     pub ocsp_url: Option<&'a str>,
+    /// Not-after this many days from now (negative: already expired) instead of a year.
+    pub valid_days: Option<i64>,
 }
 
 /// A leaf certificate and its private key.
