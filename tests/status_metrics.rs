@@ -488,3 +488,44 @@ fn hostile_input_on_the_status_port_affects_nothing_else() {
     drop(idle);
     common::tls::tls_close(&mut session, "the session after the abuse");
 }
+
+/// SIGTERM closes the status endpoint last: while the drain waits for a live session, a
+/// monitor still reads it (the session still active), and the port is closed at exit.
+#[test]
+fn the_endpoint_answers_through_the_drain_and_closes_at_exit() {
+    let dir = TestDir::new("status-drain");
+    let pki = Pki::new(&dir);
+    let echo = Backend::echo();
+    let (line, at) = status_line();
+    let mut t = Tunnel::start(
+        &dir,
+        "server",
+        &format!(
+            "{line}{}",
+            server_body(echo.addr(), &pki.server.combined, "TIMEOUTclose = 3")
+        ),
+    );
+    // A client that never answers the drain's close_notify keeps its session to TIMEOUTclose.
+    let session = tls_to(t.addr("srv"), Some(&pki.ca_file), None);
+    scrape_until(at, WAIT, |m| {
+        m.value("rstunnel_sessions_active", &svc("srv")) == 1.0
+    });
+    t.signal(libc::SIGTERM);
+    t.wait_for_log("Closing 1 active connection(s)", WAIT);
+    let m = scrape(at);
+    assert_eq!(
+        m.value("rstunnel_sessions_active", &svc("srv")),
+        1.0,
+        "{}",
+        m.0
+    );
+    assert!(
+        t.wait_exit(WAIT).is_some_and(|s| s.success()),
+        "exit 0 after the drain"
+    );
+    assert!(
+        std::net::TcpStream::connect_timeout(&at, Duration::from_secs(2)).is_err(),
+        "the status port is closed once the process is gone"
+    );
+    drop(session);
+}
