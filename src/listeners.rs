@@ -70,7 +70,13 @@ impl Listener {
     /// descriptor each, and a reconnect storm during a pause must not fill the table.
     /// `room`: how many more the service may hold (its `maxConnections` less what is live
     /// and held), `None` for no limit of its own.
-    pub(crate) fn pause(&self, service: &str, mut room: Option<usize>) {
+    /// `counters`: the service's, which count the connections reset for lack of room.
+    pub(crate) fn pause(
+        &self,
+        service: &str,
+        counters: &crate::metrics::ServiceCounters,
+        mut room: Option<usize>,
+    ) {
         let mut slot = locked(&self.paused);
         if slot.is_some() {
             return;
@@ -91,7 +97,7 @@ impl Listener {
                 }
                 Err(why) => {
                     full = Some(why);
-                    crate::metrics::service(service).refused(crate::metrics::Refusal::HeldNoRoom);
+                    counters.refused(crate::metrics::Refusal::HeldNoRoom);
                     net::set_linger_reset(conn.read_fd());
                     false
                 }

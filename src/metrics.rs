@@ -203,11 +203,14 @@ pub fn service(name: &str) -> Arc<ServiceCounters> {
     Arc::clone(t.entry(name.to_string()).or_default())
 }
 
-/// After a reload: forget the services that are gone (their sessions still running keep
-/// their `Arc` and count into it unseen; a service that comes back starts from zero).
+/// After a reload: forget the services that are gone, once nothing holds their counters
+/// any more. A removed service whose sessions still run keeps its entry (unlisted: only
+/// running services are), so that one added back under its name continues from it: its
+/// old sessions' bytes, added when they end, and the live ones summed by name, are one
+/// count, and a scrape's totals never go back.
 pub fn keep_only(names: &[&str]) {
     let mut t = table().lock().unwrap_or_else(|e| e.into_inner());
-    t.retain(|name, _| names.contains(&name.as_str()));
+    t.retain(|name, counters| names.contains(&name.as_str()) || Arc::strong_count(counters) > 1);
 }
 
 /// Every service's counters, by name.
@@ -311,13 +314,25 @@ mod tests {
         assert_eq!(failed.get("192.0.2.1:0"), Some(&2));
     }
 
-    /// A reload keeps the counters of the services that stay, by name.
+    /// A reload keeps the counters of the services that stay, and of a removed one whose
+    /// sessions still hold them; it forgets the rest.
     #[test]
     fn a_reload_keeps_the_counters_of_services_that_stay() {
         service("metrics-test-stays").session_admitted();
         service("metrics-test-goes").session_admitted();
-        keep_only(&["metrics-test-stays"]);
+        let held = service("metrics-test-held");
+        held.session_admitted();
+        let all: Vec<String> = all().into_keys().collect();
+        let mut names: Vec<&str> = all
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.starts_with("metrics-test-"))
+            .collect();
+        names.push("metrics-test-stays");
+        keep_only(&names);
         assert_eq!(service("metrics-test-stays").read().sessions, 1);
         assert_eq!(service("metrics-test-goes").read().sessions, 0);
+        assert_eq!(service("metrics-test-held").read().sessions, 1);
+        drop(held);
     }
 }

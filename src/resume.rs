@@ -216,7 +216,7 @@ pub(crate) fn wait_for_far_side(
             let held: usize = listeners.iter().map(|l| l.held_count()).sum();
             let room =
                 (ctx.slots.cap != 0).then(|| ctx.slots.cap.saturating_sub(ctx.slots.live() + held));
-            l.pause(name, room);
+            l.pause(name, &ctx.counters, room);
         }
     };
     let mut backoff = health::PROBE_BACKOFF_MIN;

@@ -273,6 +273,11 @@ fn run_inetd(config: &Config) -> i32 {
             error: e,
         });
     }
+    if config.global.status.is_some() {
+        log_warning!(
+            "status is not served in inetd mode: the process serves one connection and exits"
+        );
+    }
     let service = match service::build(config, true) {
         Ok(mut services) if services.len() == 1 => services.remove(0),
         Ok(_) => return 1,
@@ -534,7 +539,7 @@ fn status_view(running: &[RunningService]) -> Vec<status::Running> {
         .iter()
         .map(|r| status::Running {
             ctx: std::sync::Arc::clone(&r.ctx),
-            listeners: r.listeners.clone(),
+            listeners: r.listeners.iter().map(std::sync::Arc::downgrade).collect(),
         })
         .collect()
 }
@@ -671,7 +676,10 @@ impl State {
             .collect();
         let bound = listeners::bind_all(&services, &mut reusable)?;
         // A status address that changed is bound now, while everything old still runs.
-        let status_changed = config.global.status != self.config.global.status;
+        // Compared as the endpoint is bound (`9101` is `127.0.0.1:9101`), so that respelling
+        // the line does not bind the same port twice.
+        let status_changed = config.global.status.as_ref().map(ToString::to_string)
+            != self.config.global.status.as_ref().map(ToString::to_string);
         let new_status = if status_changed {
             bind_status(config.global.status.as_ref())?
         } else {

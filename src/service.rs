@@ -110,17 +110,21 @@ pub fn build(config: &Config, load_files: bool) -> Result<Vec<Arc<ServiceCtx>>, 
         // The global part is the one service, served on stdin/stdout (inetd mode).
         let mut opts = config.defaults.clone();
         opts.name = config.global.service_name.clone();
+        let counters = crate::metrics::service(&opts.name);
         return Ok(vec![Arc::new(build_service(
             &opts,
             load_files,
             Vec::new(),
+            counters,
         )?)]);
     }
     // Virtual hosts first: their contexts go into their primary's SNI callback.
     let mut virtual_hosts: Vec<(String, String, Arc<ServiceCtx>)> = Vec::new();
     for opts in &config.services {
         if let Some(Ok((primary, pattern))) = opts.server_sni() {
-            let ctx = Arc::new(build_service(opts, load_files, Vec::new())?);
+            // Its sessions are the primary's, as the status endpoint lists them.
+            let counters = crate::metrics::service(primary);
+            let ctx = Arc::new(build_service(opts, load_files, Vec::new(), counters)?);
             virtual_hosts.push((primary.to_string(), pattern.to_string(), ctx));
         }
     }
@@ -131,15 +135,18 @@ pub fn build(config: &Config, load_files: bool) -> Result<Vec<Arc<ServiceCtx>>, 
             .filter(|(primary, _, _)| *primary == opts.name)
             .map(|(_, pattern, ctx)| (pattern.clone(), Arc::clone(ctx)))
             .collect();
-        services.push(Arc::new(build_service(opts, load_files, mine)?));
+        let counters = crate::metrics::service(&opts.name);
+        services.push(Arc::new(build_service(opts, load_files, mine, counters)?));
     }
     Ok(services)
 }
 
+/// `counters`: where its events are counted (a virtual host's are its primary's).
 fn build_service(
     opts: &ServiceOptions,
     load_files: bool,
     virtual_hosts: Vec<(String, Arc<ServiceCtx>)>,
+    counters: Arc<crate::metrics::ServiceCounters>,
 ) -> Result<ServiceCtx, StartupError> {
     let resolve_error = |what: &'static str, detail: String| StartupError::Resolve {
         service: opts.name.clone(),
@@ -204,7 +211,7 @@ fn build_service(
         virtual_hosts,
         slots: Arc::new(ServiceSlots::new(opts.max_connections)),
         health: health::for_service(&opts.name),
-        counters: crate::metrics::service(&opts.name),
+        counters,
         certificates: if load_files {
             certs::info::collect(&opts.name, &opts.tls)
         } else {

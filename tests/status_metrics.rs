@@ -281,6 +281,7 @@ fn each_failed_handshake_and_refusal_is_counted_once_under_its_reason() {
     scrape_until(at, WAIT, |m| {
         m.value("rstunnel_sessions_active", &svc("srv")) == 1.0
     });
+    let admitted = scrape(at).value("rstunnel_sessions_total", &svc("srv"));
     step(
         "a connection past maxConnections = 1",
         "srv",
@@ -290,7 +291,93 @@ fn each_failed_handshake_and_refusal_is_counted_once_under_its_reason() {
             let _ = s.read_to_end(&mut Vec::new());
         },
     );
+    assert_eq!(
+        scrape(at).value("rstunnel_sessions_total", &svc("srv")),
+        admitted,
+        "a refused connection is no session"
+    );
     drop(held);
+}
+
+/// A connection refused by the unproven budget is counted as a refusal and not as a
+/// session: with `unprovenPerSource = 1`, a client silent for over a second is a suspect,
+/// and the next connection from its address is refused.
+#[test]
+fn an_unproven_refusal_is_no_session() {
+    let dir = TestDir::new("status-unproven");
+    let pki = Pki::new(&dir);
+    let echo = Backend::echo();
+    let (line, at) = status_line();
+    let t = Tunnel::start(
+        &dir,
+        "server",
+        &format!(
+            "{line}unprovenPerSource = 1\n{}",
+            server_body(echo.addr(), &pki.server.combined, "")
+        ),
+    );
+    let _silent = connect(t.addr("srv"));
+    scrape_until(at, WAIT, |m| {
+        m.value("rstunnel_sessions_total", &svc("srv")) == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(1_300));
+    let mut refused = connect(t.addr("srv"));
+    let _ = refused.read_to_end(&mut Vec::new());
+    let cause = [("service", "srv"), ("cause", "unproven_per_source")];
+    let m = scrape_until(at, WAIT, |m| {
+        m.value("rstunnel_refused_connections_total", &cause) == 1.0
+    });
+    assert_eq!(
+        m.value("rstunnel_sessions_total", &svc("srv")),
+        1.0,
+        "{}",
+        m.0
+    );
+    assert_eq!(m.value("rstunnel_unproven_sessions", &[]), 1.0, "{}", m.0);
+}
+
+/// A session an SNI virtual host serves is counted under the listening service, its failed
+/// connect included (the endpoint lists the services that listen).
+#[test]
+fn a_virtual_host_counts_into_its_primary() {
+    let dir = TestDir::new("status-sni");
+    let pki = Pki::new(&dir);
+    let echo = Backend::echo();
+    let dead = lo(free_port());
+    let (line, at) = status_line();
+    let body = format!(
+        "{line}[prim]\naccept = 127.0.0.1:0\nconnect = {}\ncert = {}\n\
+         [vh]\nsni = prim:vh.example\nconnect = {dead}\ncert = {}\n",
+        echo.addr(),
+        pki.server.combined.display(),
+        pki.server.combined.display()
+    );
+    let t = Tunnel::start_waiting_for(Program::Rstunnel, &dir, "server", &body, &["prim"]);
+    let r = common::openssl_cli::s_client(
+        t.port("prim"),
+        &["-servername", "vh.example", "-quiet"],
+        b"x\n",
+        Duration::from_secs(10),
+    );
+    t.wait_for_log("SNI: switched to service [vh]", WAIT);
+    let target = dead.to_string();
+    let failed = [("service", "prim"), ("target", target.as_str())];
+    let m = scrape_until(at, WAIT, |m| {
+        m.value("rstunnel_connect_failures_total", &failed) == 1.0
+    });
+    assert_eq!(
+        m.value("rstunnel_sessions_total", &svc("prim")),
+        1.0,
+        "{}\n{}",
+        m.0,
+        r.describe()
+    );
+    assert_eq!(
+        m.get("rstunnel_sessions_total", &svc("vh")),
+        None,
+        "{}",
+        m.0
+    );
 }
 
 /// An echo target on `port` that can be stopped and started again.
@@ -408,6 +495,22 @@ fn a_reload_keeps_the_counters_of_services_that_stay() {
         .expect("the time of the good reload");
     assert!(last > 1.7e9, "{last}");
 
+    // The same endpoint spelled otherwise (a port alone is 127.0.0.1:PORT) is kept, not
+    // bound twice.
+    let conf = std::fs::read_to_string(&t.conf).unwrap();
+    let respelled = conf.replace(line.trim(), &format!("status = {}", at.port()));
+    assert_ne!(conf, respelled);
+    std::fs::write(&t.conf, respelled).unwrap();
+    t.signal(libc::SIGHUP);
+    t.wait_for_logs("Configuration reloaded", 2, WAIT);
+    let m = scrape(at);
+    assert_eq!(
+        m.value("rstunnel_reloads_total", &[("result", "ok")]),
+        2.0,
+        "{}",
+        t.log_text()
+    );
+
     std::fs::write(&t.conf, "this line is not an option\n").unwrap();
     t.signal(libc::SIGHUP);
     t.wait_for_log("Failed to reload the configuration file", WAIT);
@@ -490,7 +593,8 @@ fn hostile_input_on_the_status_port_affects_nothing_else() {
 }
 
 /// SIGTERM closes the status endpoint last: while the drain waits for a live session, a
-/// monitor still reads it (the session still active), and the port is closed at exit.
+/// monitor still reads it (the session still active, the service no longer listening, its
+/// port refusing, `/healthz` 503), and the endpoint's port is closed at exit.
 #[test]
 fn the_endpoint_answers_through_the_drain_and_closes_at_exit() {
     let dir = TestDir::new("status-drain");
@@ -519,6 +623,22 @@ fn the_endpoint_answers_through_the_drain_and_closes_at_exit() {
         "{}",
         m.0
     );
+    assert_eq!(
+        m.value("rstunnel_service_listening", &svc("srv")),
+        0.0,
+        "{}",
+        m.0
+    );
+    // The service's port refuses during the drain (the endpoint holds no listener open),
+    // and health says why.
+    let refused = std::net::TcpStream::connect_timeout(&t.addr("srv"), Duration::from_secs(2));
+    assert!(
+        refused.is_err(),
+        "the service port still accepts during the drain"
+    );
+    let (code, why) = get(at, "/healthz");
+    assert_eq!(code, 503, "{why}");
+    assert!(why.contains("service [srv] stopping"), "{why}");
     assert!(
         t.wait_exit(WAIT).is_some_and(|s| s.success()),
         "exit 0 after the drain"

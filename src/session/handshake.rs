@@ -217,12 +217,8 @@ pub(super) fn handshake(
             Err(HandshakeError::Failure(mid)) => {
                 reset_if_configured(svc, reset_fd);
                 let msg = describe_ssl_error(mid.error());
-                let verified = mid.ssl().verify_result() == openssl::x509::X509VerifyResult::OK;
                 svc.counters
-                    .handshake_failed(crate::tls::compat::handshake_failure_reason(
-                        verified,
-                        mid.error(),
-                    ));
+                    .handshake_failed(crate::tls::compat::handshake_failure_reason(mid.error()));
                 let why = if crate::tls::compat::is_transport_failure(mid.error()) {
                     HandshakeFailure::Disconnected(msg)
                 } else {

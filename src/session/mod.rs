@@ -67,6 +67,8 @@ pub fn run(
     completion: Completion,
 ) {
     let live = Arc::clone(guard.session());
+    // Counted here, past every refusal (the caps, the unproven budget, no thread).
+    svc.counters.session_admitted();
     let log_id = connection_log_id(svc.opts.log_id, live.id);
     crate::log::set_thread_context(&log_id, svc.opts.debug_level);
     // From here until it relays, a session from a source that keeps failing has its lines
@@ -434,10 +436,7 @@ fn admit(
         Arc::clone(&ctx.counters),
     );
     let guard = match admitted {
-        Ok(guard) => {
-            ctx.counters.session_admitted();
-            guard
-        }
+        Ok(guard) => guard,
         Err(TooManyClients { cap, per_service }) => {
             ctx.counters.refused(if per_service {
                 Refusal::MaxConnections

@@ -64,7 +64,7 @@ pub struct ServiceStatus {
     /// Its `connect` targets (or the `exec` program), as configured.
     pub connect: Vec<String>,
     /// `listening`, `paused`, `checking` (its far side ended badly; one probe decides),
-    /// or `starting` (before the first probe).
+    /// `starting` (before the first probe), `stopping` (SIGTERM's drain) or `not listening`.
     pub state: String,
     /// Why it is paused or checking.
     pub state_reason: Option<String>,
@@ -99,6 +99,10 @@ pub struct Certificate {
     pub file: String,
     pub subject: String,
     pub not_after_unix: i64,
+    /// In hex: tells apart two certificates of one file with the same subject (a CA
+    /// bundle holding an old and a renewed CA).
+    #[serde(default)]
+    pub serial: String,
 }
 
 /// One live session, as SIGUSR2 lists it.

@@ -28,10 +28,10 @@ pub fn render(doc: &StatusDoc) -> String {
                 ("openssl_compiled", doc.openssl_compiled.as_str()),
                 ("openssl_running", doc.openssl_running.as_str()),
             ],
-            1.0,
+            Value::from(1u64),
         )],
     );
-    let per_service = |f: &dyn Fn(&super::doc::ServiceStatus) -> f64| {
+    let per_service = |f: &dyn Fn(&super::doc::ServiceStatus) -> Value| {
         services
             .iter()
             .map(|s| (vec![("service", s.name.as_str())], f(s)))
@@ -42,7 +42,7 @@ pub fn render(doc: &StatusDoc) -> String {
         "gauge",
         "1 while the service accepts connections (not paused, not starting)",
         per_service(&|s| {
-            f64::from(u8::from(matches!(
+            Value::from(u64::from(matches!(
                 s.state.as_str(),
                 "listening" | "checking"
             )))
@@ -52,37 +52,37 @@ pub fn render(doc: &StatusDoc) -> String {
         "rstunnel_service_paused",
         "gauge",
         "1 while the service refuses connections because its far side is down (pauseWhenDown)",
-        per_service(&|s| f64::from(u8::from(s.state == "paused"))),
+        per_service(&|s| Value::from(u64::from(s.state == "paused"))),
     );
     out.family(
         "rstunnel_service_pauses_total",
         "counter",
         "Pauses since the process started",
-        per_service(&|s| s.pauses as f64),
+        per_service(&|s| Value::from(s.pauses)),
     );
     out.family(
         "rstunnel_service_checks_total",
         "counter",
         "Probes after a far side ended badly that found it answering",
-        per_service(&|s| s.checks as f64),
+        per_service(&|s| Value::from(s.checks)),
     );
     out.family(
         "rstunnel_held_connections",
         "gauge",
         "Connections a paused listener holds until the service resumes",
-        per_service(&|s| s.held as f64),
+        per_service(&|s| Value::from(s.held)),
     );
     out.family(
         "rstunnel_sessions_active",
         "gauge",
         "Live sessions",
-        per_service(&|s| s.sessions_live as f64),
+        per_service(&|s| Value::from(s.sessions_live)),
     );
     out.family(
         "rstunnel_sessions_total",
         "counter",
         "Sessions admitted",
-        per_service(&|s| s.sessions_total as f64),
+        per_service(&|s| Value::from(s.sessions_total)),
     );
     out.family(
         "rstunnel_relayed_bytes_total",
@@ -90,8 +90,8 @@ pub fn render(doc: &StatusDoc) -> String {
         "Bytes relayed by live and ended sessions: to_tls written to the TLS side, to_socket to the plain side",
         services.iter().flat_map(|s| {
             [
-                (vec![("service", s.name.as_str()), ("direction", "to_tls")], s.bytes_to_tls as f64),
-                (vec![("service", s.name.as_str()), ("direction", "to_socket")], s.bytes_to_socket as f64),
+                (vec![("service", s.name.as_str()), ("direction", "to_tls")], Value::from(s.bytes_to_tls)),
+                (vec![("service", s.name.as_str()), ("direction", "to_socket")], Value::from(s.bytes_to_socket)),
             ]
         }),
     );
@@ -99,13 +99,13 @@ pub fn render(doc: &StatusDoc) -> String {
         "rstunnel_handshakes_total",
         "counter",
         "TLS handshakes completed",
-        per_service(&|s| s.handshakes_ok as f64),
+        per_service(&|s| Value::from(s.handshakes_ok)),
     );
     out.family(
         "rstunnel_handshakes_resumed_total",
         "counter",
         "TLS handshakes completed that resumed a session",
-        per_service(&|s| s.handshakes_resumed as f64),
+        per_service(&|s| Value::from(s.handshakes_resumed)),
     );
     out.family(
         "rstunnel_handshake_failures_total",
@@ -113,7 +113,7 @@ pub fn render(doc: &StatusDoc) -> String {
         "TLS handshakes failed, by reason: verify (a certificate refused), protocol, timeout, reset, other",
         services.iter().flat_map(|s| {
             s.handshakes_failed.iter().map(|(reason, n)| {
-                (vec![("service", s.name.as_str()), ("reason", reason.as_str())], *n as f64)
+                (vec![("service", s.name.as_str()), ("reason", reason.as_str())], Value::from(*n))
             })
         }),
     );
@@ -125,7 +125,7 @@ pub fn render(doc: &StatusDoc) -> String {
             s.connect_failed.iter().map(|(target, n)| {
                 (
                     vec![("service", s.name.as_str()), ("target", target.as_str())],
-                    *n as f64,
+                    Value::from(*n),
                 )
             })
         }),
@@ -138,7 +138,7 @@ pub fn render(doc: &StatusDoc) -> String {
             s.refused.iter().map(|(cause, n)| {
                 (
                     vec![("service", s.name.as_str()), ("cause", cause.as_str())],
-                    *n as f64,
+                    Value::from(*n),
                 )
             })
         }),
@@ -146,7 +146,7 @@ pub fn render(doc: &StatusDoc) -> String {
     out.family(
         "rstunnel_certificate_not_after_timestamp_seconds",
         "gauge",
-        "When a loaded certificate expires, in seconds since the epoch (role: cert, chain or ca)",
+        "When a loaded certificate expires, in seconds since the epoch (role: cert, chain or ca; serial in hex)",
         doc.certificates.iter().map(|c| {
             (
                 vec![
@@ -154,61 +154,62 @@ pub fn render(doc: &StatusDoc) -> String {
                     ("role", c.role.as_str()),
                     ("file", c.file.as_str()),
                     ("subject", c.subject.as_str()),
+                    ("serial", c.serial.as_str()),
                 ],
-                c.not_after_unix as f64,
+                Value::from(c.not_after_unix),
             )
         }),
     );
     let p = &doc.process;
     let r = &doc.reloads;
-    let process: [(&str, &str, &str, f64); 8] = [
+    let process: [(&str, &str, &str, Value); 8] = [
         (
             "process_resident_memory_bytes",
             "gauge",
             "Resident memory size in bytes",
-            p.rss_bytes as f64,
+            Value::from(p.rss_bytes),
         ),
         (
             "process_open_fds",
             "gauge",
             "Open file descriptors",
-            p.open_fds as f64,
+            Value::from(p.open_fds),
         ),
         (
             "process_max_fds",
             "gauge",
             "The open-file limit",
-            p.max_fds as f64,
+            Value::from(p.max_fds),
         ),
         (
             "process_start_time_seconds",
             "gauge",
             "When the process started, in seconds since the epoch",
-            doc.started_unix as f64,
+            Value::from(doc.started_unix),
         ),
         (
             "rstunnel_threads",
             "gauge",
             "Threads of the process",
-            p.threads as f64,
+            Value::from(p.threads),
         ),
         (
             "rstunnel_uptime_seconds",
             "gauge",
             "Seconds since the process started",
-            doc.uptime_seconds,
+            Value::from(doc.uptime_seconds),
         ),
         (
             "rstunnel_connection_cap",
             "gauge",
             "Concurrent sessions the process takes (from the open-file limit)",
-            p.connection_cap as f64,
+            Value::from(p.connection_cap),
         ),
         (
             "rstunnel_unproven_sessions",
             "gauge",
             "Sessions whose TLS handshake has not completed yet",
-            p.unproven as f64,
+            Value::from(p.unproven),
         ),
     ];
     for (name, kind, help, value) in process {
@@ -219,8 +220,8 @@ pub fn render(doc: &StatusDoc) -> String {
         "counter",
         "Configuration reloads (SIGHUP), by result",
         [
-            (vec![("result", "ok")], r.ok as f64),
-            (vec![("result", "failed")], r.failed as f64),
+            (vec![("result", "ok")], Value::from(r.ok)),
+            (vec![("result", "failed")], Value::from(r.failed)),
         ],
     );
     out.family(
@@ -228,8 +229,8 @@ pub fn render(doc: &StatusDoc) -> String {
         "counter",
         "Reloads of TLS contexts because their files changed on disk (watchCertificates), by result",
         [
-            (vec![("result", "ok")], r.certificates_ok as f64),
-            (vec![("result", "failed")], r.certificates_failed as f64),
+            (vec![("result", "ok")], Value::from(r.certificates_ok)),
+            (vec![("result", "failed")], Value::from(r.certificates_failed)),
         ],
     );
     if let Some(last) = r.last_ok_unix {
@@ -237,7 +238,7 @@ pub fn render(doc: &StatusDoc) -> String {
             "rstunnel_last_reload_success_timestamp_seconds",
             "gauge",
             "When the configuration was last reloaded successfully, in seconds since the epoch",
-            [(Vec::new(), last as f64)],
+            [(Vec::new(), Value::from(last))],
         );
     }
     out.text
@@ -256,7 +257,7 @@ impl Exposition {
         name: &str,
         kind: &str,
         help: &str,
-        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, f64)>,
+        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, Value)>,
     ) {
         let mut samples = samples.into_iter().peekable();
         if samples.peek().is_none() {
@@ -295,10 +296,80 @@ fn escape(text: &str, quoted: bool) -> String {
     out
 }
 
+/// A sample's value: counts exactly as integers (a byte counter passes 2^53, where an f64
+/// stops being exact, after about 9 PB), measurements as floats.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(i128),
+    Float(f64),
+}
+
+impl From<u64> for Value {
+    fn from(n: u64) -> Value {
+        Value::Int(i128::from(n))
+    }
+}
+
+impl From<i64> for Value {
+    fn from(n: i64) -> Value {
+        Value::Int(i128::from(n))
+    }
+}
+
+impl From<f64> for Value {
+    fn from(x: f64) -> Value {
+        Value::Float(x)
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Int(n) => write!(f, "{n}"),
+            Value::Float(x) => write!(f, "{x}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::status::doc::{Certificate, ServiceStatus};
+
+    /// Counters past 2^53 are printed exactly; two certificates of one file with the same
+    /// subject are two series (their serials differ), not a duplicate.
+    #[test]
+    fn big_counters_are_exact_and_certificates_distinct() {
+        let cert = |serial: &str, not_after| Certificate {
+            service: "s".into(),
+            role: "ca".into(),
+            file: "/etc/ssl/bundle.pem".into(),
+            subject: "CN=Test CA".into(),
+            not_after_unix: not_after,
+            serial: serial.into(),
+        };
+        let doc = StatusDoc {
+            services: vec![ServiceStatus {
+                name: "s".into(),
+                bytes_to_tls: u64::MAX - 1,
+                ..Default::default()
+            }],
+            certificates: vec![cert("01", 1_800_000_000), cert("02", 1_900_000_000)],
+            ..Default::default()
+        };
+        let text = render(&doc);
+        assert!(
+            text.contains(&format!("direction=\"to_tls\"}} {}\n", u64::MAX - 1)),
+            "{text}"
+        );
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("rstunnel_certificate_not_after_timestamp_seconds{"))
+            .map(|l| l.rsplit_once(' ').unwrap().0)
+            .collect();
+        assert_eq!(series.len(), 2);
+        assert_ne!(series[0], series[1]);
+    }
 
     /// Every sample line follows its family's HELP and TYPE; label values are escaped.
     #[test]
@@ -332,7 +403,7 @@ mod tests {
             "rstunnel_handshake_failures_total{service=\"sys\\\"log\",reason=\"verify\"} 2\n"
         ));
         assert!(
-            text.contains("subject=\"CN=a\\\\b\\nc\"} 1900000000\n"),
+            text.contains("subject=\"CN=a\\\\b\\nc\",serial=\"\"} 1900000000\n"),
             "{text}"
         );
         let mut typed = std::collections::HashSet::new();

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use crate::accounting::registry;
 use crate::health::State;
@@ -18,11 +18,13 @@ use crate::service::ServiceCtx;
 
 use super::doc::{self, StatusDoc};
 
-/// One running service as the runtime hands it over.
+/// One running service as the runtime hands it over. Its listeners are held weakly: the
+/// endpoint must not keep a socket open that the runtime closed (a removed service, or all
+/// of them at SIGTERM, where the ports must refuse during the drain).
 #[derive(Clone)]
 pub struct Running {
     pub ctx: Arc<ServiceCtx>,
-    pub listeners: Vec<Arc<Listener>>,
+    pub listeners: Vec<Weak<Listener>>,
 }
 
 /// The services running now; the runtime replaces them after startup and each reload.
@@ -110,8 +112,10 @@ pub fn take(published: &Published) -> StatusDoc {
 
 fn service_status(r: &Running, now: &CountersNow, live: (u64, u64, u64)) -> doc::ServiceStatus {
     let ctx = &r.ctx;
-    let listening = r.listeners.iter().all(|l| l.listening());
+    let listeners: Vec<Arc<Listener>> = r.listeners.iter().filter_map(Weak::upgrade).collect();
+    let listening = !listeners.is_empty() && listeners.iter().all(|l| l.listening());
     let (state, reason, since) = match (ctx.pauses(), ctx.health.state()) {
+        _ if registry().draining() => ("stopping", None, None),
         (true, State::Paused { since, reason }) => ("paused", Some(reason), Some(since)),
         (true, State::Checking { since, reason }) => ("checking", Some(reason), Some(since)),
         (true, State::Starting) => ("starting", None, None),
@@ -126,14 +130,14 @@ fn service_status(r: &Running, now: &CountersNow, live: (u64, u64, u64)) -> doc:
     doc::ServiceStatus {
         name: ctx.opts.name.clone(),
         client: ctx.opts.client,
-        accept: r.listeners.iter().map(|l| l.bound.to_string()).collect(),
+        accept: listeners.iter().map(|l| l.bound.to_string()).collect(),
         connect,
         state: state.to_string(),
         state_reason: reason,
         state_seconds: since.map(|s| s.elapsed().as_secs_f64()),
         pauses: ctx.health.pauses(),
         checks: ctx.health.checks(),
-        held: r.listeners.iter().map(|l| l.held_count() as u64).sum(),
+        held: listeners.iter().map(|l| l.held_count() as u64).sum(),
         sessions_live: live_count,
         sessions_total: now.sessions,
         bytes_to_tls: now.ended_to_tls + live_tls,
@@ -160,6 +164,10 @@ fn service_status(r: &Running, now: &CountersNow, live: (u64, u64, u64)) -> doc:
 fn not_serving(s: &doc::ServiceStatus) -> Option<String> {
     match s.state.as_str() {
         "listening" | "checking" => None,
+        "stopping" => Some(format!(
+            "service [{}] stopping: the process is shutting down (SIGTERM), draining its sessions",
+            s.name
+        )),
         "paused" => Some(format!(
             "service [{}] paused: {}",
             s.name,
@@ -216,6 +224,7 @@ fn certificates_of(_name: &str, ctx: &ServiceCtx) -> Vec<doc::Certificate> {
             file: c.file.display().to_string(),
             subject: c.subject.clone(),
             not_after_unix: c.not_after_unix,
+            serial: c.serial.clone(),
         })
         .collect()
 }

@@ -186,19 +186,14 @@ pub fn is_alert_from_peer(error: &openssl::ssl::Error) -> bool {
 }
 
 /// What a failed handshake's error says it failed on, for the metrics
-/// (`metrics::HandshakeReason`). `verified`: whether the peer's certificate passed our own
-/// check (`SSL_get_verify_result`). A certificate refused either way is `Verify`: ours by
-/// the peer (it sent a certificate alert, or none of ours was asked for and it wanted one),
-/// its by us. A transport failure (reset, EOF) is `Reset`; anything else the SSL library
-/// said is `Protocol` (no shared version, cipher or group; a plain-text client).
-pub fn handshake_failure_reason(
-    verified: bool,
-    error: &openssl::ssl::Error,
-) -> crate::metrics::HandshakeReason {
+/// (`metrics::HandshakeReason`). A transport failure (reset, EOF) is `Reset`, whatever the
+/// certificates were (OpenSSL records a failed verify result even where our callback
+/// accepted the certificate, so that result is no evidence). A certificate refused either
+/// way is `Verify`: ours by the peer (a certificate alert), its by us (CERTIFICATE_VERIFY_FAILED,
+/// or none sent where one is required). Anything else the SSL library said is `Protocol`
+/// (no shared version, cipher or group; a plain-text client).
+pub fn handshake_failure_reason(error: &openssl::ssl::Error) -> crate::metrics::HandshakeReason {
     use crate::metrics::HandshakeReason;
-    if !verified {
-        return HandshakeReason::Verify;
-    }
     if is_transport_failure(error) {
         return HandshakeReason::Reset;
     }
