@@ -23,7 +23,9 @@
 #   4. Inside: dpkg -i, then the checks, one PASS/FAIL line each:
 #        rstunnel@syslog-server: start (READY=1), a TLS session, reload with a new
 #        certificate while a session stays open (RELOADING=1, READY=1), reload with a
-#        broken file (logged, the old configuration serves), logrotate -f with the
+#        broken file (logged, the old configuration serves), rstunnel --status over a
+#        Unix socket in /run/rstunnel and a certificate renewed by rename picked up with
+#        no reload (watchCertificates), logrotate -f with the
 #        package's file (SIGUSR1, each of 60 sessions around it logged exactly once),
 #        restart while 4 sessions stream (sent = received, old process exit 0), stop
 #        (STOPPING=1, exit 0, pid file gone);
@@ -373,6 +375,7 @@ PY
     c install -m 0600 /srv/rstunnel-test/a.pem /etc/stunnel/stunnel.pem
     c sed -i -e '/^\[ssyslog\]/i pid = /run/rstunnel/syslog-server.pid' \
         -e '/^\[ssyslog\]/i output = /var/log/rstunnel/syslog-server.log' \
+        -e '/^\[ssyslog\]/i status = /run/rstunnel/syslog-server.status.sock' \
         /etc/stunnel/syslog-server.conf
     TMO=900 peer backend 61514 "$WORK/backend.log" &
     BG_PIDS+=($!)
@@ -449,6 +452,27 @@ PY
         peer session after-bad-reload 60514 >/dev/null || oops "no session after the bad reload"
     }
     check "rstunnel@syslog-server: reload with a broken file is logged, the old config serves" reload_broken
+
+    # The status endpoint on a Unix socket in the unit's RuntimeDirectory, read with
+    # rstunnel --status (the root has no curl), and a renewed certificate picked up
+    # without a reload (watchCertificates: inotify under the unit's system call filter
+    # and ProtectSystem).
+    status_and_renewal() {
+        local cur mp out
+        mp=$(main_pid "$U")
+        out=$(c rstunnel --status /etc/stunnel/syslog-server.conf) || oops "rstunnel --status failed: $out"
+        echo "$out" | sed 's/^/  /'
+        echo "$out" | grep -Eq '^ssyslog +listening ' || oops "no listening [ssyslog] line"
+        echo "$out" | grep -qx healthy || oops "not healthy"
+        cur=$(cursor)
+        c sh -c 'cp /srv/rstunnel-test/a.pem /etc/stunnel/.stunnel.pem.new && chmod 0600 /etc/stunnel/.stunnel.pem.new && mv /etc/stunnel/.stunnel.pem.new /etc/stunnel/stunnel.pem'
+        wait_journal "$cur" "Certificates reloaded" _PID="$mp"
+        [ "$(served_cert 60514)" = "$FP_A" ] || oops "the renewed certificate (a.pem) is not served"
+        [ "$(main_pid "$U")" = "$mp" ] || oops "MainPID changed"
+        out=$(c rstunnel --status /run/rstunnel/syslog-server.status.sock) || oops "--status by socket: $out"
+        echo "$out" | grep -q "reloads 1 ok" || oops "the reload count is not 1 ok: $out"
+    }
+    check "rstunnel@syslog-server: rstunnel --status over the unit's socket; a renewed certificate served without a reload" status_and_renewal
 
     logrotate_run() {
         local logf=/var/log/rstunnel/syslog-server.log mp cur client ports p k rotated fresh
