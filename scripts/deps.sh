@@ -42,10 +42,9 @@ PACKAGES=(
     logrotate          # the logrotate file, run for real (test-install.sh)
     debootstrap        # the Debian 11 and minimal Debian 12 roots (test-debian11.sh, test-systemd)
     gnuplot-nox        # the ratio chart of scripts/bench.sh
-    curl               # GETs on the status endpoint (tests/status_*.rs)
-    prometheus         # promtool check metrics on /metrics scrapes (tests/status_metrics.rs)
+    curl               # GETs on the status endpoint (tests/status_*.rs, bench.sh's scraper)
+    prometheus         # promtool check metrics (tests/status_metrics.rs), a real Prometheus (tests/status_prometheus.rs)
     apt                # apt-get: this script, bench.sh, test-install.sh, test-debian11.sh
-    curl               # HTTP client of the status endpoint tests (tests/status_http.rs)
 )
 
 # Every external command that scripts/*.sh, .ci/run, the Makefile and tests/ run, and the
@@ -83,8 +82,8 @@ COMMANDS=(
     "logrotate        logrotate"
     "debootstrap      debootstrap"
     "gnuplot          gnuplot-nox"
-    "curl             curl"
     "promtool         prometheus"
+    "prometheus       prometheus"
     "cargo            (rustup)"
     "rustc            (rustup)"
     "rustup           (rustup)"
