@@ -797,6 +797,12 @@ report() {
         cost_row "syslog batched, CPU-s per million lines" sysb_cpu
         cost_row "sessions/s with resumption" sessr
         cost_row "full handshakes/s" hs
+        cost_row "with resumption, CPU-s per 1000 sessions (both tunnels)" sessr_cpu
+        cost_row "handshakes, server tunnel CPU-s per 1000" hs_cpu
+        echo
+        echo "The rates include the scraper's own cost: curl is a process started twice a second on a"
+        echo "machine of $(nproc) cores that the CPU-bound workloads already fill; the tunnels' CPU-s per unit are"
+        echo "the endpoint's cost to rstunnel."
         echo
     fi
     echo "## Round-trip latency, 100-byte echo, everything on CPU 0"
@@ -847,7 +853,7 @@ report() {
     for n in "${LEVELS[@]}"; do per_round "rss$n" "thr$n" "setup$n" "churn$n"; done
     echo "| plain TCP MiB/s 1 / 8 streams | ${R[plain1,plain]:-} | ${R[plain8,plain]:-} |"
     local m
-    for m in bulk1 bulk8 bulk1_cpu bulk8_cpu sys1_cpu sysb_cpu sessr hs; do
+    for m in bulk1 bulk8 bulk1_cpu bulk8_cpu sys1_cpu sysb_cpu sessr sessr_cpu hs hs_cpu; do
         [ -n "${R[$m,rstunnel-status]:-}" ] && echo "| $m with status | ${R[$m,rstunnel-status]} | |"
     done
     echo
