@@ -25,6 +25,7 @@ PACKAGES=(
     git                # the commit in target/faults-summary.md (test-faults.sh)
     openssl            # certificates for tests, make-cert.sh, bench.sh; s_client/s_server interop
     stunnel4           # interop tests and the benchmark baseline
+    gnutls-bin         # gnutls-cli/gnutls-serv: GnuTLS as a peer (tests/gnutls_interop.rs)
     rsyslog            # demo.sh and e2e-syslog.sh syslog endpoints, fault tests
     rsyslog-relp       # omrelp/imrelp: test-outages.sh measures the RELP chain
     tcpdump            # e2e-syslog.sh and the fault tests prove the wire is encrypted
@@ -64,6 +65,8 @@ COMMANDS=(
     "git              git"
     "openssl          openssl"
     "stunnel4         stunnel4"
+    "gnutls-cli       gnutls-bin"
+    "gnutls-serv      gnutls-bin"
     "rsyslogd         rsyslog"
     "tcpdump          tcpdump"
     "ip               iproute2"
