@@ -11,6 +11,8 @@
 //! * [`net`]: plain TCP backends (echo, sink, digest-after-EOF, greeter, source) and client
 //!   helpers; every socket has read and write timeouts so no test can hang.
 //! * [`openssl_cli`]: `openssl s_client` and `s_server` as TLS peers.
+//! * [`gnutls_cli`]: `gnutls-cli` and `gnutls-serv` (GnuTLS) as TLS peers, streaming
+//!   payloads of any size through them with their SHA-256.
 //! * [`process`]: root checks, free ports, a TLS client made with the `openssl` crate,
 //!   config rewrites, log-file waits, finding a tunnel's pid, and a guard for daemonised
 //!   processes that are not our children.
@@ -25,8 +27,9 @@
 //! * [`tls_peers`]: what the TLS option tests (`tests/tls_*.rs`) share: `openssl` commands,
 //!   `s_client`/`s_server` with a fixed line, tunnels from a config body, refused-and-logged
 //!   checks.
-//! * [`tools`]: locating external programs (`openssl`, `stunnel4`); a missing one fails the
-//!   test with a pointer to `scripts/deps.sh` instead of passing silently.
+//! * [`tools`]: locating external programs (`openssl`, `stunnel4`, `gnutls-cli`, ...); a
+//!   missing one fails the test with a pointer to `scripts/deps.sh` instead of passing
+//!   silently.
 //!
 //! Environment knobs:
 //! * `RSTUNNEL_KEEP_TEST_DIRS=1`: keep the temp dirs (configs, certs) for inspection.
@@ -41,6 +44,7 @@
 pub mod certs;
 pub mod daemon;
 pub mod faults;
+pub mod gnutls_cli;
 pub mod net;
 pub mod openssl_cli;
 pub mod proc_faults;

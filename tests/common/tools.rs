@@ -1,5 +1,5 @@
-//! External programs the interop tests drive (`openssl`, `stunnel4`), and running a program
-//! with a deadline.
+//! External programs the interop tests drive (`openssl`, `stunnel4`, `gnutls-cli`,
+//! `gnutls-serv`), and running a program with a deadline.
 //!
 //! A missing program is a test failure with a pointer to `scripts/deps.sh` (which `make test`
 //! runs), never a silent pass: a green run must mean the interop was actually checked.
@@ -45,6 +45,16 @@ pub fn openssl() -> PathBuf {
 /// Debian's `stunnel4` binary (the reference implementation).
 pub fn stunnel4() -> PathBuf {
     find_program("stunnel4")
+}
+
+/// GnuTLS's command-line client (package gnutls-bin).
+pub fn gnutls_cli() -> PathBuf {
+    find_program("gnutls-cli")
+}
+
+/// GnuTLS's command-line server (package gnutls-bin).
+pub fn gnutls_serv() -> PathBuf {
+    find_program("gnutls-serv")
 }
 
 /// Kills and reaps a child when dropped, so a panicking test leaves no process behind.
