@@ -122,6 +122,53 @@ fn payloads_are_deterministic_and_distinct() {
     assert_ne!(payload(1, 1000), payload(2, 1000));
     assert_eq!(payload(3, 100_003).len(), 100_003);
     assert_eq!(Digest::of(&payload(5, 300_000)), payload_digest(5, 300_000));
+    // Read in pieces that are not multiples of its 8-byte words: the same stream.
+    let mut p = Payload::new(9, 1000);
+    let mut pieces = Vec::new();
+    let mut buf = [0u8; 3];
+    loop {
+        let n = p.fill(&mut buf);
+        if n == 0 {
+            break;
+        }
+        pieces.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(pieces, payload(9, 1000));
+}
+
+/// What `gnutls-serv --echo` can carry (tests/common/gnutls_cli.rs): 64-byte lines of
+/// printable bytes, no NUL, the same for the same seed, streamed in any piece sizes.
+#[test]
+fn text_payloads_are_lines_of_printable_bytes() {
+    use common::gnutls_cli::{stream_input, text_digest, Input, TextPayload};
+    let mut all = vec![0u8; 64 * 100 + 10];
+    let mut p = TextPayload::new(3, all.len() as u64);
+    // Odd piece sizes: the line position must carry over between calls.
+    let mut at = 0;
+    for piece in [1, 63, 64, 100, 7].iter().cycle() {
+        let end = (at + piece).min(all.len());
+        at += p.fill(&mut all[at..end]);
+        if at == all.len() {
+            break;
+        }
+    }
+    assert_eq!(p.fill(&mut [0u8; 8]), 0, "the payload ends at its length");
+    for (i, line) in all.chunks(64).enumerate() {
+        let (body, end) = line.split_at(line.len().min(63));
+        assert!(
+            body.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/".contains(b)),
+            "line {i}"
+        );
+        if line.len() == 64 {
+            assert_eq!(end, b"\n", "line {i} ends the line");
+        }
+    }
+    assert_eq!(text_digest(3, all.len() as u64), Digest::of(&all));
+    assert_ne!(text_digest(4, all.len() as u64), Digest::of(&all));
+    let mut sink = Vec::new();
+    let d = stream_input(&Input::Text(3, all.len() as u64), &mut sink).unwrap();
+    assert_eq!((d, sink), (Digest::of(&all), all));
 }
 
 #[test]

@@ -130,6 +130,10 @@ impl std::fmt::Debug for Digest {
 pub struct Payload {
     state: u64,
     remaining: u64,
+    /// The unused tail of the last 8-byte word, so that the stream does not depend on the
+    /// sizes of the pieces it is read in.
+    spare: [u8; 8],
+    spare_len: usize,
 }
 
 impl Payload {
@@ -142,18 +146,28 @@ impl Payload {
         Payload {
             state: z | 1,
             remaining: len,
+            spare: [0; 8],
+            spare_len: 0,
         }
     }
 
     /// Fills the front of `buf` with the next bytes; returns how many (0 at the end).
     pub fn fill(&mut self, buf: &mut [u8]) -> usize {
         let n = (buf.len() as u64).min(self.remaining) as usize;
-        for chunk in buf[..n].chunks_mut(8) {
+        let from_spare = self.spare_len.min(n);
+        let start = 8 - self.spare_len;
+        buf[..from_spare].copy_from_slice(&self.spare[start..start + from_spare]);
+        self.spare_len -= from_spare;
+        for chunk in buf[from_spare..n].chunks_mut(8) {
             self.state ^= self.state >> 12;
             self.state ^= self.state << 25;
             self.state ^= self.state >> 27;
             let v = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
+            if chunk.len() < 8 {
+                self.spare = v;
+                self.spare_len = 8 - chunk.len();
+            }
         }
         self.remaining -= n as u64;
         n
