@@ -477,7 +477,7 @@ fn ipv4_listen_port(pid: u32) -> Option<u16> {
     })
 }
 
-/// Where a file of the test dir is, as gnutls's `--x509cafile=` wants it.
+/// `--x509cafile=CA`: trust `ca` (gnutls-serv: the CA client certificates must chain to).
 pub fn ca_arg(ca: &Path) -> String {
     format!("--x509cafile={}", ca.display())
 }
