@@ -11,7 +11,7 @@
 //!   address and does not print the port it got for `-p 0`: it listens on every address,
 //!   IPv4 and IPv6 on two different ports, and the IPv4 port is read from `/proc` (its
 //!   listening socket's inode among its descriptors). Tests connect to it on 127.0.0.1 only.
-//!   Its output (in `--echo` mode every echoed line twice, on stderr) is kept up to
+//!   Its output (in `--echo` mode every echoed line, twice) is kept up to
 //!   [`SERV_KEPT_LINES`] lines for failure messages.
 //!
 //! `gnutls-serv --echo` echoes text lines, not bytes: a received record is handled as a C
