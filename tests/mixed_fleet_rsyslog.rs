@@ -14,7 +14,8 @@
 //!   site moving from tunnels to rsyslog's own TLS one client at a time.
 //! * A client tunnel presenting a client certificate to an rsyslog TLS server that checks it
 //!   by name: the permitted name is delivered, every line once; another name (same CA) is
-//!   refused by rsyslog, the tunnel logs each failed session, and nothing is delivered.
+//!   refused by rsyslog, the tunnel logs the failed session, and nothing is delivered. (The
+//!   ossl refusal case is `#[ignore]`d: Debian 12's ossl driver lets such a peer through.)
 //!
 //! The rsyslog and rstunnel snippets are the README's ("Mixed fleets"), filled with this
 //! run's paths, addresses and ports; `readme_shows_the_snippets_these_tests_run` checks the
@@ -23,8 +24,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use common::daemon::parse_close_line;
 use common::daemon::start_with;
 use common::faults::Capture;
 use common::netns::{exec_in, free_port_in, wait_listening, Namespaces};
@@ -36,6 +38,8 @@ use common::*;
 /// Generous: rsyslog's retry interval is 1 s here, and a loaded 2-CPU machine is slow.
 const DELIVERY: Duration = Duration::from_secs(120);
 const READY: Duration = Duration::from_secs(30);
+/// How long an rsyslog server gets to say it refused a certificate (it does so at once).
+const REFUSAL: Duration = Duration::from_secs(20);
 
 /// A native TLS sender (README): rsyslog checks the tunnel's certificate by name.
 const NATIVE_SENDER: &str = r#"global(DefaultNetstreamDriverCAFile="{ca}")
@@ -95,15 +99,20 @@ fn start_sender(dir: &TestDir, ns: &str, forward: &str) -> (ChildGuard, PathBuf,
 }
 
 /// A receiver in `ns` with `rules` (which must listen on `port` and use ruleset `remote`);
-/// returns once it listens, with its output file.
-fn start_receiver(dir: &TestDir, ns: &str, port: u16, rules: &str) -> (ChildGuard, PathBuf) {
+/// returns once it listens, with its output file and its own messages' file.
+fn start_receiver(
+    dir: &TestDir,
+    ns: &str,
+    port: u16,
+    rules: &str,
+) -> (ChildGuard, PathBuf, PathBuf) {
     let out = dir.join("received.log");
     let rules = format!("{}{rules}\n", receiver_ruleset(&out));
     let (mut guard, log) = spawn_rsyslogd(dir, "receiver", &exec_in(ns), &rules);
     wait_ready(&mut guard, &log, "the receiver's imtcp", READY, || {
         wait_listening(ns, port, Duration::from_millis(200))
     });
-    (guard, out)
+    (guard, out, log)
 }
 
 fn path(p: &Path) -> String {
@@ -118,7 +127,7 @@ fn native_sender_through_a_server_tunnel(driver: &str) {
     let (c, s) = (ns.name("c"), ns.name("s"));
 
     let plain = free_port_in(s, "127.0.0.1");
-    let (_receiver, out) = start_receiver(
+    let (_receiver, out, _) = start_receiver(
         &dir,
         s,
         plain,
@@ -208,7 +217,7 @@ fn client_tunnel_into_a_native_server(driver: &str, expect: Expect) {
 
     let tls = free_port_in(s, "192.0.2.2");
     let tls_s = tls.to_string();
-    let (_receiver, out) = start_receiver(
+    let (_receiver, out, receiver_log) = start_receiver(
         &dir,
         s,
         tls,
@@ -237,6 +246,16 @@ fn client_tunnel_into_a_native_server(driver: &str, expect: Expect) {
             ("peer", "right.name"),
         ],
     );
+    // When rsyslog refuses after reading nothing, the session may end by TIMEOUTclose: its
+    // close_notify half-closes the plain side, and omfwd never reads, so it never closes
+    // (stunnel 5.68 waits the same way). 5 s instead of 60 keeps the case short.
+    let body = match expect {
+        Expect::Delivered => body,
+        Expect::Refused => format!(
+            "{body}
+TIMEOUTclose = 5"
+        ),
+    };
     let tunnel = start_with(&dir, "client-tunnel", &body, &exec_in(c), &["syslog-tls"]);
     let entry = tunnel.port("syslog-tls").to_string();
     let mut capture = Capture::start_on(
@@ -245,7 +264,7 @@ fn client_tunnel_into_a_native_server(driver: &str, expect: Expect) {
         dir.join("wire.pcap"),
         &format!("tcp port {tls}"),
     );
-    let (_sender, sender_log, socket) =
+    let (sender, sender_log, socket) =
         start_sender(&dir, c, &fill(PLAIN_SENDER, &[("port", &entry)]));
     let lines = Lines::new(&format!("server-{driver}-{tag}"), LINES);
     lines.feed(&socket);
@@ -259,15 +278,37 @@ fn client_tunnel_into_a_native_server(driver: &str, expect: Expect) {
             }
         }
         Expect::Refused => {
-            // rsyslog's sender retries every second: wait for the tunnel to have logged
-            // three refused sessions, then nothing may have arrived.
-            // The session ends (rsyslog closes it after checking the name) and the tunnel
-            // logs that nothing reached the far side's application.
-            let summary = tunnel.wait_for_log("Session summary: service [syslog-tls]", DELIVERY);
-            println!("{driver} server refused the tunnel: {summary}");
+            // rsyslog says why it refused (error 2088: "peer name not authorized") and
+            // closes the session: gtls always. ossl (8.2302) may close it without that
+            // word, or take the lines' bytes, say nothing and keep the connection open;
+            // so wait (bounded) for its word or the session's end, then stop the sender,
+            // which ends the session in any case. The tunnel must log it with bytes sent
+            // into TLS and nothing back.
+            let deadline = Instant::now() + REFUSAL;
+            let said = || read_or_empty(&receiver_log).contains("2088");
+            let ended = || {
+                tunnel
+                    .log_lines()
+                    .iter()
+                    .any(|l| parse_close_line(l).is_some())
+            };
+            while !said() && !ended() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            match (said(), driver) {
+                (true, _) => {}
+                (false, "ossl") => println!("ossl server: refused without a word"),
+                (false, _) => tunnel.fail(&format!(
+                    "the {driver} server did not log its refusal within {REFUSAL:?}:\n{}",
+                    read_or_empty(&receiver_log)
+                )),
+            }
+            drop(sender);
+            let end = tunnel.wait_close_counts(1, DELIVERY).remove(0);
+            println!("{driver} server refused the tunnel: {end:?}");
             assert!(
-                summary.contains(", 0 byte(s) to socket,"),
-                "the refused session must show nothing coming back: {summary}"
+                end.sent_to_tls > 0 && end.sent_to_socket == 0,
+                "the refused session must show lines sent into TLS and nothing back: {end:?}"
             );
             let got = lines.counts(&read_or_empty(&out));
             assert!(
@@ -324,7 +365,12 @@ fn gtls_server_refuses_a_client_tunnel_with_another_name() {
     client_tunnel_into_a_native_server("gtls", Expect::Refused);
 }
 
+/// Ignored: Debian 12's rsyslog-openssl (8.2302) does not enforce `x509/name` reliably. In
+/// most runs it delivered all 1,000 lines from a tunnel whose certificate names
+/// `intruder.right.name` (not permitted), without a word in its log; in the others it
+/// refused with error 2088. Run it with `--ignored` against a newer rsyslog.
 #[test]
+#[ignore = "rsyslog-openssl 8.2302 delivers lines from a peer name it does not permit (README, Mixed fleets)"]
 fn ossl_server_refuses_a_client_tunnel_with_another_name() {
     if !require_root("ossl_server_refuses_a_client_tunnel_with_another_name") {
         return;

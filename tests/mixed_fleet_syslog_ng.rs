@@ -10,7 +10,8 @@
 //!
 //! * syslog-ng as sender and as receiver through a pair of tunnels: every line arrives once.
 //! * syslog-ng's own `tls()` destination, checking the server tunnel's certificate, into a
-//!   server tunnel: every line arrives once.
+//!   server tunnel: every line arrives once. A server tunnel whose certificate another CA
+//!   signed is refused (the tunnel logs the alert) and nothing arrives.
 //!
 //! The syslog-ng snippets are the README's ("Mixed fleets"), filled with this run's values;
 //! `readme_shows_the_syslog_ng_snippets_these_tests_run` checks the README still shows them.
@@ -106,12 +107,15 @@ enum Sender {
     ClientTunnel,
     /// syslog-ng's own TLS.
     NativeTls,
+    /// syslog-ng's own TLS to a server tunnel whose certificate another CA signed: refused.
+    NativeTlsUntrusted,
 }
 
 fn deliver(how: Sender) {
     let tag = match how {
         Sender::ClientTunnel => "tunnels",
         Sender::NativeTls => "tls",
+        Sender::NativeTlsUntrusted => "untrusted",
     };
     let dir = TestDir::new(&format!("fleet-syslog-ng-{tag}"));
     let pki = Pki::new(&dir);
@@ -122,8 +126,11 @@ fn deliver(how: Sender) {
     let (_receiver, out) = start_receiver(&dir, s, plain);
     // syslog-ng checks the name it connects to against the certificate (its CN when
     // there is no DNS name): the server tunnel's certificate is named for its address.
-    let server = pki
-        .ca
+    let issuer = match how {
+        Sender::NativeTlsUntrusted => &pki.wrong_ca,
+        _ => &pki.ca,
+    };
+    let server = issuer
         .issue_with(
             "192.0.2.2",
             KeyKind::EcP256,
@@ -176,7 +183,7 @@ fn deliver(how: Sender) {
             client_tunnel = Some(t);
             fill(PLAIN_DESTINATION, &[("port", &entry)])
         }
-        Sender::NativeTls => fill(
+        Sender::NativeTls | Sender::NativeTlsUntrusted => fill(
             TLS_DESTINATION,
             &[("host", "192.0.2.2"), ("port", &tls_s), ("ca", &ca)],
         ),
@@ -184,6 +191,21 @@ fn deliver(how: Sender) {
     let (_sender, sender_log, socket) = start_sender(&dir, c, &destination);
     let lines = Lines::new(&format!("syslog-ng-{tag}"), LINES);
     lines.feed(&socket);
+    if let Sender::NativeTlsUntrusted = how {
+        // syslog-ng aborts the handshake (unknown CA) and retries later; the tunnel logs
+        // the failed handshake, and nothing may arrive.
+        let failed = server_tunnel.wait_for_log("SSL_accept", DELIVERY);
+        println!("syslog-ng refused the untrusted tunnel: {failed}");
+        let got = lines.counts(&read_or_empty(&out));
+        assert!(
+            got.is_empty(),
+            "{} line(s) delivered to an untrusted server",
+            got.len()
+        );
+        capture.stop();
+        lines.assert_not_in_clear(&capture.file, tls);
+        return;
+    }
     if let Err(e) = lines.wait_all_once(&out, DELIVERY) {
         if let Some(t) = &client_tunnel {
             println!("--- client tunnel ---\n{}", t.log_text());
@@ -213,6 +235,14 @@ fn syslog_ng_tls_destination_delivers_every_line_once_through_a_server_tunnel() 
         return;
     }
     deliver(Sender::NativeTls);
+}
+
+#[test]
+fn syslog_ng_tls_destination_refuses_a_server_tunnel_from_another_ca() {
+    if !require_root("syslog_ng_tls_destination_refuses_a_server_tunnel_from_another_ca") {
+        return;
+    }
+    deliver(Sender::NativeTlsUntrusted);
 }
 
 #[test]
