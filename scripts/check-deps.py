@@ -3,7 +3,7 @@
 scripts/deps.sh or be part of Debian's Essential set.
 
 Reads the commands that scripts/*.sh, scripts/lib/*.sh (sourced by them), .ci/run, the Makefile's recipes and the Rust tests
-(tests/**/*.rs: Command::new("X"), find_program("X"), /bin/X paths, shell strings after
+(tests/**/*.rs: Command::new("X"), find_program("X"), unpacked_program("X"), /bin/X paths, shell strings after
 "-c" and shell scripts the tests write) call, and the COMMANDS table of scripts/deps.sh
 (command -> Debian package). Fails when a command is
 
@@ -12,7 +12,8 @@ Reads the commands that scripts/*.sh, scripts/lib/*.sh (sourced by them), .ci/ru
     Essential).
 
 With dpkg available it also checks the table against the machine: each COMMANDS entry
-that is on PATH must belong to the package the table names (dpkg -S), and the Essential
+that is on PATH must belong to the package the table names (dpkg -S) or, for a package
+deps.sh unpacks instead of installing (its UNPACKED table), be in the unpacked tree; the Essential
 packages' commands must all be in ESSENTIAL_COMMANDS (so the fixed list stays right on
 another Debian release). `--static` skips the checks against the machine.
 
@@ -119,6 +120,13 @@ def deps_tables():
         return [re.sub(r"#.*", "", l).strip() for l in m.group(1).splitlines()]
 
     packages = {l.split()[0] for l in array("PACKAGES") if l}
+    unpacked = {}
+    for line in array("UNPACKED"):
+        if line:
+            words = line.strip('"').split()
+            unpacked[words[0]] = words[1]
+    m = re.search(r"^UNPACK_ROOT=(\S+)$", text, re.M)
+    unpack_root = m.group(1) if m else None
     commands = {}
     for line in array("COMMANDS"):
         if not line:
@@ -127,7 +135,7 @@ def deps_tables():
         if len(words) != 2:
             sys.exit("check-deps: deps.sh COMMANDS: expected \"COMMAND PACKAGE\": %r" % line)
         commands[words[0]] = words[1]
-    return packages, commands
+    return packages, commands, unpacked, unpack_root
 
 
 # ---------------------------------------------------------------------------------------
@@ -493,7 +501,7 @@ def rust_strings(src):
 def rust_commands(path, found):
     where = os.path.relpath(path, ROOT)
     src = open(path).read()
-    for m in re.finditer(r'(?:Command::new|find_program)\(\s*"([^"]+)"\s*\)', src):
+    for m in re.finditer(r'(?:Command::new|find_program|unpacked_program)\(\s*"([^"]+)"\s*\)', src):
         note(m.group(1), where, found, frozenset())
     strings = rust_strings(src)
     for pos, s in strings:
@@ -620,7 +628,7 @@ def main(argv):
     verbose = "-v" in argv
     if self_test():
         return 1
-    packages, table = deps_tables()
+    packages, table, unpacked, unpack_root = deps_tables()
     found = collect()
     errors = []
     for cmd in sorted(found):
@@ -630,7 +638,8 @@ def main(argv):
         if cmd in table:
             pkg = table[cmd]
             status = "deps.sh: %s" % pkg
-            if pkg not in packages and pkg not in ESSENTIAL_PACKAGES and pkg != RUSTUP:
+            if (pkg not in packages and pkg not in ESSENTIAL_PACKAGES and pkg != RUSTUP
+                    and pkg not in unpacked):
                 errors.append("%s: COMMANDS says package %s, which deps.sh's PACKAGES does not install (used in %s)"
                               % (cmd, pkg, where))
         elif cmd in ESSENTIAL_COMMANDS:
@@ -651,6 +660,15 @@ def main(argv):
             if pkg == RUSTUP:
                 if not shutil.which(cmd):
                     errors.append("%s: not on PATH (Rust toolchain: see scripts/deps.sh)" % cmd)
+                continue
+            if pkg in unpacked:
+                # not on PATH on purpose: the tests run it from the unpacked tree
+                prog = os.path.join(unpack_root or "", pkg, unpacked[pkg])
+                if os.path.basename(prog) != cmd:
+                    errors.append("%s: COMMANDS names unpacked %s, whose UNPACKED program is %s"
+                                  % (cmd, pkg, unpacked[pkg]))
+                elif not os.access(prog, os.X_OK):
+                    errors.append("%s: %s is not there (run scripts/deps.sh)" % (cmd, prog))
                 continue
             why = provides(pkg, cmd)
             if why:

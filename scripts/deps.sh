@@ -28,6 +28,14 @@ PACKAGES=(
     gnutls-bin         # gnutls-cli/gnutls-serv: GnuTLS as a peer (tests/gnutls_interop.rs)
     rsyslog            # demo.sh and e2e-syslog.sh syslog endpoints, fault tests
     rsyslog-relp       # omrelp/imrelp: test-outages.sh measures the RELP chain
+    rsyslog-gnutls     # StreamDriver "gtls": rsyslog's own TLS in tests/mixed_fleet_rsyslog.rs
+    rsyslog-openssl    # StreamDriver "ossl": the same with OpenSSL
+    libivykis0         # syslog-ng-core's libraries (it is unpacked, see UNPACKED below) ...
+    libnet1            #
+    libpcre3           #
+    libglib2.0-0       #
+    libjson-c5         #
+    libwrap0           # ... the rest of its Depends is in every Debian 12 with systemd
     tcpdump            # e2e-syslog.sh and the fault tests prove the wire is encrypted
     iproute2           # ip netns / veth (e2e-syslog.sh, tests), ss (port checks)
     iptables           # REDIRECT / socket-mark rules in the transparent-proxy tests (tests/transport_transparent.rs)
@@ -55,6 +63,7 @@ PACKAGES=(
 # if one is neither here nor Essential, or if a row's package is not in PACKAGES.
 COMMANDS=(
     "apt-get          apt"
+    "apt-cache        apt"
     "curl             curl"
     "awk              mawk"
     "cc               gcc"
@@ -68,6 +77,7 @@ COMMANDS=(
     "gnutls-cli       gnutls-bin"
     "gnutls-serv      gnutls-bin"
     "rsyslogd         rsyslog"
+    "syslog-ng        syslog-ng-core"
     "tcpdump          tcpdump"
     "ip               iproute2"
     "ss               iproute2"
@@ -90,6 +100,22 @@ COMMANDS=(
     "cargo            (rustup)"
     "rustc            (rustup)"
     "rustup           (rustup)"
+)
+
+# Packages that cannot be installed next to PACKAGES, unpacked instead (dpkg-deb -x) into
+# $UNPACK_ROOT/<package>/: no maintainer scripts, nothing on PATH, nothing started, dpkg
+# does not know them. syslog-ng-core Conflicts with rsyslog (both Provide
+# system-log-daemon), so `apt-get install syslog-ng-core` would remove rsyslog, which the
+# whole suite needs. The tests run the unpacked binary with LD_LIBRARY_PATH and
+# --module-path pointing into the tree (tests/common/tools.rs, syslog_ng); its library
+# dependencies are ordinary packages in PACKAGES. Under /usr/local/lib rather than
+# target/: it outlives `cargo clean` and serves every checkout, as the packages do.
+# Each row: package, then its program (relative to the tree) that must run `--version`
+# with the tree's libraries; the row's COMMANDS entries name the package.
+# scripts/check-deps.py reads UNPACK_ROOT and this table.
+UNPACK_ROOT=/usr/local/lib/rstunnel-test
+UNPACKED=(
+    "syslog-ng-core  usr/sbin/syslog-ng"   # tests/mixed_fleet_syslog_ng.rs
 )
 
 # The Rust toolchain is not a Debian package here (Debian 12's cargo is older than
@@ -159,6 +185,48 @@ else
     fi
     echo "deps.sh: installed: ${missing[*]}"
 fi
+
+# --- unpacked packages (see UNPACKED) ----------------------------------------------------
+# The tree of package P is $UNPACK_ROOT/P; $UNPACK_ROOT/P.version holds the version
+# unpacked, so a run is a no-op until Debian ships a new one.
+unpacked_lib_path() { echo "$1/usr/lib/syslog-ng"; }   # where the tree's libraries are
+for row in "${UNPACKED[@]}"; do
+    read -r p prog <<<"$row"
+    tree=$UNPACK_ROOT/$p
+    have=$(cat "$tree.version" 2>/dev/null || true)
+    want=$(apt-cache show --no-all-versions "$p" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
+    if [ -n "$have" ] && { [ -z "$want" ] || [ "$have" = "$want" ]; }; then
+        continue
+    fi
+    if [ "$check_only" -eq 1 ]; then
+        echo "deps.sh: $p not unpacked in $tree (have '${have:-none}', want '${want:-?}')"
+        exit 1
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "deps.sh: not root; cannot unpack $p into $tree" >&2
+        exit 1
+    fi
+    if [ -z "$want" ]; then
+        apt-get update
+        want=$(apt-cache show --no-all-versions "$p" | sed -n 's/^Version: //p' | head -n1)
+    fi
+    dl=$(mktemp -d)
+    chmod 0755 "$dl"   # apt-get download fetches as _apt where it can
+    chown _apt "$dl" 2>/dev/null || true
+    (cd "$dl" && apt-get download "$p")
+    rm -rf "$tree.new"
+    mkdir -p "$tree.new"
+    dpkg-deb -x "$dl"/"${p}"_*.deb "$tree.new"
+    rm -rf "$dl"
+    if ! LD_LIBRARY_PATH=$(unpacked_lib_path "$tree.new") "$tree.new/$prog" --version >/dev/null; then
+        echo "deps.sh: unpacked $p does not run ($tree.new/$prog --version): a library missing from PACKAGES?" >&2
+        exit 1
+    fi
+    rm -rf "$tree"
+    mv "$tree.new" "$tree"
+    echo "$want" >"$tree.version"
+    echo "deps.sh: unpacked $p $want into $tree"
+done
 
 # --- the Rust toolchain and its lint components ----------------------------------------
 for c in cargo rustc; do

@@ -23,13 +23,13 @@ use common::process;
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::Duration;
 
 use common::daemon::start_with;
 use common::faults::Echo;
 use common::faults::{in_named_netns, ip_words};
-use common::process::{echo_check, pid_alive, require_root};
+use common::netns::Namespaces;
+use common::process::{echo_check, require_root};
 use common::tls::tls_finish;
 use common::tls::tls_over;
 use common::*;
@@ -37,100 +37,7 @@ use common::*;
 const T: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
-// transparent: network namespaces
-
-/// Network namespaces owned by one test, named `rstx<pid>-<tag>-<role>`; deleted on drop
-/// (also while panicking), after any process still in them is killed. Everything made
-/// inside (veth pairs, addresses, routes, rules, iptables rules) goes with them.
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    fn new(tag: &str, roles: &[&str]) -> Namespaces {
-        remove_stale_namespaces();
-        let mut ns = Namespaces { names: Vec::new() };
-        for role in roles {
-            let name = format!("rstx{}-{tag}-{role}", std::process::id());
-            ip_words(&format!("netns add {name}"));
-            ns.names.push(name.clone());
-            ip_words(&format!("-n {name} link set lo up"));
-        }
-        ns
-    }
-
-    fn name(&self, role: &str) -> &str {
-        self.names
-            .iter()
-            .find(|n| n.ends_with(&format!("-{role}")))
-            .expect("role")
-    }
-
-    /// A veth pair between two namespaces, made directly inside them, with addresses
-    /// (`a.b.c.d/len`) and up.
-    fn link(
-        &self,
-        (ns_a, if_a, addr_a): (&str, &str, &str),
-        (ns_b, if_b, addr_b): (&str, &str, &str),
-    ) {
-        let (na, nb) = (self.name(ns_a).to_string(), self.name(ns_b).to_string());
-        ip_words(&format!(
-            "link add {if_a} netns {na} type veth peer name {if_b} netns {nb}"
-        ));
-        for (n, i, a) in [(&na, if_a, addr_a), (&nb, if_b, addr_b)] {
-            ip_words(&format!("-n {n} addr add {a} dev {i}"));
-            ip_words(&format!("-n {n} link set {i} up"));
-        }
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.names {
-            kill_namespace_processes(n);
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-/// SIGKILLs the processes left in `ns` (all started by this test), by pid.
-fn kill_namespace_processes(ns: &str) {
-    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
-        return;
-    };
-    for pid in String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
-    {
-        if pid != std::process::id() as i32 {
-            // SAFETY: kill(2) on a pid in a namespace this test created.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// Namespaces `rstx<pid>-…` left by a test process that no longer exists (killed before
-/// its Drop ran).
-fn remove_stale_namespaces() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("rstx") else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        if !pid_alive(pid) {
-            kill_namespace_processes(&name);
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        }
-    }
-}
+// transparent: network namespaces ([`Namespaces`] is in tests/common/netns.rs)
 
 /// A TCP connection made from inside namespace `ns`.
 fn connect_from(ns: &str, to: SocketAddr) -> TcpStream {

@@ -477,7 +477,7 @@ pub fn client_hello() -> Vec<u8> {
     }
 }
 
-/// A running `tcpdump -i lo` writing `FILE` with a BPF filter; stopped (SIGTERM, reaped) by
+/// A running `tcpdump -i lo` (or another interface) writing `FILE` with a BPF filter; stopped (SIGTERM, reaped) by
 /// [`Capture::stop`] or on drop.
 pub struct Capture {
     child: Option<Child>,
@@ -494,10 +494,24 @@ impl Capture {
     /// the default 2 MiB ring drops, `-Z root` keeps it able to write into the root-owned test dir (Debian's
     /// tcpdump otherwise drops to its own user).
     pub fn start(file: PathBuf, filter: &str) -> Capture {
-        let mut child = Command::new(find_program("tcpdump"))
+        Capture::start_on(&[], "lo", file, filter)
+    }
+
+    /// [`Capture::start`] on interface `iface`, tcpdump run behind `prefix` (`ip netns exec
+    /// NS` for a veth inside a test's namespace; empty for this one).
+    pub fn start_on(prefix: &[&str], iface: &str, file: PathBuf, filter: &str) -> Capture {
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(find_program(first));
+                c.args(rest).arg(find_program("tcpdump"));
+                c
+            }
+            None => Command::new(find_program("tcpdump")),
+        };
+        let mut child = cmd
             .args([
                 "-i",
-                "lo",
+                iface,
                 "-n",
                 "--immediate-mode",
                 "-B",

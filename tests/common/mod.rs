@@ -10,6 +10,8 @@
 //!   reads the bound ports back from its log and stops it with SIGTERM, then SIGKILL, on drop.
 //! * [`net`]: plain TCP backends (echo, sink, digest-after-EOF, greeter, source) and client
 //!   helpers; every socket has read and write timeouts so no test can hang.
+//! * [`netns`]: network namespaces a test owns, joined by veth pairs on 192.0.2.0/24;
+//!   ports and listeners inside them.
 //! * [`openssl_cli`]: `openssl s_client` and `s_server` as TLS peers.
 //! * [`gnutls_cli`]: `gnutls-cli` and `gnutls-serv` (GnuTLS) as TLS peers, streaming
 //!   payloads of any size through them with their SHA-256.
@@ -22,14 +24,16 @@
 //!   value per connection, clear-text scripts followed by a TLS echo, line helpers.
 //! * [`status`]: the status endpoint as tests read it: curl GETs, the Prometheus text
 //!   parsed back, `promtool check metrics`, `/status` as a `StatusDoc`.
+//! * [`syslog`]: the mixed-fleet tests' numbered syslog lines, each-once counts, the
+//!   clear-text check of a capture, README snippets filled with a run's values.
 //! * [`tls`]: TLS clients over any stream (`tls_over`, `tls_to`), checking the server or
 //!   not, with or without a client certificate.
 //! * [`tls_peers`]: what the TLS option tests (`tests/tls_*.rs`) share: `openssl` commands,
 //!   `s_client`/`s_server` with a fixed line, tunnels from a config body, refused-and-logged
 //!   checks.
-//! * [`tools`]: locating external programs (`openssl`, `stunnel4`, `gnutls-cli`, ...); a
-//!   missing one fails the test with a pointer to `scripts/deps.sh` instead of passing
-//!   silently.
+//! * [`tools`]: locating external programs (`openssl`, `stunnel4`, `gnutls-cli`, the unpacked
+//!   syslog-ng, ...); a missing one fails the test with a pointer to `scripts/deps.sh`
+//!   instead of passing silently; private rsyslogd and syslog-ng instances.
 //!
 //! Environment knobs:
 //! * `RSTUNNEL_KEEP_TEST_DIRS=1`: keep the temp dirs (configs, certs) for inspection.
@@ -46,11 +50,13 @@ pub mod daemon;
 pub mod faults;
 pub mod gnutls_cli;
 pub mod net;
+pub mod netns;
 pub mod openssl_cli;
 pub mod proc_faults;
 pub mod process;
 pub mod scripted;
 pub mod status;
+pub mod syslog;
 pub mod tls;
 pub mod tls_peers;
 pub mod tools;

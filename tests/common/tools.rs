@@ -188,41 +188,82 @@ pub fn rsyslogd(
     socket: &Path,
     timeout: Duration,
 ) -> (ChildGuard, PathBuf) {
-    let work = dir.join("rsyslog-work");
+    let (mut guard, log) = spawn_rsyslogd(dir, "rsyslogd", &[], rules);
+    let what = format!("rsyslogd's input socket {}", socket.display());
+    wait_ready(&mut guard, &log, &what, timeout, || socket.exists());
+    (guard, log)
+}
+
+/// Polls `ready` until it holds; panics with the daemon's output (`log`) if the daemon
+/// exits first or `timeout` passes (`what`: what was awaited).
+pub fn wait_ready(
+    guard: &mut ChildGuard,
+    log: &Path,
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        if let Ok(Some(st)) = guard.child().try_wait() {
+            panic!(
+                "exited with {st} before {what} was ready:\n{}",
+                read_or_empty(log)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not ready within {timeout:?}:\n{}",
+            read_or_empty(log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a private `rsyslogd -n` named `name` behind `prefix` (e.g. `ip netns exec NS`;
+/// empty: none): config `<dir>/<name>.conf` (the `global(workDirectory=…)` line, then
+/// `rules`), work directory `<dir>/<name>-work`, pid file `<dir>/<name>.pid`, its output in
+/// `<dir>/<name>.out` (returned). Does not wait for anything: the caller knows what its
+/// config makes ready. The guard kills it on drop.
+pub fn spawn_rsyslogd(
+    dir: &super::TestDir,
+    name: &str,
+    prefix: &[&str],
+    rules: &str,
+) -> (ChildGuard, PathBuf) {
+    let work = dir.join(&format!("{name}-work"));
     std::fs::create_dir_all(&work).unwrap();
     let conf = dir.write(
-        "rsyslog.conf",
+        &format!("{name}.conf"),
         format!("global(workDirectory=\"{}\")\n{rules}", work.display()),
     );
-    let log = dir.join("rsyslogd.out");
+    let log = dir.join(&format!("{name}.out"));
     let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(find_program("rsyslogd"))
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(find_program(first));
+            c.args(rest).arg(find_program("rsyslogd"));
+            c
+        }
+        None => Command::new(find_program("rsyslogd")),
+    };
+    let child = cmd
         .arg("-n")
         .arg("-f")
         .arg(&conf)
         .arg("-i")
-        .arg(dir.join("rsyslogd.pid"))
+        .arg(dir.join(&format!("{name}.pid")))
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
         .expect("spawning rsyslogd");
-    let mut guard = ChildGuard(Some(child));
-    let output = || std::fs::read_to_string(&log).unwrap_or_default();
-    let deadline = Instant::now() + timeout;
-    while !socket.exists() {
-        if let Ok(Some(st)) = guard.child().try_wait() {
-            panic!("rsyslogd exited with {st}:\n{}", output());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rsyslogd did not create its input socket {} within {timeout:?}:\n{}",
-            socket.display(),
-            output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (guard, log)
+    (ChildGuard(Some(child)), log)
+}
+
+/// The text of `path`, or "" if it cannot be read (yet).
+pub fn read_or_empty(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Polls `child` until it exits or `timeout` passes.
@@ -237,4 +278,109 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Where scripts/deps.sh unpacks the packages that cannot be installed next to the others
+/// (its `UNPACK_ROOT`; syslog-ng-core, which conflicts with rsyslog): one tree per package.
+pub const UNPACK_ROOT: &str = "/usr/local/lib/rstunnel-test";
+
+/// Program `name` (in `usr/sbin` or `usr/bin`) of a package tree under [`UNPACK_ROOT`], and
+/// that tree; panics with install advice if no tree has it.
+pub fn unpacked_program(name: &str) -> (PathBuf, PathBuf) {
+    let trees = std::fs::read_dir(UNPACK_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten();
+    for tree in trees.map(|e| e.path()).filter(|p| p.is_dir()) {
+        for sub in ["usr/sbin", "usr/bin"] {
+            let p = tree.join(sub).join(name);
+            if is_executable(&p) {
+                return (p, tree);
+            }
+        }
+    }
+    panic!(
+        "required program `{name}` was not found under {UNPACK_ROOT}: run scripts/deps.sh, \
+         which unpacks it there (`make test` does this for you)"
+    );
+}
+
+/// syslog-ng from deps.sh's unpacked syslog-ng-core: the binary, and what it must be told
+/// because it does not live where it was built for (its libraries' RUNPATH and its module
+/// directory are /usr/lib/syslog-ng).
+pub struct SyslogNg {
+    pub bin: PathBuf,
+    /// For `LD_LIBRARY_PATH`: libsyslog-ng and friends.
+    pub lib_dir: PathBuf,
+    /// For `--module-path`: the plugins (afsocket, affile, ...).
+    pub module_dir: PathBuf,
+}
+
+pub fn syslog_ng() -> SyslogNg {
+    let (bin, tree) = unpacked_program("syslog-ng");
+    let lib_dir = tree.join("usr/lib/syslog-ng");
+    let module_dir = std::fs::read_dir(&lib_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", lib_dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("libafsocket.so").exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "no module directory (libafsocket.so) in {}",
+                lib_dir.display()
+            )
+        });
+    SyslogNg {
+        bin,
+        lib_dir,
+        module_dir,
+    }
+}
+
+/// Starts a private `syslog-ng -F` named `name` behind `prefix` (e.g. `ip netns exec NS`):
+/// config `<dir>/<name>.conf` (`config`, written as given), pid, persist and control files
+/// in `dir`, its own messages (`-e`) in `<dir>/<name>.out` (returned). Does not wait.
+pub fn spawn_syslog_ng(
+    dir: &super::TestDir,
+    name: &str,
+    prefix: &[&str],
+    config: &str,
+) -> (ChildGuard, PathBuf) {
+    let ng = syslog_ng();
+    let conf = dir.write(&format!("{name}.conf"), config);
+    let log = dir.join(&format!("{name}.out"));
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(find_program(first));
+            c.args(rest).arg(&ng.bin);
+            c
+        }
+        None => Command::new(&ng.bin),
+    };
+    let child = cmd
+        .env("LD_LIBRARY_PATH", &ng.lib_dir)
+        .arg("-F")
+        .arg("-e")
+        .arg("--no-caps")
+        .arg(format!("--module-path={}", ng.module_dir.display()))
+        .arg(format!("--cfgfile={}", conf.display()))
+        .arg(format!(
+            "--pidfile={}",
+            dir.join(&format!("{name}.pid")).display()
+        ))
+        .arg(format!(
+            "--persist-file={}",
+            dir.join(&format!("{name}.persist")).display()
+        ))
+        .arg(format!(
+            "--control={}",
+            dir.join(&format!("{name}.ctl")).display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("spawning syslog-ng");
+    (ChildGuard(Some(child)), log)
 }
