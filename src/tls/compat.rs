@@ -38,6 +38,11 @@ pub const STUNNEL_CURVES: &str = "X25519:P-256:P-521:P-384";
 ///   hybrid share; a server without ML-KEM (stunnel's pinned list, any 1.1.1 or 3.0)
 ///   finds the X25519 share and answers at once. With the hybrid share alone every
 ///   classical server would cost a HelloRetryRequest, a round trip, per full handshake.
+///   Measured with Debian 13's OpenSSL 3.5.9 against `s_server -groups X25519`: this list
+///   sends one ClientHello of 1,526 bytes (stunnel's list: 302); `X25519MLKEM768:X25519`
+///   sends 1,480, is answered with a retry and sends a second of 296. The discarded
+///   hybrid share costs the client one X25519MLKEM768 key generation, 0.07 ms
+///   (`openssl speed`), against 0.03 ms for X25519.
 /// * `/` ends a tuple, which only matters to a server: it takes the first tuple the
 ///   client supports, and within a tuple any group the client sent a share for. So a
 ///   client that supports a hybrid group gets it (with a HelloRetryRequest if it sent no
