@@ -107,6 +107,10 @@ pub fn negotiated_group(ssl: &openssl::ssl::SslRef) -> Option<String> {
             let id = libc::c_int::try_from(id).ok().filter(|id| *id > 0)?;
             let name = SSL_group_to_name(ssl.as_ptr(), id);
             if name.is_null() {
+                // A group the library cannot name falls back to OBJ_nid2sn, which queues an
+                // "unknown nid" error; left there, it would make this session's next SSL
+                // call look failed (stunnel 5.74 resets hybrid sessions that way).
+                let _ = ErrorStack::get();
                 return None;
             }
             Some(
