@@ -105,6 +105,7 @@ help:
 	@echo "make test-install   scripts/test-install.sh: install layouts, .deb, .rpm"
 	@echo "make test-openssl111  build against OpenSSL 1.1.1 (openssl-src), run the tests with it"
 	@echo "make test-debian11    build, install, package and test in a Debian 11 chroot (debootstrap)"
+	@echo "make test-debian13    the same in a Debian 13 chroot (OpenSSL 3.5, the hybrid ML-KEM groups)"
 	@echo "make test-systemd     the .deb in a minimal Debian 12 root booted by systemd-nspawn: units, reload, logrotate"
 	@echo "make test-faults      the fault suite (scripts/test-faults.sh), target/faults-summary.md"
 	@echo "make test-outages     lines lost per outage, rstunnel vs stunnel4, TCP and RELP (RSTUNNEL=PATH)"
@@ -151,6 +152,13 @@ test-openssl111:
 
 test-debian11:
 	scripts/test-debian11.sh
+
+# Today's Debian (OpenSSL 3.5, stunnel 5.74): the same steps as test-debian11 (both run
+# scripts/lib/chroot-test.sh), plus tests/tls_key_exchange.rs's hybrid post-quantum groups;
+# cached as target/debian13-root and target/debian13-rootfs.tar.gz.
+.PHONY: test-debian13
+test-debian13:
+	scripts/test-debian13.sh
 
 # The .deb (`make deb` first) and its units under a booted systemd: a minimal Debian 12 root
 # (target/systemd-root, cached like test-debian11's; every run boots a throwaway overlay of

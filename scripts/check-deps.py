@@ -531,9 +531,20 @@ def collect():
     text = {rel: open(os.path.join(ROOT, rel)).read() for rel in shell_files + libraries}
     # A script that sources scripts/lib/X.sh (`. "$ROOT/scripts/lib/X.sh"`) may call X's
     # functions; X is read with the functions of the scripts that source it (log, die).
-    sources = {rel: set(re.findall(r'^\s*(?:\.|source)\s+"?\$ROOT/(scripts/lib/[\w.-]+\.sh)"?',
-                                   text[rel], re.M)) & set(libraries)
-               for rel in shell_files}
+    # A library may source another (chroot-test.sh sources rootfs.sh): a script gets the
+    # functions of every library it reaches that way.
+    direct = {rel: set(re.findall(r'^\s*(?:\.|source)\s+"?\$ROOT/(scripts/lib/[\w.-]+\.sh)"?',
+                                  text[rel], re.M)) & set(libraries)
+              for rel in shell_files + libraries}
+    sources = {}
+    for rel in shell_files + libraries:
+        reached, todo = set(), list(direct[rel])
+        while todo:
+            lib = todo.pop()
+            if lib not in reached:
+                reached.add(lib)
+                todo.extend(direct[lib])
+        sources[rel] = reached
     for rel in shell_files:
         functions = set()
         for lib in sources[rel]:
@@ -541,6 +552,8 @@ def collect():
         commands_in_shell(text[rel], rel, found, functions)
     for lib in libraries:
         functions = set()
+        for other in sources[lib]:
+            functions |= functions_in(text[other])[0]
         for rel in shell_files:
             if lib in sources[rel]:
                 functions |= functions_in(text[rel])[0]

@@ -49,11 +49,11 @@ PACKAGES=(
     systemd            # systemd-analyze verify of the units (test-install.sh)
     systemd-container  # systemd-nspawn: boots the .deb under a real systemd (make test-systemd)
     logrotate          # the logrotate file, run for real (test-install.sh)
-    debootstrap        # the Debian 11 and minimal Debian 12 roots (test-debian11.sh, test-systemd)
+    debootstrap        # the Debian 11 and 13 chroots, the minimal Debian 12 root (test-debian11/13.sh, test-systemd)
     gnuplot-nox        # the ratio chart of scripts/bench.sh
     curl               # GETs on the status endpoint (tests/status_*.rs, bench.sh's scraper)
     prometheus         # promtool check metrics (tests/status_metrics.rs), a real Prometheus (tests/status_prometheus.rs)
-    apt                # apt-get: this script, bench.sh, test-install.sh, test-debian11.sh
+    apt                # apt-get: this script, bench.sh, test-install.sh, lib/chroot-test.sh
 )
 
 # Every external command that scripts/*.sh, .ci/run, the Makefile and tests/ run, and the

@@ -225,9 +225,12 @@ fn print_banner() {
 }
 
 fn print_option_lines(scope: options::Scope, with_defaults: bool) {
+    // The defaults tls applies (`curves` depends on the running OpenSSL) over the table's.
+    let applied = crate::tls::context::applied_defaults();
     for spec in options::OPTIONS.iter().filter(|s| s.scope == scope) {
         if with_defaults {
-            if let Some(default) = spec.default {
+            let applied = applied.iter().find(|(name, _)| *name == spec.name);
+            if let Some(default) = applied.map(|(_, v)| v.as_str()).or(spec.default) {
                 eprintln!("{:<22} = {}", spec.name, default);
             }
         } else {

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # scripts/lib/rootfs.sh - a Debian root made once with debootstrap and cached under
-# target/, for scripts/test-debian11.sh (a bullseye chroot) and scripts/test-systemd.sh
+# target/, for scripts/lib/chroot-test.sh (the bullseye and trixie chroots of
+# scripts/test-debian11.sh and test-debian13.sh) and scripts/test-systemd.sh
 # (a bookworm root booted by systemd-nspawn). Sourced by both; defines functions only.
 #
 # The caller defines log MESSAGE, die MESSAGE and now (seconds), and ROOT (the

@@ -24,9 +24,142 @@ pub const HAS_TLS13: bool = cfg!(any(ossl111, libressl));
 
 /// stunnel's default `curves`: X448 only exists from OpenSSL 1.1.1 on.
 #[cfg(any(ossl111, libressl))]
-pub const DEFAULT_CURVES: &str = "X25519:P-256:X448:P-521:P-384";
+pub const STUNNEL_CURVES: &str = "X25519:P-256:X448:P-521:P-384";
 #[cfg(not(any(ossl111, libressl)))]
-pub const DEFAULT_CURVES: &str = "X25519:P-256:P-521:P-384";
+pub const STUNNEL_CURVES: &str = "X25519:P-256:P-521:P-384";
+
+/// rstunnel's default `curves` where the running OpenSSL has ML-KEM (3.5 and later): the
+/// hybrid post-quantum groups first, then stunnel's list. A session recorded today must
+/// stay secret when its key exchange can be broken later ("harvest now, decrypt later");
+/// syslog streams are kept for years. In OpenSSL 3.5's list syntax:
+///
+/// * `*` marks the groups a client sends a key share for: X25519MLKEM768 (1,216 bytes)
+///   and X25519 (32 bytes), as OpenSSL 3.5's own default does. A 3.5 server takes the
+///   hybrid share; a server without ML-KEM (stunnel's pinned list, any 1.1.1 or 3.0)
+///   finds the X25519 share and answers at once. With the hybrid share alone every
+///   classical server would cost a HelloRetryRequest, a round trip, per full handshake.
+///   Measured with Debian 13's OpenSSL 3.5.9 against `s_server -groups X25519`: this list
+///   sends one ClientHello of 1,526 bytes (stunnel's list: 302); `X25519MLKEM768:X25519`
+///   sends 1,480, is answered with a retry and sends a second of 296. The discarded
+///   hybrid share costs the client one X25519MLKEM768 key generation, 0.07 ms
+///   (`openssl speed`), against 0.03 ms for X25519.
+/// * `/` ends a tuple, which only matters to a server: it takes the first tuple the
+///   client supports, and within a tuple any group the client sent a share for. So a
+///   client that supports a hybrid group gets it (with a HelloRetryRequest if it sent no
+///   hybrid share), and a classical client's X25519 or P-256 share is taken at once
+///   from the second tuple, as stunnel's list (one tuple) takes it.
+/// * SecP256r1MLKEM768 is offered (no share, 2 bytes in the ClientHello) for peers that
+///   want a NIST curve in the hybrid; SecP384r1MLKEM1024 is not (a 1,665-byte share for
+///   no gain over ML-KEM-768 at this security level), as OpenSSL's default leaves it out.
+///
+/// Whether the library has these groups is found at run time ([`default_curves`]), so a
+/// binary built against 3.0 and run with 3.5 prefers them too.
+pub const HYBRID_CURVES: &str = "*X25519MLKEM768:SecP256r1MLKEM768/*X25519:P-256:X448:P-521:P-384";
+
+/// The `curves` rstunnel sets when a service has none: [`HYBRID_CURVES`] if the running
+/// library takes that list, else [`STUNNEL_CURVES`]. Asked once per process (a throwaway
+/// SSL_CTX), then remembered: the library cannot change under a running process.
+pub fn default_curves() -> &'static str {
+    static CHOSEN: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        if accepts_groups_list(HYBRID_CURVES) {
+            HYBRID_CURVES
+        } else {
+            STUNNEL_CURVES
+        }
+    })
+}
+
+/// Whether the running library accepts `groups` as a group list. OpenSSL before 3.5 has
+/// neither ML-KEM nor the `*` and `/` syntax and refuses the list; so does a 3.5 whose
+/// providers leave ML-KEM out. The refusal's error queue is emptied here.
+fn accepts_groups_list(groups: &str) -> bool {
+    let Ok(mut builder) = SslContextBuilder::new(openssl::ssl::SslMethod::tls()) else {
+        let _ = ErrorStack::get();
+        return false;
+    };
+    set_groups_list(&mut builder, groups).is_ok()
+}
+
+/// The group the handshake's key exchange used, as the library names it (the names
+/// `curves` takes): OpenSSL 3.x asks SSL_get_negotiated_group and SSL_group_to_name
+/// ("X25519MLKEM768", "x25519", "secp256r1"); 1.1.1 has neither and names the peer's
+/// ephemeral key instead (SSL_get_peer_tmp_key, 1.1.1+): "X25519", "prime256v1". `None`
+/// when there was no key exchange (a TLS 1.3 resumption without one, TLS 1.2 RSA key
+/// transport) or the library cannot say (1.1.0, LibreSSL).
+pub fn negotiated_group(ssl: &openssl::ssl::SslRef) -> Option<String> {
+    #[cfg(ossl300)]
+    {
+        extern "C" {
+            fn SSL_group_to_name(ssl: *mut ffi::SSL, id: libc::c_int) -> *const libc::c_char;
+        }
+        // SSL_get_negotiated_group is a macro over SSL_ctrl (ssl.h, 3.0 and later).
+        const SSL_CTRL_GET_NEGOTIATED_GROUP: libc::c_int = 134;
+        // SAFETY: a valid SSL pointer for the duration of the calls; the name is a static
+        // string of the library (or of a provider loaded for the process) or NULL.
+        unsafe {
+            let id = ffi::SSL_ctrl(
+                ssl.as_ptr(),
+                SSL_CTRL_GET_NEGOTIATED_GROUP,
+                0,
+                std::ptr::null_mut(),
+            );
+            let id = libc::c_int::try_from(id).ok().filter(|id| *id > 0)?;
+            let name = SSL_group_to_name(ssl.as_ptr(), id);
+            if name.is_null() {
+                // A group the library cannot name falls back to OBJ_nid2sn, which queues an
+                // "unknown nid" error; left there, it would make this session's next SSL
+                // call look failed (stunnel 5.74 resets hybrid sessions that way).
+                let _ = ErrorStack::get();
+                return None;
+            }
+            Some(
+                std::ffi::CStr::from_ptr(name)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        }
+    }
+    #[cfg(all(ossl111, not(ossl300)))]
+    {
+        use foreign_types::ForeignType;
+        use openssl::pkey::{Id, PKey, Public};
+        // SSL_get_peer_tmp_key is a macro over SSL_ctrl (ssl.h, 1.1.1).
+        const SSL_CTRL_GET_PEER_TMP_KEY: libc::c_int = 109;
+        let mut key: *mut ffi::EVP_PKEY = std::ptr::null_mut();
+        // SAFETY: a valid SSL pointer; on success `key` holds a reference we now own.
+        let ok = unsafe {
+            ffi::SSL_ctrl(
+                ssl.as_ptr(),
+                SSL_CTRL_GET_PEER_TMP_KEY,
+                0,
+                (&mut key as *mut *mut ffi::EVP_PKEY).cast(),
+            )
+        };
+        if ok != 1 || key.is_null() {
+            let _ = ErrorStack::get();
+            return None;
+        }
+        // SAFETY: an owned EVP_PKEY reference (freed when `key` drops).
+        let key: PKey<Public> = unsafe { PKey::from_ptr(key) };
+        match key.id() {
+            Id::X25519 => Some("X25519".into()),
+            Id::X448 => Some("X448".into()),
+            Id::EC => key
+                .ec_key()
+                .ok()
+                .and_then(|ec| ec.group().curve_name())
+                .and_then(|nid| nid.short_name().ok())
+                .map(str::to_string),
+            _ => None,
+        }
+    }
+    #[cfg(not(ossl111))]
+    {
+        let _ = ssl;
+        None
+    }
+}
 
 /// The protocol version of a `sslVersion*` value; `None` where the linked library does not
 /// have it (TLS 1.3 before OpenSSL 1.1.1).

@@ -23,8 +23,26 @@ use crate::config::TlsOptions;
 pub const DEFAULT_CIPHERS: &str = "HIGH:!aNULL:!SSLv2:!DH:!kDHEPSK";
 pub const DEFAULT_CIPHERSUITES: &str =
     "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256";
-pub const DEFAULT_CURVES: &str = compat::DEFAULT_CURVES;
 pub const DEFAULT_SECURITY_LEVEL: u32 = 2;
+
+/// The `curves` a service without one gets: the hybrid post-quantum groups first where the
+/// running OpenSSL has them (3.5+), then stunnel's list; stunnel's list alone elsewhere
+/// (`compat::HYBRID_CURVES` says why and how).
+pub fn default_curves() -> &'static str {
+    compat::default_curves()
+}
+
+/// What tls applies to a service that does not set these options, by option name: what
+/// `-version` prints. The option table's defaults are stunnel's texts; `curves` here
+/// depends on the running library.
+pub fn applied_defaults() -> [(&'static str, String); 4] {
+    [
+        ("ciphers", DEFAULT_CIPHERS.to_string()),
+        ("ciphersuites", DEFAULT_CIPHERSUITES.to_string()),
+        ("curves", default_curves().to_string()),
+        ("securityLevel", DEFAULT_SECURITY_LEVEL.to_string()),
+    ]
+}
 
 /// The buffer OpenSSL reads ahead into, per connection: four full TLS records, the size of
 /// one relay buffer (`relay::BUFFER_SIZE` is defined as this; relay rule 9, src/relay.rs),
@@ -243,7 +261,7 @@ fn apply_protocol_settings(
     let suites = opts.ciphersuites.as_deref().unwrap_or(DEFAULT_CIPHERSUITES);
     compat::set_ciphersuites(ctx, suites)
         .map_err(|e| TlsSetupError::new(format!("ciphersuites = {suites}"), e))?;
-    let curves = opts.curves.as_deref().unwrap_or(DEFAULT_CURVES);
+    let curves = opts.curves.as_deref().unwrap_or(default_curves());
     compat::set_groups_list(ctx, curves)
         .map_err(|e| TlsSetupError::new(format!("curves = {curves}"), e))?;
     compat::set_security_level(ctx, opts.security_level.unwrap_or(DEFAULT_SECURITY_LEVEL));
@@ -522,12 +540,41 @@ pub fn describe_session(ssl: &SslRef, server: bool) -> Vec<String> {
             cipher.bits().secret
         ));
     }
+    // rstunnel's own line (stunnel has none like it): whether a session recorded now
+    // could be decrypted once its key exchange is broken depends on this group.
+    if let Some(group) = compat::negotiated_group(ssl) {
+        lines.push(format!("Key exchange group: {group}"));
+    }
     lines
 }
 
 #[cfg(test)]
 mod tests {
-    use super::sni_matches;
+    use super::{applied_defaults, compat, sni_matches};
+    use crate::config::options;
+
+    /// `-version` prints these; all but `curves` must be the option table's (stunnel's)
+    /// texts, and `curves` is stunnel's list, after the hybrid groups where the library
+    /// has them.
+    #[test]
+    fn applied_defaults_are_the_tables_but_curves_may_lead_with_hybrids() {
+        for (name, applied) in applied_defaults() {
+            let row = options::OPTIONS
+                .iter()
+                .find(|spec| spec.name == name)
+                .unwrap_or_else(|| panic!("no option row {name}"));
+            let table = row.default.unwrap_or_else(|| panic!("{name}: no default"));
+            if name == "curves" {
+                assert_eq!(table, "X25519:P-256:X448:P-521:P-384");
+                assert!(
+                    applied == compat::STUNNEL_CURVES || applied == compat::HYBRID_CURVES,
+                    "curves default {applied}"
+                );
+            } else {
+                assert_eq!(applied, table, "{name}");
+            }
+        }
+    }
 
     #[test]
     fn sni_patterns() {
