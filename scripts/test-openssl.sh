@@ -1,42 +1,80 @@
 #!/usr/bin/env bash
-# test-openssl111.sh - build rstunnel against OpenSSL 1.1.1 and run the integration
-# tests with that binary.
+# test-openssl.sh SERIES - build rstunnel against an OpenSSL built from source and run
+# every unit and integration test with that binary. SERIES is one of:
 #
-# OpenSSL 1.1.1 comes from the `openssl-src` crate (version 111.x, 1.1.1w): a small
-# helper crate generated under target/openssl111-build/ has it as a build-dependency
-# and its build.rs runs `openssl_src::Build` (Configure + make, static libraries only)
-# into target/openssl-1.1.1/. Only crates.io is needed. rstunnel is then built with
-# OPENSSL_DIR=target/openssl-1.1.1/install OPENSSL_STATIC=1 (static: no runtime library
-# path to get right) into its own CARGO_TARGET_DIR, target/ossl111, so the normal
-# target/ stays linked against the system's OpenSSL 3.
+#   111   OpenSSL 1.1.1 (openssl-src 111.x: 1.1.1w, the final 1.1.1 release)
+#   40    OpenSSL 4.0   (openssl-src 400.x)
 #
-# Checks: `rstunnel -version` must say it was built with and runs with 1.1.1; the
+# (`make test-openssl111`, `make test-openssl40`.)
+#
+# OpenSSL comes from the `openssl-src` crate: a small helper crate generated under
+# target/opensslSERIES-build/ has it as a build-dependency and its build.rs runs
+# `openssl_src::Build` (Configure + make of the libraries only: no apps, no tests, no
+# docs; static libraries) into target/openssl-VERSION/. Only crates.io is needed.
+# rstunnel is then built with OPENSSL_DIR=target/openssl-VERSION/install OPENSSL_STATIC=1
+# (static: no runtime library path to get right) into its own CARGO_TARGET_DIR,
+# target/osslSERIES, so the normal target/ stays linked against the system's OpenSSL 3.
+#
+# Checks: `rstunnel -version` must say it was built with and runs with that version; the
 # unit tests and every integration test (`cargo test --release --lib --tests`, the same
-# environment, so CARGO_BIN_EXE_rstunnel is the 1.1.1 binary) must pass. The tools the
-# tests drive (openssl s_client/s_server, stunnel4, rsyslogd) stay the system's ones,
-# which makes the run an interop test between OpenSSL 1.1.1 and 3.x as well.
+# environment, so CARGO_BIN_EXE_rstunnel is that binary) must pass. The tools the tests
+# drive (openssl s_client/s_server, stunnel4, rsyslogd) stay the system's ones, which
+# makes the run an interop test between that OpenSSL and the system's 3.x as well.
 #
-# Cached: OpenSSL is built once (target/openssl-1.1.1/.done names the openssl-src
-# version); target/ossl111 is an ordinary incremental cargo target dir.
+# Cached: OpenSSL is built once (target/openssl-VERSION/.done names the openssl-src
+# version); target/osslSERIES is an ordinary incremental cargo target dir.
 #
+# Usage: test-openssl.sh SERIES [--openssl-only]
+#   --openssl-only      build (or find cached) OpenSSL and stop: .ci/run starts this in
+#                       the background early so that the CPU-heavy build overlaps steps
+#                       that mostly wait.
 # Environment:
-#   OSSL111_TEST_ARGS   extra arguments after `cargo test ... --` (e.g. a test name filter)
-#   OSSL111_REBUILD=1   rebuild OpenSSL even if the cache is there
+#   OSSL_TEST_ARGS      extra arguments after `cargo test ... --` (e.g. a test name filter)
+#   OSSL_REBUILD=1      rebuild OpenSSL even if the cache is there
+#   (OSSL111_TEST_ARGS and OSSL111_REBUILD, the names from before SERIES, still work.)
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-CARGO="${CARGO:-cargo}"
-HELPER="$ROOT/target/openssl111-build"
-PREFIX_DIR="$ROOT/target/openssl-1.1.1"
-INSTALL="$PREFIX_DIR/install"
-TARGET_DIR="$ROOT/target/ossl111"
-# openssl-src 111.x is the last series that carries 1.1.1 (1.1.1w, the final release).
-OPENSSL_SRC_REQ="111"
+SERIES="${1:-}"
+ONLY_OPENSSL=0
+[ "${2:-}" = --openssl-only ] && ONLY_OPENSSL=1
 
-log() { echo "test-openssl111: $*"; }
-die() { echo "test-openssl111: FAIL: $*" >&2; exit 1; }
+# One row per series: the openssl-src requirement, the version as -version prints it
+# (an ERE prefix) and as a directory name.
+case "$SERIES" in
+    111)
+        # openssl-src 111.x is the last series that carries 1.1.1.
+        OPENSSL_SRC_REQ="111"
+        VERSION="1.1.1"
+        VERSION_RE='1\.1\.1'
+        ;;
+    40)
+        OPENSSL_SRC_REQ="400"
+        VERSION="4.0"
+        VERSION_RE='4\.0\.'
+        ;;
+    *)
+        echo "usage: $0 {111|40} [--openssl-only]" >&2
+        exit 2
+        ;;
+esac
+
+CARGO="${CARGO:-cargo}"
+NAME="test-openssl$SERIES"
+HELPER="$ROOT/target/openssl$SERIES-build"
+PREFIX_DIR="$ROOT/target/openssl-$VERSION"
+INSTALL="$PREFIX_DIR/install"
+TARGET_DIR="$ROOT/target/ossl$SERIES"
+TEST_ARGS="${OSSL_TEST_ARGS:-${OSSL111_TEST_ARGS:-}}"
+REBUILD="${OSSL_REBUILD:-${OSSL111_REBUILD:-0}}"
+# Two builds of the same series (the background one from .ci/run and the foreground
+# one) must not write the same directory: the second waits for the first.
+LOCK="$ROOT/target/openssl-$VERSION.lock"
+
+log() { echo "$NAME: $*"; }
+die() { echo "$NAME: FAIL: $*" >&2; exit 1; }
 now() { date +%s; }
 T0=$(now)
 
@@ -44,16 +82,20 @@ command -v perl >/dev/null || die "perl not found (OpenSSL's Configure needs it)
 command -v make >/dev/null || die "make not found"
 command -v cc >/dev/null || command -v gcc >/dev/null || die "no C compiler (gcc) found"
 
-# --- 1. OpenSSL 1.1.1 -----------------------------------------------------------------
-if [ "${OSSL111_REBUILD:-0}" = 1 ] || [ ! -s "$PREFIX_DIR/.done" ] \
-    || [ ! -e "$INSTALL/lib/libssl.a" ] || [ ! -e "$INSTALL/include/openssl/opensslv.h" ]; then
-    log "building OpenSSL 1.1.1 from the openssl-src $OPENSSL_SRC_REQ crate (once; a few minutes)"
+# --- 1. OpenSSL -----------------------------------------------------------------------
+cached() {
+    [ -s "$PREFIX_DIR/.done" ] && [ -e "$INSTALL/lib/libssl.a" ] \
+        && [ -e "$INSTALL/include/openssl/opensslv.h" ]
+}
+
+build_openssl() {
+    log "building OpenSSL $VERSION from the openssl-src $OPENSSL_SRC_REQ crate (once; a few minutes)"
     rm -rf "$HELPER" "$PREFIX_DIR"
     mkdir -p "$HELPER/src"
     cat >"$HELPER/Cargo.toml" <<EOF
-# Generated by scripts/test-openssl111.sh: builds OpenSSL 1.1.1 into \$RSTUNNEL_OPENSSL111_OUT.
+# Generated by scripts/test-openssl.sh: builds OpenSSL $VERSION into \$RSTUNNEL_OPENSSL_OUT.
 [package]
-name = "rstunnel-openssl111-build"
+name = "rstunnel-openssl$SERIES-build"
 version = "0.0.0"
 edition = "2021"
 publish = false
@@ -66,10 +108,10 @@ openssl-src = "$OPENSSL_SRC_REQ"
 [workspace]
 EOF
     cat >"$HELPER/build.rs" <<'EOF'
-// Generated by scripts/test-openssl111.sh.
+// Generated by scripts/test-openssl.sh.
 fn main() {
-    println!("cargo:rerun-if-env-changed=RSTUNNEL_OPENSSL111_OUT");
-    let out = std::env::var("RSTUNNEL_OPENSSL111_OUT").expect("RSTUNNEL_OPENSSL111_OUT");
+    println!("cargo:rerun-if-env-changed=RSTUNNEL_OPENSSL_OUT");
+    let out = std::env::var("RSTUNNEL_OPENSSL_OUT").expect("RSTUNNEL_OPENSSL_OUT");
     let artifacts = openssl_src::Build::new().out_dir(&out).build();
     std::fs::write(
         std::path::Path::new(&out).join(".done"),
@@ -86,21 +128,35 @@ EOF
     echo 'fn main() {}' >"$HELPER/src/main.rs"
     # OpenSSL's own make is run by openssl-src; it honours MAKEFLAGS for parallelism.
     (cd "$HELPER" && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
-        MAKEFLAGS="-j$(nproc)" RSTUNNEL_OPENSSL111_OUT="$PREFIX_DIR" \
+        MAKEFLAGS="-j$(nproc)" RSTUNNEL_OPENSSL_OUT="$PREFIX_DIR" \
         CARGO_TARGET_DIR="$HELPER/target" "$CARGO" build --release --quiet) \
-        || die "building OpenSSL 1.1.1 failed"
+        || die "building OpenSSL $VERSION failed"
     # openssl-src installs into install/lib on every 64-bit Linux; follow what it reports.
     lib_dir=$(awk '$1 == "lib" { print $2 }' "$PREFIX_DIR/.done")
     [ "$lib_dir" = "$INSTALL/lib" ] || ln -sfn "$lib_dir" "$INSTALL/lib"
-    # The object files are not needed any more (about 200 MB).
+    # The object files are not needed any more (a few hundred MB).
     rm -rf "$PREFIX_DIR/build" "$HELPER/target"
-    log "OpenSSL 1.1.1 installed in ${INSTALL#"$ROOT"/} ($(($(now) - T0)) s)"
-else
-    log "OpenSSL 1.1.1 cached in ${INSTALL#"$ROOT"/} ($(head -n 1 "$PREFIX_DIR/.done"))"
-fi
+    log "OpenSSL $VERSION installed in ${INSTALL#"$ROOT"/} ($(($(now) - T0)) s)"
+}
 
-grep -q 'OPENSSL_VERSION_TEXT.*"OpenSSL 1\.1\.1' "$INSTALL/include/openssl/opensslv.h" \
-    || die "$INSTALL/include/openssl/opensslv.h is not OpenSSL 1.1.1"
+mkdir -p "$ROOT/target"
+exec 9>"$LOCK"
+if ! flock -n 9; then
+    log "waiting for another build of OpenSSL $VERSION (${LOCK#"$ROOT"/})"
+    flock 9
+    log "waited $(($(now) - T0)) s"
+fi
+if [ "$REBUILD" = 1 ] || ! cached; then
+    build_openssl
+else
+    log "OpenSSL $VERSION cached in ${INSTALL#"$ROOT"/} ($(head -n 1 "$PREFIX_DIR/.done"))"
+fi
+flock -u 9
+exec 9>&-
+
+grep -Eq "OPENSSL_VERSION_TEXT.*\"OpenSSL $VERSION_RE" "$INSTALL/include/openssl/opensslv.h" \
+    || die "$INSTALL/include/openssl/opensslv.h is not OpenSSL $VERSION"
+[ "$ONLY_OPENSSL" = 1 ] && exit 0
 
 # --- 2. rstunnel against it -----------------------------------------------------------
 export OPENSSL_DIR="$INSTALL"
@@ -110,7 +166,7 @@ export OPENSSL_STATIC=1
 export CARGO_TARGET_DIR="$TARGET_DIR"
 # The release profile without LTO and debug info: about 30 test binaries are linked, and
 # thin LTO over each of them costs minutes on two cores. What is tested here is OpenSSL
-# 1.1.1 behaviour, not code generation (`make test` tests the shipped profile).
+# behaviour, not code generation (`make test` tests the shipped profile).
 export CARGO_PROFILE_RELEASE_LTO=false
 export CARGO_PROFILE_RELEASE_DEBUG=false
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
@@ -118,30 +174,31 @@ export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
 unset OPENSSL_NO_VENDOR PKG_CONFIG_PATH X86_64_UNKNOWN_LINUX_GNU_OPENSSL_DIR || true
 
 T1=$(now)
-log "building rstunnel against OpenSSL 1.1.1 into ${TARGET_DIR#"$ROOT"/}"
-"$CARGO" build --release --bins || die "cargo build against OpenSSL 1.1.1 failed"
+log "building rstunnel against OpenSSL $VERSION into ${TARGET_DIR#"$ROOT"/}"
+"$CARGO" build --release --bins || die "cargo build against OpenSSL $VERSION failed"
 BIN="$TARGET_DIR/release/rstunnel"
 
 # grep reads variables, not pipes: under pipefail `cmd | grep -q` can fail by SIGPIPE.
 libs=$(ldd "$BIN" 2>/dev/null || true)
 if grep -q 'libssl\|libcrypto' <<<"$libs"; then
-    die "$BIN is linked against a shared libssl/libcrypto; expected OpenSSL 1.1.1 linked in statically"
+    die "$BIN is linked against a shared libssl/libcrypto; expected OpenSSL $VERSION linked in statically"
 fi
 version_out=$("$BIN" -version 2>&1 || true)
 echo "$version_out" | sed -n '1,3s/^/    /p'
-grep -Eq '^Compiled with OpenSSL 1\.1\.1' <<<"$version_out" \
-    || die "-version does not say it was built with OpenSSL 1.1.1"
-grep -Eq '^Running +with OpenSSL 1\.1\.1' <<<"$version_out" \
-    || die "-version does not say it runs with OpenSSL 1.1.1"
+grep -Eq "^Compiled with OpenSSL $VERSION_RE" <<<"$version_out" \
+    || die "-version does not say it was built with OpenSSL $VERSION"
+grep -Eq "^Running +with OpenSSL $VERSION_RE" <<<"$version_out" \
+    || die "-version does not say it runs with OpenSSL $VERSION"
 log "binary built ($(($(now) - T1)) s)"
 
 # --- 3. the tests, with that binary ---------------------------------------------------
 # Build the test binaries first so that the timing below is the tests' own.
 T2=$(now)
-"$CARGO" test --release --lib --tests --no-run || die "building the tests against OpenSSL 1.1.1 failed"
+"$CARGO" test --release --lib --tests --no-run \
+    || die "building the tests against OpenSSL $VERSION failed"
 log "tests built ($(($(now) - T2)) s)"
 T3=$(now)
-# shellcheck disable=SC2086 # OSSL111_TEST_ARGS is a list of words on purpose
-"$CARGO" test --release --lib --tests -- ${OSSL111_TEST_ARGS:-} \
-    || die "tests failed against OpenSSL 1.1.1"
-log "tests passed against OpenSSL 1.1.1 ($(($(now) - T3)) s); total $(($(now) - T0)) s"
+# shellcheck disable=SC2086 # TEST_ARGS is a list of words on purpose
+"$CARGO" test --release --lib --tests -- $TEST_ARGS \
+    || die "tests failed against OpenSSL $VERSION"
+log "tests passed against OpenSSL $VERSION ($(($(now) - T3)) s); total $(($(now) - T0)) s"
