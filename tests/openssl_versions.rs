@@ -9,28 +9,10 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::rstunnel_bin;
-use common::tools::{run, RunResult};
+use common::tools::{linked_openssl, run, RunResult};
 use common::*;
 
 const T: Duration = Duration::from_secs(10);
-
-/// (major, minor) of the OpenSSL that `rstunnel -version` says it runs with.
-fn running_openssl() -> (u32, u32) {
-    let r = run(&rstunnel_bin(), &["-version"], T);
-    let line = r
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("Running  with OpenSSL "))
-        .unwrap_or_else(|| panic!("no `Running  with OpenSSL` line\n{}", r.describe()));
-    let version = line["Running  with OpenSSL ".len()..]
-        .split_whitespace()
-        .next()
-        .unwrap_or("");
-    let mut parts = version.split('.');
-    let major = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    (major, minor)
-}
 
 fn check(dir: &TestDir, name: &str, extra: &str) -> RunResult {
     let conf = dir.write(
@@ -72,7 +54,7 @@ fn version_names_the_same_openssl_built_and_running() {
 #[test]
 fn options_of_newer_openssl_are_refused_by_name() {
     let dir = TestDir::new("ossl-newer-options");
-    let (major, minor) = running_openssl();
+    let (major, minor) = linked_openssl();
     for (option, since) in [
         ("ENABLE_KTLS", (3, 0)),
         ("IGNORE_UNEXPECTED_EOF", (3, 0)),
@@ -129,7 +111,7 @@ fn engine_options_are_refused_with_the_reason() {
     // OpenSSL 4.0 removed the ENGINE API, so there the options cannot exist; before it
     // they are refused as not built yet.
     let dir = TestDir::new("ossl-engine");
-    let (major, _) = running_openssl();
+    let (major, _) = linked_openssl();
     let global = ["engine", "engineCtrl", "engineDefault"];
     let service = ["engineId", "engineNum", "CAengine"];
     for option in global.iter().chain(&service) {
