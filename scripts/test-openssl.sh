@@ -198,7 +198,8 @@ T2=$(now)
     || die "building the tests against OpenSSL $VERSION failed"
 log "tests built ($(($(now) - T2)) s)"
 T3=$(now)
+# --no-fail-fast: every test binary runs, so one failure does not hide the others.
 # shellcheck disable=SC2086 # TEST_ARGS is a list of words on purpose
-"$CARGO" test --release --lib --tests -- $TEST_ARGS \
+"$CARGO" test --release --lib --tests --no-fail-fast -- $TEST_ARGS \
     || die "tests failed against OpenSSL $VERSION"
 log "tests passed against OpenSSL $VERSION ($(($(now) - T3)) s); total $(($(now) - T0)) s"
