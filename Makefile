@@ -104,6 +104,7 @@ help:
 	@echo "make rpm        target/rpm/RPMS/ARCH/rstunnel-$(VERSION)-1.ARCH.rpm (rpmbuild)"
 	@echo "make test-install   scripts/test-install.sh: install layouts, .deb, .rpm"
 	@echo "make test-openssl111  build against OpenSSL 1.1.1 (openssl-src), run the tests with it"
+	@echo "make test-openssl40   build against OpenSSL 4.0 (openssl-src), run the tests with it"
 	@echo "make test-debian11    build, install, package and test in a Debian 11 chroot (debootstrap)"
 	@echo "make test-debian13    the same in a Debian 13 chroot (OpenSSL 3.5, the hybrid ML-KEM groups)"
 	@echo "make test-systemd     the .deb in a minimal Debian 12 root booted by systemd-nspawn: units, reload, logrotate"
@@ -144,11 +145,16 @@ test-scripts: build
 test-install:
 	scripts/test-install.sh
 
-# Old OpenSSL and an old distribution (README "Old distributions"). Both cache what they
-# build under target/ (target/openssl-1.1.1 + target/ossl111; target/debian11-root and
-# target/debian11-rootfs.tar.gz), so a second run is quick.
+# Old and new OpenSSL and an old distribution (README "Old distributions"). Each caches
+# what it builds under target/ (target/openssl-1.1.1 + target/ossl111, target/openssl-4.0 +
+# target/ossl40; target/debian11-root and target/debian11-rootfs.tar.gz), so a second run
+# is quick.
 test-openssl111:
-	scripts/test-openssl111.sh
+	scripts/test-openssl.sh 111
+
+.PHONY: test-openssl40
+test-openssl40:
+	scripts/test-openssl.sh 40
 
 test-debian11:
 	scripts/test-debian11.sh

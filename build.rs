@@ -5,9 +5,9 @@
 //!   OpenSSL's `OPENSSL_VERSION_NUMBER`), so that `-version` prints what rstunnel was built
 //!   with beside what it runs with;
 //! * the cfgs that `src/tls/compat.rs` gates on (STYLE.md practice 9: nowhere else):
-//!   `ossl110`, `ossl110h`, `ossl111`, `ossl300` for OpenSSL at or above that version, and
-//!   `libressl` (and `libressl360` from 3.6) for LibreSSL, which sets none of the `ossl`
-//!   ones. The names are the ones the `openssl` crate uses for the same versions.
+//!   `ossl110`, `ossl110h`, `ossl111`, `ossl300`, `ossl400` for OpenSSL at or above that
+//!   version, and `libressl` (and `libressl360` from 3.6) for LibreSSL, which sets none of
+//!   the `ossl` ones. The names are the ones the `openssl` crate uses for the same versions.
 //!
 //! openssl-sys 0.9.118 itself accepts OpenSSL 1.1.0 and later and LibreSSL 3.5 and later,
 //! and fails the build with its own message for anything older.
@@ -26,6 +26,7 @@ fn main() {
         "ossl110h",
         "ossl111",
         "ossl300",
+        "ossl400",
         "libressl",
         "libressl360",
     ];
@@ -61,6 +62,7 @@ fn main() {
         ("ossl110h", 0x1_01_00_08_0),
         ("ossl111", 0x1_01_01_00_0),
         ("ossl300", 0x3_00_00_00_0),
+        ("ossl400", 0x4_00_00_00_0),
     ] {
         if version >= since {
             println!("cargo:rustc-cfg={cfg}");

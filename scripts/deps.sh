@@ -18,7 +18,7 @@ set -euo pipefail
 PACKAGES=(
     libssl-dev         # openssl-sys links against it
     pkg-config         # openssl-sys finds libssl with it
-    gcc                # cc: links the crates, builds OpenSSL 1.1.1 (test-openssl111.sh)
+    gcc                # cc: links the crates, builds OpenSSL 1.1.1 and 4.0 (test-openssl.sh)
     g++                # libfuzzer-sys compiles libFuzzer (scripts/fuzz.sh, make test-faults)
     make               # the Makefile; OpenSSL 1.1.1's build
     binutils           # objdump: the .deb's Depends (make deb)

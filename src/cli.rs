@@ -234,11 +234,11 @@ fn print_option_lines(scope: options::Scope, with_defaults: bool) {
                 eprintln!("{:<22} = {}", spec.name, default);
             }
         } else {
-            let note = if matches!(spec.handler, options::Handler::NotYet) {
-                " (not supported yet)"
-            } else {
-                ""
-            };
+            let note = spec
+                .handler
+                .help_note()
+                .map(|note| format!(" ({note})"))
+                .unwrap_or_default();
             eprintln!("{:<22} = {}{}", spec.name, spec.help, note);
         }
     }

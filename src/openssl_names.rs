@@ -1,6 +1,7 @@
 //! The names stunnel.conf gives OpenSSL's own settings, and what they are in the linked
 //! library: `options =` (SSL_OP_* names with their bits, and the names only newer versions
-//! have), `OCSPflag =` (OCSP_* verification flags), and the library's version as text.
+//! have), `OCSPflag =` (OCSP_* verification flags), whether the ENGINE options can exist
+//! at all, and the library's version as text.
 //!
 //! A leaf: imports nothing from the crate, so `config` checks these names while parsing
 //! without depending on `tls`, and `tls` (`compat`, `context`, `ocsp`) turns them into bits.
@@ -238,6 +239,18 @@ pub fn ocsp_flag_bits(names: &[&str]) -> OcspFlag {
         .fold(0, |acc, &(_, bit)| acc | bit);
     OcspFlag::from_bits_retain(bits)
 }
+
+/// Why the linked OpenSSL cannot take the ENGINE options (`engine`, `engineCtrl`,
+/// `engineDefault`, `engineId`, `engineNum`, `CAengine`) at all, whatever rstunnel
+/// builds; `None` where it has the ENGINE API. OpenSSL 4.0 removed ENGINE (deprecated
+/// since 3.0 in favour of providers): no `ENGINE_*` function is left, `openssl/engine.h`
+/// keeps only no-op stubs for source compatibility.
+/// Here and not in `tls/compat.rs` because `config` refuses these lines while parsing.
+pub const ENGINE_MISSING: Option<&str> = if cfg!(ossl400) {
+    Some("OpenSSL 4.0 has no ENGINE API")
+} else {
+    None
+};
 
 /// Runtime OpenSSL version text, for `-version`.
 pub fn running_version() -> &'static str {

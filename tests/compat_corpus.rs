@@ -25,7 +25,8 @@
 //! them the test asserts the exact `option 'X' is not supported yet` error, so the row
 //! fails (asking to be removed from the table) once the feature lands. [`NOT_YET_OTHER`]
 //! does the same, by exact error text, for a limitation that is not one option (such as a
-//! mode of operation); it is empty at present.
+//! mode of operation); it is empty at present. [`LINKED_OPENSSL`] lists the files whose
+//! right verdict depends on the linked OpenSSL (SSLv3 is gone from 4.0).
 //!
 //! stunnel resolves `setuid`/`setgid` names while parsing, so its harness supplied the
 //! users and groups a file names (`provided_for_stunnel4_result`); `--check --no-files`
@@ -52,6 +53,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::tools::linked_openssl;
+
 /// Files that use an option rstunnel does not implement yet, and that option as it
 /// appears in rstunnel's `option 'X' is not supported yet` message. When the feature
 /// lands the row fails with "remove FILE from NOT_YET"; then it must match stunnel.
@@ -61,6 +66,19 @@ const NOT_YET: &[(&str, &str)] = &[];
 /// rstunnel gives (without `[!] `). Same rule as [`NOT_YET`]: the row fails with "remove
 /// FILE from NOT_YET_OTHER" once the limitation goes.
 const NOT_YET_OTHER: &[(&str, &str)] = &[];
+
+/// Files whose verdict depends on the linked OpenSSL: from that (major, minor) on, rstunnel
+/// must refuse the file with this `SCOPE: message` (a prefix: the running version follows)
+/// instead of giving stunnel 5.68's verdict, which was recorded with OpenSSL 3.0. Before
+/// that version the file is judged against stunnel as usual.
+const LINKED_OPENSSL: &[(&str, (u32, u32), &str)] = &[(
+    // `sslVersion = SSLv3`: OpenSSL 4.0 has no SSLv3, not even as a version bound (3.0
+    // takes the bound and then has no protocol to offer in any handshake).
+    "059-ssyslog-client-sample2009-sslv3.conf",
+    (4, 0),
+    "Service [ssyslog]: Failed to initialize TLS context: sslVersionMin = SSLv3 needs SSLv3, \
+     which OpenSSL 4.0 removed; rstunnel is linked with OpenSSL 4.",
+)];
 
 /// Per-run limit; a `--check` normally takes milliseconds.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -663,6 +681,22 @@ fn check_row(row: &Row, corpus: &Path, scratch: &Path, root: bool) -> RowResult 
         }
         s
     };
+    let linked = LINKED_OPENSSL
+        .iter()
+        .find(|(file, since, _)| *file == row.file && linked_openssl() >= *since);
+    if let Some((_, (major, minor), wanted)) = linked {
+        return match &got {
+            Verdict::Scoped { scope, message }
+                if format!("{scope}: {message}").starts_with(wanted) =>
+            {
+                RowResult::Match
+            }
+            _ => RowResult::Mismatch(report(format!(
+                "with OpenSSL {major}.{minor} or later rstunnel must refuse this file with \
+                 \"{wanted}…\" (LINKED_OPENSSL)"
+            ))),
+        };
+    }
     let stunnel_diff = compare(&expected, &got);
     if let Some(rule) = NotYetRule::for_file(&row.file) {
         let (table, wanted) = (rule.table, &rule.wanted);

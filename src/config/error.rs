@@ -73,6 +73,12 @@ pub enum LineError {
     NotValidHere,
     /// A row of the table that rstunnel does not implement (`Handler::NotYet`).
     NotYet(&'static str),
+    /// A row the linked OpenSSL cannot support at all (`Handler::Engine` on OpenSSL 4.0),
+    /// with the reason.
+    Unavailable {
+        name: &'static str,
+        why: &'static str,
+    },
     /// `include = DIR`: the directory or one of its files cannot be read.
     Include,
     /// `include` nested deeper than the parser allows (a directory including itself).
@@ -87,6 +93,9 @@ impl fmt::Display for LineError {
             LineError::NoEquals => f.write_str("No '=' found"),
             LineError::NotValidHere => f.write_str("Specified option name is not valid here"),
             LineError::NotYet(name) => write!(f, "option '{name}' is not supported yet"),
+            LineError::Unavailable { name, why } => {
+                write!(f, "option '{name}' is not available: {why}")
+            }
             LineError::Include => f.write_str("Failed to include directory"),
             LineError::IncludeTooDeep => {
                 f.write_str("Failed to include directory: nested too deep")

@@ -7,7 +7,9 @@
 //! syntax) have a `Custom` setter below the table.
 //!
 //! Rows whose behaviour rstunnel does not have yet use `Handler::NotYet`: such a line is a
-//! startup error that says so, never silently ignored. This file parses values; it opens
+//! startup error that says so, never silently ignored; the ENGINE rows use `Handler::Engine`,
+//! which says instead that the option cannot exist where the linked OpenSSL has no ENGINE
+//! API (`openssl_names::ENGINE_MISSING`). This file parses values; it opens
 //! no files and calls no OpenSSL, but two setters look things up as stunnel does: `local =
 //! HOST` resolves the host, `setuid`/`setgid` read the user database (skipped with
 //! `Names::Skip`).
@@ -15,9 +17,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::error::ValueError;
+use super::error::{LineError, ValueError};
 use super::types::{Foreground, GlobalOptions, LogId, ServiceOptions, SslOptionEdit, VerifyFlags};
 use super::values::{self, TlsVersion};
+use crate::openssl_names::ENGINE_MISSING;
 
 /// Where an option may appear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +153,31 @@ pub enum Handler {
     Include,
     /// Known to stunnel, not built in rstunnel yet: using it is a startup error.
     NotYet,
+    /// An ENGINE option: `NotYet` where the linked OpenSSL has the ENGINE API, refused as
+    /// not available (with the reason) where it has none (OpenSSL 4.0).
+    Engine,
+}
+
+/// The startup error for a `Handler::Engine` row.
+pub fn engine_refusal(name: &'static str) -> LineError {
+    match ENGINE_MISSING {
+        Some(why) => LineError::Unavailable { name, why },
+        None => LineError::NotYet(name),
+    }
+}
+
+impl Handler {
+    /// What `-help` adds after a row that is refused whatever its value.
+    pub fn help_note(&self) -> Option<String> {
+        match self {
+            Handler::NotYet => Some("not supported yet".into()),
+            Handler::Engine => Some(match ENGINE_MISSING {
+                Some(why) => format!("not available: {why}"),
+                None => "not supported yet".into(),
+            }),
+            Handler::Set(_) | Handler::Include => None,
+        }
+    }
 }
 
 pub struct OptionSpec {
@@ -178,7 +206,7 @@ const fn row(
     }
 }
 
-use Handler::{Include, NotYet, Set};
+use Handler::{Engine, Include, NotYet, Set};
 use Scope::{Global, Service};
 use Setter::{
     Custom, Keyword, List, Number, OneOf, OnlyNo, Path, Seconds, Text, TextOrUnset, Version, YesNo,
@@ -200,9 +228,9 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("chroot", Global, Set(Path(|t| &mut t.global.chroot)), None, "directory to chroot the process to"),
     row("compression", Global, Set(Keyword(&["deflate", "zlib"], NotAvailable("Specified compression type"), |t, w| t.global.compression = Some(w.into()))), None, "deflate|zlib TLS compression type"),
     row("EGD", Global, NotYet, None, "path to Entropy Gathering Daemon socket"),
-    row("engine", Global, NotYet, None, "auto|engine_id OpenSSL engine"),
-    row("engineCtrl", Global, NotYet, None, "cmd[:arg] engine control command"),
-    row("engineDefault", Global, NotYet, None, "TASK_LIST tasks to delegate to the engine"),
+    row("engine", Global, Engine, None, "auto|engine_id OpenSSL engine"),
+    row("engineCtrl", Global, Engine, None, "cmd[:arg] engine control command"),
+    row("engineDefault", Global, Engine, None, "TASK_LIST tasks to delegate to the engine"),
     row("fips", Global, Set(OnlyNo(ValueError::FipsNotBuilt)), Some("no"), "yes|no FIPS 140-2 mode"),
     row("foreground", Global, Set(OneOf(&["yes", "quiet", "no"], set_foreground)), Some("no"), "yes|quiet|no foreground mode (don't fork, log to stderr)"),
     row("log", Global, Set(OneOf(&["append", "overwrite"], |t, w| t.global.log_overwrite = w == "overwrite")), Some("append"), "append|overwrite log file"),
@@ -222,7 +250,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("watchCertificates", Global, Set(YesNo(|t| &mut t.global.watch_certificates)), Some("yes"), "yes|no reload TLS contexts when a certificate, key, CA or CRL file changes on disk (rstunnel extension)"),
     // ---- service-level options ----
     row("accept", Service, Set(List(|t| &mut t.service.accept)), None, "[host:]port accept connections on specified host:port"),
-    row("CAengine", Service, NotYet, None, "engine-specific CA certificate identifier"),
+    row("CAengine", Service, Engine, None, "engine-specific CA certificate identifier"),
     row("CAfile", Service, Set(Path(|t| &mut t.service.tls.ca_file)), None, "CA certificate file for peer verification"),
     row("CApath", Service, Set(Path(|t| &mut t.service.tls.ca_path)), None, "CA certificate directory for peer verification"),
     row("CAstore", Service, NotYet, None, "CA certificate store URI (stunnel 5.75+)"),
@@ -240,8 +268,8 @@ pub static OPTIONS: &[OptionSpec] = &[
     row("curves", Service, Set(Text(|t| &mut t.service.tls.curves)), Some("X25519:P-256:X448:P-521:P-384"), "ECDH curve names"),
     row("debug", Service, Set(Custom(set_debug)), Some("daemon.notice"), "[facility].level (e.g. daemon.info)"),
     row("delay", Service, Set(YesNo(|t| &mut t.service.delay)), Some("no"), "yes|no delay DNS lookup for 'connect' option"),
-    row("engineId", Service, NotYet, None, "ID of engine to read the key from"),
-    row("engineNum", Service, NotYet, None, "number of engine to read the key from"),
+    row("engineId", Service, Engine, None, "ID of engine to read the key from"),
+    row("engineNum", Service, Engine, None, "number of engine to read the key from"),
     row("exec", Service, Set(Path(|t| &mut t.service.exec)), None, "file execute local inetd-type program"),
     row("execArgs", Service, Set(Custom(set_exec_args)), None, "arguments for 'exec' (including $0)"),
     row("failover", Service, Set(OneOf(&["rr", "prio"], |t, w| t.service.failover_rr = w == "rr")), Some("prio"), "rr|prio failover strategy"),
@@ -713,6 +741,22 @@ mod tests {
                     assert_eq!(
                         refused_line(&format!("{name} = 1")),
                         format!("t.conf:1: \"{name} = 1\": option '{name}' is not supported yet")
+                    );
+                }
+                Handler::Engine => {
+                    assert!(cases.is_empty(), "{name}: a case for an ENGINE row");
+                    // Judged by the version the library reports, not by the cfg the
+                    // refusal is built from.
+                    let running = crate::openssl_names::running_version();
+                    let why = if running.starts_with("OpenSSL 4.") {
+                        "is not available: OpenSSL 4.0 has no ENGINE API"
+                    } else {
+                        "is not supported yet"
+                    };
+                    assert_eq!(
+                        refused_line(&format!("{name} = 1")),
+                        format!("t.conf:1: \"{name} = 1\": option '{name}' {why}"),
+                        "linked with {running}"
                     );
                 }
                 Handler::Include => {

@@ -96,6 +96,7 @@ impl Parser {
             .ok_or_else(|| line_error(line, LineError::NotValidHere))?;
         match &spec.handler {
             Handler::NotYet => Err(line_error(line, LineError::NotYet(spec.name))),
+            Handler::Engine => Err(line_error(line, options::engine_refusal(spec.name))),
             Handler::Include => self.include(line, value, depth),
             Handler::Set(setter) => {
                 let service = self.current.as_mut().unwrap_or(&mut self.defaults);

@@ -5,9 +5,10 @@
 //! `config` checks while parsing and so cannot take from `tls`.
 //!
 //! The `#[cfg]`s are set by build.rs from the headers openssl-sys found: `ossl110`,
-//! `ossl110h`, `ossl111`, `ossl300` (OpenSSL at or above that version) and `libressl`.
-//! Built and tested: OpenSSL 3.0 (Debian 12) and 1.1.1 (`make test-openssl111`,
-//! `make test-debian11`). 1.1.0 is gated here but not tested; LibreSSL is gated as far
+//! `ossl110h`, `ossl111`, `ossl300`, `ossl400` (OpenSSL at or above that version) and
+//! `libressl`. Built and tested: OpenSSL 3.0 (Debian 12), 1.1.1 (`make test-openssl111`,
+//! `make test-debian11`) and 4.0 (`make test-openssl40`). What 4.0 removed that rstunnel
+//! would use is ENGINE, refused while parsing (`openssl_names::ENGINE_MISSING`). 1.1.0 is gated here but not tested; LibreSSL is gated as far
 //! as the `openssl` crate's own gates show, and never built. openssl-sys 0.9.118 refuses
 //! anything older than 1.1.0.
 
@@ -162,10 +163,15 @@ pub fn negotiated_group(ssl: &openssl::ssl::SslRef) -> Option<String> {
 }
 
 /// The protocol version of a `sslVersion*` value; `None` where the linked library does not
-/// have it (TLS 1.3 before OpenSSL 1.1.1).
+/// have it (TLS 1.3 before OpenSSL 1.1.1, SSLv3 from 4.0 on; `version_missing` says why).
 pub fn ssl_version(version: TlsVersion) -> Option<SslVersion> {
     match version {
+        #[cfg(not(ossl400))]
         TlsVersion::Ssl3 => Some(SslVersion::SSL3),
+        // OpenSSL 4.0 removed SSLv3 altogether: SSL_CTX_set_min/max_proto_version refuse
+        // SSL3_VERSION as a bound (3.x took it, though its builds have no SSLv3 to offer).
+        #[cfg(ossl400)]
+        TlsVersion::Ssl3 => None,
         TlsVersion::Tls1 => Some(SslVersion::TLS1),
         TlsVersion::Tls1_1 => Some(SslVersion::TLS1_1),
         TlsVersion::Tls1_2 => Some(SslVersion::TLS1_2),
@@ -253,6 +259,18 @@ pub fn set_security_level(ctx: &mut SslContextBuilder, level: u32) {
     ctx.set_security_level(level);
     #[cfg(not(any(ossl110, libressl360)))]
     let _ = (ctx, level);
+}
+
+/// The error for `setting` (e.g. "sslVersionMin = SSLv3") whose `version` the linked
+/// library lacks (`ssl_version` gave `None`).
+pub fn version_missing(version: TlsVersion, setting: &str) -> String {
+    match version {
+        TlsVersion::Ssl3 => format!(
+            "{setting} needs SSLv3, which OpenSSL 4.0 removed; rstunnel is linked with {}",
+            running_version()
+        ),
+        _ => tls13_missing(setting),
+    }
 }
 
 /// The error for a setting that needs TLS 1.3 when the linked library lacks it.
@@ -454,5 +472,22 @@ mod tests {
     fn tls13_where_the_library_has_it() {
         assert_eq!(ssl_version(TlsVersion::Tls1_3).is_some(), HAS_TLS13);
         assert!(ssl_version(TlsVersion::Tls1_2).is_some());
+    }
+
+    #[test]
+    fn sslv3_is_a_version_bound_until_openssl_4() {
+        // Judged by the version the library reports and by what it does with the bound,
+        // not by the cfg that `ssl_version` is built from.
+        let running = running_version();
+        let gone = running.starts_with("OpenSSL 4.");
+        assert_eq!(ssl_version(TlsVersion::Ssl3).is_none(), gone, "{running}");
+        let mut ctx = SslContextBuilder::new(openssl::ssl::SslMethod::tls()).expect("SSL_CTX");
+        let refused = ctx.set_min_proto_version(Some(SslVersion::SSL3)).is_err();
+        assert_eq!(refused, gone, "{running}: SSLv3 as the lowest version");
+        let message = version_missing(TlsVersion::Ssl3, "sslVersion = SSLv3");
+        assert!(
+            message.contains("OpenSSL 4.0 removed") && message.contains(running),
+            "{message}"
+        );
     }
 }

@@ -52,7 +52,10 @@ pub const READ_AHEAD_SIZE: usize = 64 * 1024;
 /// `setting = version` as OpenSSL's version; an error where the linked OpenSSL lacks it.
 fn openssl_version(v: TlsVersion, setting: &str) -> Result<SslVersion, TlsSetupError> {
     compat::ssl_version(v).ok_or_else(|| {
-        TlsSetupError::plain(compat::tls13_missing(&format!("{setting} = {}", v.name())))
+        TlsSetupError::plain(compat::version_missing(
+            v,
+            &format!("{setting} = {}", v.name()),
+        ))
     })
 }
 

@@ -162,6 +162,29 @@ pub fn run(program: &Path, args: &[&str], timeout: Duration) -> RunResult {
     run_with_timeout(cmd, b"", timeout)
 }
 
+/// (major, minor) of the OpenSSL that `rstunnel -version` says it runs with: for tests
+/// whose right answer depends on it (`make test-openssl111`, `make test-openssl40`).
+pub fn linked_openssl() -> (u32, u32) {
+    let r = run(
+        &super::daemon::rstunnel_bin(),
+        &["-version"],
+        Duration::from_secs(10),
+    );
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("Running  with OpenSSL "))
+        .unwrap_or_else(|| panic!("no `Running  with OpenSSL` line\n{}", r.describe()));
+    let version = line["Running  with OpenSSL ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap_or("");
+    let mut parts = version.split('.');
+    let major = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor)
+}
+
 /// An rstunnel run (`--check FILE`, or a start) that refused its configuration: exit status
 /// 1, `message` on stderr, and `configuration OK` on neither stream.
 pub fn assert_config_refused(r: &RunResult, message: &str) {
