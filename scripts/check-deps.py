@@ -185,7 +185,18 @@ def split_shell(src):
             if c == "\\":
                 j += 2
                 continue
-            if c == "'":
+            if c == "#" and (j == start or src[j - 1] in " \t\n"):
+                # A comment (an array's row notes): its apostrophes and parentheses are
+                # prose, not quotes or nesting.
+                j = src.find("\n", j)
+                if j < 0:
+                    return n
+                continue
+            if c == '"':
+                j += 1
+                while j < n and src[j] != '"':
+                    j += 2 if src[j] == "\\" else 1
+            elif c == "'":
                 j = src.find("'", j + 1)
                 if j < 0:
                     return n
@@ -612,6 +623,11 @@ SELF_TESTS = [
     ('unit_dir() { case "$1" in debian) echo a ;; redhat) echo b ;; esac; }', set()),
     ("PACKAGES=(\n    libssl-dev  # why\n    pkg-config\n)\nx=$(objdump -p \"$b\" | awk '{ print }')",
      {"objdump", "awk"}),
+    # An array's comments are prose: an apostrophe or a parenthesis there neither opens a
+    # quote nor ends the array; a quoted parenthesis in $( ) is no nesting.
+    ("PACKAGES=(\n    make  # OpenSSL's build (1)\n    tar  # b) c\n)\n"
+     "y=$(sed -e \"s/(/[/\" f)\nls",
+     {"sed", "ls"}),
     ('chroot "$root" apt-get install -y make\nunshare --mount --propagation private -- tcpdump -n',
      {"chroot", "unshare", "tcpdump"}),
     ("bash -c 'set -e; zcat \"$1\" | groff -man' _ f\nip netns exec ns1 ss -ltn",

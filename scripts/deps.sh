@@ -20,7 +20,7 @@ PACKAGES=(
     pkg-config         # openssl-sys finds libssl with it
     gcc                # cc: links the crates, builds OpenSSL 1.1.1 and 4.0 (test-openssl.sh)
     g++                # libfuzzer-sys compiles libFuzzer (scripts/fuzz.sh, make test-faults)
-    make               # the Makefile; OpenSSL 1.1.1's build
+    make               # the Makefile; the OpenSSL builds of test-openssl.sh
     binutils           # objdump: the .deb's Depends (make deb)
     git                # the commit in target/faults-summary.md (test-faults.sh)
     openssl            # certificates for tests, make-cert.sh, bench.sh; s_client/s_server interop
