@@ -145,7 +145,7 @@ test-scripts: build
 test-install:
 	scripts/test-install.sh
 
-# Old and new OpenSSL and an old distribution (README "Old distributions"). Each caches
+# Old and new OpenSSL and an old distribution (README "Distributions and OpenSSL versions"). Each caches
 # what it builds under target/ (target/openssl-1.1.1 + target/ossl111, target/openssl-4.0 +
 # target/ossl40; target/debian11-root and target/debian11-rootfs.tar.gz), so a second run
 # is quick.

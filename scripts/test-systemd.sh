@@ -704,19 +704,28 @@ for tool in debootstrap:debootstrap systemd-nspawn:systemd-container nsenter:uti
         || die "${tool%%:*} not found: apt-get install ${tool#*:} (scripts/deps.sh)"
 done
 
+# --root-only: make (or check) the cached root and stop; .ci/run runs this in the
+# background while `make test` builds, so the debootstrap's network wait is off CI's path.
+ROOT_ONLY=0
+[ "${1:-}" = "--root-only" ] && ROOT_ONLY=1
+
 # The .deb under test, fresh unless NOBUILD=1.
-if [ "${NOBUILD:-0}" != 1 ]; then
+if [ "$ROOT_ONLY" = 0 ] && [ "${NOBUILD:-0}" != 1 ]; then
     make --no-print-directory deb >"$ROOT/target/systemd-deb.log" 2>&1 \
         || { tail -n 30 "$ROOT/target/systemd-deb.log" >&2; die "make deb failed"; }
 fi
-debs=("$ROOT"/target/deb/rstunnel_*.deb)
-DEB="${debs[0]}"
-[ -f "$DEB" ] || die "no target/deb/rstunnel_*.deb (make deb)"
-
 # The root: reuse, unpack from the tarball, or bootstrap (scripts/lib/rootfs.sh; never
 # deleted while something is mounted under it).
 rootfs_ensure "$SROOT" "$TARBALL" "$ROOT/target/systemd-debootstrap.log" "${SYSTEMD_TEST_FRESH:-0}" \
     "$SUITE" "$MIRROR" "${PACKAGES[@]}"
+if [ "$ROOT_ONLY" = 1 ]; then
+    log "root ready in $(($(now) - T0)) s"
+    exit 0
+fi
+
+debs=("$ROOT"/target/deb/rstunnel_*.deb)
+DEB="${debs[0]}"
+[ -f "$DEB" ] || die "no target/deb/rstunnel_*.deb (make deb)"
 
 # What the container sees at /srv/rstunnel-test: the .deb and two certificates.
 rm -rf "$WORK"
