@@ -185,7 +185,7 @@ def split_shell(src):
             if c == "\\":
                 j += 2
                 continue
-            if c == "#" and (j == start or src[j - 1] in " \t\n"):
+            if c == "#" and (j == start or src[j - 1] in " \t\n("):
                 # A comment (an array's row notes): its apostrophes and parentheses are
                 # prose, not quotes or nesting.
                 j = src.find("\n", j)

@@ -85,9 +85,11 @@ fn accepts_groups_list(groups: &str) -> bool {
 /// The group the handshake's key exchange used, as the library names it (the names
 /// `curves` takes): OpenSSL 3.x asks SSL_get_negotiated_group and SSL_group_to_name
 /// ("X25519MLKEM768", "x25519", "secp256r1"); 1.1.1 has neither and names the peer's
-/// ephemeral key instead (SSL_get_peer_tmp_key, 1.1.1+): "X25519", "prime256v1". `None`
-/// when there was no key exchange (a TLS 1.3 resumption without one, TLS 1.2 RSA key
-/// transport) or the library cannot say (1.1.0, LibreSSL).
+/// ephemeral key instead (SSL_get_peer_tmp_key, 1.1.1+): "X25519", "prime256v1". A
+/// resumption without a key exchange of its own (any TLS 1.2 one, TLS 1.3 `psk_ke`) names
+/// the original session's group on 3.x (its keys still derive from that exchange) and
+/// nothing on 1.1.1 (no ephemeral key this time). `None` for TLS 1.2 RSA key transport
+/// and where the library cannot say (1.1.0, LibreSSL).
 pub fn negotiated_group(ssl: &openssl::ssl::SslRef) -> Option<String> {
     #[cfg(ossl300)]
     {
@@ -108,9 +110,10 @@ pub fn negotiated_group(ssl: &openssl::ssl::SslRef) -> Option<String> {
             let id = libc::c_int::try_from(id).ok().filter(|id| *id > 0)?;
             let name = SSL_group_to_name(ssl.as_ptr(), id);
             if name.is_null() {
-                // A group the library cannot name falls back to OBJ_nid2sn, which queues an
-                // "unknown nid" error; left there, it would make this session's next SSL
-                // call look failed (stunnel 5.74 resets hybrid sessions that way).
+                // No name (a group no loaded provider describes any more). OpenSSL 3.x
+                // queues no error here, but an error left on this thread would make the
+                // session's next SSL call look failed (stunnel 5.74 resets its hybrid
+                // sessions after such a leftover), so the queue is emptied regardless.
                 let _ = ErrorStack::get();
                 return None;
             }

@@ -264,7 +264,7 @@ fn apply_protocol_settings(
     let suites = opts.ciphersuites.as_deref().unwrap_or(DEFAULT_CIPHERSUITES);
     compat::set_ciphersuites(ctx, suites)
         .map_err(|e| TlsSetupError::new(format!("ciphersuites = {suites}"), e))?;
-    let curves = opts.curves.as_deref().unwrap_or(default_curves());
+    let curves = opts.curves.as_deref().unwrap_or_else(|| default_curves());
     compat::set_groups_list(ctx, curves)
         .map_err(|e| TlsSetupError::new(format!("curves = {curves}"), e))?;
     compat::set_security_level(ctx, opts.security_level.unwrap_or(DEFAULT_SECURITY_LEVEL));
