@@ -46,8 +46,9 @@ impl Forwarder {
                     let ns = ns.clone();
                     let inner = in_named_netns(&ns, move || TcpStream::connect(target));
                     let Ok(inner) = inner else {
-                        // Nothing listens inside (the server is gone): the client sees
-                        // the connection closed, as it would have without the forwarder.
+                        // Nothing listens inside (the server is gone): a reset, the
+                        // nearest to the refused connect the client would have seen.
+                        reset_on_close(&outer);
                         continue;
                     };
                     let _ = outer.set_nodelay(true);
