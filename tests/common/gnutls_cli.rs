@@ -10,7 +10,12 @@
 //! * [`Serv`]: `gnutls-serv` kept running (killed on drop). It has no option for the listen
 //!   address and does not print the port it got for `-p 0`: it listens on every address,
 //!   IPv4 and IPv6 on two different ports, and the IPv4 port is read from `/proc` (its
-//!   listening socket's inode among its descriptors). Tests connect to it on 127.0.0.1 only.
+//!   listening socket's inode among its descriptors, in its own namespace's table). So that
+//!   no port opens on the host's real interfaces, as root it runs in a network namespace of
+//!   its own with only `lo` up, and a [`Forwarder`] on the host's 127.0.0.1 carries each
+//!   connection to it unchanged (half-close included); [`Serv::addr`] is the forwarder's.
+//!   Not root, there is no namespace: it runs on the host, listening on every address for
+//!   its lifetime, and says so in one line on stderr. Tests connect to 127.0.0.1 only.
 //!   Its output (in `--echo` mode every echoed line, twice) is kept up to
 //!   [`SERV_KEPT_LINES`] lines for failure messages.
 //!
@@ -22,13 +27,17 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use openssl::sha::Sha256;
 
+use super::forward::Forwarder;
 use super::net::{Digest, Payload};
+use super::netns::{exec_in, Namespaces};
+use super::process::is_root;
 use super::tools::{gnutls_cli, gnutls_serv, ChildGuard};
 use super::{LeafFiles, TestDir};
 
@@ -302,10 +311,18 @@ pub struct Serv {
     pub label: String,
     args: Vec<String>,
     child: ChildGuard,
+    /// Where tests reach it: the forwarder's port, or gnutls-serv's own without a namespace.
     port: u16,
     output: Arc<Mutex<Kept>>,
     readers: Vec<JoinHandle<()>>,
+    /// Root only: the forwarder into `netns`, and the namespace gnutls-serv runs in (dropped
+    /// in this order, after the child is killed).
+    forwarder: Option<Forwarder>,
+    netns: Option<Namespaces>,
 }
+
+/// Numbers the namespaces of the `Serv`s of one test process (tests run in parallel).
+static SERV_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Default)]
 struct Kept {
@@ -324,7 +341,27 @@ impl Serv {
             format!("--x509keyfile={}", leaf.key.display()),
         ];
         all.extend(args.iter().map(|a| a.as_ref().to_string()));
-        let mut child = Command::new(gnutls_serv())
+        let netns = if is_root() {
+            let seq = SERV_SEQ.fetch_add(1, Ordering::SeqCst);
+            Some(Namespaces::new(&format!("gs{seq}"), &["g"]))
+        } else {
+            eprintln!(
+                "[{label}] note: not root, so no network namespace: gnutls-serv listens on \
+                 every address of this host while it runs"
+            );
+            None
+        };
+        let mut cmd = match &netns {
+            Some(ns) => {
+                // `ip netns exec` execs the program itself: the child's pid is gnutls-serv's.
+                let [ip, rest @ ..] = exec_in(ns.name("g"));
+                let mut c = Command::new(ip);
+                c.args(rest).arg(gnutls_serv());
+                c
+            }
+            None => Command::new(gnutls_serv()),
+        };
+        let mut child = cmd
             .args(&all)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -343,12 +380,19 @@ impl Serv {
             port: 0,
             output,
             readers,
+            forwarder: None,
+            netns,
         };
         let pid = s.child.child().id();
         let deadline = Instant::now() + SERV_START;
         loop {
             if let Some(port) = ipv4_listen_port(pid) {
                 s.port = port;
+                if let Some(ns) = &s.netns {
+                    let fwd = Forwarder::start(ns.name("g"), ([127, 0, 0, 1], port).into());
+                    s.port = fwd.addr().port();
+                    s.forwarder = Some(fwd);
+                }
                 return s;
             }
             if let Ok(Some(st)) = s.child.child().try_wait() {
@@ -361,7 +405,7 @@ impl Serv {
         }
     }
 
-    /// Its IPv4 port (reach it on 127.0.0.1).
+    /// The port to reach it on at 127.0.0.1 (the forwarder's, when it runs in a namespace).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -455,8 +499,8 @@ fn keep_lines(r: impl Read + Send + 'static, kept: Arc<Mutex<Kept>>) -> JoinHand
     })
 }
 
-/// The port of a socket of process `pid` listening on IPv4 (`/proc/net/tcp` state 0A), if
-/// any yet.
+/// The port of a socket of process `pid` listening on IPv4 (state 0A in
+/// `/proc/<pid>/net/tcp`, the table of the process's own network namespace), if any yet.
 fn ipv4_listen_port(pid: u32) -> Option<u16> {
     let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
         .ok()?
@@ -466,7 +510,7 @@ fn ipv4_listen_port(pid: u32) -> Option<u16> {
             Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
         })
         .collect();
-    let table = fs::read_to_string("/proc/net/tcp").ok()?;
+    let table = fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
     table.lines().skip(1).find_map(|row| {
         let f: Vec<&str> = row.split_whitespace().collect();
         // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode

@@ -10,6 +10,8 @@
 //!   reads the bound ports back from its log and stops it with SIGTERM, then SIGKILL, on drop.
 //! * [`net`]: plain TCP backends (echo, sink, digest-after-EOF, greeter, source) and client
 //!   helpers; every socket has read and write timeouts so no test can hang.
+//! * [`forward`]: a transparent TCP forwarder from 127.0.0.1 into a test's namespace, for
+//!   peers that listen on every address (gnutls-serv).
 //! * [`netns`]: network namespaces a test owns, joined by veth pairs on 192.0.2.0/24;
 //!   ports and listeners inside them.
 //! * [`openssl_cli`]: `openssl s_client` and `s_server` as TLS peers.
@@ -48,6 +50,7 @@
 pub mod certs;
 pub mod daemon;
 pub mod faults;
+pub mod forward;
 pub mod gnutls_cli;
 pub mod net;
 pub mod netns;
