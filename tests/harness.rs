@@ -215,3 +215,50 @@ fn probe_sees_eof_and_timeout() {
     let p = probe(silent.addr(), b"x", Duration::from_millis(300));
     assert_eq!(p.end, End::TimedOut);
 }
+
+#[test]
+fn syslog_fill_refuses_an_unfilled_placeholder() {
+    use common::syslog::fill;
+    let t = "a {one} b ${MSG} c {\n  {two_2} {Three} {} {three_x}";
+    let filled = fill(t, &[("one", "1"), ("three_x", "3")]);
+    assert_eq!(filled, "a 1 b ${MSG} c {\n  {two_2} {Three} {} 3");
+    let left = std::panic::catch_unwind(|| fill("x {ca} {port_no}", &[("ca", "/c")]));
+    let msg = left.expect_err("{port_no} left unfilled must panic");
+    let msg = msg
+        .downcast_ref::<String>()
+        .expect("a formatted panic message");
+    assert!(msg.contains("{port_no}"), "{msg}");
+}
+
+/// A line that comes again after all have arrived (a resend after a reconnect) is caught
+/// within the settle period; lines that stay once each pass after it.
+#[test]
+fn syslog_lines_once_waits_for_late_duplicates() {
+    use common::syslog::{Lines, SETTLE};
+    let dir = TestDir::new("harness-syslog-once");
+    let lines = Lines::new("harness", 3);
+    let all: String = (0..3).map(|i| format!("{}\n", lines.line(i))).collect();
+    let out = dir.write("once.log", &all);
+    let started = std::time::Instant::now();
+    lines.wait_all_once(&out, T).expect("every line once");
+    assert!(
+        started.elapsed() >= SETTLE,
+        "returned before the settle period"
+    );
+
+    let out = dir.write("twice.log", &all);
+    let late = lines.line(1);
+    let writer = {
+        let out = out.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(SETTLE / 4);
+            let mut f = std::fs::OpenOptions::new().append(true).open(&out).unwrap();
+            writeln!(f, "{late}").unwrap();
+        })
+    };
+    let e = lines
+        .wait_all_once(&out, T)
+        .expect_err("a late duplicate must fail");
+    writer.join().unwrap();
+    assert!(e.contains("more than once") && e.contains("(1, 2)"), "{e}");
+}

@@ -282,8 +282,9 @@ TIMEOUTclose = 5"
             // closes the session: gtls always. ossl (8.2302) may close it without that
             // word, or take the lines' bytes, say nothing and keep the connection open;
             // so wait (bounded) for its word or the session's end, then stop the sender,
-            // which ends the session in any case. The tunnel must log it with bytes sent
-            // into TLS and nothing back.
+            // which ends the session in any case. The tunnel must log the session's end with
+            // nothing back. (How much it sent into TLS is not judged: rsyslog checks the
+            // name after the handshake, and may close before the tunnel has read a line.)
             let deadline = Instant::now() + REFUSAL;
             let said = || read_or_empty(&receiver_log).contains("2088");
             let ended = || {
@@ -306,9 +307,9 @@ TIMEOUTclose = 5"
             drop(sender);
             let end = tunnel.wait_close_counts(1, DELIVERY).remove(0);
             println!("{driver} server refused the tunnel: {end:?}");
-            assert!(
-                end.sent_to_tls > 0 && end.sent_to_socket == 0,
-                "the refused session must show lines sent into TLS and nothing back: {end:?}"
+            assert_eq!(
+                end.sent_to_socket, 0,
+                "the refused session must show nothing sent back to the sender: {end:?}"
             );
             let got = lines.counts(&read_or_empty(&out));
             assert!(

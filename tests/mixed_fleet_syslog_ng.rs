@@ -193,8 +193,15 @@ fn deliver(how: Sender) {
     lines.feed(&socket);
     if let Sender::NativeTlsUntrusted = how {
         // syslog-ng aborts the handshake (unknown CA) and retries later; the tunnel logs
-        // the failed handshake, and nothing may arrive.
+        // the failed handshake with syslog-ng's alert (the README quotes the line), and
+        // nothing may arrive.
         let failed = server_tunnel.wait_for_log("SSL_accept", DELIVERY);
+        if !failed.contains("SSL_accept: tlsv1 alert unknown ca") {
+            server_tunnel.fail(&format!(
+                "the failed handshake must be logged as `SSL_accept: tlsv1 alert unknown ca` \
+                 (README, Mixed fleets), got: {failed}"
+            ));
+        }
         println!("syslog-ng refused the untrusted tunnel: {failed}");
         let got = lines.counts(&read_or_empty(&out));
         assert!(

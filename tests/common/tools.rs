@@ -308,13 +308,21 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 pub const UNPACK_ROOT: &str = "/usr/local/lib/rstunnel-test";
 
 /// Program `name` (in `usr/sbin` or `usr/bin`) of a package tree under [`UNPACK_ROOT`], and
-/// that tree; panics with install advice if no tree has it.
+/// that tree; panics with install advice if no tree has it. Only finished trees count: not
+/// `P.new` (deps.sh unpacks there and leaves it when the unpacked program does not run),
+/// and with the `P.version` file deps.sh writes once the checked tree is moved to `P`.
 pub fn unpacked_program(name: &str) -> (PathBuf, PathBuf) {
-    let trees = std::fs::read_dir(UNPACK_ROOT)
-        .into_iter()
-        .flatten()
-        .flatten();
-    for tree in trees.map(|e| e.path()).filter(|p| p.is_dir()) {
+    let root = Path::new(UNPACK_ROOT);
+    let finished = |tree: &Path| {
+        let Some(package) = tree.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        tree.is_dir()
+            && !package.ends_with(".new")
+            && root.join(format!("{package}.version")).is_file()
+    };
+    let trees = std::fs::read_dir(root).into_iter().flatten().flatten();
+    for tree in trees.map(|e| e.path()).filter(|p| finished(p)) {
         for sub in ["usr/sbin", "usr/bin"] {
             let p = tree.join(sub).join(name);
             if is_executable(&p) {
